@@ -1,0 +1,94 @@
+//! The admin listener (axum on its own port), separate from the proxy listeners.
+//!
+//! Endpoints:
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once the configuration is loaded and every proxy listener accepts
+//!   connections; 503 with the missing parts otherwise.
+//! - `GET /metrics`: Prometheus text format.
+//!
+//! May depend on `metrics`; never on `proxy` internals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::metrics::Metrics;
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.listeners_bound.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+}
+
+/// The admin router.
+pub fn router(metrics: Metrics, readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { metrics, readiness })
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let listeners = s.readiness.is_ready();
+    let body = serde_json::json!({ "ready": listeners, "config_loaded": true, "listeners_bound": listeners });
+    let status = if listeners {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Marks the listeners bound once each of `addrs` accepts a TCP connection. pingora binds
+/// its listeners inside its own service start and reports nothing back, so this asks the
+/// sockets themselves.
+pub async fn watch_listeners(readiness: Arc<Readiness>, addrs: Vec<SocketAddr>) {
+    for addr in addrs {
+        let target = loopback_for(addr);
+        while tokio::net::TcpStream::connect(target).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    readiness.listeners_bound.store(true, Ordering::Release);
+    tracing::info!("all listeners accept connections; ready");
+}
+
+/// A wildcard listen address is probed on the loopback address of the same family.
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}

@@ -1,0 +1,242 @@
+//! Wiring: builds every component from a [`Config`], checks that the ports are free, runs
+//! the pingora server and drains it on SIGTERM/SIGINT. The only module that reads `Config`
+//! as a whole.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::admin::{self, Readiness};
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::proxy::{self, upstream::PendingPool};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
+    #[error("{what} {addr}: cannot listen: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Pool(#[from] proxy::upstream::PoolError),
+    #[error("proxy set-up failed: {0}")]
+    Pingora(String),
+}
+
+/// Checks what can be checked without starting anything: the file's values and the files it
+/// names (certificates, keys, CA bundles are read by `serve` too).
+pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    if let Err(e) = proxy::load_tls(cfg) {
+        errors.extend(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT, then drains. Blocks the calling thread; must not
+/// be called from inside a tokio runtime.
+pub fn serve(cfg: Config) -> Result<(), StartError> {
+    // The first rustls config built picks the process-wide provider; make it ring, always.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let resolvers = proxy::load_tls(&cfg).map_err(|e| StartError::Config(ConfigErrors(e)))?;
+
+    // pingora retries a failed bind for 30 s and then panics inside its service while the
+    // process lives on (reference/pingora-0.9.md §6.3): find taken ports first.
+    let admin_listener =
+        TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
+            what: "admin.listen".into(),
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        TcpListener::bind(l.address).map_err(|source| StartError::Bind {
+            what: format!("listeners[{i}] ({})", l.name),
+            addr: l.address,
+            source,
+        })?;
+    }
+
+    let metrics = Metrics::new();
+    let mut conf = ServerConf::default();
+    conf.threads = cfg.server.threads;
+    conf.grace_period_seconds = Some(cfg.server.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(cfg.server.graceful_shutdown_timeout.as_secs());
+    let tmp = std::env::temp_dir();
+    conf.pid_file = tmp
+        .join(format!("portcullis-{}.pid", std::process::id()))
+        .display()
+        .to_string();
+    conf.upgrade_sock = tmp
+        .join(format!("portcullis-{}.sock", std::process::id()))
+        .display()
+        .to_string();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut pools = Vec::new();
+    for u in &cfg.upstreams {
+        let pending = PendingPool::build(u)?;
+        let has_health_check = pending.has_health_check;
+        let (lb, rest) = pending.into_parts();
+        let lb = if has_health_check {
+            // The health-check service owns the balancer; the request path shares it.
+            let bg = background_service(&format!("health check {}", u.name), lb);
+            let shared = bg.task();
+            server.add_service(bg);
+            shared
+        } else {
+            Arc::new(lb)
+        };
+        pools.push(Arc::new(rest.finish(lb)));
+    }
+    let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(
+        &cfg, &pools, &metrics,
+    )));
+    let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics)
+        .map_err(|e| StartError::Pingora(e.to_string()))?;
+    server.add_service(service);
+
+    let readiness = Arc::new(Readiness::default());
+    let admin = AdminService {
+        listener: Mutex::new(Some(admin_listener)),
+        router: admin::router(metrics.clone(), readiness.clone()),
+        readiness,
+        proxy_addrs: cfg.listeners.iter().map(|l| l.address).collect(),
+    };
+    server.add_service(background_service("admin", admin));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            metrics: metrics.clone(),
+            grace: cfg.server.grace_period,
+        },
+    ));
+
+    tracing::info!(summary = %cfg.summary(), "portcullis starting");
+    for l in &cfg.listeners {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        tracing::info!(listener = %l.name, "listening on {scheme}://{}", l.address);
+    }
+    tracing::info!("admin API on http://{}", cfg.admin.listen);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    Ok(())
+}
+
+/// SIGTERM and SIGINT both drain gracefully (pingora's default treats SIGINT as fast exit).
+struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!("{name} received: no new connections; draining in-flight requests");
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot watch signals; the gateway can only be killed");
+                std::future::pending::<()>().await;
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Serves the admin router on the listener bound at start.
+struct AdminService {
+    listener: Mutex<Option<TcpListener>>,
+    router: axum::Router,
+    readiness: Arc<Readiness>,
+    proxy_addrs: Vec<SocketAddr>,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let taken = self.listener.lock().ok().and_then(|mut l| l.take());
+        let Some(std_listener) = taken else { return };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        tokio::spawn(admin::watch_listeners(
+            self.readiness.clone(),
+            self.proxy_addrs.clone(),
+        ));
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }
+}
+
+/// Ends the process as soon as no request is in flight after shutdown began, instead of
+/// always sleeping the whole grace period as pingora does; pingora's own timer still ends
+/// it after `grace_period` at the latest.
+struct Drain {
+    metrics: Metrics,
+    grace: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while self.metrics.requests_in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let left = self.metrics.requests_in_flight.get();
+        if left > 0 {
+            tracing::warn!(
+                requests = left,
+                "grace period over; closing the remaining requests"
+            );
+        } else {
+            tracing::info!("drained; exiting");
+        }
+        // Nothing else holds state that needs flushing; pingora would otherwise sleep out
+        // the rest of its grace period.
+        std::process::exit(0);
+    }
+}

@@ -1,0 +1,598 @@
+//! Configuration: the only place where strings from the file become typed values.
+//!
+//! `load`/`parse` read a TOML file into [`Config`], reporting *every* problem with its key path
+//! (`routes[2].upstream: ...`). Other modules receive typed values only. Depends on nothing else
+//! in the crate.
+
+mod errors;
+mod raw;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use errors::{ConfigError, ConfigErrors};
+pub use values::{HostPattern, HostPort, IpNet};
+
+use errors::Collector;
+use raw::*;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// After SIGTERM/SIGINT: time in-flight requests get to finish.
+    pub grace_period: Duration,
+    /// After the grace period: time the runtimes get to stop.
+    pub graceful_shutdown_timeout: Duration,
+    /// Clients whose `X-Forwarded-*` headers are trusted and appended to.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request line plus headers; larger requests get 431.
+    pub max_request_header_bytes: usize,
+    /// Reading a request's header and body from the client.
+    pub client_read_timeout: Duration,
+    /// Idle time allowed between two requests on one HTTP/1.1 connection.
+    pub client_keepalive_timeout: Duration,
+    /// Requests served on one HTTP/1.1 connection before it is closed; `None`: unlimited.
+    pub client_keepalive_requests: Option<u32>,
+    /// Idle time after which an HTTP/2 connection with no open stream is closed.
+    pub h2_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// The first certificate is the default when no SNI name matches.
+    pub certificates: Vec<CertificateConfig>,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Names this certificate answers for; empty: the DNS names in its SAN extension.
+    pub server_names: Vec<String>,
+    /// Key path of this entry, for errors found when the files are read.
+    pub key_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub addresses: Vec<HostPort>,
+    pub tls: Option<UpstreamTls>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub timeouts: UpstreamTimeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Server name sent in SNI and verified against the certificate.
+    pub sni: String,
+    /// CA bundle to verify the upstream with; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// `false` turns certificate and hostname verification off (logged as a warning at start).
+    pub verify: bool,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Tcp,
+    /// `GET path` with `Host: host`; any 2xx/3xx is healthy.
+    Http {
+        path: String,
+        host: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// TCP connect plus TLS handshake.
+    pub total_connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: HostPattern,
+    pub path_prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Parses `text`; relative file paths in it are taken relative to `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
+        let file: RawFile = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                message: toml_message(&e),
+            }])
+        })?;
+        let mut c = Collector::default();
+        let cfg = build(file, base_dir, &mut c);
+        match cfg {
+            Some(cfg) if c.is_empty() => Ok(cfg),
+            _ => Err(c.finish()),
+        }
+    }
+
+    /// One line for `check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let tls = self.listeners.iter().filter(|l| l.tls.is_some()).count();
+        format!(
+            "{} listener(s) ({} TLS), {} upstream pool(s), {} route(s), admin on {}",
+            self.listeners.len(),
+            tls,
+            self.upstreams.len(),
+            self.routes.len(),
+            self.admin.listen
+        )
+    }
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    // toml's Display repeats the offending source line; the message plus line/column is enough.
+    e.message().to_string()
+}
+
+fn item<T: DeserializeOwned>(c: &mut Collector, key: &str, v: toml::Value) -> Option<T> {
+    match T::deserialize(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.push(key, e.message().to_string());
+            None
+        }
+    }
+}
+
+fn dur(c: &mut Collector, key: String, v: Option<String>, default: Duration) -> Duration {
+    match v {
+        None => default,
+        Some(s) => c.take(&key, values::duration(&s)).unwrap_or(default),
+    }
+}
+
+fn positive(c: &mut Collector, key: &str, v: Option<i64>, default: i64, max: i64) -> i64 {
+    match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            c.push(key, format!("{n} is out of range (1 to {max})"));
+            default
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
+    let server = build_server(file.server, c);
+    let admin = build_admin(file.admin, c);
+
+    let mut listeners = Vec::new();
+    if file.listeners.is_empty() {
+        c.push("listeners", "at least one listener is required");
+    }
+    for (i, v) in file.listeners.into_iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if let Some(raw) = item::<RawListener>(c, &key, v) {
+            if let Some(l) = build_listener(raw, &key, base, c) {
+                listeners.push(l);
+            }
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        if listeners[..i].iter().any(|o| o.address == l.address) || l.address == admin.listen {
+            c.push(
+                format!("listeners[{i}].address"),
+                format!("{} is used twice", l.address),
+            );
+        }
+    }
+
+    let mut upstreams = Vec::new();
+    for (name, v) in file.upstreams {
+        let key = format!("upstreams.{name}");
+        if let Some(raw) = item::<RawUpstream>(c, &key, v) {
+            if let Some(u) = build_upstream(name, raw, &key, base, c) {
+                upstreams.push(u);
+            }
+        }
+    }
+
+    let mut routes = Vec::new();
+    if file.routes.is_empty() {
+        c.push("routes", "at least one route is required");
+    }
+    for (i, v) in file.routes.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if let Some(raw) = item::<RawRoute>(c, &key, v) {
+            if let Some(r) = build_route(raw, &key, &upstreams, c) {
+                routes.push((i, r));
+            }
+        }
+    }
+    for (n, (i, r)) in routes.iter().enumerate() {
+        if let Some((j, _)) = routes[..n]
+            .iter()
+            .find(|(_, o)| o.host == r.host && o.path_prefix == r.path_prefix)
+        {
+            c.push(
+                format!("routes[{i}]"),
+                format!("same host and path_prefix as routes[{j}]; one of them could never match"),
+            );
+        }
+        if routes[..n].iter().any(|(_, o)| o.name == r.name) {
+            c.push(
+                format!("routes[{i}].name"),
+                format!("{:?} is used twice", r.name),
+            );
+        }
+    }
+
+    Some(Config {
+        server: server?,
+        admin,
+        listeners,
+        upstreams,
+        routes: routes.into_iter().map(|(_, r)| r).collect(),
+    })
+}
+
+fn build_server(v: Option<toml::Value>, c: &mut Collector) -> Option<ServerSettings> {
+    let raw: RawServer = match v {
+        Some(v) => item(c, "server", v)?,
+        None => RawServer::default(),
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| c.take(&format!("server.trusted_proxies[{i}]"), values::ip_net(s)))
+        .collect();
+    let keepalive_requests = match raw.client_keepalive_requests {
+        None | Some(0) => None,
+        Some(n) => Some(positive(
+            c,
+            "server.client_keepalive_requests",
+            Some(n),
+            1,
+            i64::from(u32::MAX),
+        ) as u32),
+    };
+    Some(ServerSettings {
+        threads: positive(c, "server.threads", raw.threads, default_threads(), 1024) as usize,
+        grace_period: dur(
+            c,
+            "server.grace_period".into(),
+            raw.grace_period,
+            Duration::from_secs(10),
+        ),
+        graceful_shutdown_timeout: dur(
+            c,
+            "server.graceful_shutdown_timeout".into(),
+            raw.graceful_shutdown_timeout,
+            Duration::from_secs(5),
+        ),
+        trusted_proxies,
+        max_request_header_bytes: positive(
+            c,
+            "server.max_request_header_bytes",
+            raw.max_request_header_bytes,
+            64 * 1024,
+            1024 * 1024,
+        ) as usize,
+        client_read_timeout: dur(
+            c,
+            "server.client_read_timeout".into(),
+            raw.client_read_timeout,
+            Duration::from_secs(60),
+        ),
+        client_keepalive_timeout: dur(
+            c,
+            "server.client_keepalive_timeout".into(),
+            raw.client_keepalive_timeout,
+            Duration::from_secs(60),
+        ),
+        client_keepalive_requests: keepalive_requests,
+        h2_idle_timeout: dur(
+            c,
+            "server.h2_idle_timeout".into(),
+            raw.h2_idle_timeout,
+            Duration::from_secs(120),
+        ),
+    })
+}
+
+fn default_threads() -> i64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(2)
+}
+
+fn build_admin(v: Option<toml::Value>, c: &mut Collector) -> AdminSettings {
+    let default: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9090));
+    let raw: RawAdmin = match v {
+        Some(v) => item(c, "admin", v).unwrap_or_default(),
+        None => RawAdmin::default(),
+    };
+    let listen = match raw.listen {
+        None => default,
+        Some(s) => c
+            .take("admin.listen", values::socket_addr(&s))
+            .unwrap_or(default),
+    };
+    AdminSettings { listen }
+}
+
+fn build_listener(
+    raw: RawListener,
+    key: &str,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<ListenerConfig> {
+    let address = c.take(&format!("{key}.address"), values::socket_addr(&raw.address));
+    let tls = raw.tls.map(|t| {
+        if t.certificates.is_empty() {
+            c.push(
+                format!("{key}.tls.certificates"),
+                "a TLS listener needs at least one certificate",
+            );
+        }
+        let certificates = t
+            .certificates
+            .into_iter()
+            .enumerate()
+            .map(|(i, rc)| {
+                let ckey = format!("{key}.tls.certificates[{i}]");
+                for (j, n) in rc.server_names.iter().enumerate() {
+                    let n = n.strip_prefix("*.").unwrap_or(n);
+                    if !values::is_dns_name(n) {
+                        c.push(
+                            format!("{ckey}.server_names[{j}]"),
+                            format!("{n:?} is not a DNS name"),
+                        );
+                    }
+                }
+                CertificateConfig {
+                    cert: resolve(base, &rc.cert),
+                    key: resolve(base, &rc.key),
+                    server_names: rc
+                        .server_names
+                        .iter()
+                        .map(|n| n.to_ascii_lowercase())
+                        .collect(),
+                    key_path: ckey,
+                }
+            })
+            .collect();
+        ListenerTls {
+            certificates,
+            http2: t.http2.unwrap_or(true),
+        }
+    });
+    Some(ListenerConfig {
+        name: raw.name.unwrap_or_else(|| key.to_string()),
+        address: address?,
+        tls,
+    })
+}
+
+fn build_upstream(
+    name: String,
+    raw: RawUpstream,
+    key: &str,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<UpstreamConfig> {
+    if raw.addresses.is_empty() {
+        c.push(
+            format!("{key}.addresses"),
+            "at least one address is required",
+        );
+    }
+    let addresses: Vec<HostPort> = raw
+        .addresses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| c.take(&format!("{key}.addresses[{i}]"), values::host_port(a)))
+        .collect();
+    let tls = raw.tls.map(|t| {
+        let sni = match t.sni {
+            Some(s) => s.to_ascii_lowercase(),
+            None => addresses
+                .first()
+                .map(|a| a.host.clone())
+                .unwrap_or_default(),
+        };
+        if !values::is_dns_name(&sni) && sni.parse::<std::net::IpAddr>().is_err() {
+            c.push(
+                format!("{key}.tls.sni"),
+                format!("{sni:?} is not a DNS name or IP address"),
+            );
+        }
+        UpstreamTls {
+            sni,
+            ca_file: t.ca_file.map(|p| resolve(base, &p)),
+            verify: t.verify.unwrap_or(true),
+            http2: t.http2.unwrap_or(false),
+        }
+    });
+    let health_check = raw.health_check.and_then(|h| {
+        let hkey = format!("{key}.health_check");
+        let kind = match h.kind.as_deref().unwrap_or("tcp") {
+            "tcp" => HealthCheckKind::Tcp,
+            "http" => {
+                let path = h.path.unwrap_or_else(|| "/".into());
+                let path = c.take(&format!("{hkey}.path"), values::path_prefix(&path))?;
+                let host = h.host.unwrap_or_else(|| {
+                    addresses
+                        .first()
+                        .map(|a| a.host.clone())
+                        .unwrap_or_default()
+                });
+                HealthCheckKind::Http { path, host }
+            }
+            other => {
+                c.push(
+                    format!("{hkey}.kind"),
+                    format!("{other:?} is not a health check kind (\"tcp\" or \"http\")"),
+                );
+                return None;
+            }
+        };
+        Some(HealthCheckConfig {
+            kind,
+            interval: dur(
+                c,
+                format!("{hkey}.interval"),
+                h.interval,
+                Duration::from_secs(5),
+            ),
+            timeout: dur(
+                c,
+                format!("{hkey}.timeout"),
+                h.timeout,
+                Duration::from_secs(1),
+            ),
+        })
+    });
+    let timeouts = UpstreamTimeouts {
+        connect: dur(
+            c,
+            format!("{key}.connect_timeout"),
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        ),
+        total_connect: dur(
+            c,
+            format!("{key}.total_connect_timeout"),
+            raw.total_connect_timeout,
+            Duration::from_secs(10),
+        ),
+        read: dur(
+            c,
+            format!("{key}.read_timeout"),
+            raw.read_timeout,
+            Duration::from_secs(60),
+        ),
+        write: dur(
+            c,
+            format!("{key}.write_timeout"),
+            raw.write_timeout,
+            Duration::from_secs(60),
+        ),
+        idle: dur(
+            c,
+            format!("{key}.idle_timeout"),
+            raw.idle_timeout,
+            Duration::from_secs(60),
+        ),
+    };
+    Some(UpstreamConfig {
+        name,
+        addresses,
+        tls,
+        health_check,
+        timeouts,
+    })
+}
+
+fn build_route(
+    raw: RawRoute,
+    key: &str,
+    upstreams: &[UpstreamConfig],
+    c: &mut Collector,
+) -> Option<RouteConfig> {
+    let host = match &raw.host {
+        None => Some(HostPattern::Any),
+        Some(h) => c.take(&format!("{key}.host"), values::host_pattern(h)),
+    };
+    let path_prefix = c.take(
+        &format!("{key}.path_prefix"),
+        values::path_prefix(raw.path_prefix.as_deref().unwrap_or("/")),
+    );
+    let upstream = upstreams.iter().position(|u| u.name == raw.upstream);
+    if upstream.is_none() {
+        c.push(
+            format!("{key}.upstream"),
+            format!("{:?} is not a pool defined under [upstreams]", raw.upstream),
+        );
+    }
+    let (host, path_prefix, upstream) = (host?, path_prefix?, upstream?);
+    let name = raw.name.unwrap_or_else(|| {
+        let h = match &host {
+            HostPattern::Any => "*".to_string(),
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Suffix(s) => format!("*{s}"),
+        };
+        format!("{h}{path_prefix}")
+    });
+    Some(RouteConfig {
+        name,
+        host,
+        path_prefix,
+        upstream,
+    })
+}
+
+#[cfg(test)]
+mod tests;

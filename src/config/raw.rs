@@ -1,0 +1,110 @@
+//! The serde mirror of the configuration file. Private to `config/`: every field is a plain
+//! string, number or table so that deserialisation rarely fails and `config::load` can report
+//! every semantic error with its key path in one pass.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub threads: Option<i64>,
+    pub grace_period: Option<String>,
+    pub graceful_shutdown_timeout: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub max_request_header_bytes: Option<i64>,
+    pub client_read_timeout: Option<String>,
+    pub client_keepalive_timeout: Option<String>,
+    pub client_keepalive_requests: Option<i64>,
+    pub h2_idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub name: Option<String>,
+    pub address: String,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub health_check: Option<RawHealthCheck>,
+    pub connect_timeout: Option<String>,
+    pub total_connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+/// Sections are kept as raw TOML values and deserialised one item at a time so that one bad
+/// item does not hide the errors in the others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub server: Option<toml::Value>,
+    pub admin: Option<toml::Value>,
+    #[serde(default)]
+    pub listeners: Vec<toml::Value>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub routes: Vec<toml::Value>,
+}

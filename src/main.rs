@@ -1,0 +1,94 @@
+//! The `portcullis` command line. Thin: parses arguments and hands over to `app`/`demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use portcullis::config::Config;
+use portcullis::telemetry::{self, LogFormat};
+
+/// Access gateway: only signed-in users on compliant devices reach your web apps.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Serve {
+        /// Path to the TOML configuration (see config/portcullis.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0 with a summary, or list every error with its key.
+    CheckConfig {
+        /// Path to the TOML configuration.
+        file: PathBuf,
+    },
+    /// Run the demo: gateway and demo app on loopback, with a development certificate.
+    Demo {
+        /// Shift every demo port by this much.
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+        /// Keep the demo's data (certificates) here instead of a fresh temporary directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+/// Exit code for configuration errors (sysexits EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => match portcullis::app::check(&cfg) {
+                Ok(()) => {
+                    println!("{}: OK: {}", file.display(), cfg.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => report(&file, &errors),
+            },
+            Err(errors) => report(&file, &errors),
+        },
+        Command::Serve { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => return report(&config, &errors),
+            };
+            match portcullis::app::serve(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { port_offset, data } => {
+            match portcullis::demo::run(portcullis::demo::DemoOptions { port_offset, data }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report(file: &std::path::Path, errors: &portcullis::config::ConfigErrors) -> ExitCode {
+    eprintln!("{}: {} error(s):", file.display(), errors.0.len());
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EX_CONFIG)
+}

@@ -1,0 +1,182 @@
+//! Prometheus metrics of the gateway, registered into one injected [`Registry`] (never the
+//! global default one). Labels are bounded: route names come from the configuration, status
+//! classes and error kinds are fixed sets. Per-route children are resolved once at start so
+//! the request path only touches atomics.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Every metric family of the process.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub active_connections: IntGauge,
+    pub requests_in_flight: IntGauge,
+}
+
+/// The children of one route, looked up once.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    /// Index 0..=4 for 1xx..5xx; index 5 for a response that was never written (client gone).
+    by_class: [IntCounter; 6],
+    pub duration: Histogram,
+    upstream_errors: IntCounterVec,
+    route: String,
+}
+
+/// Why talking to an upstream failed, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    ConnectRefused,
+    ConnectTimeout,
+    Tls,
+    ReadTimeout,
+    WriteTimeout,
+    Protocol,
+    NoHealthyBackend,
+    Other,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectRefused => "connect_refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Tls => "tls",
+            Self::ReadTimeout => "read_timeout",
+            Self::WriteTimeout => "write_timeout",
+            Self::Protocol => "protocol",
+            Self::NoHealthyBackend => "no_healthy_backend",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("portcullis".into()), None).unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "Requests answered, by route and status class",
+            ),
+            &["route", "status_class"],
+        )
+        .expect("static metric definition");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request header to last response byte",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "upstream_errors_total",
+                "Failures talking to upstreams, by route and kind",
+            ),
+            &["route", "kind"],
+        )
+        .expect("static metric definition");
+        let active_connections = IntGauge::new(
+            "active_connections",
+            "Open client connections (TCP or TLS) on the proxy listeners",
+        )
+        .expect("static metric definition");
+        let requests_in_flight = IntGauge::new("requests_in_flight", "Requests being handled now")
+            .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Version of the running binary"),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(active_connections.clone()),
+            Box::new(requests_in_flight.clone()),
+            Box::new(build_info),
+        ] {
+            // Registration only fails on duplicate names, which the definitions above rule out.
+            let _ = registry.register(c);
+        }
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            active_connections,
+            requests_in_flight,
+        }
+    }
+
+    /// Resolves the children of one route (also used with `"none"` for unrouted requests).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[route, c]);
+        RouteMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+                class("none"),
+            ],
+            duration: self.duration.with_label_values(&[route]),
+            upstream_errors: self.upstream_errors.clone(),
+            route: route.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        // TextEncoder only fails on a broken writer; a Vec never is.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let i = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.by_class[i].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        // Rare path: a label lookup here is fine.
+        self.upstream_errors
+            .with_label_values(&[self.route.as_str(), kind.as_str()])
+            .inc();
+    }
+}

@@ -1,0 +1,340 @@
+//! The pingora [`ProxyHttp`] adapter: the per-request context and the request path.
+//!
+//! Order per request: limits → route → access decision (the seam later components plug into;
+//! today every route is let through) → upstream peer with connect failover → header hygiene →
+//! proxy → one access-log line and metrics. Shared state is an immutable [`RouteTable`]
+//! snapshot behind an `ArcSwap`: the request path takes no lock.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType};
+
+use super::headers::{self, Downstream};
+use super::respond::{self, Failure, Problem};
+use super::routing::{self, Prefixed, Router};
+use super::upstream::UpstreamPool;
+use crate::config::IpNet;
+use crate::metrics::{Metrics, RouteMetrics};
+
+/// A route as the request path sees it.
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    pub pool: Arc<UpstreamPool>,
+    pub metrics: RouteMetrics,
+}
+
+impl Prefixed for Route {
+    fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+}
+
+/// The routing snapshot; replaced whole when routes change.
+pub struct RouteTable {
+    pub router: Router<Route>,
+    /// Metrics for requests that matched no route.
+    pub unrouted: RouteMetrics,
+}
+
+/// Settings of the request path that do not change without a restart.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_request_header_bytes: usize,
+    pub client_read_timeout: Duration,
+    pub client_keepalive_timeout: Duration,
+}
+
+/// Per-request state, created by `new_ctx` and dropped after `logging`.
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<Arc<Route>>,
+    /// Backends that failed to connect for this request; the next try skips them.
+    tried: Vec<SocketAddr>,
+    upstream: Option<SocketAddr>,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    /// The last upstream error was already counted by `fail_to_connect`.
+    error_counted: bool,
+    /// Set when the gateway answered the request itself.
+    responded: Option<u16>,
+    _in_flight: InFlight,
+}
+
+/// Keeps `requests_in_flight` right even if a request task is dropped mid-way.
+struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The proxy application.
+pub struct Gateway {
+    routes: Arc<ArcSwap<RouteTable>>,
+    settings: ProxySettings,
+    metrics: Metrics,
+}
+
+impl Gateway {
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        settings: ProxySettings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            routes,
+            settings,
+            metrics,
+        }
+    }
+
+    fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.settings.trusted_proxies.iter().any(|n| n.contains(ip)))
+    }
+
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        problem: Problem<'_>,
+    ) -> pingora::Result<bool> {
+        ctx.responded = Some(problem.status);
+        respond::write_problem(session, &problem, true).await?;
+        Ok(true)
+    }
+}
+
+/// Host the client asked for: `:authority` (HTTP/2, absolute-form) or the `Host` header.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
+}
+
+fn header_bytes(req: &RequestHeader) -> usize {
+    let line =
+        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.metrics.requests_in_flight.inc();
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            tried: Vec::new(),
+            upstream: None,
+            client_ip: None,
+            tls: false,
+            error_counted: false,
+            responded: None,
+            _in_flight: InFlight(self.metrics.requests_in_flight.clone()),
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        // pingora's idle keep-alive wait is its own default unless set per request (§5).
+        session.set_keepalive(Some(
+            self.settings.client_keepalive_timeout.as_secs().max(1),
+        ));
+        session.set_read_timeout(Some(self.settings.client_read_timeout));
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        Ok(())
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let req = session.req_header();
+        if header_bytes(req) > self.settings.max_request_header_bytes {
+            let p = Problem {
+                status: 431,
+                reason: "headers_too_large",
+                title: "Request Header Fields Too Large",
+                detail: "",
+            };
+            return self.respond(session, ctx, p).await;
+        }
+        let table = self.routes.load();
+        let host = request_host(req).and_then(routing::normalize_host);
+        let route = host
+            .as_deref()
+            .and_then(|h| table.router.find(h, req.uri.path()));
+        let Some(route) = route else {
+            let p = Problem {
+                status: 404,
+                reason: "no_route",
+                title: "Not Found",
+                detail: "No application is configured for this address.",
+            };
+            return self.respond(session, ctx, p).await;
+        };
+        ctx.route = Some(route.clone());
+
+        // The access decision (identity, device posture, policy) is taken here, before any
+        // upstream connection is made; until those components exist every route is open.
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            // request_filter answers every unrouted request; reaching this is a bug.
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route in context",
+            ));
+        };
+        ctx.error_counted = false;
+        match route.pool.peer(&ctx.tried) {
+            Some((addr, peer)) => {
+                ctx.upstream = Some(addr);
+                Ok(peer)
+            }
+            None => Err(Error::explain(
+                ErrorType::Custom(respond::NO_HEALTHY_BACKEND),
+                format!("pool {}", route.pool.name),
+            )
+            .into_up()),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream) {
+            ctx.tried.push(addr);
+            if let Failure::Upstream { kind, .. } = Failure::classify(&e) {
+                route.metrics.upstream_error(kind);
+                ctx.error_counted = true;
+            }
+            // Nothing was sent yet, so any method may go to the next backend.
+            if ctx.tried.len() < route.pool.size() {
+                tracing::warn!(route = %route.name, upstream = %addr, error = %e, "upstream connect failed; trying the next backend");
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let host = request_host(session.req_header()).map(str::to_owned);
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need Host.
+            if let Some(h) = &host {
+                upstream_request.insert_header(http::header::HOST, h.as_str())?;
+            }
+        }
+        headers::sanitize(
+            upstream_request,
+            Downstream {
+                client_ip: ctx.client_ip,
+                trusted: self.is_trusted(ctx.client_ip),
+                tls: ctx.tls,
+                host: host.as_deref(),
+            },
+        )
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let failure = Failure::classify(e);
+        if let (Failure::Upstream { kind, .. }, Some(route)) = (failure, ctx.route.as_ref()) {
+            if !ctx.error_counted {
+                route.metrics.upstream_error(kind);
+            }
+        }
+        let status = failure.status();
+        if status > 0 && session.response_written().is_none() {
+            if let Err(we) =
+                respond::write_problem(session, &Problem::for_failure(failure), false).await
+            {
+                tracing::debug!(error = %we, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.responded)
+            .unwrap_or(0);
+        let elapsed = ctx.started.elapsed();
+        let table;
+        let (route_name, metrics) = match &ctx.route {
+            Some(r) => (r.name.as_str(), &r.metrics),
+            None => {
+                table = self.routes.load();
+                ("none", &table.unrouted)
+            }
+        };
+        metrics.observe(status, elapsed.as_secs_f64());
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            route = route_name,
+            method = %req.method,
+            path = req.uri.path(),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = ctx.upstream.map(tracing::field::display),
+            client = ctx.client_ip.map(tracing::field::display),
+            error = e.map(|e| e.etype().as_str()),
+        );
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // The access log line already records the failure; pingora's own error log would
+        // print it again, with the full error chain.
+        matches!(Failure::classify(error), Failure::ClientGone)
+    }
+}

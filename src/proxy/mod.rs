@@ -1,0 +1,143 @@
+//! The data plane: pingora proxy service, routing, upstream pools, header hygiene, the
+//! gateway's own responses and downstream TLS.
+//!
+//! May depend on `config` (typed values only), `metrics`; later on `identity`, `device`,
+//! `landing` and `policy`. Never on `admin` or `sync`.
+
+mod gateway;
+pub mod headers;
+pub mod respond;
+pub mod routing;
+pub mod tls;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+
+pub use gateway::{Gateway, ProxySettings, Route, RouteTable};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use tls::SniResolver;
+use upstream::UpstreamPool;
+
+/// Builds the routing snapshot from the configuration and the finished pools (same order as
+/// `cfg.upstreams`).
+pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics) -> RouteTable {
+    let routes = cfg.routes.iter().map(|r| {
+        let route = Route {
+            name: r.name.clone(),
+            path_prefix: r.path_prefix.clone(),
+            pool: pools[r.upstream].clone(),
+            metrics: metrics.route(&r.name),
+        };
+        (r.host.clone(), Arc::new(route))
+    });
+    RouteTable {
+        router: routing::Router::new(routes),
+        unrouted: metrics.route("none"),
+    }
+}
+
+/// Loads every listener's certificates; all problems are returned with their keys.
+pub fn load_tls(cfg: &Config) -> Result<Vec<Option<Arc<SniResolver>>>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for l in &cfg.listeners {
+        match &l.tls {
+            None => out.push(None),
+            Some(t) => match SniResolver::load(t) {
+                Ok(r) => out.push(Some(Arc::new(r))),
+                Err(e) => errors.extend(e),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The pingora listening service for every configured listener.
+pub fn service(
+    cfg: &Config,
+    server_conf: &Arc<pingora::server::configuration::ServerConf>,
+    routes: Arc<ArcSwap<RouteTable>>,
+    resolvers: Vec<Option<Arc<SniResolver>>>,
+    metrics: &Metrics,
+) -> pingora::Result<Service<CountedConnections<pingora::proxy::HttpProxy<Gateway>>>> {
+    let s = &cfg.server;
+    let settings = ProxySettings {
+        trusted_proxies: s.trusted_proxies.clone(),
+        max_request_header_bytes: s.max_request_header_bytes,
+        client_read_timeout: s.client_read_timeout,
+        client_keepalive_timeout: s.client_keepalive_timeout,
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone()));
+    let mut opts = HttpServerOptions::default();
+    opts.keepalive_request_limit = s.client_keepalive_requests;
+    opts.h2_idle_timeout = Some(s.h2_idle_timeout);
+    proxy.server_options = Some(opts);
+
+    let app = CountedConnections {
+        inner: Arc::new(proxy),
+        gauge: metrics.active_connections.clone(),
+    };
+    let mut service = Service::new("portcullis proxy".to_string(), app);
+    for (l, resolver) in cfg.listeners.iter().zip(resolvers) {
+        let addr = l.address.to_string();
+        match (&l.tls, resolver) {
+            (Some(t), Some(resolver)) => {
+                let mut tls = TlsSettings::intermediate("", "")?;
+                tls.set_cert_resolver(resolver);
+                if t.http2 {
+                    tls.enable_h2();
+                }
+                service.add_tls_with_settings(&addr, None, tls);
+            }
+            (None, _) | (Some(_), None) => service.add_tcp(&addr),
+        }
+    }
+    Ok(service)
+}
+
+/// Wraps the proxy application to count open client connections: pingora has no hook for
+/// connection open/close, but every connection is one `process_new` call.
+pub struct CountedConnections<A> {
+    inner: Arc<A>,
+    gauge: prometheus::IntGauge,
+}
+
+struct Open(prometheus::IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.gauge.inc();
+        let _open = Open(self.gauge.clone());
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}

@@ -1,0 +1,139 @@
+//! The command line: check-config, start-up failures, version.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::bin;
+
+#[test]
+fn check_config_lists_every_error_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+grace_period = "soon"
+
+[[listeners]]
+address = "0.0.0.0:80800"
+
+[[listeners]]
+address = "127.0.0.1:8443"
+tls = { certificates = [{ cert = "missing.pem", key = "missing-key.pem" }] }
+
+[upstreams.app]
+addresses = ["10.0.0.1:99999"]
+
+[[routes]]
+upstream = "app"
+
+[[routes]]
+upstream = "ghost"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "server.grace_period",
+        "listeners[0].address",
+        r#"upstreams.app.addresses[0]: "10.0.0.1:99999" is not a valid socket address"#,
+        "routes[1].upstream",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    // With the values fixed, the missing certificate files are reported with their key.
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"soon\"", "\"1s\"")
+        .replace("80800", "8080")
+        .replace("99999", "9999")
+        .replace("ghost", "app");
+    std::fs::write(
+        &path,
+        fixed.replace(
+            "[[routes]]\nupstream = \"app\"\n\n[[routes]]",
+            "[[routes]]\npath_prefix = \"/x\"",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("listeners[1].tls.certificates[0].cert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_examples() {
+    for file in ["config/portcullis.example.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    }
+}
+
+#[test]
+fn serve_exits_non_zero_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+             [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n",
+            crate::harness::free_port()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("listeners[0]"))
+            && err.contains("cannot listen")
+            && err.contains("in use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "check-config", "demo"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}

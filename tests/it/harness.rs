@@ -1,0 +1,198 @@
+//! Test harness: real upstream apps on 127.0.0.1:0 inside the test runtime, and the real
+//! `portcullis` binary as a child process with a generated configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The demo upstream app, running until dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let _ = portcullis::emulator::upstream::serve(l, &name).await;
+        });
+        Self { addr, task }
+    }
+
+    /// Stops accepting and drops every connection.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    /// Holds the configuration and log until the gateway is dropped.
+    _dir: TempDir,
+    pub log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+impl Gateway {
+    /// Starts `serve` with `[admin]` and one plain HTTP listener added to `body` (which must
+    /// hold the upstreams, routes and anything else).
+    pub async fn start(body: &str) -> Self {
+        Self::start_with(body, |_| String::new()).await
+    }
+
+    /// Like `start`; `extra` gets the temp dir and returns more listeners/config to append.
+    pub async fn start_with(body: &str, extra: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let more = extra(dir.path());
+        let cfg = format!(
+            "[admin]\nlisten = \"{admin}\"\n\n[[listeners]]\nname = \"http\"\naddress = \"{http}\"\n\n{more}\n{body}\n"
+        );
+        let cfg = if cfg.contains("[server]") {
+            cfg
+        } else {
+            format!("[server]\ngrace_period = \"5s\"\n{cfg}")
+        };
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let log = dir.path().join("gateway.log");
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gw = Self {
+            child,
+            http,
+            admin,
+            _dir: dir,
+            log,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited with {status}:\n{}", self.logs());
+            }
+            if let Ok(r) = client
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Peak resident memory of the gateway process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that never uses a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn echo(resp: reqwest::Response) -> serde_json::Value {
+    assert_eq!(resp.status(), 200, "expected 200 from the app");
+    resp.json().await.unwrap()
+}
+
+/// `[upstreams.NAME]` with the given addresses and extra lines.
+pub fn pool(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[upstreams.{name}]\naddresses = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `portcullis` binary over real sockets. One test binary so that
+//! pingora is linked once.
+
+mod cli;
+mod harness;
+mod proxy;
+mod tls;

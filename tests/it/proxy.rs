@@ -1,0 +1,428 @@
+//! The data plane end to end: routing, balancing, failover, header hygiene, errors,
+//! WebSocket, streaming, limits, shutdown.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+
+use crate::harness::{client, echo, free_port, pool, Gateway, Upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_longest_prefix() {
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
+    let body = format!(
+        "{}{}{}
+[[routes]]
+name = \"a-host\"
+host = \"a.test\"
+upstream = \"a\"
+
+[[routes]]
+name = \"b-api\"
+host = \"a.test\"
+path_prefix = \"/api\"
+upstream = \"b\"
+
+[[routes]]
+name = \"wild\"
+host = \"*.wild.test\"
+upstream = \"c\"
+
+[[routes]]
+name = \"default\"
+upstream = \"c\"
+",
+        pool("a", &[a.addr], ""),
+        pool("b", &[b.addr], ""),
+        pool("c", &[c.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let http = client();
+    let app = |host: &'static str, path: &'static str| {
+        let req = http.get(gw.url(path)).header("host", host);
+        async move {
+            echo(req.send().await.unwrap()).await["app"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(app("a.test", "/").await, "a");
+    assert_eq!(app("A.TEST:8080", "/x").await, "a");
+    assert_eq!(app("a.test", "/api").await, "b");
+    assert_eq!(app("a.test", "/api/v1/users").await, "b");
+    assert_eq!(app("a.test", "/apiary").await, "a");
+    assert_eq!(app("x.wild.test", "/").await, "c");
+    assert_eq!(app("other.test", "/").await, "c");
+
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_http_requests_total{route="b-api",status_class="2xx"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"portcullis_http_requests_total{route="a-host",status_class="2xx"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_http_request_duration_seconds_bucket"),
+        "{m}"
+    );
+    assert!(m.contains("portcullis_build_info"), "{m}");
+    assert!(m.contains("portcullis_active_connections"), "{m}");
+    // One access-log line per request, with route, status, duration and upstream.
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("/api/v1/users"))
+        .expect("access log line");
+    assert!(
+        line.contains("b-api")
+            && line.contains("200")
+            && line.contains("duration_ms")
+            && line.contains(&b.addr.to_string()),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_request_gets_404_problem() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "{}\n[[routes]]\nhost = \"a.test\"\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let r = client()
+        .get(gw.url("/"))
+        .header("host", "nope.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["reason"], "no_route");
+    assert_eq!(p["status"], 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_then_failover_when_one_upstream_dies() {
+    let (a1, a2) = (Upstream::start("a1").await, Upstream::start("a2").await);
+    let body = format!(
+        "{}\n[[routes]]\nupstream = \"a\"\n",
+        pool(
+            "a",
+            &[a1.addr, a2.addr],
+            "health_check = { kind = \"http\", path = \"/healthz\", interval = \"200ms\" }"
+        )
+    );
+    let gw = Gateway::start(&body).await;
+    let http = client();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(
+            echo(http.get(gw.url("/")).send().await.unwrap()).await["app"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let distinct: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 2, "round robin should use both: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "strict alternation expected: {seen:?}"
+    );
+
+    a2.kill();
+    // Right away, connect failures fail over to the live backend: no request is lost.
+    for _ in 0..6 {
+        assert_eq!(
+            echo(http.get(gw.url("/")).send().await.unwrap()).await["app"],
+            "a1"
+        );
+    }
+    // After a few health-check rounds a2 is marked down and no longer even tried.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = gw.metrics().await;
+    for _ in 0..6 {
+        assert_eq!(
+            echo(http.get(gw.url("/")).send().await.unwrap()).await["app"],
+            "a1"
+        );
+    }
+    let after = gw.metrics().await;
+    let refused = |m: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("portcullis_upstream_errors_total") && l.contains("connect_refused")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert!(
+        refused(&before).is_some(),
+        "connect failures are counted: {before}"
+    );
+    assert_eq!(
+        refused(&before),
+        refused(&after),
+        "a2 must not be tried once marked down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_and_forwarding_from_untrusted_client() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let e = echo(
+        client()
+            .get(gw.url("/"))
+            .header("host", "app.test")
+            .header("X-Portcullis-User", "admin@evil.test")
+            .header("x-portcullis-device-id", "forged")
+            .header("X-Forwarded-For", "1.2.3.4")
+            .header("X-Forwarded-Proto", "https")
+            .header("Forwarded", "for=1.2.3.4")
+            .header("Connection", "keep-alive, X-Hop")
+            .header("X-Hop", "secret")
+            .header("Keep-Alive", "timeout=5")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let h = e["headers"].as_object().unwrap();
+    assert!(h.keys().all(|k| !k.starts_with("x-portcullis-")), "{h:?}");
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
+    assert_eq!(h["x-forwarded-host"], serde_json::json!(["app.test"]));
+    assert!(!h.contains_key("forwarded"));
+    assert!(
+        !h.contains_key("x-hop"),
+        "Connection-nominated headers are hop-by-hop: {h:?}"
+    );
+    assert!(!h.contains_key("keep-alive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_trusted_proxy_are_appended() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let e = echo(
+        client()
+            .get(gw.url("/"))
+            .header("X-Forwarded-For", "1.2.3.4")
+            .header("X-Forwarded-Proto", "https")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        e["headers"]["x-forwarded-for"],
+        serde_json::json!(["1.2.3.4, 127.0.0.1"])
+    );
+    assert_eq!(
+        e["headers"]["x-forwarded-proto"],
+        serde_json::json!(["https"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_upstream_gives_502_and_slow_one_504() {
+    let slow = Upstream::start("slow").await;
+    let dead = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let body = format!(
+        "{}{}
+[[routes]]
+path_prefix = \"/dead\"
+upstream = \"dead\"
+
+[[routes]]
+upstream = \"slow\"
+",
+        pool("dead", &[dead], ""),
+        pool("slow", &[slow.addr], "read_timeout = \"300ms\"")
+    );
+    let gw = Gateway::start(&body).await;
+    let http = client();
+
+    let r = http.get(gw.url("/dead")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["reason"], "upstream_unreachable");
+
+    let r = http
+        .get(gw.url("/dead"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("Bad Gateway"));
+
+    let started = Instant::now();
+    let r = http.get(gw.url("/slow?ms=5000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["reason"], "upstream_timeout");
+
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_upstream_errors_total{kind="read_timeout",route="*/"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"status_class="5xx"} 2"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_gateway() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
+            "hello {i}"
+        )))
+        .await
+        .unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let baseline = gw.peak_rss_kib();
+
+    // Upload: 100 MB generated on the fly, counted by the app.
+    let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
+    let chunks = (SIZE / chunk.len() as u64) as usize;
+    let stream = futures_util::stream::iter(
+        (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let r = client()
+        .post(gw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo(r).await["body_bytes"], SIZE);
+
+    // Download: 100 MB streamed by the app, counted here.
+    let r = client()
+        .get(gw.url(&format!("/bytes?n={SIZE}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0u64;
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        got += c.unwrap().len() as u64;
+    }
+    assert_eq!(got, SIZE);
+
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak - baseline < 40 * 1024,
+        "gateway memory grew by {} KiB while streaming 2 x 100 MB",
+        peak - baseline
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "[server]\nmax_request_header_bytes = 4096\n\n{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let r = client()
+        .get(gw.url("/"))
+        .header("x-big", "y".repeat(8000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let r = client()
+        .get(gw.url("/"))
+        .header("x-small", "y".repeat(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "{}\n[[routes]]\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let mut gw = Gateway::start(&body).await;
+    let url = gw.url("/slow?ms=1000");
+    let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    let status = inflight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "gateway did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit}\n{}", gw.logs());
+    // The listener is closed: new connections are refused.
+    assert!(client().get(gw.url("/")).send().await.is_err());
+}
