@@ -139,7 +139,8 @@ pub struct RouteConfig {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, with overrides from the process environment
+    /// (see [`Config::parse_with_overrides`]).
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
@@ -148,17 +149,44 @@ impl Config {
             }])
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse(&text, base)
+        Self::parse_with_overrides(&text, base, std::env::vars())
     }
 
     /// Parses `text`; relative file paths in it are taken relative to `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigErrors> {
-        let file: RawFile = toml::from_str(text).map_err(|e| {
+        Self::parse_with_overrides(text, base_dir, std::iter::empty())
+    }
+
+    /// Parses `text` after applying overrides: a variable `PORTCULLIS__ADMIN__LISTEN=...` sets
+    /// `admin.listen`; `__` separates table names (lower-cased). This is how secrets are kept
+    /// out of the file; the value is taken as a TOML value when it parses as one (numbers,
+    /// booleans, arrays), else as a string.
+    pub fn parse_with_overrides(
+        text: &str,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let file_error = |message: String| {
             ConfigErrors(vec![ConfigError {
                 key: String::new(),
-                message: toml_message(&e),
+                message,
             }])
-        })?;
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| file_error(toml_message(&e)))?;
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                set_path(&mut table, path, &value).map_err(|message| {
+                    ConfigErrors(vec![ConfigError {
+                        key: name.clone(),
+                        message,
+                    }])
+                })?;
+            }
+        }
+        let file: RawFile = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| file_error(toml_message(&e)))?;
         let mut c = Collector::default();
         let cfg = build(file, base_dir, &mut c);
         match cfg {
@@ -179,6 +207,32 @@ impl Config {
             self.admin.listen
         )
     }
+}
+
+/// Environment variables with this prefix override file values.
+pub const ENV_PREFIX: &str = "PORTCULLIS__";
+
+fn set_path(table: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return Err("empty override".into());
+    };
+    let mut t = table;
+    for k in parents {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{k:?} is not a table; only table keys can be overridden"))?;
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    t.insert(last.clone(), parsed);
+    Ok(())
 }
 
 fn toml_message(e: &toml::de::Error) -> String {

@@ -124,3 +124,30 @@ path_prefix = "/"
     assert!(errs.contains("listeners[1].address"), "{errs}");
     assert!(errs.contains("routes[1]"), "{errs}");
 }
+
+#[test]
+fn environment_overrides_file_values() {
+    let env = [
+        (
+            "PORTCULLIS__ADMIN__LISTEN".to_string(),
+            "127.0.0.1:9999".to_string(),
+        ),
+        ("PORTCULLIS__SERVER__THREADS".to_string(), "3".to_string()),
+        (
+            "PORTCULLIS__UPSTREAMS__APP__READ_TIMEOUT".to_string(),
+            "7s".to_string(),
+        ),
+        ("UNRELATED".to_string(), "x".to_string()),
+    ];
+    let cfg = Config::parse_with_overrides(GOOD, Path::new("."), env).unwrap();
+    assert_eq!(cfg.admin.listen.port(), 9999);
+    assert_eq!(cfg.server.threads, 3);
+    assert_eq!(cfg.upstreams[0].timeouts.read, Duration::from_secs(7));
+
+    let bad = [(
+        "PORTCULLIS__SERVER__GRACE_PERIOD__X".to_string(),
+        "1".to_string(),
+    )];
+    let errs = Config::parse_with_overrides(GOOD, Path::new("."), bad).unwrap_err();
+    assert_eq!(errs.0[0].key, "PORTCULLIS__SERVER__GRACE_PERIOD__X");
+}
