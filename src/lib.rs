@@ -8,10 +8,12 @@
 
 pub mod admin;
 pub mod app;
+pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod devcert;
 pub mod emulator;
+pub mod identity;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
