@@ -363,6 +363,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
     assert_eq!(got, SIZE);
 
     let peak = gw.peak_rss_kib();
+    eprintln!("gateway peak RSS: {baseline} KiB before, {peak} KiB after streaming 2 x 100 MB");
     assert!(
         peak - baseline < 40 * 1024,
         "gateway memory grew by {} KiB while streaming 2 x 100 MB",
