@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 pub use errors::{ConfigError, ConfigErrors};
-pub use values::{HostPattern, HostPort, IpNet};
+pub use values::{is_guid, HostPattern, HostPort, IpNet};
 
 use errors::Collector;
 use raw::*;
@@ -25,6 +25,9 @@ use raw::*;
 pub struct Config {
     pub server: ServerSettings,
     pub admin: AdminSettings,
+    /// Present when users sign in with Entra ID.
+    pub entra: Option<EntraConfig>,
+    pub session: SessionConfig,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -136,6 +139,80 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    pub require: Requirement,
+    /// Group object ids; a user must be in at least one. Empty: no group check.
+    pub groups_any: Vec<String>,
+}
+
+/// What a route demands of a request before it is let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Open route: nobody is asked to sign in (an explicit fail-open, logged at start).
+    None,
+    /// A user signed in with Entra ID.
+    Authenticated,
+}
+
+/// A secret value: never printed by `Debug`/`Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The value itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Entra ID: the tenant and the gateway's own app registration.
+#[derive(Debug, Clone)]
+pub struct EntraConfig {
+    pub cloud: crate::cloud::NationalCloud,
+    /// The tenant users sign in to (lower-case GUID).
+    pub tenant_id: String,
+    /// Tenants whose tokens are accepted; contains `tenant_id`.
+    pub allowed_tenants: Vec<String>,
+    /// The gateway's application (client) id.
+    pub client_id: String,
+    /// Further accepted audiences of v1 access tokens (App ID URIs).
+    pub app_id_uris: Vec<String>,
+    /// Needed for browser sign-in and group look-ups; usually from
+    /// `PORTCULLIS__ENTRA__CLIENT_SECRET`.
+    pub client_secret: Option<Secret>,
+    /// Sign-in authority base, default from the cloud (`https://login.microsoftonline.com`).
+    pub authority_url: String,
+    /// Microsoft Graph base, default from the cloud (`https://graph.microsoft.com`).
+    pub graph_url: String,
+    /// Base of v1 token issuers (`https://sts.windows.net`).
+    pub v1_issuer_url: String,
+    pub clock_skew: Duration,
+    /// Minimum time between JWKS refreshes caused by unknown key ids (Microsoft: 5 min).
+    pub jwks_min_refresh_interval: Duration,
+    /// How long resolved group memberships (overage) are reused.
+    pub group_cache_ttl: Duration,
+}
+
+/// Browser sessions.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    /// 32 bytes sealing cookies; `None`: a random key per process (sessions do not survive a
+    /// restart and are not shared between nodes; logged as a warning).
+    pub cookie_key: Option<Secret>,
+    /// A session ends this long after sign-in, whatever the refreshes.
+    pub lifetime: Duration,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -280,6 +357,16 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
     let server = build_server(file.server, c);
     let admin = build_admin(file.admin, c);
+    let entra = file
+        .entra
+        .and_then(|v| item::<RawEntra>(c, "entra", v))
+        .and_then(|raw| build_entra(raw, c));
+    let session = build_session(
+        file.session
+            .and_then(|v| item::<RawSession>(c, "session", v))
+            .unwrap_or_default(),
+        c,
+    );
 
     let mut listeners = Vec::new();
     if file.listeners.is_empty() {
@@ -319,7 +406,7 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
     for (i, v) in file.routes.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         if let Some(raw) = item::<RawRoute>(c, &key, v) {
-            if let Some(r) = build_route(raw, &key, &upstreams, c) {
+            if let Some(r) = build_route(raw, &key, &upstreams, entra.is_some(), c) {
                 routes.push((i, r));
             }
         }
@@ -345,6 +432,8 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
     Some(Config {
         server: server?,
         admin,
+        entra,
+        session,
         listeners,
         upstreams,
         routes: routes.into_iter().map(|(_, r)| r).collect(),
@@ -614,8 +703,40 @@ fn build_route(
     raw: RawRoute,
     key: &str,
     upstreams: &[UpstreamConfig],
+    has_entra: bool,
     c: &mut Collector,
 ) -> Option<RouteConfig> {
+    let require = match raw.require.as_deref().unwrap_or("authenticated") {
+        "none" => Some(Requirement::None),
+        "authenticated" => Some(Requirement::Authenticated),
+        other => {
+            c.push(
+                format!("{key}.require"),
+                format!("{other:?} is not a requirement (\"authenticated\" or \"none\")"),
+            );
+            None
+        }
+    };
+    if require == Some(Requirement::Authenticated) && !has_entra {
+        c.push(
+            format!("{key}.require"),
+            "this route requires signed-in users (the default) but there is no [entra] section; add one, or set require = \"none\" to open the route explicitly",
+        );
+    }
+    for (i, g) in raw.groups_any.iter().enumerate() {
+        if !values::is_guid(g) {
+            c.push(
+                format!("{key}.groups_any[{i}]"),
+                format!("{g:?} is not a group object id (GUID)"),
+            );
+        }
+    }
+    if require == Some(Requirement::None) && !raw.groups_any.is_empty() {
+        c.push(
+            format!("{key}.groups_any"),
+            "groups need signed-in users; remove require = \"none\"",
+        );
+    }
     let host = match &raw.host {
         None => Some(HostPattern::Any),
         Some(h) => c.take(&format!("{key}.host"), values::host_pattern(h)),
@@ -631,7 +752,7 @@ fn build_route(
             format!("{:?} is not a pool defined under [upstreams]", raw.upstream),
         );
     }
-    let (host, path_prefix, upstream) = (host?, path_prefix?, upstream?);
+    let (host, path_prefix, upstream, require) = (host?, path_prefix?, upstream?, require?);
     let name = raw.name.unwrap_or_else(|| {
         let h = match &host {
             HostPattern::Any => "*".to_string(),
@@ -640,12 +761,170 @@ fn build_route(
         };
         format!("{h}{path_prefix}")
     });
+    let groups_any = raw
+        .groups_any
+        .iter()
+        .map(|g| g.to_ascii_lowercase())
+        .collect();
     Some(RouteConfig {
         name,
         host,
         path_prefix,
         upstream,
+        require,
+        groups_any,
     })
+}
+
+fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
+    let cloud = match raw.cloud.as_deref() {
+        None => Some(crate::cloud::NationalCloud::Global),
+        Some(s) => c.take("entra.cloud", s.parse::<crate::cloud::NationalCloud>()),
+    };
+    let guid = |c: &mut Collector, key: &str, v: Option<&str>| -> Option<String> {
+        match v {
+            None => {
+                c.push(key, "is required");
+                None
+            }
+            Some(g) if values::is_guid(g) => Some(g.to_ascii_lowercase()),
+            Some(g) => {
+                c.push(key, format!("{g:?} is not a GUID"));
+                None
+            }
+        }
+    };
+    let tenant_id = guid(c, "entra.tenant_id", raw.tenant_id.as_deref());
+    let client_id = guid(c, "entra.client_id", raw.client_id.as_deref());
+    let mut allowed_tenants = Vec::new();
+    for (i, t) in raw.allowed_tenants.iter().enumerate() {
+        if let Some(t) = guid(c, &format!("entra.allowed_tenants[{i}]"), Some(t)) {
+            if t == crate::identity::CONSUMER_TENANT {
+                c.push(
+                    format!("entra.allowed_tenants[{i}]"),
+                    "the consumer (Microsoft account) tenant cannot be allowed",
+                );
+            }
+            allowed_tenants.push(t);
+        }
+    }
+    let url = |c: &mut Collector, key: &str, v: Option<String>, default: String| -> String {
+        let v = v.unwrap_or(default);
+        if !(v.starts_with("https://")
+            || v.starts_with("http://127.")
+            || v.starts_with("http://localhost")
+            || v.starts_with("http://[::1]"))
+        {
+            c.push(
+                key,
+                format!("{v:?} must be an https:// URL (plain http only on loopback)"),
+            );
+        }
+        v.trim_end_matches('/').to_string()
+    };
+    let cloud = cloud?;
+    let hosts = cloud.hosts();
+    let authority_url = url(
+        c,
+        "entra.authority_url",
+        raw.authority_url,
+        format!("https://{}", hosts.login),
+    );
+    let graph_url = url(
+        c,
+        "entra.graph_url",
+        raw.graph_url,
+        format!("https://{}", hosts.graph),
+    );
+    let v1_issuer_url = url(
+        c,
+        "entra.v1_issuer_url",
+        raw.v1_issuer_url,
+        format!("https://{}", hosts.v1_issuer),
+    );
+    let clock_skew = dur(
+        c,
+        "entra.clock_skew".into(),
+        raw.clock_skew,
+        Duration::from_secs(60),
+    );
+    let jwks_min_refresh_interval = dur(
+        c,
+        "entra.jwks_min_refresh_interval".into(),
+        raw.jwks_min_refresh_interval,
+        Duration::from_secs(300),
+    );
+    let group_cache_ttl = dur(
+        c,
+        "entra.group_cache_ttl".into(),
+        raw.group_cache_ttl,
+        Duration::from_secs(600),
+    );
+    let (tenant_id, client_id) = (tenant_id?, client_id?);
+    if !allowed_tenants.contains(&tenant_id) {
+        allowed_tenants.insert(0, tenant_id.clone());
+    }
+    Some(EntraConfig {
+        cloud,
+        tenant_id,
+        allowed_tenants,
+        client_id,
+        app_id_uris: raw.app_id_uris,
+        client_secret: raw.client_secret.filter(|s| !s.is_empty()).map(Secret),
+        authority_url,
+        graph_url,
+        v1_issuer_url,
+        clock_skew,
+        jwks_min_refresh_interval,
+        group_cache_ttl,
+    })
+}
+
+fn build_session(raw: RawSession, c: &mut Collector) -> SessionConfig {
+    let cookie_name = raw
+        .cookie_name
+        .unwrap_or_else(|| "__Host-portcullis".into());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        c.push(
+            "session.cookie_name",
+            format!("{cookie_name:?} is not a valid cookie name"),
+        );
+    }
+    let cookie_key = raw.cookie_key.map(|k| {
+        use base64::Engine;
+        let ok = base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .map(|b| b.len() == 32)
+            .unwrap_or(false);
+        if !ok {
+            // Never echo the value: it is a secret.
+            c.push(
+                "session.cookie_key",
+                "must be 32 random bytes in standard base64 (e.g. `openssl rand -base64 32`)",
+            );
+        }
+        Secret(k.trim().to_string())
+    });
+    SessionConfig {
+        cookie_name,
+        cookie_key,
+        lifetime: dur(
+            c,
+            "session.lifetime".into(),
+            raw.lifetime,
+            Duration::from_secs(12 * 3600),
+        ),
+        idle_timeout: dur(
+            c,
+            "session.idle_timeout".into(),
+            raw.idle_timeout,
+            Duration::from_secs(2 * 3600),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,37 @@ pub(super) struct RawRoute {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    pub require: Option<String>,
+    #[serde(default)]
+    pub groups_any: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntra {
+    pub cloud: Option<String>,
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub app_id_uris: Vec<String>,
+    pub client_secret: Option<String>,
+    pub authority_url: Option<String>,
+    pub graph_url: Option<String>,
+    pub v1_issuer_url: Option<String>,
+    pub clock_skew: Option<String>,
+    pub jwks_min_refresh_interval: Option<String>,
+    pub group_cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub cookie_name: Option<String>,
+    pub cookie_key: Option<String>,
+    pub lifetime: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 /// Sections are kept as raw TOML values and deserialised one item at a time so that one bad
@@ -101,6 +132,8 @@ pub(super) struct RawRoute {
 pub(super) struct RawFile {
     pub server: Option<toml::Value>,
     pub admin: Option<toml::Value>,
+    pub entra: Option<toml::Value>,
+    pub session: Option<toml::Value>,
     #[serde(default)]
     pub listeners: Vec<toml::Value>,
     #[serde(default)]

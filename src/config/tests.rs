@@ -16,11 +16,13 @@ addresses = ["127.0.0.1:8901", "localhost:8902"]
 health_check = { kind = "http", path = "/healthz", interval = "1s" }
 
 [[routes]]
+require = "none"
 host = "app.example.com"
 path_prefix = "/api"
 upstream = "app"
 
 [[routes]]
+require = "none"
 upstream = "app"
 "#;
 
@@ -59,14 +61,17 @@ addresses = ["10.0.0.1:99999", "ok:80"]
 health_check = { kind = "udp" }
 
 [[routes]]
+require = "none"
 upstream = "nope"
 
 [[routes]]
+require = "none"
 host = "bad host"
 path_prefix = "api"
 upstream = "app"
 
 [[routes]]
+require = "none"
 upstream = "app"
 colour = "blue"
 "#;
@@ -115,8 +120,10 @@ address = "127.0.0.1:8080"
 [upstreams.a]
 addresses = ["127.0.0.1:1"]
 [[routes]]
+require = "none"
 upstream = "a"
 [[routes]]
+require = "none"
 upstream = "a"
 path_prefix = "/"
 "#;
@@ -150,4 +157,87 @@ fn environment_overrides_file_values() {
     )];
     let errs = Config::parse_with_overrides(GOOD, Path::new("."), bad).unwrap_err();
     assert_eq!(errs.0[0].key, "PORTCULLIS__SERVER__GRACE_PERIOD__X");
+}
+
+const ENTRA: &str = r#"
+[entra]
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "AAAAAAAA-bbbb-cccc-dddd-eeeeeeeeeeee"
+cloud = "us_gov_high"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[upstreams.app]
+addresses = ["127.0.0.1:8901"]
+
+[[routes]]
+upstream = "app"
+groups_any = ["aaaaaaaa-0000-0000-0000-000000000001"]
+"#;
+
+#[test]
+fn entra_section_and_authenticated_default() {
+    let cfg = Config::parse(ENTRA, Path::new(".")).unwrap();
+    let e = cfg.entra.as_ref().unwrap();
+    assert_eq!(e.client_id, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+    assert_eq!(
+        e.allowed_tenants,
+        vec!["11111111-2222-3333-4444-555555555555".to_string()]
+    );
+    assert_eq!(e.authority_url, "https://login.microsoftonline.us");
+    assert_eq!(e.graph_url, "https://graph.microsoft.us");
+    assert_eq!(cfg.routes[0].require, Requirement::Authenticated);
+    assert_eq!(cfg.routes[0].groups_any.len(), 1);
+    assert!(cfg.session.cookie_key.is_none());
+    assert_eq!(cfg.session.cookie_name, "__Host-portcullis");
+}
+
+#[test]
+fn entra_errors_and_secrets_stay_hidden() {
+    let text = ENTRA
+        .replace("us_gov_high", "germany")
+        .replace("11111111-2222-3333-4444-555555555555", "contoso")
+        .replace("aaaaaaaa-0000-0000-0000-000000000001", "engineers")
+        + "\n[session]\ncookie_key = \"hunter2-not-base64!\"\n";
+    let errs = Config::parse(&text, Path::new("."))
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "entra.cloud",
+        "entra.tenant_id",
+        "routes[0].groups_any[0]",
+        "session.cookie_key",
+    ] {
+        assert!(errs.contains(key), "{key} missing in {errs}");
+    }
+    assert!(errs.contains("2021"), "{errs}");
+    assert!(
+        !errs.contains("hunter2"),
+        "a secret leaked into an error: {errs}"
+    );
+    let with_secret = format!(
+        "{ENTRA}\n[session]\ncookie_key = \"{}\"\n",
+        "A".repeat(43) + "="
+    );
+    let cfg = Config::parse(&with_secret, Path::new(".")).unwrap();
+    assert!(
+        !format!("{cfg:?}").contains("AAAAAAAAAA"),
+        "Debug must not print secrets"
+    );
+}
+
+#[test]
+fn authenticated_routes_need_entra() {
+    let text = GOOD.replace(
+        "require = \"none\"\nupstream = \"app\"\n",
+        "upstream = \"app\"\n",
+    );
+    let errs = Config::parse(&text, Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("routes[1].require") && errs.contains("[entra]"),
+        "{errs}"
+    );
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::jwks::{unix_now, Jwks};
 use super::{Principal, TokenError, TokenVersion};
+use crate::config::is_guid;
 
 /// The Microsoft-account (consumer) tenant, never accepted by a corporate gateway.
 pub const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
@@ -267,16 +268,6 @@ fn check_tenant(tid: &str, allowed: &[String]) -> Result<(), TokenError> {
         return Err(TokenError::TenantNotAllowed);
     }
     Ok(())
-}
-
-/// `8-4-4-4-12` hex digits.
-pub fn is_guid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {

@@ -26,9 +26,11 @@ tls = { certificates = [{ cert = "missing.pem", key = "missing-key.pem" }] }
 addresses = ["10.0.0.1:99999"]
 
 [[routes]]
+require = "none"
 upstream = "app"
 
 [[routes]]
+require = "none"
 upstream = "ghost"
 "#,
     )
@@ -59,8 +61,8 @@ upstream = "ghost"
     std::fs::write(
         &path,
         fixed.replace(
-            "[[routes]]\nupstream = \"app\"\n\n[[routes]]",
-            "[[routes]]\npath_prefix = \"/x\"",
+            "[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n\n[[routes]]\nrequire = \"none\"",
+            "[[routes]]\nrequire = \"none\"\npath_prefix = \"/x\"",
         ),
     )
     .unwrap();
@@ -105,7 +107,7 @@ fn serve_exits_non_zero_when_the_port_is_taken() {
         &path,
         format!(
             "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
-             [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n",
+             [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
             crate::harness::free_port()
         ),
     )

@@ -18,22 +18,26 @@ async fn routes_by_host_and_longest_prefix() {
     let body = format!(
         "{}{}{}
 [[routes]]
+require = \"none\"
 name = \"a-host\"
 host = \"a.test\"
 upstream = \"a\"
 
 [[routes]]
+require = \"none\"
 name = \"b-api\"
 host = \"a.test\"
 path_prefix = \"/api\"
 upstream = \"b\"
 
 [[routes]]
+require = \"none\"
 name = \"wild\"
 host = \"*.wild.test\"
 upstream = \"c\"
 
 [[routes]]
+require = \"none\"
 name = \"default\"
 upstream = \"c\"
 ",
@@ -94,7 +98,7 @@ upstream = \"c\"
 async fn unrouted_request_gets_404_problem() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "{}\n[[routes]]\nhost = \"a.test\"\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nhost = \"a.test\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -115,7 +119,7 @@ async fn unrouted_request_gets_404_problem() {
 async fn round_robin_then_failover_when_one_upstream_dies() {
     let (a1, a2) = (Upstream::start("a1").await, Upstream::start("a2").await);
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool(
             "a",
             &[a1.addr, a2.addr],
@@ -180,7 +184,7 @@ async fn round_robin_then_failover_when_one_upstream_dies() {
 async fn spoofed_identity_headers_and_forwarding_from_untrusted_client() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -218,7 +222,7 @@ async fn spoofed_identity_headers_and_forwarding_from_untrusted_client() {
 async fn forwarding_headers_from_trusted_proxy_are_appended() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n{}\n[[routes]]\nupstream = \"a\"\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -249,10 +253,12 @@ async fn dead_upstream_gives_502_and_slow_one_504() {
     let body = format!(
         "{}{}
 [[routes]]
+require = \"none\"
 path_prefix = \"/dead\"
 upstream = \"dead\"
 
 [[routes]]
+require = \"none\"
 upstream = \"slow\"
 ",
         pool("dead", &[dead], ""),
@@ -303,7 +309,7 @@ upstream = \"slow\"
 async fn websocket_echo_through_the_gateway() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -328,7 +334,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let a = Upstream::start("a").await;
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -375,7 +381,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
 async fn oversized_headers_get_431() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "[server]\nmax_request_header_bytes = 4096\n\n{}\n[[routes]]\nupstream = \"a\"\n",
+        "[server]\nmax_request_header_bytes = 4096\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let gw = Gateway::start(&body).await;
@@ -399,7 +405,7 @@ async fn oversized_headers_get_431() {
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let a = Upstream::start("a").await;
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"a\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
         pool("a", &[a.addr], "")
     );
     let mut gw = Gateway::start(&body).await;

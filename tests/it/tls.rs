@@ -61,7 +61,7 @@ async fn sni_picks_the_right_certificate_and_h2_is_negotiated() {
     let port = free_port();
     let mut dir_path = None;
     let body = format!(
-        "{}\n[[routes]]\nupstream = \"app\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
         pool("app", &[app.addr], "")
     );
     let _gw = Gateway::start_with(&body, |dir| {
@@ -125,7 +125,7 @@ async fn tls_upstream_is_verified_with_its_ca_and_sni() {
     let b_port = free_port();
     let mut dir_b = None;
     let body_b = format!(
-        "{}\n[[routes]]\nupstream = \"app\"\n",
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
         pool("app", &[app.addr], "")
     );
     let _b = Gateway::start_with(&body_b, |dir| {
@@ -139,10 +139,12 @@ async fn tls_upstream_is_verified_with_its_ca_and_sni() {
     let body_a = format!(
         "{}{}
 [[routes]]
+require = \"none\"
 path_prefix = \"/good\"
 upstream = \"good\"
 
 [[routes]]
+require = \"none\"
 path_prefix = \"/wrong-name\"
 upstream = \"wrong\"
 ",
