@@ -1,4 +1,55 @@
 //! Stand-ins for the services Portcullis talks to, served on loopback for the demo, the tests
-//! and the benchmarks. Today: the demo upstream app. May depend on nothing but axum/tokio.
+//! and the benchmarks (DESIGN.md §5): Entra ID, Microsoft Graph (growing with the sync loop),
+//! the demo upstream app, and a control API under `/_emulator/`. Production code talks to
+//! them through base URLs only. Depends on `proxy::respond::escape` for HTML and nothing else
+//! of the gateway.
 
+pub mod entra;
+pub mod faults;
+pub mod graph;
+pub mod keys;
+pub mod personas;
 pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use entra::EntraState;
+
+/// The emulator's router: Entra (`/{tenant}/...`), Graph (`/v1.0/...`) and control
+/// (`/_emulator/...`).
+pub fn router(state: Arc<EntraState>) -> Router {
+    Router::new()
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(entra::discovery_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(entra::discovery_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks_v2))
+        .route("/{tenant}/discovery/keys", get(entra::jwks_v1))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(entra::authorize_page).post(entra::authorize_pick))
+        .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
+        .route("/_emulator/token", get(entra::mint_token))
+        .route("/_emulator/keys/rotate", post(entra::rotate))
+        .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
+        .route("/_emulator/stats", get(entra::stats))
+        .route("/_emulator/faults", post(set_fault).delete(clear_faults))
+        .with_state(state)
+}
+
+async fn set_fault(State(s): State<Arc<EntraState>>, Json(f): Json<faults::Fault>) -> StatusCode {
+    s.faults.set(f);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(s): State<Arc<EntraState>>) -> StatusCode {
+    s.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+/// Serves the emulator on `listener` (its address must be `state.base_url`).
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EntraState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
