@@ -13,7 +13,8 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::{self, Readiness};
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors, Requirement};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::proxy::{self, upstream::PendingPool};
 
@@ -32,6 +33,8 @@ pub enum StartError {
     Pool(#[from] proxy::upstream::PoolError),
     #[error("proxy set-up failed: {0}")]
     Pingora(String),
+    #[error("identity set-up failed: {0}")]
+    Identity(String),
 }
 
 /// Checks what can be checked without starting anything: the file's values and the files it
@@ -108,11 +111,36 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(
         &cfg, &pools, &metrics,
     )));
-    let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics)
-        .map_err(|e| StartError::Pingora(e.to_string()))?;
+    let identity = match &cfg.entra {
+        Some(e) => Some(Arc::new(
+            Identity::new(e, &cfg.session).map_err(|e| StartError::Identity(e.to_string()))?,
+        )),
+        None => None,
+    };
+    for r in cfg.routes.iter().filter(|r| r.require == Requirement::None) {
+        tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
+    }
+    let service = proxy::service(
+        &cfg,
+        &server.configuration,
+        routes,
+        resolvers,
+        &metrics,
+        identity.clone(),
+    )
+    .map_err(|e| StartError::Pingora(e.to_string()))?;
     server.add_service(service);
 
-    let readiness = Arc::new(Readiness::default());
+    let readiness = Arc::new(Readiness::new(identity.is_some()));
+    if let Some(id) = &identity {
+        server.add_service(background_service(
+            "signing keys",
+            KeyRefresh {
+                identity: id.clone(),
+                readiness: readiness.clone(),
+            },
+        ));
+    }
     let admin = AdminService {
         listener: Mutex::new(Some(admin_listener)),
         router: admin::router(metrics.clone(), readiness.clone()),
@@ -238,5 +266,40 @@ impl BackgroundService for Drain {
         // Nothing else holds state that needs flushing; pingora would otherwise sleep out
         // the rest of its grace period.
         std::process::exit(0);
+    }
+}
+
+/// Fetches every tenant's signing keys at start (readiness waits for them), then refreshes
+/// them hourly with jitter.
+struct KeyRefresh {
+    identity: Arc<Identity>,
+    readiness: Arc<Readiness>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyRefresh {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let jwks = self.identity.validator.jwks().clone();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let results = jwks.refresh_all().await;
+            let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+            for (tenant, r) in &failed {
+                if let Err(e) = r {
+                    tracing::warn!(%tenant, error = %e, "cannot fetch signing keys yet; retrying");
+                }
+            }
+            if failed.is_empty() {
+                tracing::info!(tenants = results.len(), "signing keys loaded");
+                self.readiness.set_keys_loaded();
+                break;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        jwks.run_refresh(shutdown).await;
     }
 }

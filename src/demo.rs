@@ -5,12 +5,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use crate::config::{Config, ConfigErrors};
+use crate::emulator::{personas, EntraState};
+use crate::identity::oidc::CALLBACK_PATH;
 
 /// The embedded demo configuration.
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
 /// Where the demo upstream app listens, before the port offset.
 pub const APP_PORT: u16 = 8901;
+/// Where the emulator listens, before the port offset.
+pub const EMULATOR_PORT: u16 = 8900;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -36,6 +42,8 @@ pub enum DemoError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("emulator: {0}")]
+    Emulator(String),
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
 }
@@ -53,13 +61,64 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
     let cfg = demo_config(&data, opts.port_offset)?;
 
+    let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
+    let emu_listener = std::net::TcpListener::bind(emu_addr).map_err(|source| DemoError::App {
+        addr: emu_addr,
+        source,
+    })?;
+    let emu = Arc::new(
+        EntraState::new(&format!("http://{emu_addr}"))
+            .map_err(|e| DemoError::Emulator(e.to_string()))?,
+    );
+    for l in &cfg.listeners {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        let port = l.address.port();
+        for host in ["127.0.0.1", "localhost"] {
+            emu.register_redirect(
+                personas::GATEWAY_CLIENT_ID,
+                &format!("{scheme}://{host}:{port}{CALLBACK_PATH}"),
+            );
+        }
+    }
+    spawn_server("emulator", emu_listener, move |l| {
+        crate::emulator::serve(l, emu)
+    })
+    .map_err(|source| DemoError::App {
+        addr: emu_addr,
+        source,
+    })?;
+
     let app_addr = SocketAddr::from(([127, 0, 0, 1], shift(APP_PORT, opts.port_offset)?));
     let app_listener = std::net::TcpListener::bind(app_addr).map_err(|source| DemoError::App {
         addr: app_addr,
         source,
     })?;
+    spawn_server("demo-app", app_listener, |l| {
+        crate::emulator::upstream::serve(l, "demo-app")
+    })
+    .map_err(|source| DemoError::App {
+        addr: app_addr,
+        source,
+    })?;
+
+    print_summary(&cfg, &certs.ca_cert, &data);
+    crate::app::serve(cfg)?;
+    Ok(())
+}
+
+/// Runs an axum server on its own thread and runtime.
+fn spawn_server<F, Fut>(
+    name: &str,
+    listener: std::net::TcpListener,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let label = name.to_string();
     std::thread::Builder::new()
-        .name("demo-app".into())
+        .name(name.into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -67,28 +126,25 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
                 .build();
             let result = rt.and_then(|rt| {
                 rt.block_on(async {
-                    app_listener.set_nonblocking(true)?;
-                    let l = tokio::net::TcpListener::from_std(app_listener)?;
-                    crate::emulator::upstream::serve(l, "demo-app").await
+                    listener.set_nonblocking(true)?;
+                    serve(tokio::net::TcpListener::from_std(listener)?).await
                 })
             });
             if let Err(e) = result {
-                tracing::error!(error = %e, "demo app stopped");
+                tracing::error!(error = %e, "{label} stopped");
             }
-        })
-        .map_err(|source| DemoError::App {
-            addr: app_addr,
-            source,
         })?;
-
-    print_summary(&cfg, &certs.ca_cert, &data);
-    crate::app::serve(cfg)?;
     Ok(())
 }
 
 /// The demo configuration with certificates in `data` and every port shifted by `offset`.
 pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoError> {
     let mut cfg = Config::parse(DEMO_TOML, data).map_err(DemoError::Config)?;
+    let emulator = format!("http://127.0.0.1:{}", shift(EMULATOR_PORT, offset)?);
+    if let Some(e) = cfg.entra.as_mut() {
+        e.authority_url = emulator.clone();
+        e.graph_url = emulator;
+    }
     cfg.admin
         .listen
         .set_port(shift(cfg.admin.listen.port(), offset)?);
@@ -133,10 +189,20 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
     if let Some(u) = cfg.upstreams.first().and_then(|u| u.addresses.first()) {
         println!("  demo app:        http://{u}/");
     }
+    let emu = cfg
+        .entra
+        .as_ref()
+        .map(|e| e.authority_url.clone())
+        .unwrap_or_default();
+    println!("  emulator:        {emu}/  (Entra ID, Graph; control under /_emulator/)");
     println!();
     println!("Try:");
     if let Some(a) = http {
-        println!("  curl -s http://{a}/hello | python3 -m json.tool");
+        println!("  TOKEN=$(curl -s '{emu}/_emulator/token?persona=alice' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool"
+        );
+        println!("  curl -s -i http://{a}/hello        # no token: 401");
     }
     if let Some(a) = https {
         println!(

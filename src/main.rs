@@ -32,6 +32,11 @@ enum Command {
         /// Path to the TOML configuration.
         file: PathBuf,
     },
+    /// The Entra ID / Graph emulator: serve it, or get a token from a running one.
+    Emulator {
+        #[command(subcommand)]
+        command: EmulatorCommand,
+    },
     /// Run the demo: gateway and demo app on loopback, with a development certificate.
     Demo {
         /// Shift every demo port by this much.
@@ -40,6 +45,25 @@ enum Command {
         /// Keep the demo's data (certificates) here instead of a fresh temporary directory.
         #[arg(long)]
         data: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmulatorCommand {
+    /// Serve the emulator (Entra ID, Graph, control API) until Ctrl-C.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: std::net::SocketAddr,
+        /// Redirect URIs to register for the gateway's app (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+    },
+    /// Print an access token for a persona from a running emulator.
+    Token {
+        /// alice, bob, carol, dave, erin or olivia.
+        persona: String,
+        #[arg(long, default_value = "http://127.0.0.1:8900")]
+        url: String,
     },
 }
 
@@ -73,6 +97,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Emulator { command } => match emulator(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis emulator: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { port_offset, data } => {
             match portcullis::demo::run(portcullis::demo::DemoOptions { port_offset, data }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -91,4 +122,37 @@ fn report(file: &std::path::Path, errors: &portcullis::config::ConfigErrors) -> 
         eprintln!("  {e}");
     }
     ExitCode::from(EX_CONFIG)
+}
+
+fn emulator(command: EmulatorCommand) -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        match command {
+            EmulatorCommand::Serve { listen, redirect_uris } => {
+                let state = portcullis::emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
+                for uri in &redirect_uris {
+                    state.register_redirect(portcullis::emulator::personas::GATEWAY_CLIENT_ID, uri);
+                }
+                let l = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("{listen}: {e}"))?;
+                println!("emulator on http://{listen}/ (tenant {})", portcullis::emulator::personas::TENANT_ID);
+                tokio::select! {
+                    r = portcullis::emulator::serve(l, std::sync::Arc::new(state)) => r.map_err(|e| e.to_string()),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            }
+            EmulatorCommand::Token { persona, url } => {
+                let u = format!("{}/_emulator/token?persona={}", url.trim_end_matches('/'), persona);
+                let resp = reqwest::get(&u).await.map_err(|e| format!("{url}: {}", e.without_url()))?;
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                match body.get("access_token").and_then(|t| t.as_str()) {
+                    Some(t) if status.is_success() => {
+                        println!("{t}");
+                        Ok(())
+                    }
+                    Some(_) | None => Err(format!("{status}: {body}")),
+                }
+            }
+        }
+    })
 }

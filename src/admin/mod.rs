@@ -25,11 +25,24 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Readiness {
     listeners_bound: AtomicBool,
+    /// Signing keys of every allowed tenant fetched (true when there is no identity).
+    keys_loaded: AtomicBool,
 }
 
 impl Readiness {
+    pub fn new(needs_keys: bool) -> Self {
+        Self {
+            listeners_bound: AtomicBool::new(false),
+            keys_loaded: AtomicBool::new(!needs_keys),
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.listeners_bound.load(Ordering::Acquire)
+        self.listeners_bound.load(Ordering::Acquire) && self.keys_loaded.load(Ordering::Acquire)
+    }
+
+    pub fn set_keys_loaded(&self) {
+        self.keys_loaded.store(true, Ordering::Release);
     }
 }
 
@@ -49,9 +62,15 @@ pub fn router(metrics: Metrics, readiness: Arc<Readiness>) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    let listeners = s.readiness.is_ready();
-    let body = serde_json::json!({ "ready": listeners, "config_loaded": true, "listeners_bound": listeners });
-    let status = if listeners {
+    let r = &s.readiness;
+    let ready = r.is_ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "config_loaded": true,
+        "listeners_bound": r.listeners_bound.load(Ordering::Acquire),
+        "signing_keys_loaded": r.keys_loaded.load(Ordering::Acquire),
+    });
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

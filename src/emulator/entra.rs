@@ -61,7 +61,9 @@ pub struct EntraState {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Random base64url text of `bytes` random bytes.
@@ -70,8 +72,12 @@ pub fn random_text(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // SystemRandom only fails if the OS has no randomness; fall back to the clock then.
     if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
-        let n = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        buf.iter_mut().enumerate().for_each(|(i, b)| *b = (n >> (i % 16 * 8)) as u8);
+        let n = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (n >> (i % 16 * 8)) as u8);
     }
     URL_SAFE_NO_PAD.encode(buf)
 }
@@ -121,7 +127,10 @@ impl EntraState {
         let serial = self.key_serial.fetch_add(1, Ordering::Relaxed) + 1;
         let kid = format!("emu-key-{serial}-{}", &random_text(6));
         let key = Arc::new(SigningKey::generate(kid.clone())?);
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key);
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
         Ok(kid)
     }
 
@@ -132,7 +141,12 @@ impl EntraState {
     }
 
     fn key(&self, kid: &str) -> Option<Arc<SigningKey>> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).iter().find(|k| k.kid == kid).cloned()
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|k| k.kid == kid)
+            .cloned()
     }
 
     pub fn v2_issuer(&self) -> String {
@@ -144,7 +158,8 @@ impl EntraState {
     }
 
     fn is_tenant(t: &str) -> bool {
-        t.eq_ignore_ascii_case(personas::TENANT_ID) || t.eq_ignore_ascii_case(personas::TENANT_DOMAIN)
+        t.eq_ignore_ascii_case(personas::TENANT_ID)
+            || t.eq_ignore_ascii_case(personas::TENANT_DOMAIN)
     }
 
     /// Signs `claims` with the current key, or with key `kid` when it exists; an unknown
@@ -169,7 +184,14 @@ impl EntraState {
     }
 
     /// The claims of a v2 (or v1) user token of `persona` for audience `aud`.
-    pub fn user_claims(&self, p: &Persona, aud: &str, exp: u64, v1: bool, nonce: Option<&str>) -> Value {
+    pub fn user_claims(
+        &self,
+        p: &Persona,
+        aud: &str,
+        exp: u64,
+        v1: bool,
+        nonce: Option<&str>,
+    ) -> Value {
         let t = now();
         let mut c = json!({
             "aud": aud, "iat": t, "nbf": t, "exp": exp,
@@ -209,7 +231,14 @@ impl EntraState {
     }
 
     /// A signed access token for `persona` (defaults: v2, audience = the gateway, 1 h).
-    pub fn mint(&self, p: &Persona, aud: Option<&str>, exp: Option<u64>, kid: Option<&str>, v1: bool) -> String {
+    pub fn mint(
+        &self,
+        p: &Persona,
+        aud: Option<&str>,
+        exp: Option<u64>,
+        kid: Option<&str>,
+        v1: bool,
+    ) -> String {
         let aud = aud.unwrap_or(personas::GATEWAY_CLIENT_ID);
         let claims = self.user_claims(p, aud, exp.unwrap_or_else(|| now() + 3600), v1, None);
         self.sign(&claims, kid)
@@ -220,7 +249,10 @@ impl EntraState {
 /// AADSTS code, `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri`.
 pub fn aad_error(status: StatusCode, error: &str, code: u32, text: &str) -> Response {
     let trace = random_text(12);
-    let ts = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace('T', " ").replace('Z', "Z");
+    let ts = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', "Z");
     let body = json!({
         "error": error,
         "error_description": format!("AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {trace} Timestamp: {ts}"),
@@ -242,7 +274,10 @@ fn unknown_tenant(t: &str) -> Response {
     )
 }
 
-pub async fn discovery_v2(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>) -> Response {
+pub async fn discovery_v2(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+) -> Response {
     if !EntraState::is_tenant(&tenant) {
         return unknown_tenant(&tenant);
     }
@@ -268,7 +303,10 @@ pub async fn discovery_v2(State(s): State<Arc<EntraState>>, Path(tenant): Path<S
     .into_response()
 }
 
-pub async fn discovery_v1(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>) -> Response {
+pub async fn discovery_v1(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+) -> Response {
     if !EntraState::is_tenant(&tenant) {
         return unknown_tenant(&tenant);
     }
@@ -341,30 +379,57 @@ fn check_client(s: &EntraState, p: &AuthorizeParams) -> Result<(), Response> {
     };
     let apps = s.apps.read().unwrap_or_else(|e| e.into_inner());
     let Some(app) = apps.get(client_id) else {
-        return Err(error_page(StatusCode::BAD_REQUEST, 700016, &format!("Application with identifier '{client_id}' was not found in the directory '{}'.", personas::TENANT_DOMAIN)));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'.",
+                personas::TENANT_DOMAIN
+            ),
+        ));
     };
     if !app.redirect_uris.iter().any(|u| u == redirect_uri) {
         return Err(error_page(StatusCode::BAD_REQUEST, 50011, &format!("The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'.")));
     }
     if p.response_type.as_deref() != Some("code") {
-        return Err(error_page(StatusCode::BAD_REQUEST, 700054, "response_type 'code' is required here."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            700054,
+            "response_type 'code' is required here.",
+        ));
     }
-    if p.code_challenge.is_some() && p.code_challenge_method.as_deref().unwrap_or("plain") != "S256" {
-        return Err(error_page(StatusCode::BAD_REQUEST, 501491, "Only the S256 code challenge method is accepted by this emulator."));
+    if p.code_challenge.is_some() && p.code_challenge_method.as_deref().unwrap_or("plain") != "S256"
+    {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            501491,
+            "Only the S256 code challenge method is accepted by this emulator.",
+        ));
     }
     Ok(())
 }
 
 /// GET authorize: the persona picker.
-pub async fn authorize_page(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>, Query(p): Query<AuthorizeParams>) -> Response {
+pub async fn authorize_page(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    Query(p): Query<AuthorizeParams>,
+) -> Response {
     if !EntraState::is_tenant(&tenant) {
-        return error_page(StatusCode::BAD_REQUEST, 90002, &format!("Tenant '{tenant}' not found."));
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
     }
     if let Err(r) = check_client(&s, &p) {
         return r;
     }
     let hidden = |name: &str, v: &Option<String>| match v {
-        Some(v) => format!("<input type=hidden name=\"{name}\" value=\"{}\">", crate::proxy::respond::escape(v)),
+        Some(v) => format!(
+            "<input type=hidden name=\"{name}\" value=\"{}\">",
+            crate::proxy::respond::escape(v)
+        ),
         None => String::new(),
     };
     let fields: String = [
@@ -400,15 +465,27 @@ pub async fn authorize_page(State(s): State<Arc<EntraState>>, Path(tenant): Path
 }
 
 /// POST authorize: the chosen persona signs in; a code goes back to the app.
-pub async fn authorize_pick(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>, Form(p): Form<AuthorizeParams>) -> Response {
+pub async fn authorize_pick(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    Form(p): Form<AuthorizeParams>,
+) -> Response {
     if !EntraState::is_tenant(&tenant) {
-        return error_page(StatusCode::BAD_REQUEST, 90002, &format!("Tenant '{tenant}' not found."));
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
     }
     if let Err(r) = check_client(&s, &p) {
         return r;
     }
     let Some(persona) = p.persona.as_deref().and_then(personas::find) else {
-        return error_page(StatusCode::BAD_REQUEST, 50034, "The user account does not exist in this directory.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            50034,
+            "The user account does not exist in this directory.",
+        );
     };
     let code = format!("0.emu.{}", random_text(32));
     let redirect_uri = p.redirect_uri.clone().unwrap_or_default();
@@ -437,7 +514,10 @@ pub async fn authorize_pick(State(s): State<Arc<EntraState>>, Path(tenant): Path
         .into_response()
     } else {
         let sep = if redirect_uri.contains('?') { '&' } else { '?' };
-        let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("code", &code).append_pair("state", &state).finish();
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &code)
+            .append_pair("state", &state)
+            .finish();
         Redirect::to(&format!("{redirect_uri}{sep}{q}")).into_response()
     }
 }
@@ -455,7 +535,12 @@ pub struct TokenRequest {
 }
 
 /// POST token.
-pub async fn token(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>, headers: HeaderMap, Form(req): Form<TokenRequest>) -> Response {
+pub async fn token(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(req): Form<TokenRequest>,
+) -> Response {
     if let Some(r) = s.faults.take(Endpoint::Token).await {
         return r;
     }
@@ -464,9 +549,19 @@ pub async fn token(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>,
     }
     let _ = headers;
     let Some(client_id) = req.client_id.as_deref() else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
     };
-    let app = s.apps.read().unwrap_or_else(|e| e.into_inner()).get(client_id).cloned();
+    let app = s
+        .apps
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(client_id)
+        .cloned();
     let Some(app) = app else {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -491,17 +586,36 @@ pub async fn token(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>,
         Some("authorization_code") => redeem_code(&s, &app, &req),
         Some("refresh_token") => redeem_refresh(&s, &app, &req),
         Some("client_credentials") => client_credentials(&s, &app, &req),
-        Some(other) => aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, &format!("The app requested an unsupported grant type '{other}'.")),
-        None => aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."),
+        Some(other) => aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+        ),
+        None => aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
     }
 }
 
-fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option<&str>, scope: &str) -> Response {
+fn user_tokens(
+    s: &EntraState,
+    app: &AppRegistration,
+    p: &Persona,
+    nonce: Option<&str>,
+    scope: &str,
+) -> Response {
     let exp = now() + 3600;
     let id_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, nonce), None);
     let access_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, None), None);
     let refresh = format!("0.emu-rt.{}", random_text(32));
-    s.refresh_tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(refresh.clone(), (app.client_id.clone(), p.clone()));
+    s.refresh_tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(refresh.clone(), (app.client_id.clone(), p.clone()));
     Json(json!({
         "token_type": "Bearer", "scope": scope, "expires_in": 3600, "ext_expires_in": 3600,
         "access_token": access_token, "refresh_token": refresh, "id_token": id_token,
@@ -511,40 +625,80 @@ fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option
 
 fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Response {
     let Some(code) = req.code.as_deref() else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'code'.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'code'.",
+        );
     };
-    if s.used_codes.lock().unwrap_or_else(|e| e.into_inner()).contains(code) {
+    if s.used_codes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(code)
+    {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.");
     }
-    let grant = s.codes.lock().unwrap_or_else(|e| e.into_inner()).remove(code);
+    let grant = s
+        .codes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(code);
     let Some(grant) = grant.filter(|g| g.expires > now()) else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.");
     };
-    s.used_codes.lock().unwrap_or_else(|e| e.into_inner()).insert(code.to_string());
-    if grant.client_id != app.client_id || req.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+    s.used_codes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(code.to_string());
+    if grant.client_id != app.client_id
+        || req.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str())
+    {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70002, "The redirect URI or client of the token request does not match the authorization request.");
     }
     if let Some(challenge) = &grant.challenge {
         let ok = req.code_verifier.as_deref().is_some_and(|v| {
-            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, v.as_bytes())) == *challenge
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, v.as_bytes()))
+                == *challenge
         });
         if !ok {
             return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.");
         }
     }
-    user_tokens(s, app, &grant.persona, grant.nonce.as_deref(), req.scope.as_deref().unwrap_or("openid profile offline_access"))
+    user_tokens(
+        s,
+        app,
+        &grant.persona,
+        grant.nonce.as_deref(),
+        req.scope
+            .as_deref()
+            .unwrap_or("openid profile offline_access"),
+    )
 }
 
 fn redeem_refresh(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Response {
-    let entry = req
-        .refresh_token
-        .as_deref()
-        .and_then(|t| s.refresh_tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(t));
+    let entry = req.refresh_token.as_deref().and_then(|t| {
+        s.refresh_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(t)
+    });
     match entry {
-        Some((client, persona)) if client == app.client_id => {
-            user_tokens(s, app, &persona, None, req.scope.as_deref().unwrap_or("openid profile offline_access"))
-        }
-        Some(_) | None => aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity."),
+        Some((client, persona)) if client == app.client_id => user_tokens(
+            s,
+            app,
+            &persona,
+            None,
+            req.scope
+                .as_deref()
+                .unwrap_or("openid profile offline_access"),
+        ),
+        Some(_) | None => aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity.",
+        ),
     }
 }
 
@@ -560,7 +714,10 @@ fn client_credentials(s: &EntraState, app: &AppRegistration, req: &TokenRequest)
         "azp": app.client_id, "azpacr": "1", "idtyp": "app", "roles": app.app_roles, "ver": "2.0", "uti": random_text(16),
     });
     let token = s.sign(&claims, None);
-    s.app_tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone());
+    s.app_tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(token.clone());
     Json(json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token })).into_response()
 }
 
@@ -571,6 +728,10 @@ pub struct MintParams {
     aud: Option<String>,
     kid: Option<String>,
     ver: Option<String>,
+    /// Test-only overrides, for tokens a real Entra would never issue.
+    nbf: Option<u64>,
+    iss: Option<String>,
+    tid: Option<String>,
 }
 
 /// GET /_emulator/token?persona=alice[&exp=UNIX][&aud=..][&kid=..][&ver=1]
@@ -580,7 +741,18 @@ pub async fn mint_token(State(s): State<Arc<EntraState>>, Query(q): Query<MintPa
         return (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no persona {name:?}"), "personas": personas::all().iter().map(|p| p.name).collect::<Vec<_>>() }))).into_response();
     };
     let v1 = q.ver.as_deref() == Some("1");
-    let token = s.mint(&p, q.aud.as_deref(), q.exp, q.kid.as_deref(), v1);
+    let aud = q.aud.as_deref().unwrap_or(personas::GATEWAY_CLIENT_ID);
+    let mut claims = s.user_claims(&p, aud, q.exp.unwrap_or_else(|| now() + 3600), v1, None);
+    if let Some(nbf) = q.nbf {
+        claims["nbf"] = json!(nbf);
+    }
+    if let Some(iss) = &q.iss {
+        claims["iss"] = json!(iss);
+    }
+    if let Some(tid) = &q.tid {
+        claims["tid"] = json!(tid);
+    }
+    let token = s.sign(&claims, q.kid.as_deref());
     Json(json!({
         "access_token": token, "token_type": "Bearer", "persona": p.name, "upn": p.upn(),
         "object_id": p.object_id, "device_id": p.device_id,
@@ -605,7 +777,11 @@ pub struct RedirectBody {
 }
 
 /// POST /_emulator/apps/{client_id}/redirect_uris {"uri": "..."}
-pub async fn add_redirect(State(s): State<Arc<EntraState>>, Path(client_id): Path<String>, Json(b): Json<RedirectBody>) -> Response {
+pub async fn add_redirect(
+    State(s): State<Arc<EntraState>>,
+    Path(client_id): Path<String>,
+    Json(b): Json<RedirectBody>,
+) -> Response {
     if s.register_redirect(&client_id, &b.uri) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -615,6 +791,13 @@ pub async fn add_redirect(State(s): State<Arc<EntraState>>, Path(client_id): Pat
 
 /// GET /_emulator/stats
 pub async fn stats(State(s): State<Arc<EntraState>>) -> Response {
-    let keys: Vec<String> = s.keys.read().unwrap_or_else(|e| e.into_inner()).iter().map(|k| k.kid.clone()).collect();
-    Json(json!({ "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed), "keys": keys })).into_response()
+    let keys: Vec<String> = s
+        .keys
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|k| k.kid.clone())
+        .collect();
+    Json(json!({ "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed), "keys": keys }))
+        .into_response()
 }

@@ -40,11 +40,17 @@ pub struct Faults {
 
 impl Faults {
     pub fn set(&self, f: Fault) {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(f.endpoint, f);
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(f.endpoint, f);
     }
 
     pub fn clear(&self) {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Applies the fault of `e`, if any: waits out its latency and returns the response to
@@ -73,9 +79,17 @@ impl Faults {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if fault.malformed {
-            return Some((StatusCode::OK, [("content-type", "application/json")], "{\"value\": [{\"id\": \"trunc").into_response());
+            return Some(
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    "{\"value\": [{\"id\": \"trunc",
+                )
+                    .into_response(),
+            );
         }
-        let status = StatusCode::from_u16(fault.status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(fault.status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error": { "code": "EmulatedFault", "message": format!("injected {status}") } });
         let mut r = (status, axum::Json(body)).into_response();
         if let Some(s) = fault.retry_after {

@@ -24,14 +24,33 @@ fn authorized(s: &EntraState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match token {
-        Some(t) if s.app_tokens.lock().unwrap_or_else(|e| e.into_inner()).contains(t) => Ok(()),
-        Some(_) => Err(graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token validation failure.")),
-        None => Err(graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty.")),
+        Some(t)
+            if s.app_tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(t) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure.",
+        )),
+        None => Err(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        )),
     }
 }
 
 /// POST /v1.0/users/{id}/getMemberObjects
-pub async fn get_member_objects(State(s): State<Arc<EntraState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get_member_objects(
+    State(s): State<Arc<EntraState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return r;
     }

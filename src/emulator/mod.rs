@@ -24,16 +24,31 @@ pub use entra::EntraState;
 /// (`/_emulator/...`).
 pub fn router(state: Arc<EntraState>) -> Router {
     Router::new()
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(entra::discovery_v2))
-        .route("/{tenant}/.well-known/openid-configuration", get(entra::discovery_v1))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra::discovery_v2),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(entra::discovery_v1),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks_v2))
         .route("/{tenant}/discovery/keys", get(entra::jwks_v1))
-        .route("/{tenant}/oauth2/v2.0/authorize", get(entra::authorize_page).post(entra::authorize_pick))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(entra::authorize_page).post(entra::authorize_pick),
+        )
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
-        .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
+        .route(
+            "/v1.0/users/{id}/getMemberObjects",
+            post(graph::get_member_objects),
+        )
         .route("/_emulator/token", get(entra::mint_token))
         .route("/_emulator/keys/rotate", post(entra::rotate))
-        .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
+        .route(
+            "/_emulator/apps/{client_id}/redirect_uris",
+            post(entra::add_redirect),
+        )
         .route("/_emulator/stats", get(entra::stats))
         .route("/_emulator/faults", post(set_fault).delete(clear_faults))
         .with_state(state)
@@ -50,6 +65,9 @@ async fn clear_faults(State(s): State<Arc<EntraState>>) -> StatusCode {
 }
 
 /// Serves the emulator on `listener` (its address must be `state.base_url`).
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EntraState>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<EntraState>,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
 }

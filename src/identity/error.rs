@@ -38,6 +38,8 @@ pub enum TokenError {
     Version(String),
     #[error("token lacks the {0} claim")]
     MissingClaim(&'static str),
+    #[error("ID token nonce does not match the sign-in request")]
+    Nonce,
 }
 
 impl TokenError {
@@ -61,7 +63,8 @@ impl TokenError {
             | Self::ConsumerTenant
             | Self::TenantNotAllowed
             | Self::Version(_)
-            | Self::MissingClaim(_) => "token_invalid",
+            | Self::MissingClaim(_)
+            | Self::Nonce => "token_invalid",
         }
     }
 }

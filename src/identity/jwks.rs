@@ -116,13 +116,16 @@ pub struct TenantKeys {
     /// Serialises fetches so that concurrent unknown-kid requests cause one fetch.
     fetch_gate: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
+    /// Minimum time between refreshes caused by unknown key ids.
+    min_interval: Duration,
 }
 
 impl TenantKeys {
-    pub fn new(tenant: &str, url: String) -> Self {
+    pub fn new(tenant: &str, url: String, min_interval: Duration) -> Self {
         Self {
             tenant: tenant.to_string(),
             url,
+            min_interval,
             keys: ArcSwap::from_pointee(KeySet::default()),
             last_unknown_refresh_ms: AtomicU64::new(0),
             fetch_gate: tokio::sync::Mutex::new(()),
@@ -171,13 +174,13 @@ impl TenantKeys {
         Ok(n)
     }
 
-    /// Called when a token names a kid we do not know: refreshes at most once per
-    /// [`UNKNOWN_KID_INTERVAL`]; concurrent callers share one fetch. Returns whether the kid
-    /// is known afterwards.
+    /// Called when a token names a kid we do not know: refreshes at most once per minimum
+    /// interval ([`UNKNOWN_KID_INTERVAL`] by default); concurrent callers share one fetch.
+    /// Returns whether the kid is known afterwards.
     pub async fn refresh_for_unknown(&self, http: &reqwest::Client, kid: &str) -> bool {
         let now_ms = unix_now_ms();
         let last = self.last_unknown_refresh_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) < UNKNOWN_KID_INTERVAL.as_millis() as u64 {
+        if now_ms.saturating_sub(last) < self.min_interval.as_millis() as u64 {
             return self.snapshot().get(kid, unix_now()).is_some();
         }
         let _gate = self.fetch_gate.lock().await;
@@ -186,7 +189,7 @@ impl TenantKeys {
             return true;
         }
         let last = self.last_unknown_refresh_ms.load(Ordering::Acquire);
-        if unix_now_ms().saturating_sub(last) < UNKNOWN_KID_INTERVAL.as_millis() as u64 {
+        if unix_now_ms().saturating_sub(last) < self.min_interval.as_millis() as u64 {
             return false;
         }
         self.last_unknown_refresh_ms
@@ -209,11 +212,17 @@ impl Jwks {
     pub fn new(
         tenants: &[String],
         url_for: impl Fn(&str) -> String,
+        min_interval: Duration,
         http: reqwest::Client,
     ) -> Self {
         let tenants = tenants
             .iter()
-            .map(|t| (t.clone(), Arc::new(TenantKeys::new(t, url_for(t)))))
+            .map(|t| {
+                (
+                    t.clone(),
+                    Arc::new(TenantKeys::new(t, url_for(t), min_interval)),
+                )
+            })
             .collect();
         Self { tenants, http }
     }
@@ -239,9 +248,12 @@ impl Jwks {
         out
     }
 
-    /// Runs the hourly background refresh until `stop` resolves.
+    /// Runs the hourly background refresh until `stop` turns true.
     pub async fn run_refresh(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
+            if *stop.borrow() {
+                return;
+            }
             let jitter =
                 Duration::from_millis(rand_jitter_ms(REFRESH_INTERVAL.as_millis() as u64 / 10));
             tokio::select! {

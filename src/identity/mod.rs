@@ -4,12 +4,124 @@
 //! May depend on `cloud`; never on `proxy`, `admin`, `store` or `sync`. The request path
 //! calls [`Validator::validate`], which needs no lock and, for a known key, no I/O.
 
+pub mod cookie;
 mod error;
-mod jwks;
+pub mod groups;
+pub mod jwks;
+pub mod oidc;
 mod principal;
+pub mod session;
 mod validate;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 pub use error::TokenError;
-pub use jwks::{Jwks, JwksError, KeySet, TenantKeys};
+pub use jwks::{Jwks, JwksError, KeySet, TenantKeys, UNKNOWN_KID_INTERVAL};
 pub use principal::{Principal, TokenVersion};
 pub use validate::{Validator, ValidatorConfig, CONSUMER_TENANT};
+
+/// Compares secrets in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Everything the request path needs to authenticate users, built once at start.
+pub struct Identity {
+    pub validator: Arc<Validator>,
+    pub oidc: oidc::Oidc,
+    pub sessions: Arc<dyn session::SessionStore>,
+    pub groups: groups::GroupResolver,
+    pub sealer: cookie::Sealer,
+    /// Name of the session cookie; the in-flight sign-in cookie is `{cookie_name}-login`.
+    pub cookie_name: String,
+    pub login_cookie_name: String,
+    pub session_lifetime: Duration,
+}
+
+/// Why identity could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("session.cookie_key: {0}")]
+    CookieKey(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+impl Identity {
+    pub fn new(
+        entra: &crate::config::EntraConfig,
+        session: &crate::config::SessionConfig,
+    ) -> Result<Self, IdentityError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| IdentityError::Http(e.to_string()))?;
+        let mut audiences = vec![entra.client_id.clone()];
+        audiences.extend(entra.app_id_uris.iter().cloned());
+        let vcfg = ValidatorConfig {
+            allowed_tenants: entra.allowed_tenants.clone(),
+            audiences,
+            authority: entra.authority_url.clone(),
+            v1_issuer_base: entra.v1_issuer_url.clone(),
+            leeway: entra.clock_skew,
+            max_token_bytes: 16 * 1024,
+            cache_capacity: 100_000,
+        };
+        let authority = entra.authority_url.clone();
+        let jwks = Jwks::new(
+            &entra.allowed_tenants,
+            |t| format!("{authority}/{t}/discovery/v2.0/keys"),
+            entra.jwks_min_refresh_interval,
+            http.clone(),
+        );
+        let validator = Arc::new(Validator::new(vcfg, Arc::new(jwks)));
+        let oidc = oidc::Oidc::new(
+            &entra.authority_url,
+            &entra.tenant_id,
+            &entra.client_id,
+            entra.client_secret.clone(),
+            http.clone(),
+            validator.clone(),
+        );
+        let groups = groups::GroupResolver::new(
+            &entra.authority_url,
+            &entra.tenant_id,
+            &entra.client_id,
+            entra.client_secret.clone(),
+            &entra.graph_url,
+            entra.group_cache_ttl,
+            http,
+        );
+        let sealer = match &session.cookie_key {
+            Some(k) => {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(k.expose())
+                    .map_err(|_| IdentityError::CookieKey("not base64".into()))?;
+                cookie::Sealer::new(&bytes).map_err(|e| IdentityError::CookieKey(e.to_string()))?
+            }
+            None => {
+                tracing::warn!("session.cookie_key is not set: using a random key; sessions end at restart and are not shared between nodes");
+                cookie::Sealer::random().map_err(|e| IdentityError::CookieKey(e.to_string()))?
+            }
+        };
+        let sessions = Arc::new(session::MemorySessions::new(
+            session.lifetime,
+            session.idle_timeout,
+            1_000_000,
+        ));
+        Ok(Self {
+            validator,
+            oidc,
+            sessions,
+            groups,
+            sealer,
+            cookie_name: session.cookie_name.clone(),
+            login_cookie_name: format!("{}-login", session.cookie_name),
+            session_lifetime: session.lifetime,
+        })
+    }
+}

@@ -74,6 +74,7 @@ struct Claims {
     hasgroups: Option<bool>,
     roles: Option<Vec<String>>,
     deviceid: Option<String>,
+    nonce: Option<String>,
 }
 
 /// Time-to-live of a cache entry: until the token expires.
@@ -127,12 +128,36 @@ impl Validator {
         if token.len() > self.cfg.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let now = unix_now();
         if let Some(p) = self.cache.get(token) {
-            if p.expires_at + self.cfg.leeway.as_secs() > now {
+            if p.expires_at + self.cfg.leeway.as_secs() > unix_now() {
                 return Ok(p);
             }
         }
+        let (principal, _nonce) = self.verify(token).await?;
+        let principal = Arc::new(principal);
+        self.cache.insert(token.to_string(), principal.clone());
+        Ok(principal)
+    }
+
+    /// Validates an ID token from a sign-in: everything `validate` checks, plus the `nonce`
+    /// sent with the authorization request. Never cached.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Principal, TokenError> {
+        if token.len() > self.cfg.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let (principal, token_nonce) = self.verify(token).await?;
+        match token_nonce {
+            Some(n) if super::ct_eq(n.as_bytes(), nonce.as_bytes()) => Ok(principal),
+            Some(_) | None => Err(TokenError::Nonce),
+        }
+    }
+
+    async fn verify(&self, token: &str) -> Result<(Principal, Option<String>), TokenError> {
+        let now = unix_now();
         let header = jsonwebtoken::decode_header(token).map_err(|_| unparsable_header(token))?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
@@ -191,7 +216,7 @@ impl Validator {
                 .as_ref()
                 .and_then(|n| n.get("groups"))
                 .is_some();
-        let principal = Arc::new(Principal {
+        let principal = Principal {
             tenant: Arc::from(tid.as_str()),
             object_id: Arc::from(oid.to_ascii_lowercase()),
             username: c
@@ -206,9 +231,8 @@ impl Validator {
             device_id: c.deviceid.map(|d| Arc::from(d.to_ascii_lowercase())),
             version,
             expires_at: c.exp,
-        });
-        self.cache.insert(token.to_string(), principal.clone());
-        Ok(principal)
+        };
+        Ok((principal, c.nonce))
     }
 }
 

@@ -16,11 +16,13 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
+use super::auth::{self, AuthOutcome, AuthSource, GroupCheck};
 use super::headers::{self, Downstream};
 use super::respond::{self, Failure, Problem};
 use super::routing::{self, Prefixed, Router};
 use super::upstream::UpstreamPool;
-use crate::config::IpNet;
+use crate::config::{IpNet, Requirement};
+use crate::identity::{Identity, Principal};
 use crate::metrics::{Metrics, RouteMetrics};
 
 /// A route as the request path sees it.
@@ -29,6 +31,9 @@ pub struct Route {
     pub path_prefix: String,
     pub pool: Arc<UpstreamPool>,
     pub metrics: RouteMetrics,
+    pub require: Requirement,
+    /// Group object ids (lower case); the user must be in one. Empty: no check.
+    pub groups_any: Arc<[Arc<str>]>,
 }
 
 impl Prefixed for Route {
@@ -66,6 +71,10 @@ pub struct RequestCtx {
     error_counted: bool,
     /// Set when the gateway answered the request itself.
     responded: Option<u16>,
+    principal: Option<Arc<Principal>>,
+    auth_source: Option<AuthSource>,
+    /// Reason code of the access decision, for the decision log.
+    reason: &'static str,
     _in_flight: InFlight,
 }
 
@@ -83,6 +92,7 @@ pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     settings: ProxySettings,
     metrics: Metrics,
+    identity: Option<Arc<Identity>>,
 }
 
 impl Gateway {
@@ -90,11 +100,127 @@ impl Gateway {
         routes: Arc<ArcSwap<RouteTable>>,
         settings: ProxySettings,
         metrics: Metrics,
+        identity: Option<Arc<Identity>>,
     ) -> Self {
         Self {
             routes,
             settings,
             metrics,
+            identity,
+        }
+    }
+
+    /// `/.portcullis/…`: the gateway's own endpoints, on every host.
+    async fn own_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let path = session.req_header().uri.path();
+        let status = match (&self.identity, path) {
+            (Some(id), crate::identity::oidc::CALLBACK_PATH) => auth::callback(id, session).await?,
+            (Some(id), crate::identity::oidc::SIGN_OUT_PATH) => auth::sign_out(id, session).await?,
+            (Some(_), _) | (None, _) => {
+                let p = Problem {
+                    status: 404,
+                    reason: "no_route",
+                    title: "Not Found",
+                    detail: "",
+                };
+                respond::write_problem(session, &p, true).await?;
+                404
+            }
+        };
+        ctx.responded = Some(status);
+        Ok(true)
+    }
+
+    /// Authenticates the user of a route that requires it; `Ok(true)` when a response
+    /// (sign-in redirect, 401, 403) was written instead.
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> pingora::Result<bool> {
+        let Some(id) = self.identity.as_ref() else {
+            // Config refuses authenticated routes without [entra]; fail closed regardless.
+            ctx.reason = "unauthenticated";
+            let p = Problem {
+                status: 500,
+                reason: "internal_error",
+                title: "Internal Server Error",
+                detail: "Identity is not configured.",
+            };
+            return self.respond(session, ctx, p).await;
+        };
+        match auth::authenticate(id, session.req_header()).await {
+            AuthOutcome::User(p, source) => {
+                ctx.principal = Some(p);
+                ctx.auth_source = Some(source);
+            }
+            AuthOutcome::Missing if respond::is_navigation(session.req_header()) => {
+                ctx.reason = "unauthenticated";
+                ctx.responded = Some(auth::start_sign_in(id, session, ctx.tls).await?);
+                return Ok(true);
+            }
+            AuthOutcome::Missing => {
+                ctx.reason = "unauthenticated";
+                ctx.responded = Some(401);
+                respond::write_problem_with(
+                    session,
+                    &auth::unauthenticated(),
+                    true,
+                    &[auth::www_authenticate(false)],
+                )
+                .await?;
+                return Ok(true);
+            }
+            AuthOutcome::Invalid(e) => {
+                ctx.reason = e.reason();
+                tracing::info!(route = %route.name, error = %e, "bearer token refused");
+                let detail = format!("The bearer token was refused: {e}.");
+                let p = Problem {
+                    status: 401,
+                    reason: e.reason(),
+                    title: "Unauthorized",
+                    detail: &detail,
+                };
+                ctx.responded = Some(401);
+                respond::write_problem_with(session, &p, true, &[auth::www_authenticate(true)])
+                    .await?;
+                return Ok(true);
+            }
+        }
+        let Some(principal) = ctx.principal.clone() else {
+            return Ok(false);
+        };
+        match auth::check_groups(id, &principal, &route.groups_any).await {
+            GroupCheck::Allow => {
+                ctx.reason = "authenticated";
+                Ok(false)
+            }
+            GroupCheck::Deny => {
+                ctx.reason = "group_denied";
+                let p = Problem {
+                    status: 403,
+                    reason: "group_denied",
+                    title: "Forbidden",
+                    detail: "Your account is not in a group allowed to use this application.",
+                };
+                self.respond(session, ctx, p).await
+            }
+            GroupCheck::Unresolved => {
+                ctx.reason = "groups_unresolved";
+                let p = Problem {
+                    status: 403,
+                    reason: "groups_unresolved",
+                    title: "Forbidden",
+                    detail:
+                        "Your group memberships could not be checked right now. Try again shortly.",
+                };
+                self.respond(session, ctx, p).await
+            }
         }
     }
 
@@ -146,6 +272,9 @@ impl ProxyHttp for Gateway {
             tls: false,
             error_counted: false,
             responded: None,
+            principal: None,
+            auth_source: None,
+            reason: "",
             _in_flight: InFlight(self.metrics.requests_in_flight.clone()),
         }
     }
@@ -183,6 +312,9 @@ impl ProxyHttp for Gateway {
             };
             return self.respond(session, ctx, p).await;
         }
+        if req.uri.path().starts_with("/.portcullis/") {
+            return self.own_endpoint(session, ctx).await;
+        }
         let table = self.routes.load();
         let host = request_host(req).and_then(routing::normalize_host);
         let route = host
@@ -197,11 +329,18 @@ impl ProxyHttp for Gateway {
             };
             return self.respond(session, ctx, p).await;
         };
+        let route = route.clone();
+        drop(table);
         ctx.route = Some(route.clone());
 
-        // The access decision (identity, device posture, policy) is taken here, before any
-        // upstream connection is made; until those components exist every route is open.
-        Ok(false)
+        // The access decision is taken here, before any upstream connection is made.
+        match route.require {
+            Requirement::None => {
+                ctx.reason = "open_route";
+                Ok(false)
+            }
+            Requirement::Authenticated => self.authorize(session, ctx, &route).await,
+        }
     }
 
     async fn upstream_peer(
@@ -273,7 +412,14 @@ impl ProxyHttp for Gateway {
                 tls: ctx.tls,
                 host: host.as_deref(),
             },
-        )
+        )?;
+        if let Some(id) = &self.identity {
+            auth::strip_own_cookies(upstream_request, &[&id.cookie_name, &id.login_cookie_name])?;
+        }
+        if let Some(p) = &ctx.principal {
+            headers::identity_headers(upstream_request, p)?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(
@@ -328,6 +474,9 @@ impl ProxyHttp for Gateway {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = ctx.upstream.map(tracing::field::display),
             client = ctx.client_ip.map(tracing::field::display),
+            user = ctx.principal.as_ref().map(|p| tracing::field::display(&p.object_id)),
+            auth = ctx.auth_source.map(AuthSource::as_str),
+            reason = ctx.reason,
             error = e.map(|e| e.etype().as_str()),
         );
     }

@@ -29,6 +29,32 @@ pub fn sanitize(req: &mut RequestHeader, d: Downstream<'_>) -> pingora::Result<(
     Ok(())
 }
 
+/// Adds the verified identity of the user (after every client-sent copy was removed).
+pub fn identity_headers(
+    req: &mut RequestHeader,
+    p: &crate::identity::Principal,
+) -> pingora::Result<()> {
+    let user = p.username.as_deref().unwrap_or(&p.object_id);
+    for (name, value) in [
+        ("x-portcullis-user", user),
+        ("x-portcullis-user-id", &*p.object_id),
+        ("x-portcullis-tenant", &*p.tenant),
+    ] {
+        // Verified claims are plain text; one that is not a valid header value is left out
+        // rather than mangled.
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => {
+                req.insert_header(name, v)?;
+            }
+            Err(_) => tracing::warn!(
+                header = name,
+                "identity value is not a valid header value; not sent"
+            ),
+        }
+    }
+    Ok(())
+}
+
 pub fn strip_identity_headers(req: &mut RequestHeader) {
     let spoofed: Vec<http::HeaderName> = req
         .headers

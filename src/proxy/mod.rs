@@ -4,6 +4,7 @@
 //! May depend on `config` (typed values only), `metrics`; later on `identity`, `device`,
 //! `landing` and `policy`. Never on `admin` or `sync`.
 
+pub mod auth;
 mod gateway;
 pub mod headers;
 pub mod respond;
@@ -37,6 +38,8 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             path_prefix: r.path_prefix.clone(),
             pool: pools[r.upstream].clone(),
             metrics: metrics.route(&r.name),
+            require: r.require,
+            groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
         };
         (r.host.clone(), Arc::new(route))
     });
@@ -73,6 +76,7 @@ pub fn service(
     routes: Arc<ArcSwap<RouteTable>>,
     resolvers: Vec<Option<Arc<SniResolver>>>,
     metrics: &Metrics,
+    identity: Option<Arc<crate::identity::Identity>>,
 ) -> pingora::Result<Service<CountedConnections<pingora::proxy::HttpProxy<Gateway>>>> {
     let s = &cfg.server;
     let settings = ProxySettings {
@@ -81,8 +85,10 @@ pub fn service(
         client_read_timeout: s.client_read_timeout,
         client_keepalive_timeout: s.client_keepalive_timeout,
     };
-    let mut proxy =
-        pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone()));
+    let mut proxy = pingora::proxy::http_proxy(
+        server_conf,
+        Gateway::new(routes, settings, metrics.clone(), identity),
+    );
     let mut opts = HttpServerOptions::default();
     opts.keepalive_request_limit = s.client_keepalive_requests;
     opts.h2_idle_timeout = Some(s.h2_idle_timeout);

@@ -221,13 +221,23 @@ pub async fn write_problem(
     problem: &Problem<'_>,
     keepalive: bool,
 ) -> pingora::Result<()> {
+    write_problem_with(session, problem, keepalive, &[]).await
+}
+
+/// Like [`write_problem`], with extra response headers (`WWW-Authenticate`, `Set-Cookie`).
+pub async fn write_problem_with(
+    session: &mut Session,
+    problem: &Problem<'_>,
+    keepalive: bool,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
     let html = is_navigation(session.req_header());
     let (body, ctype) = if html {
         (problem.html(), "text/html; charset=utf-8")
     } else {
         (problem.json(), "application/problem+json")
     };
-    let mut resp = ResponseHeader::build(problem.status, Some(6))?;
+    let mut resp = ResponseHeader::build(problem.status, Some(8))?;
     resp.insert_header("content-type", ctype)?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
@@ -237,6 +247,9 @@ pub async fn write_problem(
             "content-security-policy",
             "default-src 'none'; style-src 'unsafe-inline'",
         )?;
+    }
+    for (k, v) in extra {
+        resp.append_header(*k, v.as_str())?;
     }
     if !keepalive {
         // pingora writes the Connection header from the session's keep-alive state; a header
@@ -254,6 +267,23 @@ pub async fn write_problem(
             .await?;
     }
     Ok(())
+}
+
+/// A redirect with no body.
+pub async fn write_redirect(
+    session: &mut Session,
+    status: u16,
+    location: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    resp.insert_header("cache-control", "no-store")?;
+    for (k, v) in extra {
+        resp.append_header(*k, v.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), true).await
 }
 
 #[cfg(test)]

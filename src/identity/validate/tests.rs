@@ -53,6 +53,7 @@ fn validator() -> Validator {
     let jwks = Jwks::new(
         &cfg.allowed_tenants,
         |t| format!("http://127.0.0.1:1/{t}/keys"),
+        crate::identity::UNKNOWN_KID_INTERVAL,
         reqwest::Client::new(),
     );
     let doc = json!({ "keys": [key("k1", 0).jwk] });

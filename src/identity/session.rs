@@ -1,0 +1,70 @@
+//! Browser sessions: server-side state behind a small sealed cookie. The store is a trait so
+//! that the SQLite/PostgreSQL store can back it; [`MemorySessions`] keeps them in memory,
+//! bounded, ending them after the configured lifetime or idle time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Principal;
+
+/// One signed-in browser.
+#[derive(Clone)]
+pub struct Session {
+    pub principal: Arc<Principal>,
+    /// Used to renew the session before the ID token expires; never logged.
+    pub refresh_token: Option<String>,
+    /// Unix seconds of the sign-in.
+    pub signed_in_at: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.principal.object_id)
+            .field("expires_at", &self.principal.expires_at)
+            .field("signed_in_at", &self.signed_in_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where sessions live.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn get(&self, id: &str) -> Option<Session>;
+    async fn put(&self, id: &str, session: Session);
+    async fn remove(&self, id: &str);
+}
+
+/// In-process sessions (one node; lost at restart).
+pub struct MemorySessions {
+    cache: moka::sync::Cache<String, Session>,
+}
+
+impl MemorySessions {
+    pub fn new(lifetime: Duration, idle: Duration, capacity: u64) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(lifetime)
+                .time_to_idle(idle)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn get(&self, id: &str) -> Option<Session> {
+        self.cache.get(id)
+    }
+
+    async fn put(&self, id: &str, session: Session) {
+        self.cache.insert(id.to_string(), session);
+    }
+
+    async fn remove(&self, id: &str) {
+        self.cache.invalidate(id);
+    }
+}
