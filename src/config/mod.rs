@@ -480,7 +480,7 @@ fn build_server(v: Option<toml::Value>, c: &mut Collector) -> Option<ServerSetti
             c,
             "server.max_request_header_bytes",
             raw.max_request_header_bytes,
-            64 * 1024,
+            128 * 1024,
             1024 * 1024,
         ) as usize,
         client_read_timeout: dur(

@@ -11,6 +11,8 @@ pub const GATEWAY_CLIENT_ID: &str = "5f0c8a9e-3b2d-4e6f-8a1c-9d7e6b5a4c3f";
 pub const GATEWAY_CLIENT_SECRET: &str = "portcullis-demo-secret";
 /// Its App ID URI (an accepted audience of v1 tokens).
 pub const GATEWAY_APP_ID_URI: &str = "api://portcullis-demo";
+/// The Microsoft-account tenant, for tests that check it is refused.
+pub const CONSUMER_TENANT_FOR_TESTS: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 /// Group every persona is in.
 pub const GROUP_ALL_STAFF: &str = "6a000000-0000-4000-8000-000000000001";
 /// Group of alice, erin and olivia.

@@ -196,3 +196,95 @@ pub fn pool(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
         list.join(", ")
     )
 }
+
+/// A CA and one leaf certificate per name, written as `ca.pem`, `NAME.pem`, `NAME-key.pem`.
+pub fn make_certs(dir: &Path, names: &[&str]) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for n in names {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![n.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join(format!("{n}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{n}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// The Entra/Graph emulator, in the test's runtime.
+pub struct Emulator {
+    pub url: String,
+    pub state: std::sync::Arc<portcullis::emulator::EntraState>,
+    task: JoinHandle<()>,
+}
+
+impl Emulator {
+    pub async fn start() -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let state = std::sync::Arc::new(portcullis::emulator::EntraState::new(&url).unwrap());
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            let _ = portcullis::emulator::serve(l, st).await;
+        });
+        Self { url, state, task }
+    }
+
+    /// The `[entra]` section pointing at this emulator.
+    pub fn entra_section(&self, extra: &str) -> String {
+        use portcullis::emulator::personas::*;
+        format!(
+            "[entra]\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{GATEWAY_CLIENT_ID}\"\napp_id_uris = [\"{GATEWAY_APP_ID_URI}\"]\n\
+             client_secret = \"{GATEWAY_CLIENT_SECRET}\"\nauthority_url = \"{0}\"\ngraph_url = \"{0}\"\n{extra}\n",
+            self.url
+        )
+    }
+
+    pub async fn token(&self, query: &str) -> String {
+        let v: serde_json::Value = client()
+            .get(format!("{}/_emulator/token?{query}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn jwks_fetches(&self) -> u64 {
+        self.state
+            .jwks_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub async fn fault(&self, body: serde_json::Value) {
+        let r = client()
+            .post(format!("{}/_emulator/faults", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    pub async fn clear_faults(&self) {
+        client()
+            .delete(format!("{}/_emulator/faults", self.url))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -3,5 +3,6 @@
 
 mod cli;
 mod harness;
+mod identity;
 mod proxy;
 mod tls;

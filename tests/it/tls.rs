@@ -3,30 +3,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use crate::harness::{client, echo, free_port, make_certs, pool, Gateway, Upstream};
 
-use crate::harness::{client, echo, free_port, pool, Gateway, Upstream};
-
-/// A CA and one leaf certificate per name, written as `ca.pem`, `NAME.pem`, `NAME-key.pem`.
-fn make_certs(dir: &Path, names: &[&str]) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "test CA");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    for n in names {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![n.to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        std::fs::write(dir.join(format!("{n}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{n}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
-
-fn tls_listener(dir: &Path, port: u16, names: &[&str]) -> String {
+pub fn tls_listener(dir: &Path, port: u16, names: &[&str]) -> String {
     let certs: Vec<String> = names
         .iter()
         .map(|n| {
