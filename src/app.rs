@@ -61,12 +61,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
 
     // pingora retries a failed bind for 30 s and then panics inside its service while the
     // process lives on (reference/pingora-0.9.md §6.3): find taken ports first.
-    let admin_listener =
-        TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
-            what: "admin.listen".into(),
-            addr: cfg.admin.listen,
-            source,
-        })?;
+    let admin_listener = TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
+        what: "admin.listen".into(),
+        addr: cfg.admin.listen,
+        source,
+    })?;
     for (i, l) in cfg.listeners.iter().enumerate() {
         TcpListener::bind(l.address).map_err(|source| StartError::Bind {
             what: format!("listeners[{i}] ({})", l.name),
@@ -108,9 +107,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         };
         pools.push(Arc::new(rest.finish(lb)));
     }
-    let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(
-        &cfg, &pools, &metrics,
-    )));
+    let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(&cfg, &pools, &metrics)));
     let identity = match &cfg.entra {
         Some(e) => Some(Arc::new(
             Identity::new(e, &cfg.session).map_err(|e| StartError::Identity(e.to_string()))?,
@@ -175,10 +172,7 @@ struct Signals;
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 let name = tokio::select! {
                     _ = term.recv() => "SIGTERM",
@@ -218,10 +212,7 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
-        tokio::spawn(admin::watch_listeners(
-            self.readiness.clone(),
-            self.proxy_addrs.clone(),
-        ));
+        tokio::spawn(admin::watch_listeners(self.readiness.clone(), self.proxy_addrs.clone()));
         let stop = async move {
             let _ = shutdown.changed().await;
         };
@@ -256,10 +247,7 @@ impl BackgroundService for Drain {
         }
         let left = self.metrics.requests_in_flight.get();
         if left > 0 {
-            tracing::warn!(
-                requests = left,
-                "grace period over; closing the remaining requests"
-            );
+            tracing::warn!(requests = left, "grace period over; closing the remaining requests");
         } else {
             tracing::info!("drained; exiting");
         }

@@ -105,10 +105,7 @@ mod tests {
         for c in NationalCloud::ALL {
             assert_eq!(c.as_str().parse::<NationalCloud>().unwrap(), c);
         }
-        assert_eq!(
-            "GCC High".parse::<NationalCloud>().unwrap(),
-            NationalCloud::UsGovHigh
-        );
+        assert_eq!("GCC High".parse::<NationalCloud>().unwrap(), NationalCloud::UsGovHigh);
         let e = "Germany".parse::<NationalCloud>().unwrap_err();
         assert!(e.contains("closed") && e.contains("2021"), "{e}");
         assert!("mars".parse::<NationalCloud>().is_err());
@@ -116,9 +113,6 @@ mod tests {
             NationalCloud::UsGovDod.graph_scope(),
             "https://dod-graph.microsoft.us/.default"
         );
-        assert_eq!(
-            NationalCloud::Global.hosts().login,
-            "login.microsoftonline.com"
-        );
+        assert_eq!(NationalCloud::Global.hosts().login, "login.microsoftonline.com");
     }
 }

@@ -27,10 +27,7 @@ pub struct DemoOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("data directory {path}: {source}")]
-    Data {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Data { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Certs(#[from] crate::devcert::DevCertError),
     #[error("demo configuration: {0}")]
@@ -38,10 +35,7 @@ pub enum DemoError {
     #[error("--port-offset {0} pushes a port past 65535")]
     Offset(u16),
     #[error("demo app on {addr}: {source}")]
-    App {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    App { addr: SocketAddr, source: std::io::Error },
     #[error("emulator: {0}")]
     Emulator(String),
     #[error(transparent)]
@@ -62,14 +56,9 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let cfg = demo_config(&data, opts.port_offset)?;
 
     let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
-    let emu_listener = std::net::TcpListener::bind(emu_addr).map_err(|source| DemoError::App {
-        addr: emu_addr,
-        source,
-    })?;
-    let emu = Arc::new(
-        EntraState::new(&format!("http://{emu_addr}"))
-            .map_err(|e| DemoError::Emulator(e.to_string()))?,
-    );
+    let emu_listener =
+        std::net::TcpListener::bind(emu_addr).map_err(|source| DemoError::App { addr: emu_addr, source })?;
+    let emu = Arc::new(EntraState::new(&format!("http://{emu_addr}")).map_err(|e| DemoError::Emulator(e.to_string()))?);
     for l in &cfg.listeners {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         let port = l.address.port();
@@ -80,26 +69,16 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
             );
         }
     }
-    spawn_server("emulator", emu_listener, move |l| {
-        crate::emulator::serve(l, emu)
-    })
-    .map_err(|source| DemoError::App {
-        addr: emu_addr,
-        source,
-    })?;
+    spawn_server("emulator", emu_listener, move |l| crate::emulator::serve(l, emu))
+        .map_err(|source| DemoError::App { addr: emu_addr, source })?;
 
     let app_addr = SocketAddr::from(([127, 0, 0, 1], shift(APP_PORT, opts.port_offset)?));
-    let app_listener = std::net::TcpListener::bind(app_addr).map_err(|source| DemoError::App {
-        addr: app_addr,
-        source,
-    })?;
+    let app_listener =
+        std::net::TcpListener::bind(app_addr).map_err(|source| DemoError::App { addr: app_addr, source })?;
     spawn_server("demo-app", app_listener, |l| {
         crate::emulator::upstream::serve(l, "demo-app")
     })
-    .map_err(|source| DemoError::App {
-        addr: app_addr,
-        source,
-    })?;
+    .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
     print_summary(&cfg, &certs.ca_cert, &data);
     crate::app::serve(cfg)?;
@@ -107,33 +86,27 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
 }
 
 /// Runs an axum server on its own thread and runtime.
-fn spawn_server<F, Fut>(
-    name: &str,
-    listener: std::net::TcpListener,
-    serve: F,
-) -> std::io::Result<()>
+fn spawn_server<F, Fut>(name: &str, listener: std::net::TcpListener, serve: F) -> std::io::Result<()>
 where
     F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = std::io::Result<()>>,
 {
     let label = name.to_string();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build();
-            let result = rt.and_then(|rt| {
-                rt.block_on(async {
-                    listener.set_nonblocking(true)?;
-                    serve(tokio::net::TcpListener::from_std(listener)?).await
-                })
-            });
-            if let Err(e) = result {
-                tracing::error!(error = %e, "{label} stopped");
-            }
-        })?;
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build();
+        let result = rt.and_then(|rt| {
+            rt.block_on(async {
+                listener.set_nonblocking(true)?;
+                serve(tokio::net::TcpListener::from_std(listener)?).await
+            })
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "{label} stopped");
+        }
+    })?;
     Ok(())
 }
 
@@ -145,9 +118,7 @@ pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoEr
         e.authority_url = emulator.clone();
         e.graph_url = emulator;
     }
-    cfg.admin
-        .listen
-        .set_port(shift(cfg.admin.listen.port(), offset)?);
+    cfg.admin.listen.set_port(shift(cfg.admin.listen.port(), offset)?);
     for l in &mut cfg.listeners {
         l.address.set_port(shift(l.address.port(), offset)?);
     }
@@ -164,20 +135,12 @@ fn shift(port: u16, offset: u16) -> Result<u16, DemoError> {
 }
 
 fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
-    let find = |name: &str| {
-        cfg.listeners
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.address)
-    };
+    let find = |name: &str| cfg.listeners.iter().find(|l| l.name == name).map(|l| l.address);
     let (https, http) = (find("https"), find("http"));
     println!("Portcullis demo");
     println!("  data directory: {}", data.display());
     if let Some(a) = https {
-        println!(
-            "  gateway (HTTPS): https://{a}/   (development CA: {})",
-            ca.display()
-        );
+        println!("  gateway (HTTPS): https://{a}/   (development CA: {})", ca.display());
     }
     if let Some(a) = http {
         println!("  gateway (HTTP):  http://{a}/");
@@ -189,19 +152,13 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
     if let Some(u) = cfg.upstreams.first().and_then(|u| u.addresses.first()) {
         println!("  demo app:        http://{u}/");
     }
-    let emu = cfg
-        .entra
-        .as_ref()
-        .map(|e| e.authority_url.clone())
-        .unwrap_or_default();
+    let emu = cfg.entra.as_ref().map(|e| e.authority_url.clone()).unwrap_or_default();
     println!("  emulator:        {emu}/  (Entra ID, Graph; control under /_emulator/)");
     println!();
     println!("Try:");
     if let Some(a) = http {
         println!("  TOKEN=$(curl -s '{emu}/_emulator/token?persona=alice' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')");
-        println!(
-            "  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool"
-        );
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool");
         println!("  curl -s -i http://{a}/hello        # no token: 401");
     }
     if let Some(a) = https {

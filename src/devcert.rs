@@ -18,10 +18,7 @@ pub enum DevCertError {
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Writes `ca.pem`, `<stem>.pem` and `<stem>-key.pem` into `dir`; the certificate is valid
@@ -38,10 +35,8 @@ pub fn generate(dir: &Path, stem: &str, names: &[&str]) -> Result<DevCerts, DevC
 
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    leaf.distinguished_name.push(
-        DnType::CommonName,
-        names.first().copied().unwrap_or("localhost"),
-    );
+    leaf.distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
     let cert = leaf.signed_by(&key, &issuer)?;
 
     let out = DevCerts {
@@ -75,9 +70,8 @@ fn write_private(path: &Path, text: String) -> Result<(), DevCertError> {
             path: path.to_path_buf(),
             source,
         })?;
-    f.write_all(text.as_bytes())
-        .map_err(|source| DevCertError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    f.write_all(text.as_bytes()).map_err(|source| DevCertError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

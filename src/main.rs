@@ -129,12 +129,18 @@ fn emulator(command: EmulatorCommand) -> Result<(), String> {
     rt.block_on(async {
         match command {
             EmulatorCommand::Serve { listen, redirect_uris } => {
-                let state = portcullis::emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
+                let state =
+                    portcullis::emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
                 for uri in &redirect_uris {
                     state.register_redirect(portcullis::emulator::personas::GATEWAY_CLIENT_ID, uri);
                 }
-                let l = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("{listen}: {e}"))?;
-                println!("emulator on http://{listen}/ (tenant {})", portcullis::emulator::personas::TENANT_ID);
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| format!("{listen}: {e}"))?;
+                println!(
+                    "emulator on http://{listen}/ (tenant {})",
+                    portcullis::emulator::personas::TENANT_ID
+                );
                 tokio::select! {
                     r = portcullis::emulator::serve(l, std::sync::Arc::new(state)) => r.map_err(|e| e.to_string()),
                     _ = tokio::signal::ctrl_c() => Ok(()),
@@ -142,7 +148,9 @@ fn emulator(command: EmulatorCommand) -> Result<(), String> {
             }
             EmulatorCommand::Token { persona, url } => {
                 let u = format!("{}/_emulator/token?persona={}", url.trim_end_matches('/'), persona);
-                let resp = reqwest::get(&u).await.map_err(|e| format!("{url}: {}", e.without_url()))?;
+                let resp = reqwest::get(&u)
+                    .await
+                    .map_err(|e| format!("{url}: {}", e.without_url()))?;
                 let status = resp.status();
                 let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 match body.get("access_token").and_then(|t| t.as_str()) {

@@ -4,8 +4,7 @@
 //! the request path only touches atomics.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric family of the process.
@@ -61,10 +60,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("portcullis".into()), None).unwrap_or_default();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "Requests answered, by route and status class",
-            ),
+            Opts::new("http_requests_total", "Requests answered, by route and status class"),
             &["route", "status_class"],
         )
         .expect("static metric definition");
@@ -74,8 +70,7 @@ impl Metrics {
                 "Time from request header to last response byte",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
             &["route"],
         )
@@ -93,16 +88,11 @@ impl Metrics {
             "Open client connections (TCP or TLS) on the proxy listeners",
         )
         .expect("static metric definition");
-        let requests_in_flight = IntGauge::new("requests_in_flight", "Requests being handled now")
+        let requests_in_flight =
+            IntGauge::new("requests_in_flight", "Requests being handled now").expect("static metric definition");
+        let build_info = IntGaugeVec::new(Opts::new("build_info", "Version of the running binary"), &["version"])
             .expect("static metric definition");
-        let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Version of the running binary"),
-            &["version"],
-        )
-        .expect("static metric definition");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,

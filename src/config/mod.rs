@@ -249,8 +249,7 @@ impl Config {
                 message,
             }])
         };
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| file_error(toml_message(&e)))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| file_error(toml_message(&e)))?;
         for (name, value) in env {
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
                 set_path(&mut table, path, &value).map_err(|message| {
@@ -422,10 +421,7 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
             );
         }
         if routes[..n].iter().any(|(_, o)| o.name == r.name) {
-            c.push(
-                format!("routes[{i}].name"),
-                format!("{:?} is used twice", r.name),
-            );
+            c.push(format!("routes[{i}].name"), format!("{:?} is used twice", r.name));
         }
     }
 
@@ -453,13 +449,7 @@ fn build_server(v: Option<toml::Value>, c: &mut Collector) -> Option<ServerSetti
         .collect();
     let keepalive_requests = match raw.client_keepalive_requests {
         None | Some(0) => None,
-        Some(n) => Some(positive(
-            c,
-            "server.client_keepalive_requests",
-            Some(n),
-            1,
-            i64::from(u32::MAX),
-        ) as u32),
+        Some(n) => Some(positive(c, "server.client_keepalive_requests", Some(n), 1, i64::from(u32::MAX)) as u32),
     };
     Some(ServerSettings {
         threads: positive(c, "server.threads", raw.threads, default_threads(), 1024) as usize,
@@ -519,19 +509,12 @@ fn build_admin(v: Option<toml::Value>, c: &mut Collector) -> AdminSettings {
     };
     let listen = match raw.listen {
         None => default,
-        Some(s) => c
-            .take("admin.listen", values::socket_addr(&s))
-            .unwrap_or(default),
+        Some(s) => c.take("admin.listen", values::socket_addr(&s)).unwrap_or(default),
     };
     AdminSettings { listen }
 }
 
-fn build_listener(
-    raw: RawListener,
-    key: &str,
-    base: &Path,
-    c: &mut Collector,
-) -> Option<ListenerConfig> {
+fn build_listener(raw: RawListener, key: &str, base: &Path, c: &mut Collector) -> Option<ListenerConfig> {
     let address = c.take(&format!("{key}.address"), values::socket_addr(&raw.address));
     let tls = raw.tls.map(|t| {
         if t.certificates.is_empty() {
@@ -549,20 +532,13 @@ fn build_listener(
                 for (j, n) in rc.server_names.iter().enumerate() {
                     let n = n.strip_prefix("*.").unwrap_or(n);
                     if !values::is_dns_name(n) {
-                        c.push(
-                            format!("{ckey}.server_names[{j}]"),
-                            format!("{n:?} is not a DNS name"),
-                        );
+                        c.push(format!("{ckey}.server_names[{j}]"), format!("{n:?} is not a DNS name"));
                     }
                 }
                 CertificateConfig {
                     cert: resolve(base, &rc.cert),
                     key: resolve(base, &rc.key),
-                    server_names: rc
-                        .server_names
-                        .iter()
-                        .map(|n| n.to_ascii_lowercase())
-                        .collect(),
+                    server_names: rc.server_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
                     key_path: ckey,
                 }
             })
@@ -579,18 +555,9 @@ fn build_listener(
     })
 }
 
-fn build_upstream(
-    name: String,
-    raw: RawUpstream,
-    key: &str,
-    base: &Path,
-    c: &mut Collector,
-) -> Option<UpstreamConfig> {
+fn build_upstream(name: String, raw: RawUpstream, key: &str, base: &Path, c: &mut Collector) -> Option<UpstreamConfig> {
     if raw.addresses.is_empty() {
-        c.push(
-            format!("{key}.addresses"),
-            "at least one address is required",
-        );
+        c.push(format!("{key}.addresses"), "at least one address is required");
     }
     let addresses: Vec<HostPort> = raw
         .addresses
@@ -601,10 +568,7 @@ fn build_upstream(
     let tls = raw.tls.map(|t| {
         let sni = match t.sni {
             Some(s) => s.to_ascii_lowercase(),
-            None => addresses
-                .first()
-                .map(|a| a.host.clone())
-                .unwrap_or_default(),
+            None => addresses.first().map(|a| a.host.clone()).unwrap_or_default(),
         };
         if !values::is_dns_name(&sni) && sni.parse::<std::net::IpAddr>().is_err() {
             c.push(
@@ -626,12 +590,9 @@ fn build_upstream(
             "http" => {
                 let path = h.path.unwrap_or_else(|| "/".into());
                 let path = c.take(&format!("{hkey}.path"), values::path_prefix(&path))?;
-                let host = h.host.unwrap_or_else(|| {
-                    addresses
-                        .first()
-                        .map(|a| a.host.clone())
-                        .unwrap_or_default()
-                });
+                let host = h
+                    .host
+                    .unwrap_or_else(|| addresses.first().map(|a| a.host.clone()).unwrap_or_default());
                 HealthCheckKind::Http { path, host }
             }
             other => {
@@ -644,18 +605,8 @@ fn build_upstream(
         };
         Some(HealthCheckConfig {
             kind,
-            interval: dur(
-                c,
-                format!("{hkey}.interval"),
-                h.interval,
-                Duration::from_secs(5),
-            ),
-            timeout: dur(
-                c,
-                format!("{hkey}.timeout"),
-                h.timeout,
-                Duration::from_secs(1),
-            ),
+            interval: dur(c, format!("{hkey}.interval"), h.interval, Duration::from_secs(5)),
+            timeout: dur(c, format!("{hkey}.timeout"), h.timeout, Duration::from_secs(1)),
         })
     });
     let timeouts = UpstreamTimeouts {
@@ -761,11 +712,7 @@ fn build_route(
         };
         format!("{h}{path_prefix}")
     });
-    let groups_any = raw
-        .groups_any
-        .iter()
-        .map(|g| g.to_ascii_lowercase())
-        .collect();
+    let groups_any = raw.groups_any.iter().map(|g| g.to_ascii_lowercase()).collect();
     Some(RouteConfig {
         name,
         host,
@@ -830,24 +777,14 @@ fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
         raw.authority_url,
         format!("https://{}", hosts.login),
     );
-    let graph_url = url(
-        c,
-        "entra.graph_url",
-        raw.graph_url,
-        format!("https://{}", hosts.graph),
-    );
+    let graph_url = url(c, "entra.graph_url", raw.graph_url, format!("https://{}", hosts.graph));
     let v1_issuer_url = url(
         c,
         "entra.v1_issuer_url",
         raw.v1_issuer_url,
         format!("https://{}", hosts.v1_issuer),
     );
-    let clock_skew = dur(
-        c,
-        "entra.clock_skew".into(),
-        raw.clock_skew,
-        Duration::from_secs(60),
-    );
+    let clock_skew = dur(c, "entra.clock_skew".into(), raw.clock_skew, Duration::from_secs(60));
     let jwks_min_refresh_interval = dur(
         c,
         "entra.jwks_min_refresh_interval".into(),
@@ -881,9 +818,7 @@ fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
 }
 
 fn build_session(raw: RawSession, c: &mut Collector) -> SessionConfig {
-    let cookie_name = raw
-        .cookie_name
-        .unwrap_or_else(|| "__Host-portcullis".into());
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "__Host-portcullis".into());
     if cookie_name.is_empty()
         || !cookie_name
             .bytes()

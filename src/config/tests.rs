@@ -94,9 +94,7 @@ colour = "blue"
     }
     let text = errs.to_string();
     assert!(
-        text.contains(
-            r#"upstreams.app.addresses[0]: "10.0.0.1:99999" is not a valid socket address"#
-        ),
+        text.contains(r#"upstreams.app.addresses[0]: "10.0.0.1:99999" is not a valid socket address"#),
         "{text}"
     );
     assert!(text.contains("colour"), "{text}");
@@ -135,15 +133,9 @@ path_prefix = "/"
 #[test]
 fn environment_overrides_file_values() {
     let env = [
-        (
-            "PORTCULLIS__ADMIN__LISTEN".to_string(),
-            "127.0.0.1:9999".to_string(),
-        ),
+        ("PORTCULLIS__ADMIN__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
         ("PORTCULLIS__SERVER__THREADS".to_string(), "3".to_string()),
-        (
-            "PORTCULLIS__UPSTREAMS__APP__READ_TIMEOUT".to_string(),
-            "7s".to_string(),
-        ),
+        ("PORTCULLIS__UPSTREAMS__APP__READ_TIMEOUT".to_string(), "7s".to_string()),
         ("UNRELATED".to_string(), "x".to_string()),
     ];
     let cfg = Config::parse_with_overrides(GOOD, Path::new("."), env).unwrap();
@@ -151,10 +143,7 @@ fn environment_overrides_file_values() {
     assert_eq!(cfg.server.threads, 3);
     assert_eq!(cfg.upstreams[0].timeouts.read, Duration::from_secs(7));
 
-    let bad = [(
-        "PORTCULLIS__SERVER__GRACE_PERIOD__X".to_string(),
-        "1".to_string(),
-    )];
+    let bad = [("PORTCULLIS__SERVER__GRACE_PERIOD__X".to_string(), "1".to_string())];
     let errs = Config::parse_with_overrides(GOOD, Path::new("."), bad).unwrap_err();
     assert_eq!(errs.0[0].key, "PORTCULLIS__SERVER__GRACE_PERIOD__X");
 }
@@ -200,9 +189,7 @@ fn entra_errors_and_secrets_stay_hidden() {
         .replace("11111111-2222-3333-4444-555555555555", "contoso")
         .replace("aaaaaaaa-0000-0000-0000-000000000001", "engineers")
         + "\n[session]\ncookie_key = \"hunter2-not-base64!\"\n";
-    let errs = Config::parse(&text, Path::new("."))
-        .unwrap_err()
-        .to_string();
+    let errs = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
     for key in [
         "entra.cloud",
         "entra.tenant_id",
@@ -212,14 +199,8 @@ fn entra_errors_and_secrets_stay_hidden() {
         assert!(errs.contains(key), "{key} missing in {errs}");
     }
     assert!(errs.contains("2021"), "{errs}");
-    assert!(
-        !errs.contains("hunter2"),
-        "a secret leaked into an error: {errs}"
-    );
-    let with_secret = format!(
-        "{ENTRA}\n[session]\ncookie_key = \"{}\"\n",
-        "A".repeat(43) + "="
-    );
+    assert!(!errs.contains("hunter2"), "a secret leaked into an error: {errs}");
+    let with_secret = format!("{ENTRA}\n[session]\ncookie_key = \"{}\"\n", "A".repeat(43) + "=");
     let cfg = Config::parse(&with_secret, Path::new(".")).unwrap();
     assert!(
         !format!("{cfg:?}").contains("AAAAAAAAAA"),
@@ -229,15 +210,7 @@ fn entra_errors_and_secrets_stay_hidden() {
 
 #[test]
 fn authenticated_routes_need_entra() {
-    let text = GOOD.replace(
-        "require = \"none\"\nupstream = \"app\"\n",
-        "upstream = \"app\"\n",
-    );
-    let errs = Config::parse(&text, Path::new("."))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        errs.contains("routes[1].require") && errs.contains("[entra]"),
-        "{errs}"
-    );
+    let text = GOOD.replace("require = \"none\"\nupstream = \"app\"\n", "upstream = \"app\"\n");
+    let errs = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+    assert!(errs.contains("routes[1].require") && errs.contains("[entra]"), "{errs}");
 }

@@ -7,15 +7,14 @@ use std::time::Duration;
 
 /// `"10s"`, `"250ms"`, `"1h 30m"`.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{s:?} is not a valid duration ({e}); write e.g. \"10s\" or \"250ms\"")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a valid duration ({e}); write e.g. \"10s\" or \"250ms\""))
 }
 
 pub(crate) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.trim()
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("{s:?} is not a valid socket address (expected ip:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")"))
+    s.trim().parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not a valid socket address (expected ip:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")")
+    })
 }
 
 /// An upstream address: `ip:port` or `dns-name:port`. Names are resolved when the gateway
@@ -44,11 +43,7 @@ pub(crate) fn host_port(s: &str) -> Result<HostPort, String> {
             port: sa.port(),
         });
     }
-    let bad = || {
-        format!(
-            "{s:?} is not a valid socket address (expected host:port with a port from 1 to 65535)"
-        )
-    };
+    let bad = || format!("{s:?} is not a valid socket address (expected host:port with a port from 1 to 65535)");
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     if port == 0 || !is_dns_name(host) {
@@ -76,9 +71,7 @@ pub(crate) fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -100,15 +93,11 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             (IpAddr::V4(_), IpAddr::V6(_)) | (IpAddr::V6(_), IpAddr::V4(_)) => false,
@@ -118,8 +107,7 @@ impl IpNet {
 
 pub(crate) fn ip_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    let bad =
-        || format!("{s:?} is not a valid IP address or CIDR block (e.g. \"10.0.0.0/8\", \"::1\")");
+    let bad = || format!("{s:?} is not a valid IP address or CIDR block (e.g. \"10.0.0.0/8\", \"::1\")");
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -196,15 +184,9 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(
-            host_port("127.0.0.1:80").unwrap().to_string(),
-            "127.0.0.1:80"
-        );
+        assert_eq!(host_port("127.0.0.1:80").unwrap().to_string(), "127.0.0.1:80");
         assert_eq!(host_port("[::1]:80").unwrap().to_string(), "[::1]:80");
-        assert_eq!(
-            host_port("App.Example.com:443").unwrap().host,
-            "app.example.com"
-        );
+        assert_eq!(host_port("App.Example.com:443").unwrap().host, "app.example.com");
         assert!(host_port("10.0.0.1:99999").is_err());
         assert!(host_port("10.0.0.1").is_err());
         assert!(host_port("bad host:80").is_err());
@@ -218,10 +200,7 @@ mod tests {
             host_pattern("*.Example.com").unwrap(),
             HostPattern::Suffix(".example.com".into())
         );
-        assert_eq!(
-            host_pattern("a.b").unwrap(),
-            HostPattern::Exact("a.b".into())
-        );
+        assert_eq!(host_pattern("a.b").unwrap(), HostPattern::Exact("a.b".into()));
         assert!(host_pattern("a.b:80").is_err());
         assert!(path_prefix("api").is_err());
         assert!(path_prefix("/a?b").is_err());

@@ -57,13 +57,15 @@ pub struct EntraState {
     pub(super) app_tokens: Mutex<HashSet<String>>,
     pub faults: Faults,
     pub jwks_fetches: AtomicU64,
+    /// Refresh-token grants answered (successfully).
+    pub refresh_grants: AtomicU64,
+    /// Lifetime of issued user tokens, seconds (default 3600).
+    pub token_lifetime: AtomicU64,
     key_serial: AtomicU64,
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Random base64url text of `bytes` random bytes.
@@ -72,9 +74,7 @@ pub fn random_text(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // SystemRandom only fails if the OS has no randomness; fall back to the clock then.
     if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
-        let n = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let n = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         buf.iter_mut()
             .enumerate()
             .for_each(|(i, b)| *b = (n >> (i % 16 * 8)) as u8);
@@ -102,6 +102,8 @@ impl EntraState {
             app_tokens: Mutex::new(HashSet::new()),
             faults: Faults::default(),
             jwks_fetches: AtomicU64::new(0),
+            refresh_grants: AtomicU64::new(0),
+            token_lifetime: AtomicU64::new(3600),
             key_serial: AtomicU64::new(0),
         };
         state.rotate_key()?;
@@ -127,10 +129,7 @@ impl EntraState {
         let serial = self.key_serial.fetch_add(1, Ordering::Relaxed) + 1;
         let kid = format!("emu-key-{serial}-{}", &random_text(6));
         let key = Arc::new(SigningKey::generate(kid.clone())?);
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key);
         Ok(kid)
     }
 
@@ -158,8 +157,7 @@ impl EntraState {
     }
 
     fn is_tenant(t: &str) -> bool {
-        t.eq_ignore_ascii_case(personas::TENANT_ID)
-            || t.eq_ignore_ascii_case(personas::TENANT_DOMAIN)
+        t.eq_ignore_ascii_case(personas::TENANT_ID) || t.eq_ignore_ascii_case(personas::TENANT_DOMAIN)
     }
 
     /// Signs `claims` with the current key, or with key `kid` when it exists; an unknown
@@ -184,14 +182,7 @@ impl EntraState {
     }
 
     /// The claims of a v2 (or v1) user token of `persona` for audience `aud`.
-    pub fn user_claims(
-        &self,
-        p: &Persona,
-        aud: &str,
-        exp: u64,
-        v1: bool,
-        nonce: Option<&str>,
-    ) -> Value {
+    pub fn user_claims(&self, p: &Persona, aud: &str, exp: u64, v1: bool, nonce: Option<&str>) -> Value {
         let t = now();
         let mut c = json!({
             "aud": aud, "iat": t, "nbf": t, "exp": exp,
@@ -231,14 +222,7 @@ impl EntraState {
     }
 
     /// A signed access token for `persona` (defaults: v2, audience = the gateway, 1 h).
-    pub fn mint(
-        &self,
-        p: &Persona,
-        aud: Option<&str>,
-        exp: Option<u64>,
-        kid: Option<&str>,
-        v1: bool,
-    ) -> String {
+    pub fn mint(&self, p: &Persona, aud: Option<&str>, exp: Option<u64>, kid: Option<&str>, v1: bool) -> String {
         let aud = aud.unwrap_or(personas::GATEWAY_CLIENT_ID);
         let claims = self.user_claims(p, aud, exp.unwrap_or_else(|| now() + 3600), v1, None);
         self.sign(&claims, kid)
@@ -274,10 +258,7 @@ fn unknown_tenant(t: &str) -> Response {
     )
 }
 
-pub async fn discovery_v2(
-    State(s): State<Arc<EntraState>>,
-    Path(tenant): Path<String>,
-) -> Response {
+pub async fn discovery_v2(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>) -> Response {
     if !EntraState::is_tenant(&tenant) {
         return unknown_tenant(&tenant);
     }
@@ -303,10 +284,7 @@ pub async fn discovery_v2(
     .into_response()
 }
 
-pub async fn discovery_v1(
-    State(s): State<Arc<EntraState>>,
-    Path(tenant): Path<String>,
-) -> Response {
+pub async fn discovery_v1(State(s): State<Arc<EntraState>>, Path(tenant): Path<String>) -> Response {
     if !EntraState::is_tenant(&tenant) {
         return unknown_tenant(&tenant);
     }
@@ -375,7 +353,11 @@ fn error_page(status: StatusCode, code: u32, text: &str) -> Response {
 /// Checks client and redirect URI; returns the error page to show otherwise.
 fn check_client(s: &EntraState, p: &AuthorizeParams) -> Result<(), Response> {
     let (Some(client_id), Some(redirect_uri)) = (&p.client_id, &p.redirect_uri) else {
-        return Err(error_page(StatusCode::BAD_REQUEST, 900144, "The request body must contain the following parameter: 'client_id' and 'redirect_uri'."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            900144,
+            "The request body must contain the following parameter: 'client_id' and 'redirect_uri'.",
+        ));
     };
     let apps = s.apps.read().unwrap_or_else(|e| e.into_inner());
     let Some(app) = apps.get(client_id) else {
@@ -398,8 +380,7 @@ fn check_client(s: &EntraState, p: &AuthorizeParams) -> Result<(), Response> {
             "response_type 'code' is required here.",
         ));
     }
-    if p.code_challenge.is_some() && p.code_challenge_method.as_deref().unwrap_or("plain") != "S256"
-    {
+    if p.code_challenge.is_some() && p.code_challenge_method.as_deref().unwrap_or("plain") != "S256" {
         return Err(error_page(
             StatusCode::BAD_REQUEST,
             501491,
@@ -416,11 +397,7 @@ pub async fn authorize_page(
     Query(p): Query<AuthorizeParams>,
 ) -> Response {
     if !EntraState::is_tenant(&tenant) {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            90002,
-            &format!("Tenant '{tenant}' not found."),
-        );
+        return error_page(StatusCode::BAD_REQUEST, 90002, &format!("Tenant '{tenant}' not found."));
     }
     if let Err(r) = check_client(&s, &p) {
         return r;
@@ -471,11 +448,7 @@ pub async fn authorize_pick(
     Form(p): Form<AuthorizeParams>,
 ) -> Response {
     if !EntraState::is_tenant(&tenant) {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            90002,
-            &format!("Tenant '{tenant}' not found."),
-        );
+        return error_page(StatusCode::BAD_REQUEST, 90002, &format!("Tenant '{tenant}' not found."));
     }
     if let Err(r) = check_client(&s, &p) {
         return r;
@@ -556,12 +529,7 @@ pub async fn token(
             "The request body must contain the following parameter: 'client_id'.",
         );
     };
-    let app = s
-        .apps
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(client_id)
-        .cloned();
+    let app = s.apps.read().unwrap_or_else(|e| e.into_inner()).get(client_id).cloned();
     let Some(app) = app else {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -601,14 +569,9 @@ pub async fn token(
     }
 }
 
-fn user_tokens(
-    s: &EntraState,
-    app: &AppRegistration,
-    p: &Persona,
-    nonce: Option<&str>,
-    scope: &str,
-) -> Response {
-    let exp = now() + 3600;
+fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option<&str>, scope: &str) -> Response {
+    let lifetime = s.token_lifetime.load(Ordering::Relaxed);
+    let exp = now() + lifetime;
     let id_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, nonce), None);
     let access_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, None), None);
     let refresh = format!("0.emu-rt.{}", random_text(32));
@@ -617,7 +580,7 @@ fn user_tokens(
         .unwrap_or_else(|e| e.into_inner())
         .insert(refresh.clone(), (app.client_id.clone(), p.clone()));
     Json(json!({
-        "token_type": "Bearer", "scope": scope, "expires_in": 3600, "ext_expires_in": 3600,
+        "token_type": "Bearer", "scope": scope, "expires_in": lifetime, "ext_expires_in": lifetime,
         "access_token": access_token, "refresh_token": refresh, "id_token": id_token,
     }))
     .into_response()
@@ -632,18 +595,10 @@ fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Res
             "The request body must contain the following parameter: 'code'.",
         );
     };
-    if s.used_codes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(code)
-    {
+    if s.used_codes.lock().unwrap_or_else(|e| e.into_inner()).contains(code) {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.");
     }
-    let grant = s
-        .codes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(code);
+    let grant = s.codes.lock().unwrap_or_else(|e| e.into_inner()).remove(code);
     let Some(grant) = grant.filter(|g| g.expires > now()) else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.");
     };
@@ -651,18 +606,25 @@ fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Res
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(code.to_string());
-    if grant.client_id != app.client_id
-        || req.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str())
-    {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70002, "The redirect URI or client of the token request does not match the authorization request.");
+    if grant.client_id != app.client_id || req.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70002,
+            "The redirect URI or client of the token request does not match the authorization request.",
+        );
     }
     if let Some(challenge) = &grant.challenge {
         let ok = req.code_verifier.as_deref().is_some_and(|v| {
-            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, v.as_bytes()))
-                == *challenge
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, v.as_bytes())) == *challenge
         });
         if !ok {
-            return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            );
         }
     }
     user_tokens(
@@ -670,29 +632,26 @@ fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Res
         app,
         &grant.persona,
         grant.nonce.as_deref(),
-        req.scope
-            .as_deref()
-            .unwrap_or("openid profile offline_access"),
+        req.scope.as_deref().unwrap_or("openid profile offline_access"),
     )
 }
 
 fn redeem_refresh(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Response {
-    let entry = req.refresh_token.as_deref().and_then(|t| {
-        s.refresh_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(t)
-    });
+    let entry = req
+        .refresh_token
+        .as_deref()
+        .and_then(|t| s.refresh_tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(t));
     match entry {
-        Some((client, persona)) if client == app.client_id => user_tokens(
-            s,
-            app,
-            &persona,
-            None,
-            req.scope
-                .as_deref()
-                .unwrap_or("openid profile offline_access"),
-        ),
+        Some((client, persona)) if client == app.client_id => {
+            s.refresh_grants.fetch_add(1, Ordering::Relaxed);
+            user_tokens(
+                s,
+                app,
+                &persona,
+                None,
+                req.scope.as_deref().unwrap_or("openid profile offline_access"),
+            )
+        }
         Some(_) | None => aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -718,7 +677,8 @@ fn client_credentials(s: &EntraState, app: &AppRegistration, req: &TokenRequest)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(token.clone());
-    Json(json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token })).into_response()
+    Json(json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }))
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -798,6 +758,24 @@ pub async fn stats(State(s): State<Arc<EntraState>>) -> Response {
         .iter()
         .map(|k| k.kid.clone())
         .collect();
-    Json(json!({ "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed), "keys": keys }))
-        .into_response()
+    Json(json!({
+        "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed),
+        "refresh_grants": s.refresh_grants.load(Ordering::Relaxed),
+        "token_lifetime": s.token_lifetime.load(Ordering::Relaxed),
+        "keys": keys,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Settings {
+    token_lifetime: Option<u64>,
+}
+
+/// POST /_emulator/settings {"token_lifetime": SECONDS}
+pub async fn settings(State(s): State<Arc<EntraState>>, Json(b): Json<Settings>) -> StatusCode {
+    if let Some(t) = b.token_lifetime {
+        s.token_lifetime.store(t.clamp(1, 86_400), Ordering::Relaxed);
+    }
+    StatusCode::NO_CONTENT
 }

@@ -47,10 +47,7 @@ impl Faults {
     }
 
     pub fn clear(&self) {
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Applies the fault of `e`, if any: waits out its latency and returns the response to
@@ -88,8 +85,7 @@ impl Faults {
                     .into_response(),
             );
         }
-        let status =
-            StatusCode::from_u16(fault.status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(fault.status?).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error": { "code": "EmulatedFault", "message": format!("injected {status}") } });
         let mut r = (status, axum::Json(body)).into_response();
         if let Some(s) = fault.retry_after {

@@ -24,14 +24,7 @@ fn authorized(s: &EntraState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match token {
-        Some(t)
-            if s.app_tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(t) =>
-        {
-            Ok(())
-        }
+        Some(t) if s.app_tokens.lock().unwrap_or_else(|e| e.into_inner()).contains(t) => Ok(()),
         Some(_) => Err(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",

@@ -28,10 +28,7 @@ pub fn router(state: Arc<EntraState>) -> Router {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(entra::discovery_v2),
         )
-        .route(
-            "/{tenant}/.well-known/openid-configuration",
-            get(entra::discovery_v1),
-        )
+        .route("/{tenant}/.well-known/openid-configuration", get(entra::discovery_v1))
         .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks_v2))
         .route("/{tenant}/discovery/keys", get(entra::jwks_v1))
         .route(
@@ -39,17 +36,12 @@ pub fn router(state: Arc<EntraState>) -> Router {
             get(entra::authorize_page).post(entra::authorize_pick),
         )
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
-        .route(
-            "/v1.0/users/{id}/getMemberObjects",
-            post(graph::get_member_objects),
-        )
+        .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
         .route("/_emulator/token", get(entra::mint_token))
         .route("/_emulator/keys/rotate", post(entra::rotate))
-        .route(
-            "/_emulator/apps/{client_id}/redirect_uris",
-            post(entra::add_redirect),
-        )
+        .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
         .route("/_emulator/stats", get(entra::stats))
+        .route("/_emulator/settings", post(entra::settings))
         .route("/_emulator/faults", post(set_fault).delete(clear_faults))
         .with_state(state)
 }
@@ -65,9 +57,6 @@ async fn clear_faults(State(s): State<Arc<EntraState>>) -> StatusCode {
 }
 
 /// Serves the emulator on `listener` (its address must be `state.base_url`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<EntraState>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EntraState>) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
 }

@@ -94,7 +94,5 @@ pub fn all() -> Vec<Persona> {
 }
 
 pub fn find(name: &str) -> Option<Persona> {
-    all()
-        .into_iter()
-        .find(|p| p.name.eq_ignore_ascii_case(name))
+    all().into_iter().find(|p| p.name.eq_ignore_ascii_case(name))
 }

@@ -22,8 +22,7 @@ pub enum SealerError {
 
 impl Sealer {
     pub fn new(key: &[u8]) -> Result<Self, SealerError> {
-        let unbound =
-            UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| SealerError::KeyLength)?;
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| SealerError::KeyLength)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
@@ -33,9 +32,7 @@ impl Sealer {
     /// A sealer with a fresh random key.
     pub fn random() -> Result<Self, SealerError> {
         let mut k = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut k)
-            .map_err(|_| SealerError::Random)?;
+        SystemRandom::new().fill(&mut k).map_err(|_| SealerError::Random)?;
         Self::new(&k)
     }
 
@@ -79,9 +76,7 @@ impl Sealer {
 /// Random base64url text from `bytes` random bytes (session ids, state, nonce, PKCE).
 pub fn random_token(bytes: usize) -> Result<String, SealerError> {
     let mut buf = vec![0u8; bytes];
-    SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| SealerError::Random)?;
+    SystemRandom::new().fill(&mut buf).map_err(|_| SealerError::Random)?;
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
@@ -122,9 +117,6 @@ mod tests {
         assert_eq!(find_cookie(h.iter().copied(), "portcullis"), Some("xyz"));
         assert_eq!(find_cookie(h.iter().copied(), "b"), Some("2"));
         assert_eq!(find_cookie(h.iter().copied(), "c"), None);
-        assert_eq!(
-            find_cookie(["portcullis-login=1"].iter().copied(), "portcullis"),
-            None
-        );
+        assert_eq!(find_cookie(["portcullis-login=1"].iter().copied(), "portcullis"), None);
     }
 }

@@ -97,10 +97,7 @@ impl GroupResolver {
             .json()
             .await
             .map_err(|e| GroupError::Graph(format!("unreadable body: {e}")))?;
-        Ok(m.value
-            .into_iter()
-            .map(|g| Arc::from(g.to_ascii_lowercase()))
-            .collect())
+        Ok(m.value.into_iter().map(|g| Arc::from(g.to_ascii_lowercase())).collect())
     }
 
     /// The app-only Graph token, reused until shortly before it expires.
@@ -121,10 +118,7 @@ impl GroupResolver {
         ];
         let resp = self
             .http
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                self.authority, self.tenant
-            ))
+            .post(format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant))
             .form(&form)
             .timeout(Duration::from_secs(10))
             .send()

@@ -55,8 +55,7 @@ impl KeySet {
         let doc: Doc = serde_json::from_slice(body).map_err(|e| JwksError::Body(e.to_string()))?;
         let mut keys = HashMap::new();
         for k in doc.keys {
-            let (Some("RSA"), Some(kid), Some(n), Some(e)) = (k.kty.as_deref(), k.kid, k.n, k.e)
-            else {
+            let (Some("RSA"), Some(kid), Some(n), Some(e)) = (k.kty.as_deref(), k.kid, k.n, k.e) else {
                 continue;
             };
             if k.use_.as_deref().is_some_and(|u| u != "sig") {
@@ -192,8 +191,7 @@ impl TenantKeys {
         if unix_now_ms().saturating_sub(last) < self.min_interval.as_millis() as u64 {
             return false;
         }
-        self.last_unknown_refresh_ms
-            .store(unix_now_ms(), Ordering::Release);
+        self.last_unknown_refresh_ms.store(unix_now_ms(), Ordering::Release);
         if let Err(e) = self.fetch_locked(http).await {
             tracing::warn!(tenant = %self.tenant, error = %e, "JWKS refresh for an unknown key id failed; keeping the last good keys");
         }
@@ -217,12 +215,7 @@ impl Jwks {
     ) -> Self {
         let tenants = tenants
             .iter()
-            .map(|t| {
-                (
-                    t.clone(),
-                    Arc::new(TenantKeys::new(t, url_for(t), min_interval)),
-                )
-            })
+            .map(|t| (t.clone(), Arc::new(TenantKeys::new(t, url_for(t), min_interval))))
             .collect();
         Self { tenants, http }
     }
@@ -254,8 +247,7 @@ impl Jwks {
             if *stop.borrow() {
                 return;
             }
-            let jitter =
-                Duration::from_millis(rand_jitter_ms(REFRESH_INTERVAL.as_millis() as u64 / 10));
+            let jitter = Duration::from_millis(rand_jitter_ms(REFRESH_INTERVAL.as_millis() as u64 / 10));
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH_INTERVAL + jitter) => {}
                 _ = stop.changed() => return,
@@ -273,9 +265,7 @@ impl Jwks {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn unix_now_ms() -> u64 {

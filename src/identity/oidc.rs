@@ -113,12 +113,7 @@ impl Oidc {
 
     /// Starts a sign-in that comes back to `redirect_uri` and then to `return_to` (a path on
     /// the same host, already validated by the caller).
-    pub fn start(
-        &self,
-        sealer: &Sealer,
-        redirect_uri: &str,
-        return_to: &str,
-    ) -> Result<SignInStart, SignInError> {
+    pub fn start(&self, sealer: &Sealer, redirect_uri: &str, return_to: &str) -> Result<SignInStart, SignInError> {
         let rnd = |n| random_token(n).map_err(|_| SignInError::Random);
         let login = LoginState {
             state: rnd(24)?,
@@ -128,10 +123,7 @@ impl Oidc {
             redirect_uri: redirect_uri.to_string(),
             started: unix_now(),
         };
-        let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            login.verifier.as_bytes(),
-        ));
+        let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, login.verifier.as_bytes()));
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("client_id", &self.client_id)
             .append_pair("response_type", "code")
@@ -144,9 +136,7 @@ impl Oidc {
             .append_pair("code_challenge_method", "S256")
             .finish();
         let json = serde_json::to_vec(&login).map_err(|_| SignInError::Random)?;
-        let login_cookie = sealer
-            .seal(LOGIN_PURPOSE, &json)
-            .map_err(|_| SignInError::Random)?;
+        let login_cookie = sealer.seal(LOGIN_PURPOSE, &json).map_err(|_| SignInError::Random)?;
         Ok(SignInStart {
             authorize_url: format!("{}?{query}", self.endpoint("authorize")),
             login_cookie,
@@ -192,10 +182,7 @@ impl Oidc {
         let id_token = tokens
             .id_token
             .ok_or_else(|| SignInError::Redeem("no id_token in the response".into()))?;
-        let principal = self
-            .validator
-            .validate_id_token(&id_token, &login.nonce)
-            .await?;
+        let principal = self.validator.validate_id_token(&id_token, &login.nonce).await?;
         let session = Session {
             principal: Arc::new(principal),
             refresh_token: tokens.refresh_token,
@@ -206,10 +193,7 @@ impl Oidc {
 
     /// Renews a session's identity with its refresh token.
     pub async fn refresh(&self, session: &Session) -> Result<Session, SignInError> {
-        let rt = session
-            .refresh_token
-            .as_deref()
-            .ok_or(SignInError::NoCode)?;
+        let rt = session.refresh_token.as_deref().ok_or(SignInError::NoCode)?;
         let secret = self.client_secret.as_ref().ok_or(SignInError::NoSecret)?;
         let form = [
             ("client_id", self.client_id.as_str()),
@@ -226,9 +210,7 @@ impl Oidc {
         let principal = self.validator.validate(&id_token).await?;
         Ok(Session {
             principal,
-            refresh_token: tokens
-                .refresh_token
-                .or_else(|| session.refresh_token.clone()),
+            refresh_token: tokens.refresh_token.or_else(|| session.refresh_token.clone()),
             signed_in_at: session.signed_in_at,
         })
     }
@@ -265,8 +247,7 @@ impl Oidc {
             };
             return Err(SignInError::Redeem(what));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| SignInError::Redeem(format!("unreadable token response: {e}")))
+        serde_json::from_slice(&body).map_err(|e| SignInError::Redeem(format!("unreadable token response: {e}")))
     }
 }
 
@@ -276,9 +257,7 @@ pub fn safe_return_path(candidate: &str) -> Option<&str> {
     let ok = candidate.starts_with('/')
         && !candidate.starts_with("//")
         && !candidate.starts_with("/\\")
-        && !candidate
-            .bytes()
-            .any(|b| b == b'\\' || b.is_ascii_control())
+        && !candidate.bytes().any(|b| b == b'\\' || b.is_ascii_control())
         && candidate.len() <= 2048;
     ok.then_some(candidate)
 }

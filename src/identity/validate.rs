@@ -81,12 +81,7 @@ struct Claims {
 struct UntilExpiry;
 
 impl moka::Expiry<String, Arc<Principal>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &String,
-        p: &Arc<Principal>,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _k: &String, p: &Arc<Principal>, _now: std::time::Instant) -> Option<Duration> {
         Some(Duration::from_secs(p.expires_at.saturating_sub(unix_now())))
     }
 }
@@ -141,11 +136,7 @@ impl Validator {
 
     /// Validates an ID token from a sign-in: everything `validate` checks, plus the `nonce`
     /// sent with the authorization request. Never cached.
-    pub async fn validate_id_token(
-        &self,
-        token: &str,
-        nonce: &str,
-    ) -> Result<Principal, TokenError> {
+    pub async fn validate_id_token(&self, token: &str, nonce: &str) -> Result<Principal, TokenError> {
         if token.len() > self.cfg.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
@@ -178,8 +169,7 @@ impl Validator {
                     .ok_or(TokenError::UnknownKey)?
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
-            .map_err(map_jwt_error)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(map_jwt_error)?;
         let c = data.claims;
         if c.tid.as_deref() != Some(tid.as_str()) {
             return Err(TokenError::TenantNotAllowed);
@@ -201,29 +191,19 @@ impl Validator {
         if let Some(template) = &key.issuer {
             let key_issuer = template.replace("{tenantid}", &tid);
             // The v2 key set also signs v1 tokens; its keys carry the v2 issuer form.
-            let ok =
-                key_issuer == c.iss || (version == TokenVersion::V1 && key_issuer == v2_issuer);
+            let ok = key_issuer == c.iss || (version == TokenVersion::V1 && key_issuer == v2_issuer);
             if !ok {
                 return Err(TokenError::KeyIssuer);
             }
         }
         let oid = c.oid.ok_or(TokenError::MissingClaim("oid"))?;
-        let arcs = |v: Option<Vec<String>>| -> Arc<[Arc<str>]> {
-            v.unwrap_or_default().into_iter().map(Arc::from).collect()
-        };
-        let overage = c.hasgroups == Some(true)
-            || c.claim_names
-                .as_ref()
-                .and_then(|n| n.get("groups"))
-                .is_some();
+        let arcs =
+            |v: Option<Vec<String>>| -> Arc<[Arc<str>]> { v.unwrap_or_default().into_iter().map(Arc::from).collect() };
+        let overage = c.hasgroups == Some(true) || c.claim_names.as_ref().and_then(|n| n.get("groups")).is_some();
         let principal = Principal {
             tenant: Arc::from(tid.as_str()),
             object_id: Arc::from(oid.to_ascii_lowercase()),
-            username: c
-                .upn
-                .or(c.preferred_username)
-                .or(c.unique_name)
-                .map(Arc::from),
+            username: c.upn.or(c.preferred_username).or(c.unique_name).map(Arc::from),
             name: c.name.map(Arc::from),
             groups: arcs(c.groups),
             groups_overage: overage,
@@ -244,18 +224,14 @@ fn unverified_tenant(token: &str) -> Result<String, TokenError> {
         tid: Option<String>,
     }
     let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .map_err(|_| TokenError::Malformed)?;
     let t: Tid = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-    Ok(t.tid
-        .ok_or(TokenError::MissingClaim("tid"))?
-        .to_ascii_lowercase())
+    Ok(t.tid.ok_or(TokenError::MissingClaim("tid"))?.to_ascii_lowercase())
 }
 
 /// jsonwebtoken refuses headers with algorithms it does not know (`none`); name the
@@ -268,11 +244,7 @@ fn unparsable_header(token: &str) -> TokenError {
     let alg = token
         .split('.')
         .next()
-        .and_then(|h| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .ok()
-        })
+        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
         .and_then(|b| serde_json::from_slice::<Alg>(&b).ok())
         .and_then(|a| a.alg);
     match alg {
@@ -301,9 +273,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAudience => TokenError::Audience,
         ErrorKind::InvalidIssuer => TokenError::Issuer,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            TokenError::Algorithm("mismatch".into())
-        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm("mismatch".into()),
         ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(match c.as_str() {
             "exp" => "exp",
             "aud" => "aud",

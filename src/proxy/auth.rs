@@ -47,11 +47,7 @@ pub enum AuthOutcome {
 /// The bearer token of an `Authorization: Bearer …` header. Tokens in query strings are never
 /// looked at.
 fn bearer(req: &RequestHeader) -> Option<&str> {
-    let v = req
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -103,11 +99,11 @@ pub async fn authenticate(id: &Identity, req: &RequestHeader) -> AuthOutcome {
 
 /// `scheme://host` of the request as the client sees it.
 fn origin(req: &RequestHeader, tls: bool) -> Option<String> {
-    let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-    })?;
+    let host = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()))?;
     super::routing::normalize_host(host)?;
     Some(format!("{}://{host}", if tls { "https" } else { "http" }))
 }
@@ -147,13 +143,8 @@ pub async fn start_sign_in(id: &Identity, s: &mut HttpSession, tls: bool) -> pin
         .start(&id.sealer, &format!("{origin}{CALLBACK_PATH}"), &return_to)
     {
         Ok(start) => {
-            let cookie = login_cookie(
-                id,
-                &start.login_cookie,
-                crate::identity::oidc::LOGIN_TTL.as_secs(),
-            );
-            respond::write_redirect(s, 302, &start.authorize_url, &[("set-cookie", cookie)])
-                .await?;
+            let cookie = login_cookie(id, &start.login_cookie, crate::identity::oidc::LOGIN_TTL.as_secs());
+            respond::write_redirect(s, 302, &start.authorize_url, &[("set-cookie", cookie)]).await?;
             Ok(302)
         }
         Err(e) => {
@@ -176,11 +167,7 @@ pub async fn callback(id: &Identity, s: &mut HttpSession) -> pingora::Result<u16
         .req_header()
         .uri
         .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     if s.req_header().method == http::Method::POST {
         let mut body = Vec::new();
@@ -237,10 +224,7 @@ pub async fn callback(id: &Identity, s: &mut HttpSession) -> pingora::Result<u16
     };
     tracing::info!(%user, "signed in");
     let cookies = [
-        (
-            "set-cookie",
-            session_cookie(id, &sealed, id.session_lifetime.as_secs()),
-        ),
+        ("set-cookie", session_cookie(id, &sealed, id.session_lifetime.as_secs())),
         ("set-cookie", clear_login),
     ];
     respond::write_redirect(s, 303, &return_to, &cookies).await?;
@@ -293,10 +277,7 @@ pub async fn check_groups(id: &Identity, p: &Principal, any_of: &[Arc<str>]) -> 
     } else {
         &p.groups
     };
-    if groups
-        .iter()
-        .any(|g| any_of.iter().any(|a| a.eq_ignore_ascii_case(g)))
-    {
+    if groups.iter().any(|g| any_of.iter().any(|a| a.eq_ignore_ascii_case(g))) {
         GroupCheck::Allow
     } else {
         GroupCheck::Deny
@@ -325,21 +306,14 @@ pub fn www_authenticate(invalid: bool) -> (&'static str, String) {
 /// Removes the gateway's own cookies from the `Cookie` header sent upstream: they are
 /// credentials for the gateway, not for the app.
 pub fn strip_own_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Result<()> {
-    let Some(v) = req
-        .headers
-        .get(http::header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(v) = req.headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
     let kept: Vec<&str> = v
         .split(';')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            pair.split_once('=')
-                .map_or(true, |(k, _)| !names.contains(&k.trim()))
-        })
+        .filter(|pair| pair.split_once('=').map_or(true, |(k, _)| !names.contains(&k.trim())))
         .collect();
     let kept = kept.join("; ");
     req.remove_header(&http::header::COOKIE);
@@ -359,19 +333,15 @@ mod tests {
         assert!(bearer(&r).is_none());
         r.insert_header("authorization", "Basic abc").unwrap();
         assert!(bearer(&r).is_none());
-        r.insert_header("authorization", "bearer abc.def.ghi")
-            .unwrap();
+        r.insert_header("authorization", "bearer abc.def.ghi").unwrap();
         assert_eq!(bearer(&r), Some("abc.def.ghi"));
     }
 
     #[test]
     fn own_cookies_are_removed() {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        r.insert_header(
-            "cookie",
-            "a=1; __Host-portcullis=s; __Host-portcullis-login=l; b=2",
-        )
-        .unwrap();
+        r.insert_header("cookie", "a=1; __Host-portcullis=s; __Host-portcullis-login=l; b=2")
+            .unwrap();
         strip_own_cookies(&mut r, &["__Host-portcullis", "__Host-portcullis-login"]).unwrap();
         assert_eq!(r.headers.get("cookie").unwrap(), "a=1; b=2");
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

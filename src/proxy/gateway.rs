@@ -111,11 +111,7 @@ impl Gateway {
     }
 
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
-    async fn own_endpoint(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<bool> {
+    async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         let path = session.req_header().uri.path();
         let status = match (&self.identity, path) {
             (Some(id), crate::identity::oidc::CALLBACK_PATH) => auth::callback(id, session).await?,
@@ -137,12 +133,7 @@ impl Gateway {
 
     /// Authenticates the user of a route that requires it; `Ok(true)` when a response
     /// (sign-in redirect, 401, 403) was written instead.
-    async fn authorize(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        route: &Route,
-    ) -> pingora::Result<bool> {
+    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> pingora::Result<bool> {
         let Some(id) = self.identity.as_ref() else {
             // Config refuses authenticated routes without [entra]; fail closed regardless.
             ctx.reason = "unauthenticated";
@@ -187,8 +178,7 @@ impl Gateway {
                     detail: &detail,
                 };
                 ctx.responded = Some(401);
-                respond::write_problem_with(session, &p, true, &[auth::www_authenticate(true)])
-                    .await?;
+                respond::write_problem_with(session, &p, true, &[auth::www_authenticate(true)]).await?;
                 return Ok(true);
             }
         }
@@ -216,8 +206,7 @@ impl Gateway {
                     status: 403,
                     reason: "groups_unresolved",
                     title: "Forbidden",
-                    detail:
-                        "Your group memberships could not be checked right now. Try again shortly.",
+                    detail: "Your group memberships could not be checked right now. Try again shortly.",
                 };
                 self.respond(session, ctx, p).await
             }
@@ -242,16 +231,14 @@ impl Gateway {
 
 /// Host the client asked for: `:authority` (HTTP/2, absolute-form) or the `Host` header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-    })
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()))
 }
 
 fn header_bytes(req: &RequestHeader) -> usize {
-    let line =
-        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    let line = req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
     req.headers
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
@@ -279,29 +266,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
         // pingora's idle keep-alive wait is its own default unless set per request (§5).
-        session.set_keepalive(Some(
-            self.settings.client_keepalive_timeout.as_secs().max(1),
-        ));
+        session.set_keepalive(Some(self.settings.client_keepalive_timeout.as_secs().max(1)));
         session.set_read_timeout(Some(self.settings.client_read_timeout));
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         Ok(())
     }
 
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         let req = session.req_header();
         if header_bytes(req) > self.settings.max_request_header_bytes {
             let p = Problem {
@@ -317,9 +291,7 @@ impl ProxyHttp for Gateway {
         }
         let table = self.routes.load();
         let host = request_host(req).and_then(routing::normalize_host);
-        let route = host
-            .as_deref()
-            .and_then(|h| table.router.find(h, req.uri.path()));
+        let route = host.as_deref().and_then(|h| table.router.find(h, req.uri.path()));
         let Some(route) = route else {
             let p = Problem {
                 status: 404,
@@ -343,17 +315,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
             // request_filter answers every unrouted request; reaching this is a bug.
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no route in context",
-            ));
+            return Err(Error::explain(ErrorType::InternalError, "no route in context"));
         };
         ctx.error_counted = false;
         match route.pool.peer(&ctx.tried) {
@@ -422,12 +387,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let failure = Failure::classify(e);
         if let (Failure::Upstream { kind, .. }, Some(route)) = (failure, ctx.route.as_ref()) {
             if !ctx.error_counted {
@@ -436,9 +396,7 @@ impl ProxyHttp for Gateway {
         }
         let status = failure.status();
         if status > 0 && session.response_written().is_none() {
-            if let Err(we) =
-                respond::write_problem(session, &Problem::for_failure(failure), false).await
-            {
+            if let Err(we) = respond::write_problem(session, &Problem::for_failure(failure), false).await {
                 tracing::debug!(error = %we, "could not write the error response");
             }
         }

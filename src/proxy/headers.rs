@@ -30,10 +30,7 @@ pub fn sanitize(req: &mut RequestHeader, d: Downstream<'_>) -> pingora::Result<(
 }
 
 /// Adds the verified identity of the user (after every client-sent copy was removed).
-pub fn identity_headers(
-    req: &mut RequestHeader,
-    p: &crate::identity::Principal,
-) -> pingora::Result<()> {
+pub fn identity_headers(req: &mut RequestHeader, p: &crate::identity::Principal) -> pingora::Result<()> {
     let user = p.username.as_deref().unwrap_or(&p.object_id);
     for (name, value) in [
         ("x-portcullis-user", user),
@@ -46,10 +43,7 @@ pub fn identity_headers(
             Ok(v) => {
                 req.insert_header(name, v)?;
             }
-            Err(_) => tracing::warn!(
-                header = name,
-                "identity value is not a valid header value; not sent"
-            ),
+            Err(_) => tracing::warn!(header = name, "identity value is not a valid header value; not sent"),
         }
     }
     Ok(())
@@ -163,10 +157,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(r
-            .headers
-            .keys()
-            .all(|k| !k.as_str().starts_with("x-portcullis-")));
+        assert!(r.headers.keys().all(|k| !k.as_str().starts_with("x-portcullis-")));
         assert_eq!(get(&r, "x-forwarded-for").unwrap(), "192.0.2.7");
         assert_eq!(get(&r, "x-forwarded-proto").unwrap(), "http");
         assert_eq!(get(&r, "x-forwarded-host").unwrap(), "app");
@@ -190,10 +181,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(
-            get(&r, "x-forwarded-for").unwrap(),
-            "1.2.3.4, 5.6.7.8, 192.0.2.7"
-        );
+        assert_eq!(get(&r, "x-forwarded-for").unwrap(), "1.2.3.4, 5.6.7.8, 192.0.2.7");
         assert_eq!(get(&r, "x-forwarded-proto").unwrap(), "https");
     }
 

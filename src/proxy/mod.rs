@@ -85,10 +85,7 @@ pub fn service(
         client_read_timeout: s.client_read_timeout,
         client_keepalive_timeout: s.client_keepalive_timeout,
     };
-    let mut proxy = pingora::proxy::http_proxy(
-        server_conf,
-        Gateway::new(routes, settings, metrics.clone(), identity),
-    );
+    let mut proxy = pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone(), identity));
     let mut opts = HttpServerOptions::default();
     opts.keepalive_request_limit = s.client_keepalive_requests;
     opts.h2_idle_timeout = Some(s.h2_idle_timeout);
@@ -133,11 +130,7 @@ impl Drop for Open {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         self.gauge.inc();
         let _open = Open(self.gauge.clone());
         self.inner.process_new(session, shutdown).await

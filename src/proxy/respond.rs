@@ -17,10 +17,7 @@ pub enum Failure {
     /// The client sent something we will not process.
     BadRequest(u16),
     /// The upstream could not be reached or answered badly.
-    Upstream {
-        status: u16,
-        kind: UpstreamErrorKind,
-    },
+    Upstream { status: u16, kind: UpstreamErrorKind },
     /// A status chosen deliberately somewhere in the gateway.
     Status(u16),
     /// A bug or resource failure inside the gateway.
@@ -37,33 +34,28 @@ impl Failure {
             ErrorSource::Downstream => match e.etype() {
                 ReadError | WriteError | ConnectionClosed => Self::ClientGone,
                 ReadTimedout | WriteTimedout => Self::BadRequest(408),
-                ConnectTimedout | ConnectRefused | ConnectNoRoute | TLSWantX509Lookup
-                | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
-                | ConnectError | BindError | AcceptError | SocketError | ConnectProxyFailure
-                | InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2
-                | HTTPStatus(_) | FileOpenError | FileCreateError | FileReadError
-                | FileWriteError | InternalError | UnknownError | Custom(_) | CustomCode(..) => {
-                    Self::BadRequest(400)
-                }
+                ConnectTimedout | ConnectRefused | ConnectNoRoute | TLSWantX509Lookup | TLSHandshakeFailure
+                | TLSHandshakeTimedout | InvalidCert | HandshakeError | ConnectError | BindError | AcceptError
+                | SocketError | ConnectProxyFailure | InvalidHTTPHeader | H1Error | H2Error | H2Downgrade
+                | InvalidH2 | HTTPStatus(_) | FileOpenError | FileCreateError | FileReadError | FileWriteError
+                | InternalError | UnknownError | Custom(_) | CustomCode(..) => Self::BadRequest(400),
             },
             ErrorSource::Upstream => {
                 let (status, kind) = match e.etype() {
-                    ConnectTimedout | TLSHandshakeTimedout => {
-                        (504, UpstreamErrorKind::ConnectTimeout)
-                    }
+                    ConnectTimedout | TLSHandshakeTimedout => (504, UpstreamErrorKind::ConnectTimeout),
                     ReadTimedout => (504, UpstreamErrorKind::ReadTimeout),
                     WriteTimedout => (504, UpstreamErrorKind::WriteTimeout),
-                    ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
-                    | ConnectProxyFailure => (502, UpstreamErrorKind::ConnectRefused),
+                    ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
+                        (502, UpstreamErrorKind::ConnectRefused)
+                    }
                     TLSWantX509Lookup | TLSHandshakeFailure | InvalidCert | HandshakeError => {
                         (502, UpstreamErrorKind::Tls)
                     }
-                    InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2 | ReadError
-                    | WriteError | ConnectionClosed => (502, UpstreamErrorKind::Protocol),
+                    InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2 | ReadError | WriteError
+                    | ConnectionClosed => (502, UpstreamErrorKind::Protocol),
                     Custom(NO_HEALTHY_BACKEND) => (502, UpstreamErrorKind::NoHealthyBackend),
-                    AcceptError | HTTPStatus(_) | FileOpenError | FileCreateError
-                    | FileReadError | FileWriteError | InternalError | UnknownError | Custom(_)
-                    | CustomCode(..) => (502, UpstreamErrorKind::Other),
+                    AcceptError | HTTPStatus(_) | FileOpenError | FileCreateError | FileReadError | FileWriteError
+                    | InternalError | UnknownError | Custom(_) | CustomCode(..) => (502, UpstreamErrorKind::Other),
                 };
                 Self::Upstream { status, kind }
             }
@@ -121,11 +113,7 @@ impl<'a> Problem<'a> {
                 "Request Timeout",
                 "The request was not received in time.",
             ),
-            Failure::BadRequest(_) => (
-                "bad_request",
-                "Bad Request",
-                "The request could not be understood.",
-            ),
+            Failure::BadRequest(_) => ("bad_request", "Bad Request", "The request could not be understood."),
             Failure::Status(s) => (status_reason(s), status_title(s), ""),
             Failure::Internal | Failure::ClientGone => (
                 "internal_error",
@@ -216,11 +204,7 @@ pub fn is_navigation(req: &RequestHeader) -> bool {
 }
 
 /// Writes `problem` as a page or problem+json, whichever the client wants.
-pub async fn write_problem(
-    session: &mut Session,
-    problem: &Problem<'_>,
-    keepalive: bool,
-) -> pingora::Result<()> {
+pub async fn write_problem(session: &mut Session, problem: &Problem<'_>, keepalive: bool) -> pingora::Result<()> {
     write_problem_with(session, problem, keepalive, &[]).await
 }
 
@@ -258,13 +242,9 @@ pub async fn write_problem_with(
         resp.insert_header("connection", "close")?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
+    session.write_response_header(Box::new(resp), head_only).await?;
     if !head_only {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        session.write_response_body(Some(Bytes::from(body)), true).await?;
     }
     Ok(())
 }
@@ -307,22 +287,15 @@ mod tests {
             Failure::classify(&Error::new_down(ErrorType::ConnectionClosed)),
             Failure::ClientGone
         );
-        assert_eq!(
-            Failure::classify(&Error::new_down(ErrorType::H1Error)).status(),
-            400
-        );
-        assert_eq!(
-            Failure::classify(&Error::new(ErrorType::HTTPStatus(413))).status(),
-            413
-        );
+        assert_eq!(Failure::classify(&Error::new_down(ErrorType::H1Error)).status(), 400);
+        assert_eq!(Failure::classify(&Error::new(ErrorType::HTTPStatus(413))).status(), 413);
     }
 
     #[test]
     fn navigation_detection() {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         assert!(!is_navigation(&r));
-        r.insert_header("accept", "text/html,application/xhtml+xml")
-            .unwrap();
+        r.insert_header("accept", "text/html,application/xhtml+xml").unwrap();
         assert!(is_navigation(&r));
         r.insert_header("sec-fetch-mode", "cors").unwrap();
         assert!(!is_navigation(&r));

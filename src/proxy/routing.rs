@@ -37,8 +37,7 @@ impl<R: Prefixed> Router<R> {
                 },
             }
         }
-        let by_len =
-            |v: &mut Vec<Arc<R>>| v.sort_by_key(|r| std::cmp::Reverse(r.path_prefix().len()));
+        let by_len = |v: &mut Vec<Arc<R>>| v.sort_by_key(|r| std::cmp::Reverse(r.path_prefix().len()));
         exact.values_mut().for_each(by_len);
         suffix.iter_mut().for_each(|(_, v)| by_len(v));
         by_len(&mut any);
@@ -63,17 +62,13 @@ impl<R: Prefixed> Router<R> {
 }
 
 fn first_match<'a, R: Prefixed>(routes: &'a [Arc<R>], path: &str) -> Option<&'a Arc<R>> {
-    routes
-        .iter()
-        .find(|r| prefix_matches(r.path_prefix(), path))
+    routes.iter().find(|r| prefix_matches(r.path_prefix(), path))
 }
 
 /// Segment-aware prefix match.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
+        && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
 }
 
 /// Lower-cases a `Host`/`:authority` value and drops its port; `None` if it is not a
@@ -131,10 +126,7 @@ mod tests {
                 HostPattern::Exact("app.example.com".into()),
                 Arc::new(R("app-api-v2", "/api/v2/")),
             ),
-            (
-                HostPattern::Suffix(".example.com".into()),
-                Arc::new(R("wild", "/")),
-            ),
+            (HostPattern::Suffix(".example.com".into()), Arc::new(R("wild", "/"))),
             (
                 HostPattern::Suffix(".eu.example.com".into()),
                 Arc::new(R("wild-eu", "/")),
@@ -158,10 +150,7 @@ mod tests {
         assert_eq!(name(&r, "app.example.com", "/api"), Some("app-api"));
         assert_eq!(name(&r, "app.example.com", "/api/x"), Some("app-api"));
         assert_eq!(name(&r, "app.example.com", "/apix"), Some("app-root"));
-        assert_eq!(
-            name(&r, "app.example.com", "/api/v2/users"),
-            Some("app-api-v2")
-        );
+        assert_eq!(name(&r, "app.example.com", "/api/v2/users"), Some("app-api-v2"));
         assert_eq!(name(&r, "x.example.com", "/"), Some("wild"));
         assert_eq!(name(&r, "a.b.eu.example.com", "/"), Some("wild-eu"));
         assert_eq!(name(&r, "example.com", "/"), Some("default"));
@@ -179,10 +168,7 @@ mod tests {
 
     #[test]
     fn hosts_are_normalized() {
-        assert_eq!(
-            normalize_host("App.Example.COM:8443").unwrap(),
-            "app.example.com"
-        );
+        assert_eq!(normalize_host("App.Example.COM:8443").unwrap(), "app.example.com");
         assert_eq!(normalize_host("[::1]:8080").unwrap(), "[::1]");
         assert_eq!(normalize_host("example.com.").unwrap(), "example.com");
         assert!(normalize_host("").is_none());

@@ -62,9 +62,7 @@ impl SniResolver {
         for (key, names) in loaded {
             for name in names {
                 match name.strip_prefix('*') {
-                    Some(parent) => wildcard
-                        .entry(parent.to_string())
-                        .or_insert_with(|| key.clone()),
+                    Some(parent) => wildcard.entry(parent.to_string()).or_insert_with(|| key.clone()),
                     None => exact.entry(name).or_insert_with(|| key.clone()),
                 };
             }
@@ -100,26 +98,16 @@ impl ResolvesServerCert for SniResolver {
 
 /// Reads a PEM chain and key, checks that they belong together, and returns the names the
 /// certificate serves (configured names, else its SAN DNS names).
-fn load_certified_key(
-    c: &CertificateConfig,
-) -> Result<(Arc<CertifiedKey>, Vec<String>), ConfigError> {
+fn load_certified_key(c: &CertificateConfig) -> Result<(Arc<CertifiedKey>, Vec<String>), ConfigError> {
     let err = |field: &str, message: String| ConfigError {
         key: format!("{}.{field}", c.key_path),
         message,
     };
     let certs = read_certs(&c.cert).map_err(|m| err("cert", m))?;
-    let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| {
-        err(
-            "key",
-            format!("{}: no readable PEM private key ({e})", c.key.display()),
-        )
-    })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
-        err(
-            "key",
-            format!("{}: unsupported private key ({e})", c.key.display()),
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&c.key)
+        .map_err(|e| err("key", format!("{}: no readable PEM private key ({e})", c.key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| err("key", format!("{}: unsupported private key ({e})", c.key.display())))?;
     let names = if c.server_names.is_empty() {
         san_dns_names(&certs[0]).map_err(|m| err("cert", format!("{}: {m}", c.cert.display())))?
     } else {
@@ -129,11 +117,7 @@ fn load_certified_key(
     ck.keys_match().map_err(|e| {
         err(
             "key",
-            format!(
-                "{} does not match {} ({e})",
-                c.key.display(),
-                c.cert.display()
-            ),
+            format!("{} does not match {} ({e})", c.key.display(), c.cert.display()),
         )
     })?;
     Ok((Arc::new(ck), names))
@@ -141,8 +125,7 @@ fn load_certified_key(
 
 /// A PEM file with one or more certificates, leaf first.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
     let certs: Vec<_> = iter
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
@@ -154,19 +137,14 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 fn san_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, x509) = X509Certificate::from_der(cert.as_ref())
-        .map_err(|e| format!("unparsable certificate ({e})"))?;
+    let (_, x509) = X509Certificate::from_der(cert.as_ref()).map_err(|e| format!("unparsable certificate ({e})"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = x509.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
                 GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
-                GeneralName::IPAddress(_)
-                | GeneralName::OtherName(..)
-                | GeneralName::RFC822Name(_) => {}
-                GeneralName::URI(_)
-                | GeneralName::DirectoryName(_)
-                | GeneralName::X400Address(_) => {}
+                GeneralName::IPAddress(_) | GeneralName::OtherName(..) | GeneralName::RFC822Name(_) => {}
+                GeneralName::URI(_) | GeneralName::DirectoryName(_) | GeneralName::X400Address(_) => {}
                 GeneralName::EDIPartyName(_) | GeneralName::RegisteredID(_) => {}
             }
         }

@@ -66,11 +66,7 @@ struct PeerTls {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("{key}: cannot resolve {addr}: {reason}")]
-    Resolve {
-        key: String,
-        addr: String,
-        reason: String,
-    },
+    Resolve { key: String, addr: String, reason: String },
     #[error("{key}: {reason}")]
     CaFile { key: String, reason: String },
     #[error("{key}: {reason}")]
@@ -134,9 +130,7 @@ impl PendingPool {
             tls,
             timeouts: cfg.timeouts,
         };
-        let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(
-            discovery::Static::new(backends),
-        ));
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(discovery::Static::new(backends)));
         // Static discovery never blocks: fill the selector now so the first request finds backends.
         if let Some(Err(e)) = futures_util::FutureExt::now_or_never(lb.update()) {
             return Err(PoolError::Backend {
@@ -211,13 +205,9 @@ impl PoolSettings {
             }
             HealthCheckKind::Http { path, host } => {
                 let mut c = HttpHealthCheck::new(host, self.tls.is_some());
-                if let Ok(mut req) =
-                    pingora::http::RequestHeader::build("GET", path.as_bytes(), None)
-                {
+                if let Ok(mut req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
                     if req.insert_header("Host", host.as_str()).is_ok()
-                        && req
-                            .insert_header("User-Agent", "portcullis-health-check")
-                            .is_ok()
+                        && req.insert_header("User-Agent", "portcullis-health-check").is_ok()
                     {
                         c.req = req;
                     }

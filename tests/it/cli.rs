@@ -35,11 +35,7 @@ upstream = "ghost"
 "#,
     )
     .unwrap();
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -66,33 +62,18 @@ upstream = "ghost"
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(
-        err.contains("listeners[1].tls.certificates[0].cert"),
-        "{err}"
-    );
+    assert!(err.contains("listeners[1].tls.certificates[0].cert"), "{err}");
 }
 
 #[test]
 fn check_config_accepts_the_shipped_examples() {
     for file in ["config/portcullis.example.toml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let out = Command::new(bin())
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     }
 }
@@ -122,9 +103,7 @@ fn serve_exits_non_zero_when_the_port_is_taken() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("listeners[0]"))
-            && err.contains("cannot listen")
-            && err.contains("in use"),
+        err.contains(&format!("listeners[0]")) && err.contains("cannot listen") && err.contains("in use"),
         "{err}"
     );
 }

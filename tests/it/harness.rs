@@ -111,20 +111,12 @@ impl Gateway {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}:\n{}", self.logs());
             }
-            if let Ok(r) = client
-                .get(format!("http://{}/readyz", self.admin))
-                .send()
-                .await
-            {
+            if let Ok(r) = client.get(format!("http://{}/readyz", self.admin)).send().await {
                 if r.status() == 200 {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready:\n{}",
-                self.logs()
-            );
+            assert!(Instant::now() < deadline, "gateway not ready:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -191,10 +183,7 @@ pub async fn echo(resp: reqwest::Response) -> serde_json::Value {
 /// `[upstreams.NAME]` with the given addresses and extra lines.
 pub fn pool(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[upstreams.{name}]\naddresses = [{}]\n{extra}\n",
-        list.join(", ")
-    )
+    format!("[upstreams.{name}]\naddresses = [{}]\n{extra}\n", list.join(", "))
 }
 
 /// A CA and one leaf certificate per name, written as `ca.pem`, `NAME.pem`, `NAME-key.pem`.
@@ -259,9 +248,7 @@ impl Emulator {
     }
 
     pub async fn jwks_fetches(&self) -> u64 {
-        self.state
-            .jwks_fetches
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.state.jwks_fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn fault(&self, body: serde_json::Value) {

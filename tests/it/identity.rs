@@ -58,16 +58,10 @@ async fn valid_bearer_tokens_pass_with_identity_headers() {
     assert_eq!(h["x-portcullis-tenant"], json!([personas::TENANT_ID]));
     // v1 token with the App ID URI as audience.
     let v1 = emu
-        .token(&format!(
-            "persona=bob&ver=1&aud={}",
-            personas::GATEWAY_APP_ID_URI
-        ))
+        .token(&format!("persona=bob&ver=1&aud={}", personas::GATEWAY_APP_ID_URI))
         .await;
     let e = echo(get_with(&gw, "/x", Some(&format!("bearer {v1}"))).await).await;
-    assert_eq!(
-        e["headers"]["x-portcullis-user"],
-        json!(["bob@contoso.test"])
-    );
+    assert_eq!(e["headers"]["x-portcullis-user"], json!(["bob@contoso.test"]));
     // Client-sent identity headers never reach the app, even with a valid token.
     let r = client()
         .get(gw.url("/x"))
@@ -83,10 +77,7 @@ async fn valid_bearer_tokens_pass_with_identity_headers() {
     // Open routes need nothing.
     assert_eq!(get_with(&gw, "/public", None).await.status(), 200);
     let logs = gw.logs();
-    assert!(
-        logs.contains("route is open"),
-        "open routes are logged at start"
-    );
+    assert!(logs.contains("route is open"), "open routes are logged at start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,11 +94,7 @@ async fn bad_tokens_get_401_never_5xx() {
 
     // The emulator's public key, used as an HMAC secret (the classic RS256 → HS256 confusion).
     let jwks: serde_json::Value = client()
-        .get(format!(
-            "{}/{}/discovery/v2.0/keys",
-            emu.url,
-            personas::TENANT_ID
-        ))
+        .get(format!("{}/{}/discovery/v2.0/keys", emu.url, personas::TENANT_ID))
         .send()
         .await
         .unwrap()
@@ -116,17 +103,11 @@ async fn bad_tokens_get_401_never_5xx() {
         .unwrap();
     let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
     let n = jwks["keys"][0]["n"].as_str().unwrap().to_string();
-    let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     let hs = {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         h.kid = Some(kid.clone());
-        jsonwebtoken::encode(
-            &h,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(n.as_bytes()),
-        )
-        .unwrap()
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(n.as_bytes())).unwrap()
     };
     let none = format!(
         "{}.{payload}.",
@@ -142,10 +123,7 @@ async fn bad_tokens_get_401_never_5xx() {
     };
     let mut tampered_claims = claims.clone();
     tampered_claims["oid"] = json!("a1000000-0000-4000-8000-00000000beef");
-    let tampered = format!(
-        "{header}.{}.{sig}",
-        URL_SAFE_NO_PAD.encode(tampered_claims.to_string())
-    );
+    let tampered = format!("{header}.{}.{sig}", URL_SAFE_NO_PAD.encode(tampered_claims.to_string()));
     let v2_issuer = format!("{}/{}/v2.0", emu.url, personas::TENANT_ID);
 
     let cases: Vec<(&str, Option<String>)> = vec![
@@ -162,21 +140,12 @@ async fn bad_tokens_get_401_never_5xx() {
             )),
         ),
         ("alg none", Some(format!("Bearer {none}"))),
-        (
-            "hs256 with the public key as secret",
-            Some(format!("Bearer {hs}")),
-        ),
+        ("hs256 with the public key as secret", Some(format!("Bearer {hs}"))),
         (
             "unknown kid",
-            Some(format!(
-                "Bearer {}",
-                emu.token("persona=alice&kid=no-such-key").await
-            )),
+            Some(format!("Bearer {}", emu.token("persona=alice&kid=no-such-key").await)),
         ),
-        (
-            "valid signature from another key",
-            Some(format!("Bearer {other_key}")),
-        ),
+        ("valid signature from another key", Some(format!("Bearer {other_key}"))),
         (
             "expired",
             Some(format!(
@@ -202,16 +171,14 @@ async fn bad_tokens_get_401_never_5xx() {
             "wrong issuer",
             Some(format!(
                 "Bearer {}",
-                emu.token("persona=alice&iss=https://evil.test/x/v2.0")
-                    .await
+                emu.token("persona=alice&iss=https://evil.test/x/v2.0").await
             )),
         ),
         (
             "v1 token with a v2 issuer",
             Some(format!(
                 "Bearer {}",
-                emu.token(&format!("persona=alice&ver=1&iss={v2_issuer}"))
-                    .await
+                emu.token(&format!("persona=alice&ver=1&iss={v2_issuer}")).await
             )),
         ),
         (
@@ -231,10 +198,7 @@ async fn bad_tokens_get_401_never_5xx() {
             )),
         ),
         ("tampered payload", Some(format!("Bearer {tampered}"))),
-        (
-            "64 KB token",
-            Some(format!("Bearer {}", "a".repeat(64 * 1024))),
-        ),
+        ("64 KB token", Some(format!("Bearer {}", "a".repeat(64 * 1024)))),
     ];
     for (name, auth) in &cases {
         let r = get_with(&gw, "/x", auth.as_deref()).await;
@@ -262,12 +226,7 @@ async fn bad_tokens_get_401_never_5xx() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // The good token still works after all that.
-    assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {good}")))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {good}"))).await.status(), 200);
     let logs = gw.logs();
     assert!(!logs.contains(&good[..40]), "tokens must never be logged");
     assert!(!logs.contains("panicked"), "{logs}");
@@ -277,18 +236,9 @@ async fn bad_tokens_get_401_never_5xx() {
 async fn key_rotation_without_failures_and_unknown_kid_flood_is_rate_limited() {
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let gw = gateway(&emu, &app, "", "").await;
-    assert_eq!(
-        emu.jwks_fetches().await,
-        1,
-        "keys are fetched once at start"
-    );
+    assert_eq!(emu.jwks_fetches().await, 1, "keys are fetched once at start");
     let old = emu.token("persona=alice").await;
-    assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {old}")))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {old}"))).await.status(), 200);
 
     let rotated: serde_json::Value = client()
         .post(format!("{}/_emulator/keys/rotate", emu.url))
@@ -299,16 +249,9 @@ async fn key_rotation_without_failures_and_unknown_kid_flood_is_rate_limited() {
         .await
         .unwrap();
     let new = emu.token("persona=alice").await;
-    let header: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(new.split('.').next().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        header["kid"], rotated["kid"],
-        "new tokens are signed with the new key"
-    );
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(new.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], rotated["kid"], "new tokens are signed with the new key");
     // The first request with the new key refreshes the keys once; nothing fails meanwhile.
     let (new_auth, old_auth) = (format!("Bearer {new}"), format!("Bearer {old}"));
     let (a, b) = tokio::join!(
@@ -324,24 +267,14 @@ async fn key_rotation_without_failures_and_unknown_kid_flood_is_rate_limited() {
         flood.push(emu.token(&format!("persona=alice&kid=bogus-{i}")).await);
     }
     for t in &flood {
-        assert_eq!(
-            get_with(&gw, "/x", Some(&format!("Bearer {t}")))
-                .await
-                .status(),
-            401
-        );
+        assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {t}"))).await.status(), 401);
     }
     assert_eq!(
         emu.jwks_fetches().await,
         2,
         "unknown-kid refreshes are limited to one per 5 minutes"
     );
-    assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {new}")))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {new}"))).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,20 +282,12 @@ async fn jwks_outage_at_refresh_keeps_the_old_keys() {
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let gw = gateway(&emu, &app, "jwks_min_refresh_interval = \"1s\"", "").await;
     let good = emu.token("persona=alice").await;
-    assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {good}")))
-            .await
-            .status(),
-        200
-    );
-    emu.fault(json!({ "endpoint": "jwks", "status": 503 }))
-        .await;
+    assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {good}"))).await.status(), 200);
+    emu.fault(json!({ "endpoint": "jwks", "status": 503 })).await;
     let before = emu.jwks_fetches().await;
     let unknown = emu.token("persona=alice&kid=after-outage").await;
     assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {unknown}")))
-            .await
-            .status(),
+        get_with(&gw, "/x", Some(&format!("Bearer {unknown}"))).await.status(),
         401
     );
     assert_eq!(
@@ -373,17 +298,10 @@ async fn jwks_outage_at_refresh_keeps_the_old_keys() {
     // A fresh token signed with the still-published key validates against the kept keys.
     let fresh = emu.token("persona=bob").await;
     assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {fresh}")))
-            .await
-            .status(),
+        get_with(&gw, "/x", Some(&format!("Bearer {fresh}"))).await.status(),
         200
     );
-    assert_eq!(
-        get_with(&gw, "/x", Some(&format!("Bearer {good}")))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(get_with(&gw, "/x", Some(&format!("Bearer {good}"))).await.status(), 200);
     emu.clear_faults().await;
 }
 
@@ -400,9 +318,7 @@ async fn non_navigation_requests_are_never_redirected() {
         c.get(gw.url("/x"))
             .header("accept", "text/html")
             .header("x-requested-with", "XMLHttpRequest"),
-        c.post(gw.url("/x"))
-            .header("accept", "text/html")
-            .body("a=1"),
+        c.post(gw.url("/x")).header("accept", "text/html").body("a=1"),
     ];
     for req in cases {
         let r = req.send().await.unwrap();
@@ -422,10 +338,7 @@ async fn non_navigation_requests_are_never_redirected() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302, "a browser navigation goes to sign in");
-    assert!(r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with(&emu.url));
+    assert!(r.headers()["location"].to_str().unwrap().starts_with(&emu.url));
 }
 
 /// Everything a browser does, over HTTPS with a cookie jar.
@@ -452,12 +365,7 @@ impl Browser {
     }
 
     async fn navigate(&self, url: &str) -> reqwest::Response {
-        self.http
-            .get(url)
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap()
+        self.http.get(url).header("accept", "text/html").send().await.unwrap()
     }
 
     /// Gateway → emulator sign-in page → persona → the form_post page; returns the form's
@@ -477,13 +385,7 @@ impl Browser {
         let html = r.text().await.unwrap();
         let action = attr(&html, "action=\"").unwrap();
         let inputs = hidden_inputs(&html);
-        let get = |k: &str| {
-            inputs
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
+        let get = |k: &str| inputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         (action, get("code"), get("state"))
     }
 }
@@ -546,10 +448,7 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
     let first = b.navigate(&format!("{}/docs/page?q=1", b.base)).await;
     let set_cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
     for attr in ["HttpOnly", "Secure", "SameSite=None", "Max-Age=600"] {
-        assert!(
-            set_cookie.contains(attr),
-            "login cookie lacks {attr}: {set_cookie}"
-        );
+        assert!(set_cookie.contains(attr), "login cookie lacks {attr}: {set_cookie}");
     }
     let authorize = first.headers()["location"].to_str().unwrap().to_string();
     let u = url::Url::parse(&authorize).unwrap();
@@ -564,10 +463,7 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
     );
 
     let (action, code, state) = b.sign_in_until_callback("/docs/page?q=1", "alice").await;
-    assert_eq!(
-        action,
-        format!("https://localhost:{port}/.portcullis/callback")
-    );
+    assert_eq!(action, format!("https://localhost:{port}/.portcullis/callback"));
     let r = b
         .http
         .post(&action)
@@ -592,10 +488,7 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
         .find(|c| c.starts_with("__Host-portcullis="))
         .expect("session cookie");
     for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
-        assert!(
-            session.contains(attr),
-            "session cookie lacks {attr}: {session}"
-        );
+        assert!(session.contains(attr), "session cookie lacks {attr}: {session}");
     }
     assert!(
         session.len() < 400,
@@ -605,10 +498,7 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
 
     let r = b.navigate(&format!("{}/docs/page?q=1", b.base)).await;
     let e = echo(r).await;
-    assert_eq!(
-        e["headers"]["x-portcullis-user"],
-        json!(["alice@contoso.test"])
-    );
+    assert_eq!(e["headers"]["x-portcullis-user"], json!(["alice@contoso.test"]));
     let cookie_seen = e["headers"]["cookie"].to_string();
     assert!(
         !cookie_seen.contains("__Host-portcullis"),
@@ -616,14 +506,9 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
     );
 
     // Sign out: the session ends; the next navigation goes back to sign-in.
-    let r = b
-        .navigate(&format!("{}/.portcullis/sign_out", b.base))
-        .await;
+    let r = b.navigate(&format!("{}/.portcullis/sign_out", b.base)).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        b.navigate(&format!("{}/docs/page", b.base)).await.status(),
-        302
-    );
+    assert_eq!(b.navigate(&format!("{}/docs/page", b.base)).await.status(), 302);
     drop(gw);
 }
 
@@ -670,13 +555,7 @@ async fn sign_in_refuses_state_mismatch_replay_wrong_verifier_and_wrong_nonce() 
         .await
         .unwrap();
     let inputs = hidden_inputs(&html);
-    let get = |k: &str| {
-        inputs
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
+    let get = |k: &str| inputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
     let plain = Browser::new(&ca, port).http; // no cookie jar entries: cookies set by hand
     let post = |cookie: String| {
         plain
@@ -705,10 +584,7 @@ async fn sign_in_refuses_state_mismatch_replay_wrong_verifier_and_wrong_nonce() 
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(
-        r.text().await.unwrap().contains("501481"),
-        "PKCE verifier mismatch"
-    );
+    assert!(r.text().await.unwrap().contains("501481"), "PKCE verifier mismatch");
 
     // Wrong nonce: a code issued for another nonce (no PKCE), posted with B's cookie and state.
     let b = Browser::new(&ca, port);
@@ -739,11 +615,7 @@ async fn sign_in_refuses_state_mismatch_replay_wrong_verifier_and_wrong_nonce() 
         .text()
         .await
         .unwrap();
-    let code = hidden_inputs(&html)
-        .into_iter()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1;
+    let code = hidden_inputs(&html).into_iter().find(|(k, _)| k == "code").unwrap().1;
     let r = b
         .http
         .post(format!("https://localhost:{port}/.portcullis/callback"))
@@ -776,20 +648,15 @@ async fn groups_with_overage_resolved_through_graph() {
     )
     .await;
     let olivia = emu.token("persona=olivia").await;
-    let claims: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(olivia.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(olivia.split('.').nth(1).unwrap()).unwrap()).unwrap();
     assert!(
         claims.get("groups").is_none() && claims.get("_claim_names").is_some(),
         "olivia's token is an overage token"
     );
 
     // Graph failing: an explicit groups_unresolved, not an allow and not an empty list.
-    emu.fault(json!({ "endpoint": "graph", "status": 500 }))
-        .await;
+    emu.fault(json!({ "endpoint": "graph", "status": 500 })).await;
     let r = get_with(&gw, "/x", Some(&format!("Bearer {olivia}"))).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
@@ -803,26 +670,14 @@ async fn groups_with_overage_resolved_through_graph() {
     assert_eq!(r.status(), 200);
     // alice is in the group through her token; bob is not.
     assert_eq!(
-        get_with(
-            &gw,
-            "/x",
-            Some(&format!("Bearer {}", emu.token("persona=alice").await))
-        )
-        .await
-        .status(),
+        get_with(&gw, "/x", Some(&format!("Bearer {}", emu.token("persona=alice").await)))
+            .await
+            .status(),
         200
     );
-    let r = get_with(
-        &gw,
-        "/x",
-        Some(&format!("Bearer {}", emu.token("persona=bob").await)),
-    )
-    .await;
+    let r = get_with(&gw, "/x", Some(&format!("Bearer {}", emu.token("persona=bob").await))).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["reason"],
-        "group_denied"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["reason"], "group_denied");
 }
 
 /// pingora does not reuse a connection whose request body was left unread; this guards that
@@ -840,16 +695,46 @@ async fn early_answer_to_a_request_with_a_body_does_not_corrupt_the_connection()
         .await
         .unwrap();
     let mut out = Vec::new();
-    let read =
-        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "the gateway must close the connection, not hang"
-    );
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the gateway must close the connection, not hang");
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     assert!(
         !text.contains("HTTP/1.1 400"),
         "the unread body was parsed as a request: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_renew_with_the_refresh_token_and_a_failed_renewal_signs_in_again() {
+    use std::sync::atomic::Ordering;
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let (_gw, ca, port) = https_gateway(&emu, &app).await;
+    // ID tokens that expire within the renewal margin: every use renews the session.
+    emu.state.token_lifetime.store(60, Ordering::Relaxed);
+    let b = Browser::new(&ca, port);
+    let (action, code, state) = b.sign_in_until_callback("/", "erin").await;
+    assert_eq!(
+        b.http
+            .post(&action)
+            .form(&[("code", code), ("state", state)])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    assert_eq!(emu.state.refresh_grants.load(Ordering::Relaxed), 0);
+    let e = echo(b.navigate(&format!("{}/", b.base)).await).await;
+    assert_eq!(e["headers"]["x-portcullis-user"], json!(["erin@contoso.test"]));
+    assert_eq!(
+        emu.state.refresh_grants.load(Ordering::Relaxed),
+        1,
+        "the session was renewed"
+    );
+    // The token endpoint failing: the renewal fails and the browser is sent to sign in.
+    emu.fault(json!({ "endpoint": "token", "status": 500 })).await;
+    let r = b.navigate(&format!("{}/", b.base)).await;
+    assert_eq!(r.status(), 302);
+    emu.clear_faults().await;
 }

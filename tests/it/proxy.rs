@@ -73,10 +73,7 @@ upstream = \"c\"
         m.contains(r#"portcullis_http_requests_total{route="a-host",status_class="2xx"} 3"#),
         "{m}"
     );
-    assert!(
-        m.contains("portcullis_http_request_duration_seconds_bucket"),
-        "{m}"
-    );
+    assert!(m.contains("portcullis_http_request_duration_seconds_bucket"), "{m}");
     assert!(m.contains("portcullis_build_info"), "{m}");
     assert!(m.contains("portcullis_active_connections"), "{m}");
     // One access-log line per request, with route, status, duration and upstream.
@@ -147,32 +144,21 @@ async fn round_robin_then_failover_when_one_upstream_dies() {
     a2.kill();
     // Right away, connect failures fail over to the live backend: no request is lost.
     for _ in 0..6 {
-        assert_eq!(
-            echo(http.get(gw.url("/")).send().await.unwrap()).await["app"],
-            "a1"
-        );
+        assert_eq!(echo(http.get(gw.url("/")).send().await.unwrap()).await["app"], "a1");
     }
     // After a few health-check rounds a2 is marked down and no longer even tried.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before = gw.metrics().await;
     for _ in 0..6 {
-        assert_eq!(
-            echo(http.get(gw.url("/")).send().await.unwrap()).await["app"],
-            "a1"
-        );
+        assert_eq!(echo(http.get(gw.url("/")).send().await.unwrap()).await["app"], "a1");
     }
     let after = gw.metrics().await;
     let refused = |m: &str| {
         m.lines()
-            .find(|l| {
-                l.starts_with("portcullis_upstream_errors_total") && l.contains("connect_refused")
-            })
+            .find(|l| l.starts_with("portcullis_upstream_errors_total") && l.contains("connect_refused"))
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
     };
-    assert!(
-        refused(&before).is_some(),
-        "connect failures are counted: {before}"
-    );
+    assert!(refused(&before).is_some(), "connect failures are counted: {before}");
     assert_eq!(
         refused(&before),
         refused(&after),
@@ -240,10 +226,7 @@ async fn forwarding_headers_from_trusted_proxy_are_appended() {
         e["headers"]["x-forwarded-for"],
         serde_json::json!(["1.2.3.4, 127.0.0.1"])
     );
-    assert_eq!(
-        e["headers"]["x-forwarded-proto"],
-        serde_json::json!(["https"])
-    );
+    assert_eq!(e["headers"]["x-forwarded-proto"], serde_json::json!(["https"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,10 +263,7 @@ upstream = \"slow\"
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(r.text().await.unwrap().contains("Bad Gateway"));
 
     let started = Instant::now();
@@ -318,11 +298,9 @@ async fn websocket_echo_through_the_gateway() {
         .unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..3 {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
-            "hello {i}"
-        )))
-        .await
-        .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!("hello {i}")))
+            .await
+            .unwrap();
         let m = ws.next().await.unwrap().unwrap();
         assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
     }
@@ -343,9 +321,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
     // Upload: 100 MB generated on the fly, counted by the app.
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
     let chunks = (SIZE / chunk.len() as u64) as usize;
-    let stream = futures_util::stream::iter(
-        (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
-    );
+    let stream = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let r = client()
         .post(gw.url("/upload"))
         .body(reqwest::Body::wrap_stream(stream))
@@ -355,11 +331,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
     assert_eq!(echo(r).await["body_bytes"], SIZE);
 
     // Download: 100 MB streamed by the app, counted here.
-    let r = client()
-        .get(gw.url(&format!("/bytes?n={SIZE}")))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(gw.url(&format!("/bytes?n={SIZE}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mut got = 0u64;
     let mut s = r.bytes_stream();
@@ -413,20 +385,14 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
-    let status = inflight
-        .await
-        .unwrap()
-        .expect("in-flight request completes");
+    let status = inflight.await.unwrap().expect("in-flight request completes");
     assert_eq!(status, 200);
     let started = Instant::now();
     let exit = loop {
         if let Some(s) = gw.child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "gateway did not exit"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "gateway did not exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit}\n{}", gw.logs());

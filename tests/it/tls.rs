@@ -8,12 +8,7 @@ use crate::harness::{client, echo, free_port, make_certs, pool, Gateway, Upstrea
 pub fn tls_listener(dir: &Path, port: u16, names: &[&str]) -> String {
     let certs: Vec<String> = names
         .iter()
-        .map(|n| {
-            format!(
-                "{{ cert = \"{0}/{n}.pem\", key = \"{0}/{n}-key.pem\" }}",
-                dir.display()
-            )
-        })
+        .map(|n| format!("{{ cert = \"{0}/{n}.pem\", key = \"{0}/{n}-key.pem\" }}", dir.display()))
         .collect();
     format!(
         "[[listeners]]\nname = \"https\"\naddress = \"127.0.0.1:{port}\"\ntls = {{ certificates = [{}], http2 = true }}\n",
@@ -53,36 +48,16 @@ async fn sni_picks_the_right_certificate_and_h2_is_negotiated() {
     let http = tls_client(&dir, port);
     // Each leaf is valid for one name only: a wrong choice fails verification.
     for host in ["a.test", "b.test"] {
-        let r = http
-            .get(format!("https://{host}:{port}/x"))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("https://{host}:{port}/x")).send().await.unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
         let e = echo(r).await;
-        assert_eq!(
-            e["headers"]["x-forwarded-proto"],
-            serde_json::json!(["https"])
-        );
-        assert_eq!(
-            e["headers"]["host"],
-            serde_json::json!([format!("{host}:{port}")])
-        );
-        assert_eq!(
-            e["version"], "HTTP/1.1",
-            "the upstream is spoken to in HTTP/1.1"
-        );
+        assert_eq!(e["headers"]["x-forwarded-proto"], serde_json::json!(["https"]));
+        assert_eq!(e["headers"]["host"], serde_json::json!([format!("{host}:{port}")]));
+        assert_eq!(e["version"], "HTTP/1.1", "the upstream is spoken to in HTTP/1.1");
     }
     // Unknown names get the first (default) certificate, which does not verify for them.
-    let err = http
-        .get(format!("https://c.test:{port}/"))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        format!("{err:?}").to_lowercase().contains("certificate"),
-        "{err:?}"
-    );
+    let err = http.get(format!("https://c.test:{port}/")).send().await.unwrap_err();
+    assert!(format!("{err:?}").to_lowercase().contains("certificate"), "{err:?}");
 
     // HTTP/2 sends one cookie field per cookie; the upstream gets them joined.
     let e = echo(
@@ -130,29 +105,19 @@ upstream = \"wrong\"
         pool(
             "good",
             &[upstream],
-            &format!(
-                "tls = {{ sni = \"b.test\", ca_file = \"{}\" }}",
-                ca.display()
-            )
+            &format!("tls = {{ sni = \"b.test\", ca_file = \"{}\" }}", ca.display())
         ),
         pool(
             "wrong",
             &[upstream],
-            &format!(
-                "tls = {{ sni = \"other.test\", ca_file = \"{}\" }}",
-                ca.display()
-            )
+            &format!("tls = {{ sni = \"other.test\", ca_file = \"{}\" }}", ca.display())
         ),
     );
     let a = Gateway::start(&body_a).await;
     let e = echo(client().get(a.url("/good")).send().await.unwrap()).await;
     assert_eq!(e["app"], "app");
     let r = client().get(a.url("/wrong-name")).send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        502,
-        "a certificate for another name must be refused"
-    );
+    assert_eq!(r.status(), 502, "a certificate for another name must be refused");
     let m = a.metrics().await;
     assert!(m.contains(r#"kind="tls""#), "{m}");
 }

@@ -98,10 +98,7 @@ async fn valid_v2_token_gives_a_principal_and_is_cached() {
     assert_eq!(p.version, TokenVersion::V2);
     assert!(!p.groups_overage);
     let again = v.validate(&t).await.unwrap();
-    assert!(
-        Arc::ptr_eq(&p, &again),
-        "second validation must come from the cache"
-    );
+    assert!(Arc::ptr_eq(&p, &again), "second validation must come from the cache");
 }
 
 #[tokio::test]
@@ -139,14 +136,8 @@ async fn bad_tokens_are_refused_with_the_right_reason() {
     let (payload, sig) = rest.split_once('.').unwrap();
     let mut tampered_claims = claims();
     tampered_claims["oid"] = json!("0a0a0a0a-0000-0000-0000-00000000beef");
-    let tampered = format!(
-        "{h}.{}.{sig}",
-        URL_SAFE_NO_PAD.encode(tampered_claims.to_string())
-    );
-    let none = format!(
-        "{}.{payload}.",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#)
-    );
+    let tampered = format!("{h}.{}.{sig}", URL_SAFE_NO_PAD.encode(tampered_claims.to_string()));
+    let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#));
     let hs = {
         let mut hh = Header::new(Algorithm::HS256);
         hh.kid = Some("k1".into());
@@ -159,11 +150,7 @@ async fn bad_tokens_are_refused_with_the_right_reason() {
         ("bad base64", "!!!.@@@.###".into(), TokenError::Malformed),
         (
             "bad json",
-            format!(
-                "{}.{}.x",
-                URL_SAFE_NO_PAD.encode("{"),
-                URL_SAFE_NO_PAD.encode("{")
-            ),
+            format!("{}.{}.x", URL_SAFE_NO_PAD.encode("{"), URL_SAFE_NO_PAD.encode("{")),
             TokenError::Malformed,
         ),
         ("alg none", none, TokenError::Algorithm("none".into())),
@@ -172,22 +159,10 @@ async fn bad_tokens_are_refused_with_the_right_reason() {
             hs,
             TokenError::Algorithm("HS256".into()),
         ),
-        (
-            "unknown kid",
-            sign(&claims(), "k-unknown", 1),
-            TokenError::UnknownKey,
-        ),
-        (
-            "signed by another key",
-            sign(&claims(), "k1", 1),
-            TokenError::Signature,
-        ),
+        ("unknown kid", sign(&claims(), "k-unknown", 1), TokenError::UnknownKey),
+        ("signed by another key", sign(&claims(), "k1", 1), TokenError::Signature),
         ("tampered payload", tampered, TokenError::Signature),
-        (
-            "expired",
-            with(|c| c["exp"] = json!(now - 600)),
-            TokenError::Expired,
-        ),
+        ("expired", with(|c| c["exp"] = json!(now - 600)), TokenError::Expired),
         (
             "not yet valid",
             with(|c| c["nbf"] = json!(now + 600)),
@@ -240,9 +215,7 @@ async fn bad_tokens_are_refused_with_the_right_reason() {
     let before = tenant.fetch_count();
     for _ in 0..50 {
         assert_eq!(
-            v.validate(&sign(&claims(), "k-other", 1))
-                .await
-                .unwrap_err(),
+            v.validate(&sign(&claims(), "k-other", 1)).await.unwrap_err(),
             TokenError::UnknownKey
         );
     }
