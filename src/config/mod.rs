@@ -186,9 +186,8 @@ pub struct EntraConfig {
     pub client_id: String,
     /// Further accepted audiences of v1 access tokens (App ID URIs).
     pub app_id_uris: Vec<String>,
-    /// Needed for browser sign-in and group look-ups; usually from
-    /// `PORTCULLIS__ENTRA__CLIENT_SECRET`.
-    pub client_secret: Option<Secret>,
+    /// How the gateway proves it is the app: needed for browser sign-in and group look-ups.
+    pub credential: Option<ClientCredentialConfig>,
     /// Sign-in authority base, default from the cloud (`https://login.microsoftonline.com`).
     pub authority_url: String,
     /// Microsoft Graph base, default from the cloud (`https://graph.microsoft.com`).
@@ -200,6 +199,18 @@ pub struct EntraConfig {
     pub jwks_min_refresh_interval: Duration,
     /// How long resolved group memberships (overage) are reused.
     pub group_cache_ttl: Duration,
+}
+
+/// The gateway's app credential towards Entra.
+#[derive(Debug, Clone)]
+pub enum ClientCredentialConfig {
+    /// A client secret (usually from `PORTCULLIS__ENTRA__CLIENT_SECRET`).
+    Secret(Secret),
+    /// A certificate registered on the app; its private key signs client assertions.
+    Certificate { cert: PathBuf, key: PathBuf },
+    /// Secretless (workload identity federation): a client assertion read from this file,
+    /// re-read on every use (the platform rotates it).
+    AssertionFile(PathBuf),
 }
 
 /// Browser sessions.
@@ -359,7 +370,7 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
     let entra = file
         .entra
         .and_then(|v| item::<RawEntra>(c, "entra", v))
-        .and_then(|raw| build_entra(raw, c));
+        .and_then(|raw| build_entra(raw, base, c));
     let session = build_session(
         file.session
             .and_then(|v| item::<RawSession>(c, "session", v))
@@ -723,7 +734,7 @@ fn build_route(
     })
 }
 
-fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
+fn build_entra(raw: RawEntra, base: &Path, c: &mut Collector) -> Option<EntraConfig> {
     let cloud = match raw.cloud.as_deref() {
         None => Some(crate::cloud::NationalCloud::Global),
         Some(s) => c.take("entra.cloud", s.parse::<crate::cloud::NationalCloud>()),
@@ -797,6 +808,42 @@ fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
         raw.group_cache_ttl,
         Duration::from_secs(600),
     );
+    let secret = raw.client_secret.filter(|s| !s.is_empty()).map(Secret);
+    let credential = match (
+        secret,
+        raw.client_certificate,
+        raw.client_certificate_key,
+        raw.client_assertion_file,
+    ) {
+        (None, None, None, None) => None,
+        (Some(s), None, None, None) => Some(ClientCredentialConfig::Secret(s)),
+        (None, Some(cert), Some(key), None) => Some(ClientCredentialConfig::Certificate {
+            cert: resolve(base, &cert),
+            key: resolve(base, &key),
+        }),
+        (None, None, None, Some(f)) => Some(ClientCredentialConfig::AssertionFile(resolve(base, &f))),
+        (None, Some(_), None, None) => {
+            c.push(
+                "entra.client_certificate_key",
+                "is required with entra.client_certificate",
+            );
+            None
+        }
+        (None, None, Some(_), None) => {
+            c.push(
+                "entra.client_certificate",
+                "is required with entra.client_certificate_key",
+            );
+            None
+        }
+        (Some(_), _, _, _) | (None, Some(_), _, Some(_)) | (None, None, Some(_), Some(_)) => {
+            c.push(
+                "entra",
+                "use one credential: client_secret, client_certificate (+ _key) or client_assertion_file",
+            );
+            None
+        }
+    };
     let (tenant_id, client_id) = (tenant_id?, client_id?);
     if !allowed_tenants.contains(&tenant_id) {
         allowed_tenants.insert(0, tenant_id.clone());
@@ -807,7 +854,7 @@ fn build_entra(raw: RawEntra, c: &mut Collector) -> Option<EntraConfig> {
         allowed_tenants,
         client_id,
         app_id_uris: raw.app_id_uris,
-        client_secret: raw.client_secret.filter(|s| !s.is_empty()).map(Secret),
+        credential,
         authority_url,
         graph_url,
         v1_issuer_url,

@@ -108,6 +108,9 @@ pub(super) struct RawEntra {
     #[serde(default)]
     pub app_id_uris: Vec<String>,
     pub client_secret: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_certificate_key: Option<String>,
+    pub client_assertion_file: Option<String>,
     pub authority_url: Option<String>,
     pub graph_url: Option<String>,
     pub v1_issuer_url: Option<String>,

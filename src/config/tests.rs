@@ -214,3 +214,29 @@ fn authenticated_routes_need_entra() {
     let errs = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
     assert!(errs.contains("routes[1].require") && errs.contains("[entra]"), "{errs}");
 }
+
+#[test]
+fn one_app_credential_at_most() {
+    let cert = ENTRA.replace(
+        "cloud = \"us_gov_high\"",
+        "client_certificate = \"c.pem\"\nclient_certificate_key = \"k.pem\"",
+    );
+    let cfg = Config::parse(&cert, Path::new("/etc/p")).unwrap();
+    assert!(matches!(
+        cfg.entra.unwrap().credential,
+        Some(ClientCredentialConfig::Certificate { .. })
+    ));
+    let both = ENTRA.replace(
+        "cloud = \"us_gov_high\"",
+        "client_secret = \"s\"\nclient_assertion_file = \"f\"",
+    );
+    assert!(Config::parse(&both, Path::new("."))
+        .unwrap_err()
+        .to_string()
+        .contains("use one credential"));
+    let half = ENTRA.replace("cloud = \"us_gov_high\"", "client_certificate = \"c.pem\"");
+    assert!(Config::parse(&half, Path::new("."))
+        .unwrap_err()
+        .to_string()
+        .contains("entra.client_certificate_key"));
+}

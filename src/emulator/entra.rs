@@ -24,7 +24,7 @@ use super::keys::SigningKey;
 use super::personas::{self, Persona};
 
 /// An app registration in the emulated tenant.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppRegistration {
     pub client_id: String,
     pub secret: String,
@@ -32,6 +32,18 @@ pub struct AppRegistration {
     pub redirect_uris: Vec<String>,
     /// Application permissions granted (show up as `roles` in app-only tokens).
     pub app_roles: Vec<String>,
+    /// Registered certificates: `x5t#S256` thumbprint and public key.
+    pub certificates: Vec<(String, Arc<jsonwebtoken::DecodingKey>)>,
+    /// Federated credentials: (issuer, subject) of accepted external assertions.
+    pub federated: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AppRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRegistration")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 struct CodeGrant {
@@ -91,6 +103,8 @@ impl EntraState {
             secret_expired: false,
             redirect_uris: Vec::new(),
             app_roles: vec!["GroupMember.Read.All".into(), "Device.Read.All".into()],
+            certificates: Vec::new(),
+            federated: Vec::new(),
         };
         let state = Self {
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -118,6 +132,32 @@ impl EntraState {
                 if !a.redirect_uris.iter().any(|u| u == uri) {
                     a.redirect_uris.push(uri.to_string());
                 }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers a certificate (PEM) on an app; returns its `x5t#S256` thumbprint.
+    pub fn register_certificate(&self, client_id: &str, pem: &str) -> Result<String, String> {
+        use rustls_pki_types::pem::PemObject;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| e.to_string())?;
+        let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+        let thumb = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, der.as_ref()));
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let app = apps.get_mut(client_id).ok_or("no such app")?;
+        app.certificates.push((thumb.clone(), Arc::new(key)));
+        Ok(thumb)
+    }
+
+    /// Accepts external assertions with this issuer and subject for an app.
+    pub fn register_federated(&self, client_id: &str, issuer: &str, subject: &str) -> bool {
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        match apps.get_mut(client_id) {
+            Some(a) => {
+                a.federated.push((issuer.to_string(), subject.to_string()));
                 true
             }
             None => false,
@@ -505,6 +545,8 @@ pub struct TokenRequest {
     code_verifier: Option<String>,
     refresh_token: Option<String>,
     scope: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
 }
 
 /// POST token.
@@ -538,17 +580,8 @@ pub async fn token(
             &format!("Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", personas::TENANT_DOMAIN),
         );
     };
-    match req.client_secret.as_deref() {
-        None | Some("") => {
-            return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
-        }
-        Some(sec) if sec != app.secret => {
-            return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.")
-        }
-        Some(_) if app.secret_expired => {
-            return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000222, "The provided client secret keys for app are expired. Visit the Azure portal to create new keys for your app.")
-        }
-        Some(_) => {}
+    if let Err(r) = authenticate_client(&s, &app, &req, &tenant) {
+        return r;
     }
     match req.grant_type.as_deref() {
         Some("authorization_code") => redeem_code(&s, &app, &req),
@@ -566,6 +599,92 @@ pub async fn token(
             900144,
             "The request body must contain the following parameter: 'grant_type'.",
         ),
+    }
+}
+
+/// Checks the client secret or client assertion of a token request.
+fn authenticate_client(
+    s: &EntraState,
+    app: &AppRegistration,
+    req: &TokenRequest,
+    tenant: &str,
+) -> Result<(), Response> {
+    if let (Some(kind), Some(assertion)) = (req.client_assertion_type.as_deref(), req.client_assertion.as_deref()) {
+        if kind != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+            return Err(aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                "Invalid client_assertion_type.",
+            ));
+        }
+        return verify_assertion(s, app, assertion, tenant);
+    }
+    match req.client_secret.as_deref() {
+        None | Some("") => Err(aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        )),
+        Some(sec) if sec != app.secret => Err(aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+        )),
+        Some(_) if app.secret_expired => Err(aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000222,
+            "The provided client secret keys for app are expired. Visit the Azure portal to create new keys for your app.",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A certificate assertion is verified against the app's registered certificates; a federated
+/// one is accepted when its issuer and subject are registered (the emulator does not fetch the
+/// external issuer's keys).
+fn verify_assertion(s: &EntraState, app: &AppRegistration, jwt: &str, tenant: &str) -> Result<(), Response> {
+    let failed = |code: u32, text: &str| aad_error(StatusCode::UNAUTHORIZED, "invalid_client", code, text);
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| failed(50027, "JWT token is invalid or malformed."))?;
+    if let Some(thumb) = header.x5t_s256.as_deref() {
+        let Some((_, key)) = app.certificates.iter().find(|(t, _)| t == thumb) else {
+            return Err(failed(
+                700027,
+                "Client assertion failed signature validation. The key was not found.",
+            ));
+        };
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_audience(&[
+            format!("{}/{tenant}/oauth2/v2.0/token", s.base_url),
+            format!("{}/{}/oauth2/v2.0/token", s.base_url, personas::TENANT_ID),
+        ]);
+        v.set_issuer(&[app.client_id.as_str()]);
+        v.sub = Some(app.client_id.clone());
+        return match jsonwebtoken::decode::<Value>(jwt, key, &v) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                Err(failed(700024, "Client assertion is not within its valid time range."))
+            }
+            Err(_) => Err(failed(700027, "Client assertion failed signature validation.")),
+        };
+    }
+    let claims: Option<Value> = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let pair = claims
+        .as_ref()
+        .and_then(|c| Some((c.get("iss")?.as_str()?, c.get("sub")?.as_str()?)));
+    match pair {
+        Some((iss, sub)) if app.federated.iter().any(|(i, s)| i == iss && s == sub) => Ok(()),
+        Some(_) | None => Err(failed(
+            70021,
+            "No matching federated identity record found for presented assertion.",
+        )),
     }
 }
 
@@ -746,6 +865,23 @@ pub async fn add_redirect(
         StatusCode::NO_CONTENT.into_response()
     } else {
         (StatusCode::NOT_FOUND, "no such app").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CertBody {
+    pem: String,
+}
+
+/// POST /_emulator/apps/{client_id}/certificates {"pem": "..."}
+pub async fn add_certificate(
+    State(s): State<Arc<EntraState>>,
+    Path(client_id): Path<String>,
+    Json(b): Json<CertBody>,
+) -> Response {
+    match s.register_certificate(&client_id, &b.pem) {
+        Ok(thumb) => Json(json!({ "thumbprint": thumb })).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
 }
 

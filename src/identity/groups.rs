@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::Secret;
+use super::credential::ClientCredential;
 
 /// Resolves and caches group memberships.
 pub struct GroupResolver {
     authority: String,
     tenant: String,
     client_id: String,
-    client_secret: Option<Secret>,
+    credential: Option<Arc<ClientCredential>>,
     graph_url: String,
     http: reqwest::Client,
     cache: moka::future::Cache<String, Arc<[Arc<str>]>>,
@@ -25,7 +25,7 @@ pub struct GroupResolver {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
-    #[error("no client secret configured for Graph look-ups")]
+    #[error("no app credential configured for Graph look-ups")]
     NoSecret,
     #[error("app token request failed: {0}")]
     Token(String),
@@ -50,7 +50,7 @@ impl GroupResolver {
         authority: &str,
         tenant: &str,
         client_id: &str,
-        client_secret: Option<Secret>,
+        credential: Option<Arc<ClientCredential>>,
         graph_url: &str,
         ttl: Duration,
         http: reqwest::Client,
@@ -59,7 +59,7 @@ impl GroupResolver {
             authority: authority.trim_end_matches('/').to_string(),
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
-            client_secret,
+            credential,
             graph_url: graph_url.trim_end_matches('/').to_string(),
             http,
             cache: moka::future::Cache::builder()
@@ -108,17 +108,22 @@ impl GroupResolver {
                 return Ok(t.clone());
             }
         }
-        let secret = self.client_secret.as_ref().ok_or(GroupError::NoSecret)?;
+        let credential = self.credential.as_ref().ok_or(GroupError::NoSecret)?;
+        let url = format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant);
         let scope = format!("{}/.default", self.graph_url);
-        let form = [
-            ("client_id", self.client_id.as_str()),
-            ("grant_type", "client_credentials"),
-            ("scope", scope.as_str()),
-            ("client_secret", secret.expose()),
+        let mut form: Vec<(&str, String)> = vec![
+            ("client_id", self.client_id.clone()),
+            ("grant_type", "client_credentials".into()),
+            ("scope", scope),
         ];
+        form.extend(
+            credential
+                .form_fields(&url, &self.client_id)
+                .map_err(|e| GroupError::Token(e.to_string()))?,
+        );
         let resp = self
             .http
-            .post(format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant))
+            .post(&url)
             .form(&form)
             .timeout(Duration::from_secs(10))
             .send()

@@ -5,6 +5,7 @@
 //! calls [`Validator::validate`], which needs no lock and, for a known key, no I/O.
 
 pub mod cookie;
+pub mod credential;
 mod error;
 pub mod groups;
 pub mod jwks;
@@ -46,6 +47,8 @@ pub enum IdentityError {
     CookieKey(String),
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("{0}")]
+    Credential(String),
 }
 
 impl Identity {
@@ -78,11 +81,17 @@ impl Identity {
             http.clone(),
         );
         let validator = Arc::new(Validator::new(vcfg, Arc::new(jwks)));
+        let credential = match &entra.credential {
+            Some(c) => Some(Arc::new(
+                credential::ClientCredential::load(c).map_err(|e| IdentityError::Credential(e.to_string()))?,
+            )),
+            None => None,
+        };
         let oidc = oidc::Oidc::new(
             &entra.authority_url,
             &entra.tenant_id,
             &entra.client_id,
-            entra.client_secret.clone(),
+            credential.clone(),
             http.clone(),
             validator.clone(),
         );
@@ -90,7 +99,7 @@ impl Identity {
             &entra.authority_url,
             &entra.tenant_id,
             &entra.client_id,
-            entra.client_secret.clone(),
+            credential,
             &entra.graph_url,
             entra.group_cache_ttl,
             http,

@@ -14,10 +14,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::cookie::{random_token, Sealer};
+use super::credential::ClientCredential;
 use super::jwks::unix_now;
 use super::session::Session;
 use super::{ct_eq, TokenError, Validator};
-use crate::config::Secret;
 
 /// How long a started sign-in may take.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -31,7 +31,7 @@ pub struct Oidc {
     pub authority: String,
     pub tenant: String,
     pub client_id: String,
-    client_secret: Option<Secret>,
+    credential: Option<Arc<ClientCredential>>,
     http: reqwest::Client,
     validator: Arc<Validator>,
 }
@@ -70,8 +70,10 @@ pub enum SignInError {
     Unreachable(String),
     #[error("the ID token is not valid: {0}")]
     IdToken(#[from] TokenError),
-    #[error("no client secret is configured for browser sign-in")]
+    #[error("no app credential (client secret, certificate or assertion file) is configured for browser sign-in")]
     NoSecret,
+    #[error("the app credential could not be used: {0}")]
+    Credential(String),
     #[error("no randomness available")]
     Random,
 }
@@ -93,7 +95,7 @@ impl Oidc {
         authority: &str,
         tenant: &str,
         client_id: &str,
-        client_secret: Option<Secret>,
+        credential: Option<Arc<ClientCredential>>,
         http: reqwest::Client,
         validator: Arc<Validator>,
     ) -> Self {
@@ -101,7 +103,7 @@ impl Oidc {
             authority: authority.trim_end_matches('/').to_string(),
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
-            client_secret,
+            credential,
             http,
             validator,
         }
@@ -168,14 +170,12 @@ impl Oidc {
             )));
         }
         let code = param("code").ok_or(SignInError::NoCode)?;
-        let secret = self.client_secret.as_ref().ok_or(SignInError::NoSecret)?;
         let form = [
             ("client_id", self.client_id.as_str()),
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", login.redirect_uri.as_str()),
             ("code_verifier", login.verifier.as_str()),
-            ("client_secret", secret.expose()),
             ("scope", "openid profile offline_access"),
         ];
         let tokens = self.token_request(&form).await?;
@@ -194,12 +194,10 @@ impl Oidc {
     /// Renews a session's identity with its refresh token.
     pub async fn refresh(&self, session: &Session) -> Result<Session, SignInError> {
         let rt = session.refresh_token.as_deref().ok_or(SignInError::NoCode)?;
-        let secret = self.client_secret.as_ref().ok_or(SignInError::NoSecret)?;
         let form = [
             ("client_id", self.client_id.as_str()),
             ("grant_type", "refresh_token"),
             ("refresh_token", rt),
-            ("client_secret", secret.expose()),
             ("scope", "openid profile offline_access"),
         ];
         let tokens = self.token_request(&form).await?;
@@ -216,9 +214,17 @@ impl Oidc {
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenResponse, SignInError> {
+        let credential = self.credential.as_ref().ok_or(SignInError::NoSecret)?;
+        let url = self.endpoint("token");
+        let auth = credential
+            .form_fields(&url, &self.client_id)
+            .map_err(|e| SignInError::Credential(e.to_string()))?;
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        fields.extend(auth.iter().map(|(k, v)| (*k, v.as_str())));
+        let form = &fields;
         let resp = self
             .http
-            .post(self.endpoint("token"))
+            .post(&url)
             .form(form)
             .timeout(Duration::from_secs(10))
             .send()

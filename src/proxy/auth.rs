@@ -196,14 +196,13 @@ pub async fn callback(id: &Identity, s: &mut HttpSession) -> pingora::Result<u16
             let detail = e.to_string();
             let status = match e {
                 SignInError::Unreachable(_) => 502,
+                SignInError::NoSecret | SignInError::Credential(_) | SignInError::Random => 500,
                 SignInError::NoLoginState
                 | SignInError::StateMismatch
                 | SignInError::Provider(_)
                 | SignInError::NoCode
                 | SignInError::Redeem(_)
-                | SignInError::IdToken(_)
-                | SignInError::NoSecret
-                | SignInError::Random => 400,
+                | SignInError::IdToken(_) => 400,
             };
             let p = Problem {
                 status,

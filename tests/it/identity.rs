@@ -738,3 +738,165 @@ async fn sessions_renew_with_the_refresh_token_and_a_failed_renewal_signs_in_aga
     assert_eq!(r.status(), 302);
     emu.clear_faults().await;
 }
+
+/// An RSA certificate and PKCS#8 key in `dir` (the app credential of the certificate kind).
+fn app_certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, String) {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let kp = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![format!("{name}.portcullis.test")])
+        .unwrap()
+        .self_signed(&kp)
+        .unwrap();
+    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, pem).unwrap();
+    (c, k, cert.pem())
+}
+
+async fn sign_in_outcome(emu: &Emulator, app: &Upstream, credential: &str) -> (u16, String) {
+    use portcullis::emulator::personas::*;
+    let port = free_port();
+    let mut ca = None;
+    let body = format!(
+        "[entra]\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{GATEWAY_CLIENT_ID}\"\nauthority_url = \"{0}\"\ngraph_url = \"{0}\"\n{credential}\n\n{1}\n[[routes]]\nupstream = \"app\"\n",
+        emu.url,
+        pool("app", &[app.addr], "")
+    );
+    let _gw = Gateway::start_with(&body, |dir| {
+        make_certs(dir, &["localhost"]);
+        ca = Some(dir.join("ca.pem"));
+        tls_listener(dir, port, &["localhost"])
+    })
+    .await;
+    emu.state.register_redirect(
+        GATEWAY_CLIENT_ID,
+        &format!("https://localhost:{port}/.portcullis/callback"),
+    );
+    let b = Browser::new(&ca.unwrap(), port);
+    let (action, code, state) = b.sign_in_until_callback("/", "alice").await;
+    let r = b
+        .http
+        .post(&action)
+        .form(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_redemption_with_certificate_and_federated_assertions() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = app_certificate(dir.path(), "registered");
+    emu.state
+        .register_certificate(personas::GATEWAY_CLIENT_ID, &pem)
+        .unwrap();
+    let cred = format!(
+        "client_certificate = \"{}\"\nclient_certificate_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let (status, body) = sign_in_outcome(&emu, &app, &cred).await;
+    assert_eq!(status, 303, "certificate assertion accepted: {body}");
+
+    let (cert, key, _) = app_certificate(dir.path(), "unknown");
+    let cred = format!(
+        "client_certificate = \"{}\"\nclient_certificate_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let (status, body) = sign_in_outcome(&emu, &app, &cred).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("700027"), "unregistered certificate refused: {body}");
+
+    // Secretless: a platform-issued assertion read from a file.
+    let assertion = format!(
+        "{}.{}.sig",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(r#"{"iss":"https://oidc.cluster.test","sub":"system:serviceaccount:gw:portcullis","aud":"api://AzureADTokenExchange"}"#)
+    );
+    let file = dir.path().join("federated-token");
+    std::fs::write(&file, assertion).unwrap();
+    let cred = format!("client_assertion_file = \"{}\"", file.display());
+    let (status, body) = sign_in_outcome(&emu, &app, &cred).await;
+    assert_eq!(status, 400, "not registered yet: {body}");
+    assert!(body.contains("70021"), "{body}");
+    assert!(emu.state.register_federated(
+        personas::GATEWAY_CLIENT_ID,
+        "https://oidc.cluster.test",
+        "system:serviceaccount:gw:portcullis"
+    ));
+    let (status, body) = sign_in_outcome(&emu, &app, &cred).await;
+    assert_eq!(status, 303, "federated assertion accepted: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_token_endpoint_answers_errors_in_entra_shape() {
+    use portcullis::emulator::personas::*;
+    let emu = Emulator::start().await;
+    let post = |tenant: &str, form: Vec<(&'static str, String)>| {
+        client()
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", emu.url))
+            .form(&form)
+            .send()
+    };
+    let cc = |id: &str, secret: &str| {
+        vec![
+            ("client_id", id.to_string()),
+            ("client_secret", secret.to_string()),
+            ("grant_type", "client_credentials".to_string()),
+            ("scope", "https://graph.microsoft.com/.default".to_string()),
+        ]
+    };
+    let cases = [
+        (
+            TENANT_ID,
+            cc(GATEWAY_CLIENT_ID, "wrong"),
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (
+            TENANT_ID,
+            cc("00000000-0000-0000-0000-0000000000ff", "x"),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            "no-such-tenant.test",
+            cc(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET),
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (TENANT_ID, cc(GATEWAY_CLIENT_ID, ""), 401, "invalid_client", 7000218),
+    ];
+    for (tenant, form, status, error, code) in cases {
+        let r = post(tenant, form).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{code}");
+        let b: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(b["error"], error);
+        assert_eq!(b["error_codes"][0], code);
+        assert!(b["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("AADSTS{code}:")));
+        for field in ["timestamp", "trace_id", "correlation_id"] {
+            assert!(b.get(field).is_some(), "{field} missing");
+        }
+    }
+    let ok = post(TENANT_ID, cc(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let b: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(
+        b.get("refresh_token").is_none(),
+        "client credentials never return a refresh token"
+    );
+}
