@@ -16,4 +16,5 @@ pub mod emulator;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod store;
 pub mod telemetry;

@@ -1,0 +1,266 @@
+//! The behaviour every store backend must show, as one suite: `run(&store).await` panics with
+//! a message at the first divergence. SQLite runs it in its unit tests; PostgreSQL runs the
+//! same suite.
+
+use super::*;
+
+fn entra(device: &str, object: &str, compliant: bool, seen_at: i64) -> EntraDevice {
+    EntraDevice {
+        device_id: device.into(),
+        object_id: object.into(),
+        display_name: Some(format!("Mac {device}")),
+        account_enabled: Some(true),
+        is_compliant: Some(compliant),
+        is_managed: Some(true),
+        trust_type: Some("Workplace".into()),
+        operating_system: Some("MacMDM".into()),
+        os_version: Some("14.5".into()),
+        compliance_expiration: None,
+        last_sign_in: Some(seen_at - 60),
+        removed: false,
+        seen_at,
+    }
+}
+
+fn computer(jamf_id: &str, serial: &str, device: Option<&str>, user_oid: &str, username: &str) -> Computer {
+    Computer {
+        jamf_id: jamf_id.into(),
+        udid: Some(format!("UDID-{jamf_id}")),
+        serial: Some(serial.into()),
+        name: Some(format!("{username}'s Mac")),
+        model: Some("MacBook Pro".into()),
+        os_version: Some("14.5".into()),
+        os_build: Some("23F79".into()),
+        managed: true,
+        filevault: Some("ALL_ENCRYPTED".into()),
+        last_inventory: Some(1_700_000_000),
+        last_contact: Some(1_700_000_100),
+        seen_at: 1_700_000_200,
+        accounts: vec![LocalAccount {
+            username: username.into(),
+            account_type: AccountType::Local,
+            entra_user_id: Some(user_oid.into()),
+            entra_device_id: device.map(str::to_string),
+            registration: if device.is_some() {
+                RegistrationState::Activated
+            } else {
+                RegistrationState::Unknown
+            },
+        }],
+    }
+}
+
+/// Runs every check against `store`, which must be empty.
+pub async fn run<S: Store + ?Sized>(store: &S) {
+    devices(store).await;
+    computers_and_evidence(store).await;
+    sync_state(store).await;
+    settings(store).await;
+    history_and_audit(store).await;
+    sessions(store).await;
+}
+
+async fn devices<S: Store + ?Sized>(s: &S) {
+    assert_eq!(
+        s.device_evidence("nope").await.unwrap(),
+        DeviceEvidence::default(),
+        "unknown device: no evidence"
+    );
+    s.upsert_entra_devices(&[entra("DEV-A", "obj-a", true, 100), entra("dev-b", "obj-b", false, 100)])
+        .await
+        .unwrap();
+    let a = s
+        .device_evidence("dev-a")
+        .await
+        .unwrap()
+        .entra
+        .expect("device ids are case-insensitive");
+    assert_eq!(a.is_compliant, Some(true));
+    // Upsert replaces; replays are harmless.
+    let mut changed = entra("dev-a", "obj-a", false, 200);
+    changed.account_enabled = Some(false);
+    s.upsert_entra_devices(&[changed.clone(), changed.clone()])
+        .await
+        .unwrap();
+    assert_eq!(s.device_evidence("dev-a").await.unwrap().entra, Some(changed));
+    // Soft removal keeps the row, marked; purge deletes it.
+    assert_eq!(
+        s.remove_entra_device("obj-a", false).await.unwrap().as_deref(),
+        Some("dev-a")
+    );
+    assert!(s.device_evidence("dev-a").await.unwrap().entra.unwrap().removed);
+    assert_eq!(
+        s.remove_entra_device("obj-b", true).await.unwrap().as_deref(),
+        Some("dev-b")
+    );
+    assert!(s.device_evidence("dev-b").await.unwrap().entra.is_none());
+    assert_eq!(s.remove_entra_device("obj-unknown", true).await.unwrap(), None);
+    // Intune enrichment joins on azureADDeviceId.
+    let md = ManagedDevice {
+        intune_id: "intune-1".into(),
+        azure_ad_device_id: Some("DEV-A".into()),
+        compliance_state: ComplianceState::InGracePeriod,
+        grace_end: Some(5_000),
+        management_agent: Some("jamf".into()),
+        last_sync: Some(150),
+        serial: Some("C02A".into()),
+        upn: Some("alice@contoso.test".into()),
+        seen_at: 200,
+    };
+    s.upsert_managed_devices(&[md.clone()]).await.unwrap();
+    assert_eq!(
+        s.device_evidence("dev-a")
+            .await
+            .unwrap()
+            .intune
+            .unwrap()
+            .compliance_state,
+        ComplianceState::InGracePeriod
+    );
+}
+
+async fn computers_and_evidence<S: Store + ?Sized>(s: &S) {
+    let c1 = computer("1", "C02A", Some("dev-a"), "user-alice", "alice");
+    let c2 = computer("2", "C02C", None, "user-carol", "carol");
+    s.upsert_computers(&[c1.clone(), c2.clone()]).await.unwrap();
+    assert_eq!(s.computer("1").await.unwrap(), Some(c1.clone()));
+    assert_eq!(
+        s.computer_by_serial("C02C").await.unwrap().map(|c| c.jamf_id),
+        Some("2".into())
+    );
+    let (jc, acct) = s
+        .device_evidence("dev-a")
+        .await
+        .unwrap()
+        .jamf
+        .expect("Jamf joins on the Entra device id");
+    assert_eq!((jc.jamf_id.as_str(), acct.username.as_str()), ("1", "alice"));
+    assert_eq!(
+        s.computers_for_user("USER-CAROL", None).await.unwrap().len(),
+        1,
+        "by object id"
+    );
+    assert_eq!(
+        s.computers_for_user("unknown", Some("Carol")).await.unwrap().len(),
+        1,
+        "by username"
+    );
+    // Accounts are replaced with the computer.
+    let mut c1b = c1.clone();
+    c1b.accounts[0].registration = RegistrationState::Deactivated;
+    s.upsert_computers(&[c1b.clone()]).await.unwrap();
+    assert_eq!(
+        s.computer("1").await.unwrap().unwrap().accounts[0].registration,
+        RegistrationState::Deactivated
+    );
+    let page1 = s.computers(None, 1).await.unwrap();
+    let page2 = s.computers(Some(&page1[0].jamf_id), 10).await.unwrap();
+    assert_eq!((page1.len(), page2.len()), (1, 1), "keyset pagination");
+    s.remove_computer("2").await.unwrap();
+    assert!(s.computer("2").await.unwrap().is_none());
+}
+
+async fn sync_state<S: Store + ?Sized>(s: &S) {
+    assert_eq!(s.cursor("entra").await.unwrap(), None);
+    s.set_cursor("entra", Some("https://graph/delta?token=1"))
+        .await
+        .unwrap();
+    s.set_cursor("entra", Some("https://graph/delta?token=2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor("entra").await.unwrap().as_deref(),
+        Some("https://graph/delta?token=2")
+    );
+    s.set_cursor("entra", None).await.unwrap();
+    assert_eq!(s.cursor("entra").await.unwrap(), None);
+    let run = |ok: bool, at: i64| SyncRun {
+        source: "entra".into(),
+        finished_at: at,
+        ok,
+        error: (!ok).then(|| "boom".into()),
+        detail: "{}".into(),
+    };
+    s.record_run(&run(true, 10)).await.unwrap();
+    s.record_run(&run(false, 20)).await.unwrap();
+    assert_eq!(s.last_success().await.unwrap().entra, Some(10));
+    assert_eq!(s.last_runs("entra", 1).await.unwrap()[0].error.as_deref(), Some("boom"));
+}
+
+async fn settings<S: Store + ?Sized>(s: &S) {
+    assert_eq!(s.setting("ca").await.unwrap(), None);
+    assert_eq!(s.put_setting("ca", r#"{"enabled":true}"#, None).await.unwrap(), 1);
+    assert!(matches!(
+        s.put_setting("ca", r#"{"enabled":false}"#, None).await,
+        Err(StoreError::Conflict { current: 1, .. })
+    ));
+    assert_eq!(s.put_setting("ca", r#"{"enabled":false}"#, Some(1)).await.unwrap(), 2);
+    assert!(matches!(
+        s.put_setting("ca", "{}", Some(1)).await,
+        Err(StoreError::Conflict { current: 2, .. })
+    ));
+    assert_eq!(s.setting("ca").await.unwrap(), Some((r#"{"enabled":false}"#.into(), 2)));
+}
+
+async fn history_and_audit<S: Store + ?Sized>(s: &S) {
+    for (i, user) in ["alice", "bob", "alice"].iter().enumerate() {
+        s.record_send(&HistoryEntry {
+            jamf_id: "1".into(),
+            username: user.to_string(),
+            entra_device_id: Some("dev-a".into()),
+            sent_at: 100 + i as i64,
+            payload: format!(r#"{{"n":{i}}}"#),
+            result: "ok".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let h = s.history("1", 10).await.unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[0].sent_at, 102, "newest first");
+    let a1 = s
+        .record_audit("admin", "settings.put", r#"{"secret":"***"}"#)
+        .await
+        .unwrap();
+    let a2 = s.record_audit("admin", "send_update", "{}").await.unwrap();
+    let log = s.audit_log(None, 10).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a2, a1]);
+    assert_eq!(s.audit_log(Some(a2), 10).await.unwrap().len(), 1, "paging by id");
+}
+
+async fn sessions<S: Store + ?Sized>(s: &S) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    s.put_session("s1", "{}", now + 100).await.unwrap();
+    assert_eq!(s.session("s1", now).await.unwrap().as_deref(), Some("{}"));
+    assert_eq!(
+        s.session("s1", now + 100).await.unwrap(),
+        None,
+        "expired sessions are gone"
+    );
+    s.remove_session("s1").await.unwrap();
+    assert_eq!(s.session("s1", 0).await.unwrap(), None);
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn sqlite_in_memory_passes() {
+        let s = super::super::sqlite::SqliteStore::in_memory().await.unwrap();
+        super::run(&s).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_passes_and_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let s = super::super::sqlite::SqliteStore::open(&path).await.unwrap();
+        super::run(&s).await;
+        assert!(s.schema_version().await.unwrap() >= 1);
+        s.close().await;
+        let s = super::super::sqlite::SqliteStore::open(&path).await.unwrap();
+        use super::super::PostureStore;
+        assert!(s.computer("1").await.unwrap().is_some(), "data survives a reopen");
+    }
+}

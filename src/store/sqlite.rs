@@ -1,0 +1,622 @@
+//! The embedded store: SQLite through sqlx. sqlx runs each SQLite connection on its own
+//! thread, so no query blocks the async runtime; WAL journaling lets readers proceed while the
+//! sync loop writes, and `synchronous = FULL` makes every committed transaction survive a
+//! crash of the process or the machine. Migrations live in `migrations/sqlite`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+/// A store in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::connect(opts).await
+    }
+
+    /// A private in-memory database (tests).
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .foreign_keys(true);
+        // One connection: every connection to :memory: would be a different database.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Self::migrate(pool).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        Self::migrate(pool).await
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The applied schema version (the newest migration).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn entra_row(r: &SqliteRow) -> Result<EntraDevice, StoreError> {
+    Ok(EntraDevice {
+        device_id: r.try_get("device_id")?,
+        object_id: r.try_get("object_id")?,
+        display_name: r.try_get("display_name")?,
+        account_enabled: r.try_get("account_enabled")?,
+        is_compliant: r.try_get("is_compliant")?,
+        is_managed: r.try_get("is_managed")?,
+        trust_type: r.try_get("trust_type")?,
+        operating_system: r.try_get("operating_system")?,
+        os_version: r.try_get("os_version")?,
+        compliance_expiration: r.try_get("compliance_expiration")?,
+        last_sign_in: r.try_get("last_sign_in")?,
+        removed: r.try_get("removed")?,
+        seen_at: r.try_get("seen_at")?,
+    })
+}
+
+fn managed_row(r: &SqliteRow) -> Result<ManagedDevice, StoreError> {
+    let state: String = r.try_get("compliance_state")?;
+    Ok(ManagedDevice {
+        intune_id: r.try_get("intune_id")?,
+        azure_ad_device_id: r.try_get("azure_ad_device_id")?,
+        compliance_state: ComplianceState::parse(&state),
+        grace_end: r.try_get("grace_end")?,
+        management_agent: r.try_get("management_agent")?,
+        last_sync: r.try_get("last_sync")?,
+        serial: r.try_get("serial")?,
+        upn: r.try_get("upn")?,
+        seen_at: r.try_get("seen_at")?,
+    })
+}
+
+fn computer_row(r: &SqliteRow) -> Result<Computer, StoreError> {
+    Ok(Computer {
+        jamf_id: r.try_get("jamf_id")?,
+        udid: r.try_get("udid")?,
+        serial: r.try_get("serial")?,
+        name: r.try_get("name")?,
+        model: r.try_get("model")?,
+        os_version: r.try_get("os_version")?,
+        os_build: r.try_get("os_build")?,
+        managed: r.try_get("managed")?,
+        filevault: r.try_get("filevault")?,
+        last_inventory: r.try_get("last_inventory")?,
+        last_contact: r.try_get("last_contact")?,
+        seen_at: r.try_get("seen_at")?,
+        accounts: Vec::new(),
+    })
+}
+
+fn account_row(r: &SqliteRow) -> Result<LocalAccount, StoreError> {
+    let kind: String = r.try_get("account_type")?;
+    let reg: String = r.try_get("registration")?;
+    Ok(LocalAccount {
+        username: r.try_get("username")?,
+        account_type: AccountType::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("account type {kind:?}")))?,
+        entra_user_id: r.try_get("entra_user_id")?,
+        entra_device_id: r.try_get("entra_device_id")?,
+        registration: RegistrationState::parse(&reg),
+    })
+}
+
+impl SqliteStore {
+    async fn with_accounts(&self, mut c: Computer) -> Result<Computer, StoreError> {
+        let rows = sqlx::query("SELECT * FROM local_accounts WHERE jamf_id = ? ORDER BY username")
+            .bind(&c.jamf_id)
+            .fetch_all(&self.pool)
+            .await?;
+        c.accounts = rows.iter().map(account_row).collect::<Result<_, _>>()?;
+        Ok(c)
+    }
+}
+
+#[async_trait]
+impl PostureStore for SqliteStore {
+    async fn device_evidence(&self, device_id: &str) -> Result<DeviceEvidence, StoreError> {
+        let id = device_id.to_ascii_lowercase();
+        let entra = sqlx::query("SELECT * FROM entra_devices WHERE device_id = ?")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(entra_row)
+            .transpose()?;
+        let intune = sqlx::query(
+            "SELECT * FROM managed_devices WHERE azure_ad_device_id = ? ORDER BY last_sync DESC, seen_at DESC LIMIT 1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(managed_row)
+        .transpose()?;
+        let account = sqlx::query("SELECT * FROM local_accounts WHERE entra_device_id = ? ORDER BY jamf_id LIMIT 1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let jamf = match account {
+            Some(a) => {
+                let jamf_id: String = a.try_get("jamf_id")?;
+                let acct = account_row(&a)?;
+                self.computer(&jamf_id).await?.map(|c| (c, acct))
+            }
+            None => None,
+        };
+        Ok(DeviceEvidence {
+            entra,
+            intune,
+            jamf,
+            last_sync: self.last_success().await?,
+        })
+    }
+
+    async fn computers_for_user(&self, object_id: &str, username: Option<&str>) -> Result<Vec<Computer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT c.* FROM computers c JOIN local_accounts a ON a.jamf_id = c.jamf_id \
+             WHERE a.entra_user_id = ?1 OR (?2 IS NOT NULL AND lower(a.username) = lower(?2)) ORDER BY c.jamf_id",
+        )
+        .bind(object_id.to_ascii_lowercase())
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.with_accounts(computer_row(r)?).await?);
+        }
+        Ok(out)
+    }
+
+    async fn computer(&self, jamf_id: &str) -> Result<Option<Computer>, StoreError> {
+        let row = sqlx::query("SELECT * FROM computers WHERE jamf_id = ?")
+            .bind(jamf_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_accounts(computer_row(&r)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn computer_by_serial(&self, serial: &str) -> Result<Option<Computer>, StoreError> {
+        let row = sqlx::query("SELECT * FROM computers WHERE serial = ? ORDER BY seen_at DESC LIMIT 1")
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_accounts(computer_row(&r)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn computers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Computer>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM computers WHERE ?1 IS NULL OR jamf_id > ?1 ORDER BY jamf_id LIMIT ?2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.with_accounts(computer_row(r)?).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl InventoryWriter for SqliteStore {
+    async fn upsert_entra_devices(&self, devices: &[EntraDevice]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for d in devices {
+            // A device id moved to another object (re-registration) replaces the old row.
+            sqlx::query("DELETE FROM entra_devices WHERE object_id = ? AND device_id <> ?")
+                .bind(&d.object_id)
+                .bind(d.device_id.to_ascii_lowercase())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO entra_devices (device_id, object_id, display_name, account_enabled, is_compliant, is_managed, \
+                 trust_type, operating_system, os_version, compliance_expiration, last_sign_in, removed, seen_at) \
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(device_id) DO UPDATE SET object_id = excluded.object_id, \
+                 display_name = excluded.display_name, account_enabled = excluded.account_enabled, \
+                 is_compliant = excluded.is_compliant, is_managed = excluded.is_managed, trust_type = excluded.trust_type, \
+                 operating_system = excluded.operating_system, os_version = excluded.os_version, \
+                 compliance_expiration = excluded.compliance_expiration, last_sign_in = excluded.last_sign_in, \
+                 removed = excluded.removed, seen_at = excluded.seen_at",
+            )
+            .bind(d.device_id.to_ascii_lowercase())
+            .bind(&d.object_id)
+            .bind(&d.display_name)
+            .bind(d.account_enabled)
+            .bind(d.is_compliant)
+            .bind(d.is_managed)
+            .bind(&d.trust_type)
+            .bind(&d.operating_system)
+            .bind(&d.os_version)
+            .bind(d.compliance_expiration)
+            .bind(d.last_sign_in)
+            .bind(d.removed)
+            .bind(d.seen_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_entra_device(&self, object_id: &str, purge: bool) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<String> = sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE object_id = ?")
+            .bind(object_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if purge {
+            sqlx::query("DELETE FROM entra_devices WHERE object_id = ?")
+                .bind(object_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE entra_devices SET removed = 1, seen_at = ? WHERE object_id = ?")
+                .bind(now())
+                .bind(object_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn upsert_managed_devices(&self, devices: &[ManagedDevice]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for d in devices {
+            sqlx::query(
+                "INSERT INTO managed_devices (intune_id, azure_ad_device_id, compliance_state, grace_end, management_agent, \
+                 last_sync, serial, upn, seen_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(intune_id) DO UPDATE SET \
+                 azure_ad_device_id = excluded.azure_ad_device_id, compliance_state = excluded.compliance_state, \
+                 grace_end = excluded.grace_end, management_agent = excluded.management_agent, \
+                 last_sync = excluded.last_sync, serial = excluded.serial, upn = excluded.upn, seen_at = excluded.seen_at",
+            )
+            .bind(&d.intune_id)
+            .bind(d.azure_ad_device_id.as_ref().map(|s| s.to_ascii_lowercase()))
+            .bind(d.compliance_state.as_str())
+            .bind(d.grace_end)
+            .bind(&d.management_agent)
+            .bind(d.last_sync)
+            .bind(&d.serial)
+            .bind(&d.upn)
+            .bind(d.seen_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_computers(&self, computers: &[Computer]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in computers {
+            sqlx::query(
+                "INSERT INTO computers (jamf_id, udid, serial, name, model, os_version, os_build, managed, filevault, \
+                 last_inventory, last_contact, seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(jamf_id) DO UPDATE SET \
+                 udid = excluded.udid, serial = excluded.serial, name = excluded.name, model = excluded.model, \
+                 os_version = excluded.os_version, os_build = excluded.os_build, managed = excluded.managed, \
+                 filevault = excluded.filevault, last_inventory = excluded.last_inventory, \
+                 last_contact = excluded.last_contact, seen_at = excluded.seen_at",
+            )
+            .bind(&c.jamf_id)
+            .bind(&c.udid)
+            .bind(&c.serial)
+            .bind(&c.name)
+            .bind(&c.model)
+            .bind(&c.os_version)
+            .bind(&c.os_build)
+            .bind(c.managed)
+            .bind(&c.filevault)
+            .bind(c.last_inventory)
+            .bind(c.last_contact)
+            .bind(c.seen_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM local_accounts WHERE jamf_id = ?")
+                .bind(&c.jamf_id)
+                .execute(&mut *tx)
+                .await?;
+            for a in &c.accounts {
+                sqlx::query(
+                    "INSERT INTO local_accounts (jamf_id, username, account_type, entra_user_id, entra_device_id, registration) \
+                     VALUES (?,?,?,?,?,?) ON CONFLICT(jamf_id, username) DO NOTHING",
+                )
+                .bind(&c.jamf_id)
+                .bind(&a.username)
+                .bind(a.account_type.as_str())
+                .bind(a.entra_user_id.as_ref().map(|s| s.to_ascii_lowercase()))
+                .bind(a.entra_device_id.as_ref().map(|s| s.to_ascii_lowercase()))
+                .bind(a.registration.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_computer(&self, jamf_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM computers WHERE jamf_id = ?")
+            .bind(jamf_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SyncState for SqliteStore {
+    async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT cursor FROM sync_cursors WHERE source = ?")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_cursor(&self, source: &str, cursor: Option<&str>) -> Result<(), StoreError> {
+        match cursor {
+            Some(c) => {
+                sqlx::query(
+                    "INSERT INTO sync_cursors (source, cursor, updated_at) VALUES (?,?,?) \
+                     ON CONFLICT(source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )
+                .bind(source)
+                .bind(c)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM sync_cursors WHERE source = ?")
+                    .bind(source)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO sync_runs (source, finished_at, ok, error, detail) VALUES (?,?,?,?,?)")
+            .bind(&run.source)
+            .bind(run.finished_at)
+            .bind(run.ok)
+            .bind(&run.error)
+            .bind(&run.detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_runs(&self, source: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT ?")
+            .bind(source)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncRun {
+                    source: r.try_get("source")?,
+                    finished_at: r.try_get("finished_at")?,
+                    ok: r.try_get("ok")?,
+                    error: r.try_get("error")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_success(&self) -> Result<SourceTimes, StoreError> {
+        let rows = sqlx::query("SELECT source, MAX(finished_at) AS t FROM sync_runs WHERE ok = 1 GROUP BY source")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut t = SourceTimes::default();
+        for r in &rows {
+            let source: String = r.try_get("source")?;
+            let at: Option<i64> = r.try_get("t")?;
+            match source.as_str() {
+                "entra" => t.entra = at,
+                "intune" => t.intune = at,
+                "jamf" => t.jamf = at,
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[async_trait]
+impl SettingsStore for SqliteStore {
+    async fn setting(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query("SELECT value, version FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("value")?, r.try_get("version")?)))
+            .transpose()
+    }
+
+    async fn put_setting(&self, key: &str, value: &str, expected: Option<i64>) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT version FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if current != expected {
+            return Err(StoreError::Conflict {
+                what: key.to_string(),
+                current: current.unwrap_or(0),
+            });
+        }
+        let next = current.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO settings (key, value, version, updated_at) VALUES (?,?,?,?) ON CONFLICT(key) DO UPDATE SET \
+             value = excluded.value, version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(next)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn record_send(&self, e: &HistoryEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO inventory_history (jamf_id, username, entra_device_id, sent_at, payload, result) VALUES (?,?,?,?,?,?)",
+        )
+        .bind(&e.jamf_id)
+        .bind(&e.username)
+        .bind(&e.entra_device_id)
+        .bind(e.sent_at)
+        .bind(&e.payload)
+        .bind(&e.result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn history(&self, jamf_id: &str, limit: u32) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM inventory_history WHERE jamf_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(jamf_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    jamf_id: r.try_get("jamf_id")?,
+                    username: r.try_get("username")?,
+                    entra_device_id: r.try_get("entra_device_id")?,
+                    sent_at: r.try_get("sent_at")?,
+                    payload: r.try_get("payload")?,
+                    result: r.try_get("result")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<i64, StoreError> {
+        let r = sqlx::query("INSERT INTO audit (at, actor, action, detail) VALUES (?,?,?,?)")
+            .bind(now())
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2")
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SessionRows for SqliteStore {
+    async fn session(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM sessions WHERE id = ? AND expires_at > ?")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_session(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, data, expires_at) VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET \
+             data = excluded.data, expires_at = excluded.expires_at",
+        )
+        .bind(id)
+        .bind(data)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        // Expired sessions are swept opportunistically.
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
