@@ -15,6 +15,7 @@ pub mod devcert;
 pub mod emulator;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod store;
 pub mod telemetry;
