@@ -61,6 +61,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
 }
 
 async fn devices<S: Store + ?Sized>(s: &S) {
+    assert_eq!(s.latest_change().await.unwrap(), 0);
     assert_eq!(
         s.device_evidence("nope").await.unwrap(),
         DeviceEvidence::default(),
@@ -107,7 +108,14 @@ async fn devices<S: Store + ?Sized>(s: &S) {
         upn: Some("alice@contoso.test".into()),
         seen_at: 200,
     };
+    let before = s.latest_change().await.unwrap();
     s.upsert_managed_devices(&[md.clone()]).await.unwrap();
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(),
+        vec!["dev-a"],
+        "writes log the device"
+    );
     assert_eq!(
         s.device_evidence("dev-a")
             .await
@@ -156,6 +164,14 @@ async fn computers_and_evidence<S: Store + ?Sized>(s: &S) {
     let page1 = s.computers(None, 1).await.unwrap();
     let page2 = s.computers(Some(&page1[0].jamf_id), 10).await.unwrap();
     assert_eq!((page1.len(), page2.len()), (1, 1), "keyset pagination");
+    let before = s.latest_change().await.unwrap();
+    s.remove_computer("1").await.unwrap();
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert!(
+        changes.iter().any(|(_, d)| d == "dev-a"),
+        "removing a computer changes its device: {changes:?}"
+    );
+    s.upsert_computers(&[c1b]).await.unwrap();
     s.remove_computer("2").await.unwrap();
     assert!(s.computer("2").await.unwrap().is_none());
 }

@@ -48,6 +48,10 @@ pub trait PostureStore: Send + Sync {
     async fn computer(&self, jamf_id: &str) -> Result<Option<Computer>, StoreError>;
     async fn computer_by_serial(&self, serial: &str) -> Result<Option<Computer>, StoreError>;
     async fn computers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Computer>, StoreError>;
+    /// Devices whose evidence changed after change `after` (oldest first), with their change ids.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest change id (0 when none).
+    async fn latest_change(&self) -> Result<i64, StoreError>;
 }
 
 /// Writes of the sync loop. Each call is one transaction.

@@ -141,6 +141,34 @@ fn account_row(r: &SqliteRow) -> Result<LocalAccount, StoreError> {
     })
 }
 
+/// Records that `device_id`'s evidence changed (inside the caller's transaction).
+async fn changed(tx: &mut sqlx::SqliteConnection, device_id: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO device_changes (device_id, at) VALUES (?, ?)")
+        .bind(device_id.to_ascii_lowercase())
+        .bind(now())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Device ids named by a computer's accounts (before it is replaced or removed).
+async fn account_devices(tx: &mut sqlx::SqliteConnection, jamf_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT entra_device_id FROM local_accounts WHERE jamf_id = ? AND entra_device_id IS NOT NULL",
+    )
+    .bind(jamf_id)
+    .fetch_all(tx)
+    .await?)
+}
+
+/// Keeps the change log to its last 100,000 entries; pollers are seconds behind at most.
+async fn prune_changes(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM device_changes WHERE id <= (SELECT MAX(id) FROM device_changes) - 100000")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 impl SqliteStore {
     async fn with_accounts(&self, mut c: Computer) -> Result<Computer, StoreError> {
         let rows = sqlx::query("SELECT * FROM local_accounts WHERE jamf_id = ? ORDER BY username")
@@ -242,6 +270,24 @@ impl PostureStore for SqliteStore {
         }
         Ok(out)
     }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, device_id FROM device_changes WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("device_id")?)))
+            .collect()
+    }
+
+    async fn latest_change(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM device_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -280,7 +326,9 @@ impl InventoryWriter for SqliteStore {
             .bind(d.seen_at)
             .execute(&mut *tx)
             .await?;
+            changed(&mut tx, &d.device_id).await?;
         }
+        prune_changes(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -302,6 +350,9 @@ impl InventoryWriter for SqliteStore {
                 .bind(object_id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(d) = &id {
+            changed(&mut tx, d).await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -328,6 +379,9 @@ impl InventoryWriter for SqliteStore {
             .bind(d.seen_at)
             .execute(&mut *tx)
             .await?;
+            if let Some(dev) = &d.azure_ad_device_id {
+                changed(&mut tx, dev).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -358,6 +412,8 @@ impl InventoryWriter for SqliteStore {
             .bind(c.seen_at)
             .execute(&mut *tx)
             .await?;
+            let mut touched = account_devices(&mut tx, &c.jamf_id).await?;
+            touched.extend(c.accounts.iter().filter_map(|a| a.entra_device_id.clone()));
             sqlx::query("DELETE FROM local_accounts WHERE jamf_id = ?")
                 .bind(&c.jamf_id)
                 .execute(&mut *tx)
@@ -376,16 +432,26 @@ impl InventoryWriter for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            touched.sort();
+            touched.dedup();
+            for d in &touched {
+                changed(&mut tx, d).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn remove_computer(&self, jamf_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for d in account_devices(&mut tx, jamf_id).await? {
+            changed(&mut tx, &d).await?;
+        }
         sqlx::query("DELETE FROM computers WHERE jamf_id = ?")
             .bind(jamf_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
