@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod config;
 pub mod demo;
 pub mod devcert;
+pub mod device;
 pub mod emulator;
 pub mod identity;
 pub mod metrics;
