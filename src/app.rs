@@ -13,9 +13,10 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::{self, Readiness};
-use crate::config::{Config, ConfigError, ConfigErrors, Requirement};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::policy::Require;
 use crate::proxy::{self, upstream::PendingPool};
 
 /// Why the gateway could not start.
@@ -114,7 +115,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         )),
         None => None,
     };
-    for r in cfg.routes.iter().filter(|r| r.require == Requirement::None) {
+    for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
     let service = proxy::service(

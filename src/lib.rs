@@ -15,6 +15,7 @@ pub mod devcert;
 pub mod device;
 pub mod emulator;
 pub mod identity;
+pub mod landing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

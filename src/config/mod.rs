@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::policy::{DeviceSource, Mode, OnStale, Require, RoutePolicy};
+
 pub use errors::{ConfigError, ConfigErrors};
 pub use values::{is_guid, HostPattern, HostPort, IpNet};
 
@@ -28,6 +30,9 @@ pub struct Config {
     /// Present when users sign in with Entra ID.
     pub entra: Option<EntraConfig>,
     pub session: SessionConfig,
+    pub device: DeviceConfig,
+    pub landing: LandingConfig,
+    pub store: StoreConfig,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -72,6 +77,8 @@ pub struct ListenerTls {
     /// The first certificate is the default when no SNI name matches.
     pub certificates: Vec<CertificateConfig>,
     pub http2: bool,
+    /// CA of device certificates; `None`: no client certificates are asked for.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,18 +146,55 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
-    pub require: Requirement,
+    /// What the route demands (require, grace, posture age, on_stale, mode).
+    pub policy: RoutePolicy,
     /// Group object ids; a user must be in at least one. Empty: no group check.
     pub groups_any: Vec<String>,
+    /// Send a signed identity assertion to the upstream.
+    pub assertion: bool,
 }
 
-/// What a route demands of a request before it is let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requirement {
-    /// Open route: nobody is asked to sign in (an explicit fail-open, logged at start).
-    None,
-    /// A user signed in with Entra ID.
-    Authenticated,
+/// How devices are identified and their posture cached.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Tried in this order.
+    pub sources: Vec<DeviceSource>,
+    pub posture_cache_ttl: Duration,
+    pub unknown_cache_ttl: Duration,
+    pub lookup_timeout: Duration,
+    pub change_poll_interval: Duration,
+}
+
+/// Where devices that Entra does not recognise are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnrecognizedLanding {
+    /// The registration page: enroll with Jamf, or register with Entra.
+    Registration,
+    AccessDenied,
+    /// 302 to this URL with `reason` and a signed `return_to`.
+    Custom(String),
+}
+
+/// Landing pages.
+#[derive(Debug, Clone)]
+pub struct LandingConfig {
+    pub unrecognized: UnrecognizedLanding,
+    /// Jamf Pro enrollment portal (for computers Jamf does not manage).
+    pub enrollment_url: Option<String>,
+    /// Where a Jamf-managed Mac registers with Entra (the Self Service policy URL).
+    pub registration_url: Option<String>,
+    /// Templates that replace the built-in ones (same file names).
+    pub templates_dir: Option<PathBuf>,
+    /// Who to contact, shown on every page.
+    pub support: Option<String>,
+    /// Hosts besides the routed ones that `return_to` may point at.
+    pub allowed_return_hosts: Vec<String>,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub sqlite_path: PathBuf,
 }
 
 /// A secret value: never printed by `Debug`/`Display`.
@@ -371,6 +415,29 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
         .entra
         .and_then(|v| item::<RawEntra>(c, "entra", v))
         .and_then(|raw| build_entra(raw, base, c));
+    let device = build_device(
+        file.device
+            .and_then(|v| item::<RawDevice>(c, "device", v))
+            .unwrap_or_default(),
+        c,
+    );
+    let landing = build_landing(
+        file.landing
+            .and_then(|v| item::<RawLanding>(c, "landing", v))
+            .unwrap_or_default(),
+        base,
+        c,
+    );
+    let store = StoreConfig {
+        sqlite_path: resolve(
+            base,
+            &file
+                .store
+                .and_then(|v| item::<RawStore>(c, "store", v))
+                .and_then(|s| s.sqlite_path)
+                .unwrap_or_else(|| "portcullis.db".into()),
+        ),
+    };
     let session = build_session(
         file.session
             .and_then(|v| item::<RawSession>(c, "session", v))
@@ -441,6 +508,9 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
         admin,
         entra,
         session,
+        device,
+        landing,
+        store,
         listeners,
         upstreams,
         routes: routes.into_iter().map(|(_, r)| r).collect(),
@@ -557,6 +627,7 @@ fn build_listener(raw: RawListener, key: &str, base: &Path, c: &mut Collector) -
         ListenerTls {
             certificates,
             http2: t.http2.unwrap_or(true),
+            client_ca: t.client_ca.map(|p| resolve(base, &p)),
         }
     });
     Some(ListenerConfig {
@@ -668,23 +739,53 @@ fn build_route(
     has_entra: bool,
     c: &mut Collector,
 ) -> Option<RouteConfig> {
-    let require = match raw.require.as_deref().unwrap_or("authenticated") {
-        "none" => Some(Requirement::None),
-        "authenticated" => Some(Requirement::Authenticated),
+    let require = match raw.require.as_deref().unwrap_or("compliant_device") {
+        "none" => Some(Require::Nothing),
+        "authenticated" => Some(Require::Authenticated),
+        "registered_device" => Some(Require::RegisteredDevice),
+        "compliant_device" => Some(Require::CompliantDevice),
         other => {
             c.push(
                 format!("{key}.require"),
-                format!("{other:?} is not a requirement (\"authenticated\" or \"none\")"),
+                format!("{other:?} is not a requirement (\"compliant_device\", \"registered_device\", \"authenticated\" or \"none\")"),
             );
             None
         }
     };
-    if require == Some(Requirement::Authenticated) && !has_entra {
+    if require.is_some_and(|r| r != Require::Nothing) && !has_entra {
         c.push(
             format!("{key}.require"),
             "this route requires signed-in users (the default) but there is no [entra] section; add one, or set require = \"none\" to open the route explicitly",
         );
     }
+    let on_stale = match raw.on_stale.as_deref().unwrap_or("deny") {
+        "deny" => Some(OnStale::Deny),
+        "allow_last_known" => Some(OnStale::AllowLastKnown),
+        other => {
+            c.push(
+                format!("{key}.on_stale"),
+                format!("{other:?} is not \"deny\" or \"allow_last_known\""),
+            );
+            None
+        }
+    };
+    let mode = match raw.mode.as_deref().unwrap_or("enforce") {
+        "enforce" => Some(Mode::Enforce),
+        "report_only" => Some(Mode::ReportOnly),
+        other => {
+            c.push(
+                format!("{key}.mode"),
+                format!("{other:?} is not \"enforce\" or \"report_only\""),
+            );
+            None
+        }
+    };
+    let max_posture_age = dur(
+        c,
+        format!("{key}.max_posture_age"),
+        raw.max_posture_age,
+        Duration::from_secs(24 * 3600),
+    );
     for (i, g) in raw.groups_any.iter().enumerate() {
         if !values::is_guid(g) {
             c.push(
@@ -693,7 +794,7 @@ fn build_route(
             );
         }
     }
-    if require == Some(Requirement::None) && !raw.groups_any.is_empty() {
+    if require == Some(Require::Nothing) && !raw.groups_any.is_empty() {
         c.push(
             format!("{key}.groups_any"),
             "groups need signed-in users; remove require = \"none\"",
@@ -714,7 +815,15 @@ fn build_route(
             format!("{:?} is not a pool defined under [upstreams]", raw.upstream),
         );
     }
-    let (host, path_prefix, upstream, require) = (host?, path_prefix?, upstream?, require?);
+    let (host, path_prefix, upstream, require, on_stale, mode) =
+        (host?, path_prefix?, upstream?, require?, on_stale?, mode?);
+    let policy = RoutePolicy {
+        require,
+        allow_grace_period: raw.allow_grace_period.unwrap_or(true),
+        max_posture_age: max_posture_age.as_secs(),
+        on_stale,
+        mode,
+    };
     let name = raw.name.unwrap_or_else(|| {
         let h = match &host {
             HostPattern::Any => "*".to_string(),
@@ -729,8 +838,9 @@ fn build_route(
         host,
         path_prefix,
         upstream,
-        require,
+        policy,
         groups_any,
+        assertion: raw.assertion.unwrap_or(false),
     })
 }
 
@@ -862,6 +972,118 @@ fn build_entra(raw: RawEntra, base: &Path, c: &mut Collector) -> Option<EntraCon
         jwks_min_refresh_interval,
         group_cache_ttl,
     })
+}
+
+fn build_device(raw: RawDevice, c: &mut Collector) -> DeviceConfig {
+    let mut sources = Vec::new();
+    let names = raw
+        .sources
+        .unwrap_or_else(|| vec!["token".into(), "certificate".into(), "session".into()]);
+    for (i, s) in names.iter().enumerate() {
+        let src = match s.as_str() {
+            "token" => DeviceSource::TokenClaim,
+            "certificate" => DeviceSource::ClientCertificate,
+            "session" => DeviceSource::Session,
+            other => {
+                c.push(
+                    format!("device.sources[{i}]"),
+                    format!("{other:?} is not a device source (token, certificate, session)"),
+                );
+                continue;
+            }
+        };
+        if sources.contains(&src) {
+            c.push(format!("device.sources[{i}]"), format!("{s:?} is listed twice"));
+        }
+        sources.push(src);
+    }
+    DeviceConfig {
+        sources,
+        posture_cache_ttl: dur(
+            c,
+            "device.posture_cache_ttl".into(),
+            raw.posture_cache_ttl,
+            Duration::from_secs(60),
+        ),
+        unknown_cache_ttl: dur(
+            c,
+            "device.unknown_cache_ttl".into(),
+            raw.unknown_cache_ttl,
+            Duration::from_secs(5),
+        ),
+        lookup_timeout: dur(
+            c,
+            "device.lookup_timeout".into(),
+            raw.lookup_timeout,
+            Duration::from_secs(2),
+        ),
+        change_poll_interval: dur(
+            c,
+            "device.change_poll_interval".into(),
+            raw.change_poll_interval,
+            Duration::from_secs(1),
+        ),
+    }
+}
+
+fn build_landing(raw: RawLanding, base: &Path, c: &mut Collector) -> LandingConfig {
+    let url = |c: &mut Collector, key: &str, v: Option<String>| -> Option<String> {
+        let v = v?;
+        match url::Url::parse(&v) {
+            Ok(u)
+                if matches!(
+                    u.scheme(),
+                    "https" | "http" | "selfservice" | "jamfselfservice" | "companyportal"
+                ) =>
+            {
+                Some(v)
+            }
+            Ok(_) | Err(_) => {
+                c.push(key, format!("{v:?} is not an absolute https:// (or Self Service) URL"));
+                None
+            }
+        }
+    };
+    let custom_url = url(c, "landing.custom_url", raw.custom_url);
+    let unrecognized = match raw.unrecognized.as_deref().unwrap_or("registration") {
+        "registration" => UnrecognizedLanding::Registration,
+        "access_denied" => UnrecognizedLanding::AccessDenied,
+        "custom" => match custom_url {
+            Some(u) => UnrecognizedLanding::Custom(u),
+            None => {
+                c.push(
+                    "landing.custom_url",
+                    "is required when landing.unrecognized = \"custom\"",
+                );
+                UnrecognizedLanding::AccessDenied
+            }
+        },
+        other => {
+            c.push(
+                "landing.unrecognized",
+                format!("{other:?} is not \"registration\", \"access_denied\" or \"custom\""),
+            );
+            UnrecognizedLanding::Registration
+        }
+    };
+    let templates_dir = raw.templates_dir.map(|d| resolve(base, &d));
+    if let Some(d) = &templates_dir {
+        if !d.is_dir() {
+            c.push("landing.templates_dir", format!("{} is not a directory", d.display()));
+        }
+    }
+    LandingConfig {
+        unrecognized,
+        enrollment_url: url(c, "landing.enrollment_url", raw.enrollment_url),
+        registration_url: url(c, "landing.registration_url", raw.registration_url),
+        templates_dir,
+        support: raw.support,
+        allowed_return_hosts: raw
+            .allowed_return_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    }
 }
 
 fn build_session(raw: RawSession, c: &mut Collector) -> SessionConfig {

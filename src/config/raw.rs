@@ -41,6 +41,8 @@ pub(super) struct RawListenerTls {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
     pub http2: Option<bool>,
+    /// CA that issues device certificates (mTLS); clients may still connect without one.
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +97,41 @@ pub(super) struct RawRoute {
     pub require: Option<String>,
     #[serde(default)]
     pub groups_any: Vec<String>,
+    pub allow_grace_period: Option<bool>,
+    pub max_posture_age: Option<String>,
+    pub on_stale: Option<String>,
+    pub mode: Option<String>,
+    /// Send `X-Portcullis-Assertion` (a signed JWT) to the upstream.
+    pub assertion: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevice {
+    pub sources: Option<Vec<String>>,
+    pub posture_cache_ttl: Option<String>,
+    pub unknown_cache_ttl: Option<String>,
+    pub lookup_timeout: Option<String>,
+    pub change_poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLanding {
+    pub unrecognized: Option<String>,
+    pub custom_url: Option<String>,
+    pub enrollment_url: Option<String>,
+    pub registration_url: Option<String>,
+    pub templates_dir: Option<String>,
+    pub support: Option<String>,
+    #[serde(default)]
+    pub allowed_return_hosts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub sqlite_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +174,9 @@ pub(super) struct RawFile {
     pub admin: Option<toml::Value>,
     pub entra: Option<toml::Value>,
     pub session: Option<toml::Value>,
+    pub device: Option<toml::Value>,
+    pub landing: Option<toml::Value>,
+    pub store: Option<toml::Value>,
     #[serde(default)]
     pub listeners: Vec<toml::Value>,
     #[serde(default)]

@@ -176,7 +176,8 @@ fn entra_section_and_authenticated_default() {
     );
     assert_eq!(e.authority_url, "https://login.microsoftonline.us");
     assert_eq!(e.graph_url, "https://graph.microsoft.us");
-    assert_eq!(cfg.routes[0].require, Requirement::Authenticated);
+    assert_eq!(cfg.routes[0].policy.require, Require::CompliantDevice);
+    assert_eq!(cfg.routes[0].policy, RoutePolicy::default());
     assert_eq!(cfg.routes[0].groups_any.len(), 1);
     assert!(cfg.session.cookie_key.is_none());
     assert_eq!(cfg.session.cookie_name, "__Host-portcullis");

@@ -21,9 +21,10 @@ use super::headers::{self, Downstream};
 use super::respond::{self, Failure, Problem};
 use super::routing::{self, Prefixed, Router};
 use super::upstream::UpstreamPool;
-use crate::config::{IpNet, Requirement};
+use crate::config::IpNet;
 use crate::identity::{Identity, Principal};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::policy::Require;
 
 /// A route as the request path sees it.
 pub struct Route {
@@ -31,7 +32,7 @@ pub struct Route {
     pub path_prefix: String,
     pub pool: Arc<UpstreamPool>,
     pub metrics: RouteMetrics,
-    pub require: Requirement,
+    pub require: Require,
     /// Group object ids (lower case); the user must be in one. Empty: no check.
     pub groups_any: Arc<[Arc<str>]>,
 }
@@ -307,11 +308,13 @@ impl ProxyHttp for Gateway {
 
         // The access decision is taken here, before any upstream connection is made.
         match route.require {
-            Requirement::None => {
+            Require::Nothing => {
                 ctx.reason = "open_route";
                 Ok(false)
             }
-            Requirement::Authenticated => self.authorize(session, ctx, &route).await,
+            Require::Authenticated | Require::RegisteredDevice | Require::CompliantDevice => {
+                self.authorize(session, ctx, &route).await
+            }
         }
     }
 

@@ -38,7 +38,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             path_prefix: r.path_prefix.clone(),
             pool: pools[r.upstream].clone(),
             metrics: metrics.route(&r.name),
-            require: r.require,
+            require: r.policy.require,
             groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
         };
         (r.host.clone(), Arc::new(route))
