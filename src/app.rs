@@ -14,10 +14,15 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::{self, Readiness};
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::device::changes::follow_changes;
+use crate::device::{CacheSettings, Devices, PostureCache};
 use crate::identity::Identity;
+use crate::landing::{Landings, ReturnSigner};
 use crate::metrics::Metrics;
 use crate::policy::Require;
+use crate::proxy::access::Access;
 use crate::proxy::{self, upstream::PendingPool};
+use crate::store::sqlite::SqliteStore;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,8 @@ pub enum StartError {
     Pingora(String),
     #[error("identity set-up failed: {0}")]
     Identity(String),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Checks what can be checked without starting anything: the file's values and the files it
@@ -44,6 +51,12 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
     let mut errors: Vec<ConfigError> = Vec::new();
     if let Err(e) = proxy::load_tls(cfg) {
         errors.extend(e);
+    }
+    if let Err(e) = Landings::new(cfg.landing.clone(), ReturnSigner::new(b"check")) {
+        errors.push(ConfigError {
+            key: "landing.templates_dir".into(),
+            message: e.to_string(),
+        });
     }
     if errors.is_empty() {
         Ok(())
@@ -118,15 +131,53 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
-    let service = proxy::service(
-        &cfg,
-        &server.configuration,
-        routes,
-        resolvers,
-        &metrics,
-        identity.clone(),
-    )
-    .map_err(|e| StartError::Pingora(e.to_string()))?;
+    // The store's pool lives on its own long-lived runtime; every other runtime uses it.
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("portcullis-store")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store = Arc::new(
+        store_rt
+            .block_on(SqliteStore::open(&cfg.store.sqlite_path))
+            .map_err(|e| StartError::Store(format!("{}: {e}", cfg.store.sqlite_path.display())))?,
+    );
+    tracing::info!(path = %cfg.store.sqlite_path.display(), "store open (SQLite)");
+    let d = &cfg.device;
+    let cache = Arc::new(PostureCache::new(
+        store.clone(),
+        CacheSettings {
+            positive_ttl: d.posture_cache_ttl,
+            negative_ttl: d.unknown_cache_ttl,
+            lookup_timeout: d.lookup_timeout,
+            capacity: 1_000_000,
+        },
+    ));
+    let devices = Arc::new(Devices::new(store.clone(), cache.clone(), d.sources.clone()));
+    server.add_service(background_service(
+        "posture changes",
+        FollowChanges {
+            store: store.clone(),
+            cache,
+            interval: d.change_poll_interval,
+        },
+    ));
+    let landings = Arc::new(
+        Landings::new(cfg.landing.clone(), ReturnSigner::new(&return_key(&cfg))).map_err(|e| {
+            StartError::Config(ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                message: e.to_string(),
+            }]))
+        })?,
+    );
+    let access = Arc::new(Access {
+        identity: identity.clone(),
+        devices: Some(devices),
+        landings,
+    });
+    let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics, access)
+        .map_err(|e| StartError::Pingora(e.to_string()))?;
     server.add_service(service);
 
     let readiness = Arc::new(Readiness::new(identity.is_some()));
@@ -290,5 +341,33 @@ impl BackgroundService for KeyRefresh {
             delay = (delay * 2).min(Duration::from_secs(30));
         }
         jwks.run_refresh(shutdown).await;
+    }
+}
+
+/// The key that signs `return_to` URLs: derived from the session cookie key when one is set
+/// (so every node agrees), else random for this process.
+fn return_key(cfg: &Config) -> Vec<u8> {
+    match &cfg.session.cookie_key {
+        Some(k) => {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.expose().as_bytes());
+            ring::hmac::sign(&key, b"portcullis return_to").as_ref().to_vec()
+        }
+        None => crate::identity::cookie::random_token(32)
+            .unwrap_or_default()
+            .into_bytes(),
+    }
+}
+
+/// Keeps the posture cache in step with the store's change log.
+struct FollowChanges {
+    store: Arc<SqliteStore>,
+    cache: Arc<PostureCache>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for FollowChanges {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        follow_changes(self.store.clone(), self.cache.clone(), self.interval, shutdown).await;
     }
 }

@@ -14,6 +14,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    decisions: IntCounterVec,
     pub active_connections: IntGauge,
     pub requests_in_flight: IntGauge,
 }
@@ -25,6 +26,8 @@ pub struct RouteMetrics {
     by_class: [IntCounter; 6],
     pub duration: Histogram,
     upstream_errors: IntCounterVec,
+    /// `[outcome][reason]`, outcome 0 = allow, 1 = deny, 2 = report-only (allowed, would deny).
+    decisions: Vec<[IntCounter; 3]>,
     route: String,
 }
 
@@ -83,6 +86,11 @@ impl Metrics {
             &["route", "kind"],
         )
         .expect("static metric definition");
+        let decisions = IntCounterVec::new(
+            Opts::new("decisions_total", "Access decisions, by route, outcome and reason"),
+            &["route", "outcome", "reason"],
+        )
+        .expect("static metric definition");
         let active_connections = IntGauge::new(
             "active_connections",
             "Open client connections (TCP or TLS) on the proxy listeners",
@@ -98,6 +106,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(decisions.clone()),
             Box::new(active_connections.clone()),
             Box::new(requests_in_flight.clone()),
             Box::new(build_info),
@@ -110,6 +119,7 @@ impl Metrics {
             requests,
             duration,
             upstream_errors,
+            decisions,
             active_connections,
             requests_in_flight,
         }
@@ -129,6 +139,13 @@ impl Metrics {
             ],
             duration: self.duration.with_label_values(&[route]),
             upstream_errors: self.upstream_errors.clone(),
+            decisions: crate::policy::Reason::ALL
+                .iter()
+                .map(|r| {
+                    let c = |o: &str| self.decisions.with_label_values(&[route, o, r.as_str()]);
+                    [c("allow"), c("deny"), c("report_only")]
+                })
+                .collect(),
             route: route.to_string(),
         }
     }
@@ -161,6 +178,18 @@ impl RouteMetrics {
         };
         self.by_class[i].inc();
         self.duration.observe(seconds);
+    }
+
+    /// Counts one access decision.
+    pub fn decision(&self, d: &crate::policy::Decision) {
+        let outcome = match (d.outcome, d.would_deny) {
+            (crate::policy::Outcome::Allow, None) => 0,
+            (crate::policy::Outcome::Deny(_), _) => 1,
+            (crate::policy::Outcome::Allow, Some(_)) => 2,
+        };
+        if let Some(c) = self.decisions.get(d.reason.index()) {
+            c[outcome].inc();
+        }
     }
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {

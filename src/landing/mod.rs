@@ -88,6 +88,11 @@ impl Landings {
         &self.signer
     }
 
+    /// Hosts outside the routes that `return_to` may point at.
+    pub fn allows_return_host(&self, host: &str) -> bool {
+        self.cfg.allowed_return_hosts.iter().any(|h| h == host)
+    }
+
     /// The answer for a refused request.
     pub fn answer(&self, r: &Refusal<'_>, navigation: bool) -> Answer {
         if let (Kind::Unrecognized, UnrecognizedLanding::Custom(url)) = (r.kind, &self.cfg.unrecognized) {

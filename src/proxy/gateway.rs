@@ -1,9 +1,9 @@
 //! The pingora [`ProxyHttp`] adapter: the per-request context and the request path.
 //!
-//! Order per request: limits → route → access decision (the seam later components plug into;
-//! today every route is let through) → upstream peer with connect failover → header hygiene →
-//! proxy → one access-log line and metrics. Shared state is an immutable [`RouteTable`]
-//! snapshot behind an `ArcSwap`: the request path takes no lock.
+//! Order per request: limits → the gateway's own endpoints → route → access decision
+//! ([`super::access`]) → upstream peer with connect failover → header hygiene and verified
+//! identity headers → proxy → one access-and-decision log line and metrics. Shared state is an
+//! immutable [`RouteTable`] snapshot behind an `ArcSwap`: the request path takes no lock.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,15 +16,15 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
-use super::auth::{self, AuthOutcome, AuthSource, GroupCheck};
+use super::access::{Access, Verdict};
+use super::auth::{self, AuthSource};
 use super::headers::{self, Downstream};
 use super::respond::{self, Failure, Problem};
 use super::routing::{self, Prefixed, Router};
 use super::upstream::UpstreamPool;
 use crate::config::IpNet;
-use crate::identity::{Identity, Principal};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::policy::Require;
+use crate::policy::{Require, RoutePolicy};
 
 /// A route as the request path sees it.
 pub struct Route {
@@ -32,7 +32,7 @@ pub struct Route {
     pub path_prefix: String,
     pub pool: Arc<UpstreamPool>,
     pub metrics: RouteMetrics,
-    pub require: Require,
+    pub policy: RoutePolicy,
     /// Group object ids (lower case); the user must be in one. Empty: no check.
     pub groups_any: Arc<[Arc<str>]>,
 }
@@ -70,12 +70,8 @@ pub struct RequestCtx {
     tls: bool,
     /// The last upstream error was already counted by `fail_to_connect`.
     error_counted: bool,
-    /// Set when the gateway answered the request itself.
-    responded: Option<u16>,
-    principal: Option<Arc<Principal>>,
-    auth_source: Option<AuthSource>,
-    /// Reason code of the access decision, for the decision log.
-    reason: &'static str,
+    /// The access decision and what it rested on.
+    verdict: Verdict,
     _in_flight: InFlight,
 }
 
@@ -93,7 +89,7 @@ pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     settings: ProxySettings,
     metrics: Metrics,
-    identity: Option<Arc<Identity>>,
+    access: Arc<Access>,
 }
 
 impl Gateway {
@@ -101,22 +97,23 @@ impl Gateway {
         routes: Arc<ArcSwap<RouteTable>>,
         settings: ProxySettings,
         metrics: Metrics,
-        identity: Option<Arc<Identity>>,
+        access: Arc<Access>,
     ) -> Self {
         Self {
             routes,
             settings,
             metrics,
-            identity,
+            access,
         }
     }
 
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
     async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         let path = session.req_header().uri.path();
-        let status = match (&self.identity, path) {
+        let status = match (&self.access.identity, path) {
             (Some(id), crate::identity::oidc::CALLBACK_PATH) => auth::callback(id, session).await?,
             (Some(id), crate::identity::oidc::SIGN_OUT_PATH) => auth::sign_out(id, session).await?,
+            (_, "/.portcullis/continue") => self.continue_to(session).await?,
             (Some(_), _) | (None, _) => {
                 let p = Problem {
                     status: 404,
@@ -128,88 +125,45 @@ impl Gateway {
                 404
             }
         };
-        ctx.responded = Some(status);
+        ctx.verdict.responded = Some(status);
         Ok(true)
     }
 
-    /// Authenticates the user of a route that requires it; `Ok(true)` when a response
-    /// (sign-in redirect, 401, 403) was written instead.
-    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> pingora::Result<bool> {
-        let Some(id) = self.identity.as_ref() else {
-            // Config refuses authenticated routes without [entra]; fail closed regardless.
-            ctx.reason = "unauthenticated";
-            let p = Problem {
-                status: 500,
-                reason: "internal_error",
-                title: "Internal Server Error",
-                detail: "Identity is not configured.",
-            };
-            return self.respond(session, ctx, p).await;
+    /// `/.portcullis/continue?return_to=URL&sig=SIG`: back from a custom landing page, only to a
+    /// URL this gateway signed, on a host it serves.
+    async fn continue_to(&self, session: &mut Session) -> pingora::Result<u16> {
+        let params: Vec<(String, String)> = session
+            .req_header()
+            .uri
+            .query()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let table = self.routes.load();
+        let served = |host: &str| table.router.serves(host) || self.access.landings.allows_return_host(host);
+        let target = match (get("return_to"), get("sig")) {
+            (Some(url), Some(sig)) => self
+                .access
+                .landings
+                .signer()
+                .verify(url, sig, served)
+                .map(str::to_string),
+            (Some(_), None) | (None, Some(_)) | (None, None) => None,
         };
-        match auth::authenticate(id, session.req_header()).await {
-            AuthOutcome::User(p, source) => {
-                ctx.principal = Some(p);
-                ctx.auth_source = Some(source);
+        match target {
+            Some(url) => {
+                respond::write_redirect(session, 302, &url, &[]).await?;
+                Ok(302)
             }
-            AuthOutcome::Missing if respond::is_navigation(session.req_header()) => {
-                ctx.reason = "unauthenticated";
-                ctx.responded = Some(auth::start_sign_in(id, session, ctx.tls).await?);
-                return Ok(true);
-            }
-            AuthOutcome::Missing => {
-                ctx.reason = "unauthenticated";
-                ctx.responded = Some(401);
-                respond::write_problem_with(
-                    session,
-                    &auth::unauthenticated(),
-                    true,
-                    &[auth::www_authenticate(false)],
-                )
-                .await?;
-                return Ok(true);
-            }
-            AuthOutcome::Invalid(e) => {
-                ctx.reason = e.reason();
-                tracing::info!(route = %route.name, error = %e, "bearer token refused");
-                let detail = format!("The bearer token was refused: {e}.");
+            None => {
                 let p = Problem {
-                    status: 401,
-                    reason: e.reason(),
-                    title: "Unauthorized",
-                    detail: &detail,
+                    status: 400,
+                    reason: "bad_return_url",
+                    title: "Bad Request",
+                    detail: "The return address is not one this gateway issued.",
                 };
-                ctx.responded = Some(401);
-                respond::write_problem_with(session, &p, true, &[auth::www_authenticate(true)]).await?;
-                return Ok(true);
-            }
-        }
-        let Some(principal) = ctx.principal.clone() else {
-            return Ok(false);
-        };
-        match auth::check_groups(id, &principal, &route.groups_any).await {
-            GroupCheck::Allow => {
-                ctx.reason = "authenticated";
-                Ok(false)
-            }
-            GroupCheck::Deny => {
-                ctx.reason = "group_denied";
-                let p = Problem {
-                    status: 403,
-                    reason: "group_denied",
-                    title: "Forbidden",
-                    detail: "Your account is not in a group allowed to use this application.",
-                };
-                self.respond(session, ctx, p).await
-            }
-            GroupCheck::Unresolved => {
-                ctx.reason = "groups_unresolved";
-                let p = Problem {
-                    status: 403,
-                    reason: "groups_unresolved",
-                    title: "Forbidden",
-                    detail: "Your group memberships could not be checked right now. Try again shortly.",
-                };
-                self.respond(session, ctx, p).await
+                respond::write_problem(session, &p, true).await?;
+                Ok(400)
             }
         }
     }
@@ -224,7 +178,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         problem: Problem<'_>,
     ) -> pingora::Result<bool> {
-        ctx.responded = Some(problem.status);
+        ctx.verdict.responded = Some(problem.status);
         respond::write_problem(session, &problem, true).await?;
         Ok(true)
     }
@@ -236,6 +190,12 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn header_bytes(req: &RequestHeader) -> usize {
@@ -259,10 +219,7 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             tls: false,
             error_counted: false,
-            responded: None,
-            principal: None,
-            auth_source: None,
-            reason: "",
+            verdict: Verdict::default(),
             _in_flight: InFlight(self.metrics.requests_in_flight.clone()),
         }
     }
@@ -307,15 +264,25 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
 
         // The access decision is taken here, before any upstream connection is made.
-        match route.require {
-            Require::Nothing => {
-                ctx.reason = "open_route";
-                Ok(false)
-            }
-            Require::Authenticated | Require::RegisteredDevice | Require::CompliantDevice => {
-                self.authorize(session, ctx, &route).await
-            }
+        if route.policy.require == Require::Nothing {
+            ctx.verdict.reason = "open_route";
+            return Ok(false);
         }
+        let answered = self
+            .access
+            .decide(
+                session,
+                &mut ctx.verdict,
+                &route.name,
+                &route.policy,
+                &route.groups_any,
+                ctx.tls,
+            )
+            .await?;
+        if let Some(d) = &ctx.verdict.decision {
+            route.metrics.decision(d);
+        }
+        Ok(answered)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
@@ -381,11 +348,14 @@ impl ProxyHttp for Gateway {
                 host: host.as_deref(),
             },
         )?;
-        if let Some(id) = &self.identity {
+        if let Some(id) = &self.access.identity {
             auth::strip_own_cookies(upstream_request, &[&id.cookie_name, &id.login_cookie_name])?;
         }
-        if let Some(p) = &ctx.principal {
+        if let Some(p) = &ctx.verdict.principal {
             headers::identity_headers(upstream_request, p)?;
+        }
+        if ctx.verdict.decision.is_some() {
+            headers::device_headers(upstream_request, &ctx.verdict)?;
         }
         Ok(())
     }
@@ -413,7 +383,7 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
-            .or(ctx.responded)
+            .or(ctx.verdict.responded)
             .unwrap_or(0);
         let elapsed = ctx.started.elapsed();
         let table;
@@ -435,9 +405,20 @@ impl ProxyHttp for Gateway {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = ctx.upstream.map(tracing::field::display),
             client = ctx.client_ip.map(tracing::field::display),
-            user = ctx.principal.as_ref().map(|p| tracing::field::display(&p.object_id)),
-            auth = ctx.auth_source.map(AuthSource::as_str),
-            reason = ctx.reason,
+            user = ctx.verdict.principal.as_ref().map(|p| tracing::field::display(&p.object_id)),
+            auth = ctx.verdict.auth_source.map(AuthSource::as_str),
+            outcome = match ctx.verdict.decision {
+                Some(d) if d.would_deny.is_some() => "report_only",
+                Some(d) if d.is_allowed() => "allow",
+                Some(_) => "deny",
+                None if ctx.verdict.responded.is_some() => "deny",
+                None => "allow",
+            },
+            reason = ctx.verdict.reason(),
+            device = ctx.verdict.device.as_ref().map(|(d, _)| d.as_str()),
+            device_source = ctx.verdict.device.as_ref().map(|(_, s)| s.as_str()),
+            posture = ctx.verdict.posture.as_ref().map(|p| p.state.as_str()),
+            posture_age = ctx.verdict.posture.as_ref().map(|p| now_secs().saturating_sub(p.as_of)),
             error = e.map(|e| e.etype().as_str()),
         );
     }

@@ -49,6 +49,32 @@ pub fn identity_headers(req: &mut RequestHeader, p: &crate::identity::Principal)
     Ok(())
 }
 
+/// Adds what the decision knew about the device: id, posture state and its age in seconds.
+pub fn device_headers(req: &mut RequestHeader, v: &super::access::Verdict) -> pingora::Result<()> {
+    if let Some((id, _)) = &v.device {
+        if let Ok(val) = http::HeaderValue::from_str(id) {
+            req.insert_header("x-portcullis-device-id", val)?;
+        }
+    }
+    let (state, age) = match &v.posture {
+        Some(p) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            (p.state.as_str(), Some(now.saturating_sub(p.as_of)))
+        }
+        None => ("none", None),
+    };
+    req.insert_header("x-portcullis-posture", state)?;
+    if let Some(age) = age {
+        req.insert_header("x-portcullis-posture-age", age.to_string())?;
+    }
+    if let Some(d) = &v.decision {
+        req.insert_header("x-portcullis-decision", d.reason.as_str())?;
+    }
+    Ok(())
+}
+
 pub fn strip_identity_headers(req: &mut RequestHeader) {
     let spoofed: Vec<http::HeaderName> = req
         .headers

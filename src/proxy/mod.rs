@@ -4,6 +4,7 @@
 //! May depend on `config` (typed values only), `metrics`; later on `identity`, `device`,
 //! `landing` and `policy`. Never on `admin` or `sync`.
 
+pub mod access;
 pub mod auth;
 mod gateway;
 pub mod headers;
@@ -38,7 +39,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             path_prefix: r.path_prefix.clone(),
             pool: pools[r.upstream].clone(),
             metrics: metrics.route(&r.name),
-            require: r.policy.require,
+            policy: r.policy,
             groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
         };
         (r.host.clone(), Arc::new(route))
@@ -53,13 +54,23 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
 pub fn load_tls(cfg: &Config) -> Result<Vec<Option<Arc<SniResolver>>>, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    for l in &cfg.listeners {
+    for (i, l) in cfg.listeners.iter().enumerate() {
         match &l.tls {
             None => out.push(None),
-            Some(t) => match SniResolver::load(t) {
-                Ok(r) => out.push(Some(Arc::new(r))),
-                Err(e) => errors.extend(e),
-            },
+            Some(t) => {
+                if let Some(ca) = &t.client_ca {
+                    if let Err(message) = tls::client_verifier(ca) {
+                        errors.push(ConfigError {
+                            key: format!("listeners[{i}].tls.client_ca"),
+                            message,
+                        });
+                    }
+                }
+                match SniResolver::load(t) {
+                    Ok(r) => out.push(Some(Arc::new(r))),
+                    Err(e) => errors.extend(e),
+                }
+            }
         }
     }
     if errors.is_empty() {
@@ -76,7 +87,7 @@ pub fn service(
     routes: Arc<ArcSwap<RouteTable>>,
     resolvers: Vec<Option<Arc<SniResolver>>>,
     metrics: &Metrics,
-    identity: Option<Arc<crate::identity::Identity>>,
+    access: Arc<access::Access>,
 ) -> pingora::Result<Service<CountedConnections<pingora::proxy::HttpProxy<Gateway>>>> {
     let s = &cfg.server;
     let settings = ProxySettings {
@@ -85,7 +96,7 @@ pub fn service(
         client_read_timeout: s.client_read_timeout,
         client_keepalive_timeout: s.client_keepalive_timeout,
     };
-    let mut proxy = pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone(), identity));
+    let mut proxy = pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone(), access));
     let mut opts = HttpServerOptions::default();
     opts.keepalive_request_limit = s.client_keepalive_requests;
     opts.h2_idle_timeout = Some(s.h2_idle_timeout);
@@ -100,7 +111,16 @@ pub fn service(
         let addr = l.address.to_string();
         match (&l.tls, resolver) {
             (Some(t), Some(resolver)) => {
-                let mut tls = TlsSettings::intermediate("", "")?;
+                let mut tls = match &t.client_ca {
+                    Some(ca) => {
+                        let verifier = tls::client_verifier(ca)
+                            .map_err(|e| pingora::Error::explain(pingora::ErrorType::InvalidCert, e))?;
+                        let mut tls = TlsSettings::with_callbacks(Box::new(tls::CaptureClientCert))?;
+                        tls.set_client_cert_verifier(verifier);
+                        tls
+                    }
+                    None => TlsSettings::intermediate("", "")?,
+                };
                 tls.set_cert_resolver(resolver);
                 if t.http2 {
                     tls.enable_h2();

@@ -249,6 +249,33 @@ pub async fn write_problem_with(
     Ok(())
 }
 
+/// A complete response with a body the caller rendered (landing pages, problem JSON).
+pub async fn write_body(
+    session: &mut Session,
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    html: bool,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-content-type-options", "nosniff")?;
+    if html {
+        resp.insert_header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+        )?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(Bytes::from(body)), true).await?;
+    }
+    Ok(())
+}
+
 /// A redirect with no body.
 pub async fn write_redirect(
     session: &mut Session,

@@ -45,6 +45,16 @@ impl<R: Prefixed> Router<R> {
         Self { exact, suffix, any }
     }
 
+    /// Whether some route answers for `host` (lower case, no port).
+    pub fn serves(&self, host: &str) -> bool {
+        !self.any.is_empty()
+            || self.exact.contains_key(host)
+            || self
+                .suffix
+                .iter()
+                .any(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+    }
+
     /// `host` must be lower case without a port (see [`normalize_host`]).
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
         if let Some(r) = self.exact.get(host).and_then(|v| first_match(v, path)) {

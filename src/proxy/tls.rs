@@ -151,3 +151,42 @@ fn san_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     }
     Ok(names)
 }
+
+/// A verified client certificate, as the device identity sees it; attached to the TLS
+/// connection at handshake and read by every request on it (HTTP/2 streams included).
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub crate::device::identify::CertIdentity);
+
+/// The handshake hook that captures the client certificate (the verifier already checked it
+/// against the MDM CA; connections without one are allowed and simply carry none).
+pub struct CaptureClientCert;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for CaptureClientCert {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        let id = crate::device::identify::cert_identity(der)?;
+        Some(Arc::new(ClientCert(id)))
+    }
+}
+
+/// A client-certificate verifier for the MDM CA in `path`; clients without a certificate are
+/// let through the handshake (they may still sign in with a device claim).
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(path)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: not a usable CA certificate ({e})", path.display()))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("{}: {e}", path.display()))
+}

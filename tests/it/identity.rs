@@ -21,6 +21,7 @@ async fn gateway(emu: &Emulator, app: &Upstream, entra_extra: &str, groups: &str
 [[routes]]
 name = \"app\"
 upstream = \"app\"
+require = \"authenticated\"
 {groups}
 
 [[routes]]
@@ -422,7 +423,7 @@ async fn https_gateway(emu: &Emulator, app: &Upstream) -> (Gateway, PathBuf, u16
     let port = free_port();
     let mut ca = None;
     let body = format!(
-        "{}{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
+        "{}{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\nrequire = \"authenticated\"\n",
         emu.entra_section(""),
         pool("app", &[app.addr], "")
     );
@@ -760,7 +761,7 @@ async fn sign_in_outcome(emu: &Emulator, app: &Upstream, credential: &str) -> (u
     let port = free_port();
     let mut ca = None;
     let body = format!(
-        "[entra]\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{GATEWAY_CLIENT_ID}\"\nauthority_url = \"{0}\"\ngraph_url = \"{0}\"\n{credential}\n\n{1}\n[[routes]]\nupstream = \"app\"\n",
+        "[entra]\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{GATEWAY_CLIENT_ID}\"\nauthority_url = \"{0}\"\ngraph_url = \"{0}\"\n{credential}\n\n{1}\n[[routes]]\nupstream = \"app\"\nrequire = \"authenticated\"\n",
         emu.url,
         pool("app", &[app.addr], "")
     );
