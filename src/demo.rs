@@ -54,6 +54,7 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     })?;
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
     let cfg = demo_config(&data, opts.port_offset)?;
+    seed_store(&cfg.store.sqlite_path)?;
 
     let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
     let emu_listener =
@@ -85,6 +86,19 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Writes the personas' devices and computers into the demo store (the sync loop will keep
+/// them current from the emulator once it runs).
+fn seed_store(path: &std::path::Path) -> Result<(), DemoError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| DemoError::Emulator(e.to_string()))?;
+    rt.block_on(async {
+        let store = crate::store::sqlite::SqliteStore::open(path).await.map_err(|e| DemoError::Emulator(e.to_string()))?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        crate::emulator::fixtures::seed(&store, now).await.map_err(|e| DemoError::Emulator(e.to_string()))?;
+        store.close().await;
+        Ok(())
+    })
+}
+
 /// Runs an axum server on its own thread and runtime.
 fn spawn_server<F, Fut>(name: &str, listener: std::net::TcpListener, serve: F) -> std::io::Result<()>
 where
@@ -113,6 +127,7 @@ where
 /// The demo configuration with certificates in `data` and every port shifted by `offset`.
 pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoError> {
     let mut cfg = Config::parse(DEMO_TOML, data).map_err(DemoError::Config)?;
+    cfg.store.sqlite_path = data.join("portcullis.db");
     let emulator = format!("http://127.0.0.1:{}", shift(EMULATOR_PORT, offset)?);
     if let Some(e) = cfg.entra.as_mut() {
         e.authority_url = emulator.clone();

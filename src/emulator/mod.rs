@@ -6,6 +6,7 @@
 
 pub mod entra;
 pub mod faults;
+pub mod fixtures;
 pub mod graph;
 pub mod keys;
 pub mod personas;
