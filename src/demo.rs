@@ -89,11 +89,20 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
 /// Writes the personas' devices and computers into the demo store (the sync loop will keep
 /// them current from the emulator once it runs).
 fn seed_store(path: &std::path::Path) -> Result<(), DemoError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| DemoError::Emulator(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DemoError::Emulator(e.to_string()))?;
     rt.block_on(async {
-        let store = crate::store::sqlite::SqliteStore::open(path).await.map_err(|e| DemoError::Emulator(e.to_string()))?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        crate::emulator::fixtures::seed(&store, now).await.map_err(|e| DemoError::Emulator(e.to_string()))?;
+        let store = crate::store::sqlite::SqliteStore::open(path)
+            .await
+            .map_err(|e| DemoError::Emulator(e.to_string()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        crate::emulator::fixtures::seed(&store, now)
+            .await
+            .map_err(|e| DemoError::Emulator(e.to_string()))?;
         store.close().await;
         Ok(())
     })

@@ -811,6 +811,8 @@ pub struct MintParams {
     nbf: Option<u64>,
     iss: Option<String>,
     tid: Option<String>,
+    /// A `deviceid` claim to carry instead of the persona's (`none` removes it).
+    deviceid: Option<String>,
 }
 
 /// GET /_emulator/token?persona=alice[&exp=UNIX][&aud=..][&kid=..][&ver=1]
@@ -830,6 +832,15 @@ pub async fn mint_token(State(s): State<Arc<EntraState>>, Query(q): Query<MintPa
     }
     if let Some(tid) = &q.tid {
         claims["tid"] = json!(tid);
+    }
+    match q.deviceid.as_deref() {
+        Some("none") => {
+            if let Some(o) = claims.as_object_mut() {
+                o.remove("deviceid");
+            }
+        }
+        Some(d) => claims["deviceid"] = json!(d),
+        None => {}
     }
     let token = s.sign(&claims, q.kid.as_deref());
     Json(json!({

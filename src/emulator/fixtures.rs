@@ -33,7 +33,10 @@ pub fn persona_rows(now: i64) -> PersonaRows {
             entra.push(EntraDevice {
                 device_id: device.to_string(),
                 object_id: format!("0b{}", &device[2..]),
-                display_name: Some(format!("{}'s MacBook Pro", p.display_name.split(' ').next().unwrap_or(p.name))),
+                display_name: Some(format!(
+                    "{}'s MacBook Pro",
+                    p.display_name.split(' ').next().unwrap_or(p.name)
+                )),
                 account_enabled: Some(true),
                 is_compliant: compliant,
                 is_managed: Some(true),
@@ -64,12 +67,22 @@ pub fn persona_rows(now: i64) -> PersonaRows {
                 jamf_id,
                 udid: Some(format!("0000FE00-{:04X}-4000-8000-00000000{:04X}", i, i)),
                 serial: Some(serial(p.name)),
-                name: Some(format!("{}'s MacBook Pro", p.display_name.split(' ').next().unwrap_or(p.name))),
+                name: Some(format!(
+                    "{}'s MacBook Pro",
+                    p.display_name.split(' ').next().unwrap_or(p.name)
+                )),
                 model: Some("MacBook Pro (14-inch, 2023)".into()),
                 os_version: Some("14.5".into()),
                 os_build: Some("23F79".into()),
                 managed: true,
-                filevault: Some(if p.name == "bob" { "NOT_ENCRYPTED" } else { "ALL_ENCRYPTED" }.into()),
+                filevault: Some(
+                    if p.name == "bob" {
+                        "NOT_ENCRYPTED"
+                    } else {
+                        "ALL_ENCRYPTED"
+                    }
+                    .into(),
+                ),
                 last_inventory: Some(now - 7200),
                 last_contact: Some(now - 300),
                 seen_at: now,
@@ -77,22 +90,44 @@ pub fn persona_rows(now: i64) -> PersonaRows {
                     username: p.name.to_string(),
                     account_type: AccountType::Local,
                     entra_user_id: Some(p.object_id.to_string()),
-                    entra_device_id: if registered { p.device_id.map(str::to_string) } else { None },
-                    registration: if registered { RegistrationState::Activated } else { RegistrationState::Unknown },
+                    entra_device_id: if registered {
+                        p.device_id.map(str::to_string)
+                    } else {
+                        None
+                    },
+                    registration: if registered {
+                        RegistrationState::Activated
+                    } else {
+                        RegistrationState::Unknown
+                    },
                 }],
             });
         }
     }
     let runs = ["entra", "intune", "jamf"]
         .iter()
-        .map(|s| SyncRun { source: s.to_string(), finished_at: now, ok: true, error: None, detail: "{\"fixture\":true}".into() })
+        .map(|s| SyncRun {
+            source: s.to_string(),
+            finished_at: now,
+            ok: true,
+            error: None,
+            detail: "{\"fixture\":true}".into(),
+        })
         .collect();
-    PersonaRows { entra, intune, jamf, runs }
+    PersonaRows {
+        entra,
+        intune,
+        jamf,
+        runs,
+    }
 }
 
 /// The persona's Mac serial number, e.g. `C02ALICE0001`.
 pub fn serial(name: &str) -> String {
-    format!("C02{:0<5}0001", name.to_ascii_uppercase()).chars().take(12).collect()
+    format!("C02{:0<5}0001", name.to_ascii_uppercase())
+        .chars()
+        .take(12)
+        .collect()
 }
 
 /// Writes the persona rows into a store.

@@ -57,6 +57,17 @@ pub struct Gateway {
     pub log: PathBuf,
 }
 
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
@@ -85,14 +96,7 @@ impl Gateway {
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, cfg).unwrap();
         let log = dir.path().join("gateway.log");
-        let child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn(&path, &log);
         let mut gw = Self {
             child,
             http,
@@ -102,6 +106,17 @@ impl Gateway {
         };
         gw.wait_ready().await;
         gw
+    }
+
+    /// Stops the process (kill -9) and starts it again with the same configuration.
+    pub async fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let path = self._dir.path().join("portcullis.toml");
+        self.log = self._dir.path().join("gateway-restarted.log");
+        self.child = spawn(&path, &self.log);
+        self.wait_ready().await;
+        self
     }
 
     async fn wait_ready(&mut self) {

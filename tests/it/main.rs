@@ -2,6 +2,7 @@
 //! pingora is linked once.
 
 mod cli;
+mod enforcement;
 mod harness;
 mod identity;
 mod proxy;

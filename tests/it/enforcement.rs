@@ -1,0 +1,649 @@
+//! Device compliance enforcement through the real gateway, with tokens from the Entra emulator
+//! and posture rows written to a real SQLite store by this test process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use portcullis::emulator::fixtures;
+use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::*;
+use serde_json::json;
+
+use crate::harness::{client, echo, free_port, make_certs, pool, Emulator, Gateway, Upstream};
+use crate::tls::tls_listener;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn entra(device: &str, compliant: Option<bool>, enabled: bool, seen_at: i64) -> EntraDevice {
+    EntraDevice {
+        device_id: device.into(),
+        object_id: format!("obj-{device}"),
+        display_name: None,
+        account_enabled: Some(enabled),
+        is_compliant: compliant,
+        is_managed: Some(true),
+        trust_type: Some("Workplace".into()),
+        operating_system: Some("MacMDM".into()),
+        os_version: Some("14.5".into()),
+        compliance_expiration: None,
+        last_sign_in: None,
+        removed: false,
+        seen_at,
+    }
+}
+
+fn computer(jamf_id: &str, device: &str, kind: AccountType, reg: RegistrationState, os: &str) -> Computer {
+    Computer {
+        jamf_id: jamf_id.into(),
+        udid: None,
+        serial: Some(format!("SER{jamf_id}")),
+        name: Some(format!("Mac {jamf_id}")),
+        model: None,
+        os_version: Some(os.into()),
+        os_build: None,
+        managed: true,
+        filevault: Some("ALL_ENCRYPTED".into()),
+        last_inventory: None,
+        last_contact: None,
+        seen_at: now(),
+        accounts: vec![LocalAccount {
+            username: format!("user{jamf_id}"),
+            account_type: kind,
+            entra_user_id: None,
+            entra_device_id: Some(device.into()),
+            registration: reg,
+        }],
+    }
+}
+
+/// Device ids for the decision-table rows beyond the personas.
+const UNKNOWN: &str = "e0000000-0000-4000-8000-000000000001";
+const NOT_REGISTERED: &str = "e0000000-0000-4000-8000-000000000002";
+const DISABLED: &str = "e0000000-0000-4000-8000-000000000003";
+const UNSUPPORTED: &str = "e0000000-0000-4000-8000-000000000004";
+const STALE: &str = "e0000000-0000-4000-8000-000000000005";
+
+/// Personas as last synced at `synced_at`, plus the extra devices, seen now.
+async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
+    let s = SqliteStore::open(path).await.unwrap();
+    fixtures::seed(&s, synced_at).await.unwrap();
+    s.upsert_entra_devices(&[
+        entra(NOT_REGISTERED, Some(true), true, now()),
+        entra(DISABLED, Some(true), false, now()),
+        entra(UNSUPPORTED, Some(true), true, now()),
+    ])
+    .await
+    .unwrap();
+    s.upsert_computers(&[
+        computer(
+            "900",
+            NOT_REGISTERED,
+            AccountType::Local,
+            RegistrationState::Deactivated,
+            "14.5",
+        ),
+        computer(
+            "901",
+            UNSUPPORTED,
+            AccountType::Network,
+            RegistrationState::Activated,
+            "14.5",
+        ),
+    ])
+    .await
+    .unwrap();
+    s
+}
+
+fn config(emu: &Emulator, app: &Upstream, db: &Path, landing: &str, routes: &str) -> String {
+    format!(
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n\n[device]\nchange_poll_interval = \"200ms\"\n\n[landing]\n{landing}\n\n{routes}\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        db.display()
+    )
+}
+
+const ROUTES: &str = "
+[[routes]]
+name = \"app\"
+upstream = \"app\"
+
+[[routes]]
+name = \"strict-age\"
+path_prefix = \"/fresh\"
+upstream = \"app\"
+max_posture_age = \"1m\"
+
+[[routes]]
+name = \"engineering\"
+path_prefix = \"/eng\"
+upstream = \"app\"
+groups_any = [\"6a000000-0000-4000-8000-000000000002\"]
+
+[[routes]]
+name = \"audit\"
+path_prefix = \"/report\"
+upstream = \"app\"
+mode = \"report_only\"
+";
+
+const LANDING: &str =
+    "enrollment_url = \"https://jamf.contoso.test/enroll\"\nregistration_url = \"https://selfservice.contoso.test/register\"";
+
+struct Env {
+    emu: Emulator,
+    _app: Upstream,
+    gw: Gateway,
+    store: SqliteStore,
+    _db: tempfile::TempDir,
+}
+
+async fn env(landing: &str, routes: &str) -> Env {
+    env_synced(landing, routes, now()).await
+}
+
+async fn env_synced(landing: &str, routes: &str, synced_at: i64) -> Env {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let store = seeded_store(&path, synced_at).await;
+    let gw = Gateway::start(&config(&emu, &app, &path, landing, routes)).await;
+    Env {
+        emu,
+        _app: app,
+        gw,
+        store,
+        _db: db,
+    }
+}
+
+async fn call(e: &Env, path: &str, token_query: Option<&str>, navigation: bool) -> reqwest::Response {
+    let mut r = client().get(e.gw.url(path));
+    if let Some(q) = token_query {
+        r = r.header("authorization", format!("Bearer {}", e.emu.token(q).await));
+    }
+    if navigation {
+        r = r.header("accept", "text/html,application/xhtml+xml");
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_of_the_decision_table_for_browsers_and_api_clients() {
+    // The last sync ran two hours ago; the extra devices were seen just now. One device's
+    // evidence is two hours old, on a route that accepts one minute.
+    let e = env_synced(LANDING, ROUTES, now() - 7200).await;
+    e.store
+        .upsert_entra_devices(&[entra(STALE, Some(true), true, now() - 7200)])
+        .await
+        .unwrap();
+
+    let rows: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("no credential", "/", None, 401, "unauthenticated"),
+        (
+            "bad token",
+            "/",
+            Some("persona=alice&aud=api://other".into()),
+            401,
+            "token_invalid",
+        ),
+        (
+            "no device identity (carol)",
+            "/",
+            Some("persona=carol".into()),
+            403,
+            "device_unidentified",
+        ),
+        (
+            "no device identity (dave)",
+            "/",
+            Some("persona=dave".into()),
+            403,
+            "device_unidentified",
+        ),
+        (
+            "device not in the store",
+            "/",
+            Some(format!("persona=alice&deviceid={UNKNOWN}")),
+            403,
+            "device_unknown",
+        ),
+        (
+            "registration deactivated",
+            "/",
+            Some(format!("persona=alice&deviceid={NOT_REGISTERED}")),
+            403,
+            "device_not_registered",
+        ),
+        (
+            "device disabled",
+            "/",
+            Some(format!("persona=alice&deviceid={DISABLED}")),
+            403,
+            "device_disabled",
+        ),
+        (
+            "not compliant (bob)",
+            "/",
+            Some("persona=bob".into()),
+            403,
+            "device_noncompliant",
+        ),
+        (
+            "in grace (erin)",
+            "/",
+            Some("persona=erin".into()),
+            200,
+            "device_in_grace",
+        ),
+        ("compliant (alice)", "/", Some("persona=alice".into()), 200, "compliant"),
+        (
+            "posture stale",
+            "/fresh",
+            Some(format!("persona=alice&deviceid={STALE}")),
+            403,
+            "posture_stale",
+        ),
+        (
+            "stale is fine on a lenient route",
+            "/",
+            Some(format!("persona=alice&deviceid={STALE}")),
+            200,
+            "compliant",
+        ),
+        (
+            "alice's two-hour-old posture on the strict route",
+            "/fresh",
+            Some("persona=alice".into()),
+            403,
+            "posture_stale",
+        ),
+        (
+            "not in the route's groups (bob)",
+            "/eng",
+            Some("persona=bob".into()),
+            403,
+            "group_denied",
+        ),
+        (
+            "in the route's groups (alice)",
+            "/eng",
+            Some("persona=alice".into()),
+            200,
+            "compliant",
+        ),
+        (
+            "unsupported: network account",
+            "/",
+            Some(format!("persona=alice&deviceid={UNSUPPORTED}")),
+            403,
+            "device_unsupported",
+        ),
+    ];
+    for (name, path, token, status, reason) in &rows {
+        // API client: problem+json (or the app's echo).
+        let r = call(&e, path, token.as_deref(), false).await;
+        assert_eq!(r.status().as_u16(), *status, "{name} (api)");
+        if *status == 200 {
+            let body = echo(r).await;
+            assert_eq!(body["headers"]["x-portcullis-decision"], json!([reason]), "{name}");
+        } else {
+            assert!(
+                r.headers().get("location").is_none(),
+                "{name}: API clients are never redirected"
+            );
+            assert_eq!(r.headers()["content-type"], "application/problem+json", "{name}");
+            let p: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(p["reason"], *reason, "{name}: {p}");
+            let fields: &[&str] = if *status == 403 {
+                &["type", "title", "status", "device_id", "landing_url", "posture_as_of"]
+            } else {
+                &["type", "title", "status"]
+            };
+            for field in fields {
+                assert!(p.get(*field).is_some(), "{name}: {field} missing in {p}");
+            }
+        }
+        // Browser navigation: a page (or sign-in when there is no credential at all).
+        let r = {
+            let no_follow = reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let mut req = no_follow.get(e.gw.url(path)).header("accept", "text/html");
+            if let Some(q) = token {
+                req = req.header("authorization", format!("Bearer {}", e.emu.token(q).await));
+            }
+            req.send().await.unwrap()
+        };
+        match (*status, token.is_some()) {
+            (401, false) => assert_eq!(r.status(), 302, "{name}: a browser without credential signs in"),
+            (401, true) => assert_eq!(r.status(), 401, "{name}: a bad bearer token is never redirected"),
+            (200, _) => assert_eq!(r.status(), 200, "{name}"),
+            (s, _) => {
+                assert_eq!(r.status().as_u16(), s, "{name} (browser)");
+                assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+                let html = r.text().await.unwrap();
+                assert!(html.contains(reason), "{name}: page shows the reason");
+                assert!(html.contains("Device data"), "{name}: page shows the posture age line");
+            }
+        }
+    }
+    // The landing pages say what to do: carol registers her Jamf-managed Mac, dave enrolls.
+    let carol = call(&e, "/", Some("persona=carol"), true).await.text().await.unwrap();
+    assert!(
+        carol.contains("Register this Mac") && carol.contains("Carol") && carol.contains("selfservice.contoso.test"),
+        "{carol}"
+    );
+    let dave = call(&e, "/", Some("persona=dave"), true).await.text().await.unwrap();
+    assert!(
+        dave.contains("Enroll this Mac") && dave.contains("jamf.contoso.test"),
+        "{dave}"
+    );
+    let bob = call(&e, "/", Some("persona=bob"), true).await.text().await.unwrap();
+    assert!(
+        bob.contains("FileVault") && bob.contains("d1000000-0000-4000-8000-00000000000b"),
+        "{bob}"
+    );
+
+    let m = e.gw.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_decisions_total{outcome="deny",reason="device_noncompliant",route="app"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"portcullis_decisions_total{outcome="allow",reason="compliant",route="app"}"#),
+        "{m}"
+    );
+    let logs = e.gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("device_in_grace"))
+        .expect("decision log line");
+    for field in [
+        "route",
+        "user",
+        "device",
+        "device_source",
+        "outcome",
+        "reason",
+        "posture_age",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_verified_and_spoofs_never_reach_the_app() {
+    let e = env(LANDING, ROUTES).await;
+    let r = client()
+        .get(e.gw.url("/"))
+        .header(
+            "authorization",
+            format!("Bearer {}", e.emu.token("persona=alice").await),
+        )
+        .header("x-portcullis-device-id", "spoofed")
+        .header("x-portcullis-posture", "compliant")
+        .header("X-Portcullis-User", "mallory")
+        .send()
+        .await
+        .unwrap();
+    let h = echo(r).await["headers"].clone();
+    assert_eq!(
+        h["x-portcullis-device-id"],
+        json!(["d1000000-0000-4000-8000-00000000000a"])
+    );
+    assert_eq!(h["x-portcullis-posture"], json!(["compliant"]));
+    assert_eq!(h["x-portcullis-user"], json!(["alice@contoso.test"]));
+    let age: u64 = h["x-portcullis-posture-age"][0].as_str().unwrap().parse().unwrap();
+    assert!(age < 60, "{age}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_only_allows_and_reports() {
+    let e = env(LANDING, ROUTES).await;
+    let r = call(&e, "/report", Some("persona=bob"), false).await;
+    assert_eq!(r.status(), 200, "report-only lets bob through");
+    let m = e.gw.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_decisions_total{outcome="report_only",reason="device_noncompliant",route="audit"} 1"#),
+        "{m}"
+    );
+    assert!(e.gw.logs().contains("report-only"), "the would-be refusal is logged");
+    assert_eq!(
+        call(&e, "/report", None, false).await.status(),
+        401,
+        "authentication is still enforced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posture_changes_reach_the_next_requests_and_survive_a_restart() {
+    let e = env(LANDING, ROUTES).await;
+    assert_eq!(call(&e, "/", Some("persona=alice"), false).await.status(), 200);
+    // The sync (here: this test) writes alice's Mac as non-compliant into the store.
+    e.store
+        .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(false), true, now())])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let s = call(&e, "/", Some("persona=alice"), false).await.status();
+        if s == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the change did not reach enforcement"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    // And back.
+    e.store
+        .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(true), true, now())])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(call(&e, "/", Some("persona=alice"), false).await.status(), 200);
+
+    // Restart (kill -9) on the same store: every posture row is still there.
+    let Env {
+        emu,
+        _app,
+        gw,
+        store,
+        _db,
+    } = e;
+    let gw = gw.restart().await;
+    let e = Env {
+        emu,
+        _app,
+        gw,
+        store,
+        _db,
+    };
+    assert_eq!(call(&e, "/", Some("persona=alice"), false).await.status(), 200);
+    assert_eq!(call(&e, "/", Some("persona=bob"), false).await.status(), 403);
+    assert_eq!(call(&e, "/", Some("persona=erin"), false).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_and_custom_landing_choices() {
+    let e = env(&format!("unrecognized = \"access_denied\"\n{LANDING}"), ROUTES).await;
+    let html = call(&e, "/", Some("persona=dave"), true).await.text().await.unwrap();
+    assert!(
+        html.contains("Access denied") && !html.contains("Enroll this Mac"),
+        "{html}"
+    );
+
+    let e = env(
+        "unrecognized = \"custom\"\ncustom_url = \"https://help.contoso.test/device?lang=en\"",
+        ROUTES,
+    )
+    .await;
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = e.emu.token("persona=dave").await;
+    let r = no_follow
+        .get(e.gw.url("/docs/a?b=1"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("host", "app.contoso.test")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(loc.host_str(), Some("help.contoso.test"));
+    let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+    assert_eq!(q["reason"], "device_unidentified");
+    assert_eq!(q["return_to"], "http://app.contoso.test/docs/a?b=1");
+    // Back through the gateway with the signed return URL: allowed.
+    let back = |return_to: &str, sig: &str| {
+        no_follow
+            .get(e.gw.url("/.portcullis/continue"))
+            .query(&[("return_to", return_to), ("sig", sig)])
+            .header("host", "app.contoso.test")
+            .send()
+    };
+    let ok = back(&q["return_to"], &q["sig"]).await.unwrap();
+    assert_eq!(ok.status(), 302);
+    assert_eq!(ok.headers()["location"], "http://app.contoso.test/docs/a?b=1");
+    // Hostile return URLs are refused, signed or not.
+    for hostile in [
+        "https://evil.test/",
+        "//evil.test/x",
+        "javascript:alert(1)",
+        "http://app.contoso.test.evil.test/",
+    ] {
+        let r = back(hostile, &q["sig"]).await.unwrap();
+        assert_eq!(r.status(), 400, "{hostile}");
+        assert!(r.headers().get("location").is_none());
+    }
+    // API clients get the custom URL in problem+json, not a redirect.
+    let r = client()
+        .get(e.gw.url("/"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert!(p["landing_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://help.contoso.test/device"));
+}
+
+/// A device certificate (optionally with `IntuneDeviceId://{id}`) issued by the CA in `dir`
+/// named `ca_name`; returns the PEM of cert + key.
+fn device_cert(ca_dir: &Path, device_id: Option<&str>, cn: &str) -> Vec<u8> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "MDM device CA");
+    std::fs::write(ca_dir.join("mdm-ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(id) = device_id {
+        p.subject_alt_names = vec![SanType::URI(format!("IntuneDeviceId://{id}").try_into().unwrap())];
+    }
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_identify_devices_and_other_cas_are_refused() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let _store = seeded_store(&path, now()).await;
+    let certs = tempfile::tempdir().unwrap();
+    let good = device_cert(certs.path(), Some("d1000000-0000-4000-8000-00000000000a"), "alice-mac");
+    let mdm_ca = certs.path().join("mdm-ca.pem");
+    let other_dir = tempfile::tempdir().unwrap();
+    let rogue = device_cert(other_dir.path(), Some("d1000000-0000-4000-8000-00000000000a"), "rogue");
+    // A certificate without a device id, whose CN is alice's Mac serial: mapped through Jamf.
+    let serial_only = {
+        let d = tempfile::tempdir().unwrap();
+        let pem = device_cert(d.path(), None, &fixtures::serial("alice"));
+        (pem, std::fs::read(d.path().join("mdm-ca.pem")).unwrap())
+    };
+    let port = free_port();
+    let mut server_ca: Option<PathBuf> = None;
+    let base = config(
+        &emu,
+        &app,
+        &path,
+        LANDING,
+        "[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
+    );
+    let gw = Gateway::start_with(&base, |dir| {
+        make_certs(dir, &["localhost"]);
+        server_ca = Some(dir.join("ca.pem"));
+        // Trust both MDM CAs used below (the serial-only certificate has its own).
+        let mut bundle = std::fs::read(&mdm_ca).unwrap();
+        bundle.extend_from_slice(&serial_only.1);
+        std::fs::write(dir.join("mdm-bundle.pem"), bundle).unwrap();
+        tls_listener(dir, port, &["localhost"]).replace(
+            "http2 = true }",
+            &format!(
+                "http2 = true, client_ca = \"{}\" }}",
+                dir.join("mdm-bundle.pem").display()
+            ),
+        )
+    })
+    .await;
+    let server_ca = reqwest::Certificate::from_pem(&std::fs::read(server_ca.unwrap()).unwrap()).unwrap();
+    let https = |identity: Option<&[u8]>| {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(server_ca.clone())
+            .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    // dave's token carries no device: the certificate identifies alice's compliant Mac.
+    let dave = emu.token("persona=dave").await;
+    let url = format!("https://localhost:{port}/x");
+    let r = https(Some(&good)).get(&url).bearer_auth(&dave).send().await.unwrap();
+    let h = echo(r).await["headers"].clone();
+    assert_eq!(
+        h["x-portcullis-device-id"],
+        json!(["d1000000-0000-4000-8000-00000000000a"])
+    );
+    let r = https(Some(&serial_only.0))
+        .get(&url)
+        .bearer_auth(&dave)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "CN mapped to the device through Jamf inventory");
+    // No certificate: dave has no device.
+    let r = https(None).get(&url).bearer_auth(&dave).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A certificate from another CA: the handshake is refused.
+    let err = https(Some(&rogue)).get(&url).bearer_auth(&dave).send().await;
+    assert!(err.is_err(), "a certificate from another CA must be refused: {err:?}");
+    drop(gw);
+}
