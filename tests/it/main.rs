@@ -6,4 +6,5 @@ mod enforcement;
 mod harness;
 mod identity;
 mod proxy;
+mod store;
 mod tls;
