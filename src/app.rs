@@ -21,6 +21,7 @@ use crate::landing::{Landings, ReturnSigner};
 use crate::metrics::Metrics;
 use crate::policy::Require;
 use crate::proxy::access::Access;
+use crate::proxy::assertion::AssertionSigner;
 use crate::proxy::{self, upstream::PendingPool};
 use crate::store::sqlite::SqliteStore;
 
@@ -171,10 +172,19 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             }]))
         })?,
     );
+    let assertions = Arc::new(
+        AssertionSigner::new(cfg.landing.assertion_key_file.as_deref()).map_err(|e| {
+            StartError::Config(ConfigErrors(vec![ConfigError {
+                key: "landing.assertion_key_file".into(),
+                message: e,
+            }]))
+        })?,
+    );
     let access = Arc::new(Access {
         identity: identity.clone(),
         devices: Some(devices),
         landings,
+        assertions,
     });
     let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics, access)
         .map_err(|e| StartError::Pingora(e.to_string()))?;

@@ -189,6 +189,8 @@ pub struct LandingConfig {
     pub support: Option<String>,
     /// Hosts besides the routed ones that `return_to` may point at.
     pub allowed_return_hosts: Vec<String>,
+    /// Key signing `X-Portcullis-Assertion`; `None`: a fresh key per process.
+    pub assertion_key_file: Option<PathBuf>,
 }
 
 /// The store.
@@ -1083,6 +1085,7 @@ fn build_landing(raw: RawLanding, base: &Path, c: &mut Collector) -> LandingConf
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        assertion_key_file: raw.assertion_key_file.map(|p| resolve(base, &p)),
     }
 }
 

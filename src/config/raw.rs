@@ -126,6 +126,8 @@ pub(super) struct RawLanding {
     pub support: Option<String>,
     #[serde(default)]
     pub allowed_return_hosts: Vec<String>,
+    /// PKCS#8 PEM P-256 key signing `X-Portcullis-Assertion` (default: a key per process).
+    pub assertion_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

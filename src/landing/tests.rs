@@ -9,6 +9,7 @@ fn cfg(unrecognized: UnrecognizedLanding) -> LandingConfig {
         templates_dir: None,
         support: Some("Call the IT desk at <1234>.".into()),
         allowed_return_hosts: vec![],
+        assertion_key_file: None,
     }
 }
 

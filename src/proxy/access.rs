@@ -23,6 +23,7 @@ pub struct Access {
     pub identity: Option<Arc<Identity>>,
     pub devices: Option<Arc<Devices>>,
     pub landings: Arc<Landings>,
+    pub assertions: Arc<super::assertion::AssertionSigner>,
 }
 
 /// What was decided, and on what grounds.

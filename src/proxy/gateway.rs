@@ -35,6 +35,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// Group object ids (lower case); the user must be in one. Empty: no check.
     pub groups_any: Arc<[Arc<str>]>,
+    /// Send `X-Portcullis-Assertion`.
+    pub assertion: bool,
 }
 
 impl Prefixed for Route {
@@ -114,6 +116,11 @@ impl Gateway {
             (Some(id), crate::identity::oidc::CALLBACK_PATH) => auth::callback(id, session).await?,
             (Some(id), crate::identity::oidc::SIGN_OUT_PATH) => auth::sign_out(id, session).await?,
             (_, "/.portcullis/continue") => self.continue_to(session).await?,
+            (_, "/.portcullis/jwks.json") => {
+                let body = self.access.assertions.jwks().to_string();
+                respond::write_body(session, 200, "application/json", body, false).await?;
+                200
+            }
             (Some(_), _) | (None, _) => {
                 let p = Problem {
                     status: 404,
@@ -126,6 +133,7 @@ impl Gateway {
             }
         };
         ctx.verdict.responded = Some(status);
+        ctx.verdict.reason = "gateway_endpoint";
         Ok(true)
     }
 
@@ -179,6 +187,7 @@ impl Gateway {
         problem: Problem<'_>,
     ) -> pingora::Result<bool> {
         ctx.verdict.responded = Some(problem.status);
+        ctx.verdict.reason = problem.reason;
         respond::write_problem(session, &problem, true).await?;
         Ok(true)
     }
@@ -357,6 +366,22 @@ impl ProxyHttp for Gateway {
         if ctx.verdict.decision.is_some() {
             headers::device_headers(upstream_request, &ctx.verdict)?;
         }
+        if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.verdict.principal.as_ref()) {
+            if route.assertion {
+                let v = &ctx.verdict;
+                let claims = serde_json::json!({
+                    "aud": route.name, "sub": &*p.object_id, "tid": &*p.tenant, "upn": p.username.as_deref(),
+                    "device_id": v.device.as_ref().map(|(d, _)| d.as_str()),
+                    "device_source": v.device.as_ref().map(|(_, s)| s.as_str()),
+                    "posture": v.posture.as_ref().map(|p| p.state.as_str()),
+                    "posture_as_of": v.posture.as_ref().map(|p| p.as_of),
+                    "decision": v.reason(),
+                });
+                if let Some(jwt) = self.access.assertions.sign(claims, now_secs()) {
+                    upstream_request.insert_header("x-portcullis-assertion", jwt)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -411,6 +436,7 @@ impl ProxyHttp for Gateway {
                 Some(d) if d.would_deny.is_some() => "report_only",
                 Some(d) if d.is_allowed() => "allow",
                 Some(_) => "deny",
+                None if ctx.verdict.reason == "gateway_endpoint" => "gateway",
                 None if ctx.verdict.responded.is_some() => "deny",
                 None => "allow",
             },

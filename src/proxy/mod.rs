@@ -5,6 +5,7 @@
 //! `landing` and `policy`. Never on `admin` or `sync`.
 
 pub mod access;
+pub mod assertion;
 pub mod auth;
 mod gateway;
 pub mod headers;
@@ -41,6 +42,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             metrics: metrics.route(&r.name),
             policy: r.policy,
             groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
+            assertion: r.assertion,
         };
         (r.host.clone(), Arc::new(route))
     });

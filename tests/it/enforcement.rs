@@ -127,6 +127,12 @@ upstream = \"app\"
 groups_any = [\"6a000000-0000-4000-8000-000000000002\"]
 
 [[routes]]
+name = \"signed\"
+path_prefix = \"/signed\"
+upstream = \"app\"
+assertion = true
+
+[[routes]]
 name = \"audit\"
 path_prefix = \"/report\"
 upstream = \"app\"
@@ -646,4 +652,106 @@ async fn client_certificates_identify_devices_and_other_cas_are_refused() {
     let err = https(Some(&rogue)).get(&url).bearer_auth(&dave).send().await;
     assert!(err.is_err(), "a certificate from another CA must be refused: {err:?}");
     drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_assertions_verify_with_the_gateway_jwks() {
+    let e = env(LANDING, ROUTES).await;
+    let h = echo(call(&e, "/signed/x", Some("persona=alice"), false).await).await["headers"].clone();
+    let jwt = h["x-portcullis-assertion"][0]
+        .as_str()
+        .expect("assertion header")
+        .to_string();
+    assert!(echo(call(&e, "/", Some("persona=alice"), false).await).await["headers"]
+        .get("x-portcullis-assertion")
+        .is_none());
+    let jwks: jsonwebtoken::jwk::JwkSet = client()
+        .get(e.gw.url("/.portcullis/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["signed"]);
+    v.set_issuer(&["portcullis"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&jwt, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "a1000000-0000-4000-8000-000000000001");
+    assert_eq!(claims["device_id"], "d1000000-0000-4000-8000-00000000000a");
+    assert_eq!(claims["posture"], "compliant");
+    assert_eq!(claims["decision"], "compliant");
+    // A client cannot inject its own assertion.
+    let r = client()
+        .get(e.gw.url("/"))
+        .header(
+            "authorization",
+            format!("Bearer {}", e.emu.token("persona=alice").await),
+        )
+        .header("x-portcullis-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert!(echo(r).await["headers"].get("x-portcullis-assertion").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sessions_carry_the_device_bound_at_sign_in() {
+    use portcullis::emulator::personas;
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let _store = seeded_store(&path, now()).await;
+    let port = free_port();
+    let mut ca = None;
+    let base = config(
+        &emu,
+        &app,
+        &path,
+        LANDING,
+        "[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
+    );
+    let _gw = Gateway::start_with(&base, |dir| {
+        make_certs(dir, &["localhost"]);
+        ca = Some(dir.join("ca.pem"));
+        tls_listener(dir, port, &["localhost"])
+    })
+    .await;
+    emu.state.register_redirect(
+        personas::GATEWAY_CLIENT_ID,
+        &format!("https://localhost:{port}/.portcullis/callback"),
+    );
+    for (persona, status) in [("alice", 200), ("bob", 403)] {
+        let b = crate::identity::Browser::new(ca.as_ref().unwrap(), port);
+        let (action, code, state) = b.sign_in_until_callback("/", persona).await;
+        assert_eq!(
+            b.http
+                .post(&action)
+                .form(&[("code", code), ("state", state)])
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            303
+        );
+        let r = b.navigate(&format!("{}/", b.base)).await;
+        assert_eq!(r.status().as_u16(), status, "{persona}");
+        if status == 200 {
+            let h = echo(r).await["headers"].clone();
+            assert_eq!(
+                h["x-portcullis-device-id"],
+                json!(["d1000000-0000-4000-8000-00000000000a"])
+            );
+        } else {
+            assert!(r.text().await.unwrap().contains("device_noncompliant"));
+        }
+    }
+    let logs = _gw.logs();
+    assert!(
+        logs.contains("device_source=\"session\""),
+        "the device came from the session:\n{logs}"
+    );
 }

@@ -343,13 +343,13 @@ async fn non_navigation_requests_are_never_redirected() {
 }
 
 /// Everything a browser does, over HTTPS with a cookie jar.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
 }
 
 impl Browser {
-    fn new(ca: &PathBuf, port: u16) -> Self {
+    pub fn new(ca: &PathBuf, port: u16) -> Self {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -365,13 +365,13 @@ impl Browser {
         }
     }
 
-    async fn navigate(&self, url: &str) -> reqwest::Response {
+    pub async fn navigate(&self, url: &str) -> reqwest::Response {
         self.http.get(url).header("accept", "text/html").send().await.unwrap()
     }
 
     /// Gateway → emulator sign-in page → persona → the form_post page; returns the form's
     /// action, code and state (what a browser would post back).
-    async fn sign_in_until_callback(&self, path: &str, persona: &str) -> (String, String, String) {
+    pub async fn sign_in_until_callback(&self, path: &str, persona: &str) -> (String, String, String) {
         let r = self.navigate(&format!("{}{path}", self.base)).await;
         assert_eq!(r.status(), 302);
         let authorize = r.headers()["location"].to_str().unwrap().to_string();
