@@ -23,6 +23,7 @@ use crate::policy::Require;
 use crate::proxy::access::Access;
 use crate::proxy::assertion::AssertionSigner;
 use crate::proxy::{self, upstream::PendingPool};
+use crate::store::sessions::StoreSessions;
 use crate::store::sqlite::SqliteStore;
 
 /// Why the gateway could not start.
@@ -123,12 +124,6 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         pools.push(Arc::new(rest.finish(lb)));
     }
     let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(&cfg, &pools, &metrics)));
-    let identity = match &cfg.entra {
-        Some(e) => Some(Arc::new(
-            Identity::new(e, &cfg.session).map_err(|e| StartError::Identity(e.to_string()))?,
-        )),
-        None => None,
-    };
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
@@ -145,6 +140,19 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             .map_err(|e| StartError::Store(format!("{}: {e}", cfg.store.sqlite_path.display())))?,
     );
     tracing::info!(path = %cfg.store.sqlite_path.display(), "store open (SQLite)");
+    let identity = match &cfg.entra {
+        Some(e) => {
+            let id = Identity::new(e, &cfg.session).map_err(|e| StartError::Identity(e.to_string()))?;
+            let sessions = StoreSessions::new(
+                store.clone(),
+                id.sealer.clone(),
+                cfg.session.lifetime,
+                cfg.session.idle_timeout,
+            );
+            Some(Arc::new(id.with_sessions(Arc::new(sessions))))
+        }
+        None => None,
+    };
     let d = &cfg.device;
     let cache = Arc::new(PostureCache::new(
         store.clone(),

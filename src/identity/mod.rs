@@ -33,11 +33,19 @@ pub struct Identity {
     pub oidc: oidc::Oidc,
     pub sessions: Arc<dyn session::SessionStore>,
     pub groups: groups::GroupResolver,
-    pub sealer: cookie::Sealer,
+    pub sealer: Arc<cookie::Sealer>,
     /// Name of the session cookie; the in-flight sign-in cookie is `{cookie_name}-login`.
     pub cookie_name: String,
     pub login_cookie_name: String,
     pub session_lifetime: Duration,
+}
+
+impl Identity {
+    /// Keeps sessions in `store` instead of this process's memory.
+    pub fn with_sessions(mut self, store: Arc<dyn session::SessionStore>) -> Self {
+        self.sessions = store;
+        self
+    }
 }
 
 /// Why identity could not be set up.
@@ -104,7 +112,7 @@ impl Identity {
             entra.group_cache_ttl,
             http,
         );
-        let sealer = match &session.cookie_key {
+        let sealer = Arc::new(match &session.cookie_key {
             Some(k) => {
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -116,7 +124,7 @@ impl Identity {
                 tracing::warn!("session.cookie_key is not set: using a random key; sessions end at restart and are not shared between nodes");
                 cookie::Sealer::random().map_err(|e| IdentityError::CookieKey(e.to_string()))?
             }
-        };
+        });
         let sessions = Arc::new(session::MemorySessions::new(
             session.lifetime,
             session.idle_timeout,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::Principal;
 
 /// One signed-in browser.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub principal: Arc<Principal>,
     /// Used to renew the session before the ID token expires; never logged.

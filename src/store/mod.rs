@@ -7,6 +7,7 @@
 
 pub mod conformance;
 pub mod model;
+pub mod sessions;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -707,13 +707,9 @@ async fn browser_sessions_carry_the_device_bound_at_sign_in() {
     let _store = seeded_store(&path, now()).await;
     let port = free_port();
     let mut ca = None;
-    let base = config(
-        &emu,
-        &app,
-        &path,
-        LANDING,
-        "[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
-    );
+    let key = "c2Vzc2lvbnMtc3Vydml2ZS1yZXN0YXJ0cy0zMi1ieXQ="; // 32 bytes, base64
+    let routes = format!("[[routes]]\nname = \"app\"\nupstream = \"app\"\n\n[session]\ncookie_key = \"{key}\"\n");
+    let base = config(&emu, &app, &path, LANDING, &routes);
     let _gw = Gateway::start_with(&base, |dir| {
         make_certs(dir, &["localhost"]);
         ca = Some(dir.join("ca.pem"));
@@ -724,6 +720,7 @@ async fn browser_sessions_carry_the_device_bound_at_sign_in() {
         personas::GATEWAY_CLIENT_ID,
         &format!("https://localhost:{port}/.portcullis/callback"),
     );
+    let mut alice: Option<crate::identity::Browser> = None;
     for (persona, status) in [("alice", 200), ("bob", 403)] {
         let b = crate::identity::Browser::new(ca.as_ref().unwrap(), port);
         let (action, code, state) = b.sign_in_until_callback("/", persona).await;
@@ -748,10 +745,30 @@ async fn browser_sessions_carry_the_device_bound_at_sign_in() {
         } else {
             assert!(r.text().await.unwrap().contains("device_noncompliant"));
         }
+        if persona == "alice" {
+            alice = Some(b);
+        }
     }
     let logs = _gw.logs();
     assert!(
         logs.contains("device_source=\"session\""),
         "the device came from the session:\n{logs}"
     );
+
+    // Sessions live in the store, sealed: they survive a crash of the gateway, and the
+    // database never holds a refresh token in clear.
+    assert!(!_gw.logs().contains("cannot store"), "{}", _gw.logs());
+    let gw = _gw.restart().await;
+    let alice = alice.unwrap();
+    let after = alice.navigate(&format!("{}/", alice.base)).await.status();
+    assert_eq!(after, 200, "still signed in after a restart:\n{}", gw.logs());
+    let raw = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+    for bytes in [&raw, &wal] {
+        assert!(
+            !bytes.windows(9).any(|w| w == b"0.emu-rt."),
+            "a refresh token is stored in clear"
+        );
+    }
+    drop(gw);
 }
