@@ -4,23 +4,19 @@
 //! turn into `groups_unresolved`, never an empty list.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
+use super::app_token::AppTokens;
 use super::credential::ClientCredential;
 
 /// Resolves and caches group memberships.
 pub struct GroupResolver {
-    authority: String,
-    tenant: String,
-    client_id: String,
-    credential: Option<Arc<ClientCredential>>,
     graph_url: String,
     http: reqwest::Client,
     cache: moka::future::Cache<String, Arc<[Arc<str>]>>,
-    app_token: Mutex<Option<(String, Instant)>>,
+    tokens: AppTokens,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,12 +27,6 @@ pub enum GroupError {
     Token(String),
     #[error("Graph getMemberObjects failed: {0}")]
     Graph(String),
-}
-
-#[derive(Deserialize)]
-struct AppToken {
-    access_token: String,
-    expires_in: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -55,18 +45,12 @@ impl GroupResolver {
         ttl: Duration,
         http: reqwest::Client,
     ) -> Self {
+        let scope = format!("{}/.default", graph_url.trim_end_matches('/'));
         Self {
-            authority: authority.trim_end_matches('/').to_string(),
-            tenant: tenant.to_string(),
-            client_id: client_id.to_string(),
-            credential,
             graph_url: graph_url.trim_end_matches('/').to_string(),
+            cache: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            tokens: AppTokens::new(authority, tenant, client_id, &scope, credential, http.clone()),
             http,
-            cache: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-            app_token: Mutex::new(None),
         }
     }
 
@@ -100,44 +84,7 @@ impl GroupResolver {
         Ok(m.value.into_iter().map(|g| Arc::from(g.to_ascii_lowercase())).collect())
     }
 
-    /// The app-only Graph token, reused until shortly before it expires.
     async fn app_token(&self) -> Result<String, GroupError> {
-        let mut slot = self.app_token.lock().await;
-        if let Some((t, until)) = slot.as_ref() {
-            if Instant::now() < *until {
-                return Ok(t.clone());
-            }
-        }
-        let credential = self.credential.as_ref().ok_or(GroupError::NoSecret)?;
-        let url = format!("{}/{}/oauth2/v2.0/token", self.authority, self.tenant);
-        let scope = format!("{}/.default", self.graph_url);
-        let mut form: Vec<(&str, String)> = vec![
-            ("client_id", self.client_id.clone()),
-            ("grant_type", "client_credentials".into()),
-            ("scope", scope),
-        ];
-        form.extend(
-            credential
-                .form_fields(&url, &self.client_id)
-                .map_err(|e| GroupError::Token(e.to_string()))?,
-        );
-        let resp = self
-            .http
-            .post(&url)
-            .form(&form)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| GroupError::Token(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(GroupError::Token(format!("status {}", resp.status())));
-        }
-        let t: AppToken = resp
-            .json()
-            .await
-            .map_err(|e| GroupError::Token(format!("unreadable body: {e}")))?;
-        let life = Duration::from_secs(t.expires_in.unwrap_or(300).saturating_sub(300).max(30));
-        *slot = Some((t.access_token.clone(), Instant::now() + life));
-        Ok(t.access_token)
+        self.tokens.token().await.map_err(|e| GroupError::Token(e.to_string()))
     }
 }

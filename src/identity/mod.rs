@@ -4,6 +4,7 @@
 //! May depend on `cloud`; never on `proxy`, `admin`, `store` or `sync`. The request path
 //! calls [`Validator::validate`], which needs no lock and, for a known key, no I/O.
 
+pub mod app_token;
 pub mod cookie;
 pub mod credential;
 mod error;
