@@ -74,6 +74,8 @@ pub struct EntraState {
     /// Lifetime of issued user tokens, seconds (default 3600).
     pub token_lifetime: AtomicU64,
     key_serial: AtomicU64,
+    /// Devices and managed devices served by the Graph emulator.
+    pub directory: Mutex<super::directory::Directory>,
 }
 
 fn now() -> u64 {
@@ -119,6 +121,7 @@ impl EntraState {
             refresh_grants: AtomicU64::new(0),
             token_lifetime: AtomicU64::new(3600),
             key_serial: AtomicU64::new(0),
+            directory: Mutex::new(super::directory::Directory::seeded(0)),
         };
         state.rotate_key()?;
         Ok(state)

@@ -16,6 +16,8 @@ pub enum Endpoint {
     Jwks,
     Token,
     Graph,
+    /// Intune's managedDevices.
+    Intune,
 }
 
 /// What to do to the next requests of one endpoint.

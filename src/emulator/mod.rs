@@ -4,6 +4,7 @@
 //! them through base URLs only. Depends on `proxy::respond::escape` for HTML and nothing else
 //! of the gateway.
 
+pub mod directory;
 pub mod entra;
 pub mod faults;
 pub mod fixtures;
@@ -38,6 +39,13 @@ pub fn router(state: Arc<EntraState>) -> Router {
         )
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
         .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
+        .route("/v1.0/devices/delta", get(graph::devices_delta))
+        .route("/v1.0/devices", get(graph::devices_list))
+        .route("/v1.0/deviceManagement/managedDevices", get(graph::managed_devices))
+        .route("/_emulator/devices/{device_id}/compliance", post(graph::set_compliance))
+        .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
+        .route("/_emulator/delta/expire", post(graph::expire_delta))
+        .route("/_emulator/directory/seed", post(graph::seed_directory))
         .route("/_emulator/token", get(entra::mint_token))
         .route("/_emulator/keys/rotate", post(entra::rotate))
         .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
