@@ -20,4 +20,5 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -15,6 +15,9 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     decisions: IntCounterVec,
+    sync_runs: IntCounterVec,
+    sync_last_success: IntGaugeVec,
+    sync_objects: IntCounterVec,
     pub active_connections: IntGauge,
     pub requests_in_flight: IntGauge,
 }
@@ -91,6 +94,18 @@ impl Metrics {
             &["route", "outcome", "reason"],
         )
         .expect("static metric definition");
+        let sync_runs = IntCounterVec::new(Opts::new("sync_runs_total", "Sync runs, by source and result"), &["source", "result"])
+            .expect("static metric definition");
+        let sync_last_success = IntGaugeVec::new(
+            Opts::new("sync_last_success_timestamp_seconds", "Unix time of the last successful run, by source"),
+            &["source"],
+        )
+        .expect("static metric definition");
+        let sync_objects = IntCounterVec::new(
+            Opts::new("sync_objects_total", "Objects written by the sync, by source and change (upserted, removed)"),
+            &["source", "change"],
+        )
+        .expect("static metric definition");
         let active_connections = IntGauge::new(
             "active_connections",
             "Open client connections (TCP or TLS) on the proxy listeners",
@@ -107,6 +122,9 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(decisions.clone()),
+            Box::new(sync_runs.clone()),
+            Box::new(sync_last_success.clone()),
+            Box::new(sync_objects.clone()),
             Box::new(active_connections.clone()),
             Box::new(requests_in_flight.clone()),
             Box::new(build_info),
@@ -120,6 +138,9 @@ impl Metrics {
             duration,
             upstream_errors,
             decisions,
+            sync_runs,
+            sync_last_success,
+            sync_objects,
             active_connections,
             requests_in_flight,
         }
@@ -148,6 +169,19 @@ impl Metrics {
                 .collect(),
             route: route.to_string(),
         }
+    }
+
+    /// Counts a sync run (off the request path).
+    pub fn sync_run(&self, source: &str, ok: bool, at: i64) {
+        self.sync_runs.with_label_values(&[source, if ok { "ok" } else { "error" }]).inc();
+        if ok {
+            self.sync_last_success.with_label_values(&[source]).set(at);
+        }
+    }
+
+    pub fn sync_objects(&self, source: &str, upserted: u64, removed: u64) {
+        self.sync_objects.with_label_values(&[source, "upserted"]).inc_by(upserted);
+        self.sync_objects.with_label_values(&[source, "removed"]).inc_by(removed);
     }
 
     /// The Prometheus text exposition of every metric.

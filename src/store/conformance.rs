@@ -174,6 +174,12 @@ async fn computers_and_evidence<S: Store + ?Sized>(s: &S) {
     s.upsert_computers(&[c1b]).await.unwrap();
     s.remove_computer("2").await.unwrap();
     assert!(s.computer("2").await.unwrap().is_none());
+    // Sweeps after a full round: rows not seen since mark as removed / go.
+    s.upsert_entra_devices(&[entra("dev-old", "obj-old", true, 50), entra("dev-new", "obj-new", true, 500)]).await.unwrap();
+    let swept = s.sweep_entra(100).await.unwrap();
+    assert!(swept.contains(&"dev-old".to_string()) && !swept.contains(&"dev-new".to_string()), "{swept:?}");
+    assert!(s.device_evidence("dev-old").await.unwrap().entra.unwrap().removed);
+    assert_eq!(s.sweep_managed(1_000).await.unwrap(), 1);
 }
 
 async fn sync_state<S: Store + ?Sized>(s: &S) {
@@ -197,6 +203,12 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
         error: (!ok).then(|| "boom".into()),
         detail: "{}".into(),
     };
+    assert!(s.try_lease("sync", "node-a", 60).await.unwrap());
+    assert!(s.try_lease("sync", "node-a", 60).await.unwrap(), "the holder renews");
+    assert!(!s.try_lease("sync", "node-b", 60).await.unwrap(), "another node waits");
+    assert!(s.try_lease("other", "node-b", 60).await.unwrap());
+    assert!(s.try_lease("expired", "node-a", -1).await.unwrap());
+    assert!(s.try_lease("expired", "node-b", 60).await.unwrap(), "an expired lease can be taken");
     s.record_run(&run(true, 10)).await.unwrap();
     s.record_run(&run(false, 20)).await.unwrap();
     assert_eq!(s.last_success().await.unwrap().entra, Some(10));

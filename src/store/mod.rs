@@ -76,6 +76,14 @@ pub trait SyncState: Send + Sync {
     async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError>;
     async fn last_runs(&self, source: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError>;
     async fn last_success(&self) -> Result<SourceTimes, StoreError>;
+    /// Takes or renews lease `name` for `holder` until `now + ttl`; false when another holder
+    /// has it and it has not expired.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError>;
+    /// Marks removed the Entra devices not seen since `before` (after a full round); returns
+    /// their device ids.
+    async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError>;
+    /// Deletes the Intune records not seen since `before` (after a full listing).
+    async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 /// Versioned settings documents (JSON).

@@ -519,6 +519,51 @@ impl SyncState for SqliteStore {
             .collect()
     }
 
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
+        let now = now();
+        sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO UPDATE SET \
+             holder = excluded.holder, expires_at = excluded.expires_at WHERE leases.holder = excluded.holder OR leases.expires_at < ?4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_secs)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM leases WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(current.as_deref() == Some(holder))
+    }
+
+    async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE seen_at < ? AND removed = 0")
+            .bind(before)
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE entra_devices SET removed = 1 WHERE seen_at < ? AND removed = 0").bind(before).execute(&mut *tx).await?;
+        for d in &ids {
+            changed(&mut tx, d).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Option<String>> = sqlx::query_scalar("SELECT azure_ad_device_id FROM managed_devices WHERE seen_at < ?")
+            .bind(before)
+            .fetch_all(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM managed_devices WHERE seen_at < ?").bind(before).execute(&mut *tx).await?;
+        for d in ids.iter().flatten() {
+            changed(&mut tx, d).await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
     async fn last_success(&self) -> Result<SourceTimes, StoreError> {
         let rows = sqlx::query("SELECT source, MAX(finished_at) AS t FROM sync_runs WHERE ok = 1 GROUP BY source")
             .fetch_all(&self.pool)

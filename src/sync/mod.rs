@@ -1,0 +1,133 @@
+//! The sync loop: compliance in from Microsoft Graph (Entra devices by delta, Intune managed
+//! devices as enrichment) into the store, on a schedule, by one node at a time (a leader lease
+//! in the store). Every write invalidates the posture cache of every node through the store's
+//! change log. Jamf Pro inventory and sharing inventory back to Entra follow.
+//!
+//! May depend on `store`, `identity::app_token`, `config` types and `metrics`; never on `proxy`.
+
+pub mod entra;
+pub mod graph;
+pub mod intune;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::{StoreError, SyncRun};
+use graph::{GraphClient, GraphError};
+
+/// Why a sync run failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+/// Schedule and limits.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub interval: Duration,
+    pub intune: bool,
+    pub intune_interval: Duration,
+    /// A full Entra round (with sweep) at least this often.
+    pub full_reconcile: Duration,
+    pub page_size: u32,
+    pub lease_ttl: Duration,
+}
+
+/// Runs the sync sources on their schedules while this node holds the lease.
+pub struct SyncLoop<S: crate::store::Store + ?Sized> {
+    pub graph: Arc<GraphClient>,
+    pub store: Arc<S>,
+    pub settings: SyncSettings,
+    pub node: String,
+    pub metrics: crate::metrics::Metrics,
+    /// Wakes the loop for an immediate run (admin "sync now").
+    pub now: Arc<tokio::sync::Notify>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
+    /// Runs until `stop` turns true.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last_intune: Option<tokio::time::Instant> = None;
+        let mut last_full = tokio::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.store.try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64).await {
+                Ok(true) => {
+                    if last_full.elapsed() >= self.settings.full_reconcile {
+                        // Dropping the cursor makes the next round a full one, with a sweep.
+                        if let Err(e) = self.store.set_cursor(entra::SOURCE, None).await {
+                            tracing::warn!(error = %e, "cannot start the full reconcile");
+                        }
+                        last_full = tokio::time::Instant::now();
+                    }
+                    // Failures are recorded and logged by run_entra; the schedule goes on.
+                    let _ = self.run_entra().await;
+                    let intune_due = last_intune.is_none_or(|t| t.elapsed() >= self.settings.intune_interval);
+                    if self.settings.intune && intune_due {
+                        let _ = self.run_intune().await;
+                        last_intune = Some(tokio::time::Instant::now());
+                    }
+                }
+                Ok(false) => tracing::debug!("another node holds the sync lease"),
+                Err(e) => tracing::warn!(error = %e, "cannot take the sync lease"),
+            }
+            let jitter = self.settings.interval.mul_f64(f64::from(unix_now() as u32 % 100) / 1000.0);
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.interval + jitter) => {}
+                _ = self.now.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One Entra run, recorded in the store and the metrics.
+    pub async fn run_entra(&self) -> Result<entra::EntraStats, SyncError> {
+        let r = entra::sync(&self.graph, &*self.store, self.settings.page_size).await;
+        let detail = match &r {
+            Ok(s) => serde_json::to_string(s).unwrap_or_default(),
+            Err(_) => "{}".into(),
+        };
+        self.record(entra::SOURCE, r.as_ref().err().map(ToString::to_string), detail).await;
+        if let Ok(s) = &r {
+            self.metrics.sync_objects(entra::SOURCE, s.upserted, s.removed + s.swept);
+        }
+        r
+    }
+
+    pub async fn run_intune(&self) -> Result<intune::IntuneStats, SyncError> {
+        let r = intune::sync(&self.graph, &*self.store).await;
+        let detail = match &r {
+            Ok(s) => serde_json::to_string(s).unwrap_or_default(),
+            Err(_) => "{}".into(),
+        };
+        self.record(intune::SOURCE, r.as_ref().err().map(ToString::to_string), detail).await;
+        if let Ok(s) = &r {
+            self.metrics.sync_objects(intune::SOURCE, s.devices, s.swept);
+        }
+        r
+    }
+
+    async fn record(&self, source: &str, error: Option<String>, detail: String) {
+        let ok = error.is_none();
+        match &error {
+            None => tracing::debug!(source, %detail, "sync run finished"),
+            Some(e) => tracing::warn!(source, error = %e, "sync run failed"),
+        }
+        self.metrics.sync_run(source, ok, unix_now());
+        let run = SyncRun { source: source.to_string(), finished_at: unix_now(), ok, error, detail };
+        if let Err(e) = self.store.record_run(&run).await {
+            tracing::warn!(error = %e, "cannot record the sync run");
+        }
+    }
+}
