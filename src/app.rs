@@ -16,6 +16,8 @@ use crate::admin::{self, Readiness};
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::device::changes::follow_changes;
 use crate::device::{CacheSettings, Devices, PostureCache};
+use crate::identity::app_token::AppTokens;
+use crate::identity::credential::ClientCredential;
 use crate::identity::Identity;
 use crate::landing::{Landings, ReturnSigner};
 use crate::metrics::Metrics;
@@ -25,6 +27,8 @@ use crate::proxy::assertion::AssertionSigner;
 use crate::proxy::{self, upstream::PendingPool};
 use crate::store::sessions::StoreSessions;
 use crate::store::sqlite::SqliteStore;
+use crate::sync::graph::{GraphClient, RetryPolicy};
+use crate::sync::{SyncLoop, SyncSettings};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +176,12 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             interval: d.change_poll_interval,
         },
     ));
+    if cfg.sync.enabled {
+        let sync = build_sync(&cfg, store.clone(), metrics.clone())?;
+        server.add_service(background_service("sync", SyncService(sync)));
+    } else {
+        tracing::warn!("the sync with Microsoft Graph is off: postures come only from what the store already holds");
+    }
     let landings = Arc::new(
         Landings::new(cfg.landing.clone(), ReturnSigner::new(&return_key(&cfg))).map_err(|e| {
             StartError::Config(ConfigErrors(vec![ConfigError {
@@ -387,5 +397,64 @@ struct FollowChanges {
 impl BackgroundService for FollowChanges {
     async fn start(&self, shutdown: ShutdownWatch) {
         follow_changes(self.store.clone(), self.cache.clone(), self.interval, shutdown).await;
+    }
+}
+
+fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result<SyncLoop<SqliteStore>, StartError> {
+    let Some(entra) = &cfg.entra else {
+        return Err(StartError::Identity("the sync needs an [entra] section".into()));
+    };
+    let credential = match &entra.credential {
+        Some(c) => Some(Arc::new(
+            ClientCredential::load(c).map_err(|e| StartError::Identity(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| StartError::Identity(e.to_string()))?;
+    let scope = format!("{}/.default", entra.graph_url);
+    let tokens = Arc::new(AppTokens::new(
+        &entra.authority_url,
+        &entra.tenant_id,
+        &entra.client_id,
+        &scope,
+        credential,
+        http.clone(),
+    ));
+    let graph = Arc::new(GraphClient::new(
+        &entra.graph_url,
+        tokens,
+        http,
+        RetryPolicy::default(),
+        cfg.sync.requests_per_20s,
+    ));
+    let s = &cfg.sync;
+    Ok(SyncLoop {
+        graph,
+        store,
+        settings: SyncSettings {
+            interval: s.interval,
+            intune: s.intune,
+            intune_interval: s.intune_interval,
+            full_reconcile: s.full_reconcile,
+            page_size: s.page_size,
+            lease_ttl: (s.interval * 3).max(Duration::from_secs(30)),
+        },
+        node: s.node_name.clone(),
+        metrics,
+        now: Arc::new(tokio::sync::Notify::new()),
+    })
+}
+
+/// Runs the sync loop as a pingora background service.
+struct SyncService(SyncLoop<SqliteStore>);
+
+#[async_trait]
+impl BackgroundService for SyncService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
     }
 }

@@ -94,15 +94,24 @@ impl Metrics {
             &["route", "outcome", "reason"],
         )
         .expect("static metric definition");
-        let sync_runs = IntCounterVec::new(Opts::new("sync_runs_total", "Sync runs, by source and result"), &["source", "result"])
-            .expect("static metric definition");
+        let sync_runs = IntCounterVec::new(
+            Opts::new("sync_runs_total", "Sync runs, by source and result"),
+            &["source", "result"],
+        )
+        .expect("static metric definition");
         let sync_last_success = IntGaugeVec::new(
-            Opts::new("sync_last_success_timestamp_seconds", "Unix time of the last successful run, by source"),
+            Opts::new(
+                "sync_last_success_timestamp_seconds",
+                "Unix time of the last successful run, by source",
+            ),
             &["source"],
         )
         .expect("static metric definition");
         let sync_objects = IntCounterVec::new(
-            Opts::new("sync_objects_total", "Objects written by the sync, by source and change (upserted, removed)"),
+            Opts::new(
+                "sync_objects_total",
+                "Objects written by the sync, by source and change (upserted, removed)",
+            ),
             &["source", "change"],
         )
         .expect("static metric definition");
@@ -173,15 +182,21 @@ impl Metrics {
 
     /// Counts a sync run (off the request path).
     pub fn sync_run(&self, source: &str, ok: bool, at: i64) {
-        self.sync_runs.with_label_values(&[source, if ok { "ok" } else { "error" }]).inc();
+        self.sync_runs
+            .with_label_values(&[source, if ok { "ok" } else { "error" }])
+            .inc();
         if ok {
             self.sync_last_success.with_label_values(&[source]).set(at);
         }
     }
 
     pub fn sync_objects(&self, source: &str, upserted: u64, removed: u64) {
-        self.sync_objects.with_label_values(&[source, "upserted"]).inc_by(upserted);
-        self.sync_objects.with_label_values(&[source, "removed"]).inc_by(removed);
+        self.sync_objects
+            .with_label_values(&[source, "upserted"])
+            .inc_by(upserted);
+        self.sync_objects
+            .with_label_values(&[source, "removed"])
+            .inc_by(removed);
     }
 
     /// The Prometheus text exposition of every metric.

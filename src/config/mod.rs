@@ -33,6 +33,7 @@ pub struct Config {
     pub device: DeviceConfig,
     pub landing: LandingConfig,
     pub store: StoreConfig,
+    pub sync: SyncConfig,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -191,6 +192,21 @@ pub struct LandingConfig {
     pub allowed_return_hosts: Vec<String>,
     /// Key signing `X-Portcullis-Assertion`; `None`: a fresh key per process.
     pub assertion_key_file: Option<PathBuf>,
+}
+
+/// The sync loop with Microsoft Graph.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Default: on when Entra has an app credential.
+    pub enabled: bool,
+    pub interval: Duration,
+    pub intune: bool,
+    pub intune_interval: Duration,
+    pub full_reconcile: Duration,
+    pub page_size: u32,
+    pub requests_per_20s: u32,
+    /// This node's name in the leader lease (default: the host name and process id).
+    pub node_name: String,
 }
 
 /// The store.
@@ -440,6 +456,14 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
                 .unwrap_or_else(|| "portcullis.db".into()),
         ),
     };
+    let has_credential = entra.as_ref().is_some_and(|e| e.credential.is_some());
+    let sync = build_sync(
+        file.sync
+            .and_then(|v| item::<RawSync>(c, "sync", v))
+            .unwrap_or_default(),
+        has_credential,
+        c,
+    );
     let session = build_session(
         file.session
             .and_then(|v| item::<RawSession>(c, "session", v))
@@ -513,6 +537,7 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
         device,
         landing,
         store,
+        sync,
         listeners,
         upstreams,
         routes: routes.into_iter().map(|(_, r)| r).collect(),
@@ -974,6 +999,39 @@ fn build_entra(raw: RawEntra, base: &Path, c: &mut Collector) -> Option<EntraCon
         jwks_min_refresh_interval,
         group_cache_ttl,
     })
+}
+
+fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConfig {
+    let enabled = raw.enabled.unwrap_or(has_credential);
+    if enabled && !has_credential {
+        c.push("sync.enabled", "the sync needs [entra] with an app credential (client_secret, client_certificate or client_assertion_file)");
+    }
+    let node_name = raw.node_name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        format!("{host}-{}", std::process::id())
+    });
+    SyncConfig {
+        enabled,
+        interval: dur(c, "sync.interval".into(), raw.interval, Duration::from_secs(60)),
+        intune: raw.intune.unwrap_or(true),
+        intune_interval: dur(
+            c,
+            "sync.intune_interval".into(),
+            raw.intune_interval,
+            Duration::from_secs(15 * 60),
+        ),
+        full_reconcile: dur(
+            c,
+            "sync.full_reconcile".into(),
+            raw.full_reconcile,
+            Duration::from_secs(24 * 3600),
+        ),
+        page_size: positive(c, "sync.page_size", raw.page_size, 999, 999) as u32,
+        requests_per_20s: positive(c, "sync.requests_per_20s", raw.requests_per_20s, 1000, 2000) as u32,
+        node_name,
+    }
 }
 
 fn build_device(raw: RawDevice, c: &mut Collector) -> DeviceConfig {

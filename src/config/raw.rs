@@ -132,6 +132,19 @@ pub(super) struct RawLanding {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawSync {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub intune: Option<bool>,
+    pub intune_interval: Option<String>,
+    pub full_reconcile: Option<String>,
+    pub page_size: Option<i64>,
+    pub requests_per_20s: Option<i64>,
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub sqlite_path: Option<String>,
 }
@@ -179,6 +192,7 @@ pub(super) struct RawFile {
     pub device: Option<toml::Value>,
     pub landing: Option<toml::Value>,
     pub store: Option<toml::Value>,
+    pub sync: Option<toml::Value>,
     #[serde(default)]
     pub listeners: Vec<toml::Value>,
     #[serde(default)]

@@ -35,7 +35,10 @@ impl Device {
         let mut ext = serde_json::Map::new();
         for i in 1..=15 {
             let k = format!("extensionAttribute{i}");
-            ext.insert(k.clone(), self.extension_attributes.get(&k).map_or(Value::Null, |v| json!(v)));
+            ext.insert(
+                k.clone(),
+                self.extension_attributes.get(&k).map_or(Value::Null, |v| json!(v)),
+            );
         }
         json!({
             "id": self.object_id,
@@ -100,7 +103,9 @@ impl Directory {
     pub fn seeded(synthetic: usize) -> Self {
         let mut d = Self::default();
         for p in personas::all() {
-            let (Some(device), compliant) = (p.device_id, matches!(p.name, "alice" | "olivia")) else { continue };
+            let (Some(device), compliant) = (p.device_id, matches!(p.name, "alice" | "olivia")) else {
+                continue;
+            };
             if p.name == "carol" || p.name == "dave" {
                 continue;
             }
@@ -122,8 +127,10 @@ impl Directory {
                     azure_ad_device_id: device.to_string(),
                     compliance_state: "inGracePeriod",
                     grace_end: Some(
-                        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3 * 86_400))
-                            .to_string(),
+                        humantime::format_rfc3339_seconds(
+                            std::time::SystemTime::now() + std::time::Duration::from_secs(3 * 86_400),
+                        )
+                        .to_string(),
                     ),
                     serial: super::fixtures::serial(p.name),
                     upn: p.upn(),
@@ -157,7 +164,13 @@ impl Directory {
     /// Applies `f` to the device with this `deviceId`; false when there is none.
     pub fn update_by_device_id(&mut self, device_id: &str, f: impl FnOnce(&mut Device)) -> bool {
         let id = device_id.to_ascii_lowercase();
-        let Some(d) = self.devices.values_mut().find(|d| d.device_id == id && d.removed.is_none()) else { return false };
+        let Some(d) = self
+            .devices
+            .values_mut()
+            .find(|d| d.device_id == id && d.removed.is_none())
+        else {
+            return false;
+        };
         f(d);
         self.version += 1;
         d.version = self.version;
@@ -165,7 +178,9 @@ impl Directory {
     }
 
     pub fn remove(&mut self, object_id: &str, reason: &'static str) -> bool {
-        let Some(d) = self.devices.get_mut(object_id) else { return false };
+        let Some(d) = self.devices.get_mut(object_id) else {
+            return false;
+        };
         d.removed = Some(reason);
         self.version += 1;
         d.version = self.version;
@@ -178,7 +193,13 @@ impl Directory {
         let mut it = self
             .devices
             .values()
-            .filter(|d| if since == 0 { d.removed.is_none() } else { d.version > since })
+            .filter(|d| {
+                if since == 0 {
+                    d.removed.is_none()
+                } else {
+                    d.version > since
+                }
+            })
             .skip(offset);
         let page: Vec<Value> = it.by_ref().take(top).map(Device::to_json).collect();
         let more = it.next().is_some();

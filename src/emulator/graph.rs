@@ -72,7 +72,11 @@ fn encode(parts: &[u64]) -> String {
 fn decode(token: &str) -> Option<Vec<u64>> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-    String::from_utf8(raw).ok()?.split('.').map(|p| p.parse().ok()).collect()
+    String::from_utf8(raw)
+        .ok()?
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect()
 }
 
 /// GET /v1.0/devices/delta — `$select` (first call), `$skiptoken` (next pages of a round),
@@ -92,7 +96,11 @@ pub async fn devices_delta(
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
     let base = format!("{}/v1.0/devices/delta", s.base_url);
     let gone = || {
-        let mut r = graph_error(StatusCode::GONE, "resyncRequired", "The delta token is no longer valid; start a full synchronization.");
+        let mut r = graph_error(
+            StatusCode::GONE,
+            "resyncRequired",
+            "The delta token is no longer valid; start a full synchronization.",
+        );
         if let Ok(v) = format!("{base}?$deltatoken=").parse() {
             r.headers_mut().insert("location", v);
         }
@@ -101,7 +109,9 @@ pub async fn devices_delta(
     // (since, offset, snapshot) of the round this page belongs to.
     let (since, offset, snapshot) = match (q.get("$skiptoken"), q.get("$deltatoken")) {
         (Some(t), _) => match decode(t).as_deref() {
-            Some(&[generation, since, offset, snapshot]) if generation == dir.generation => (since, offset as usize, snapshot),
+            Some(&[generation, since, offset, snapshot]) if generation == dir.generation => {
+                (since, offset as usize, snapshot)
+            }
             Some(_) => return gone(),
             None => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $skiptoken."),
         },
@@ -119,7 +129,11 @@ pub async fn devices_delta(
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices",
         "value": page,
     });
-    let top_q = if q.contains_key("$top") { format!("&$top={top}") } else { String::new() };
+    let top_q = if q.contains_key("$top") {
+        format!("&$top={top}")
+    } else {
+        String::new()
+    };
     if more {
         let t = encode(&[dir.generation, since, (offset + n) as u64, snapshot]);
         body["@odata.nextLink"] = json!(format!("{base}?$skiptoken={t}{top_q}"));
@@ -144,7 +158,8 @@ pub async fn devices_list(
     }
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
     let (page, _) = dir.changes(0, 0, page_size(q.get("$top").map(String::as_str)));
-    Json(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices", "value": page })).into_response()
+    Json(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices", "value": page }))
+        .into_response()
 }
 
 /// GET /v1.0/deviceManagement/managedDevices — `$top`, `$skiptoken`.
@@ -161,8 +176,18 @@ pub async fn managed_devices(
     }
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
     let top = page_size(q.get("$top").map(String::as_str));
-    let offset = q.get("$skiptoken").and_then(|t| decode(t)).and_then(|v| v.first().copied()).unwrap_or(0) as usize;
-    let page: Vec<_> = dir.managed.iter().skip(offset).take(top).map(super::directory::ManagedDevice::to_json).collect();
+    let offset = q
+        .get("$skiptoken")
+        .and_then(|t| decode(t))
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0) as usize;
+    let page: Vec<_> = dir
+        .managed
+        .iter()
+        .skip(offset)
+        .take(top)
+        .map(super::directory::ManagedDevice::to_json)
+        .collect();
     let mut body = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices",
         "value": page,
@@ -191,18 +216,26 @@ pub async fn set_compliance(
     Path(device_id): Path<String>,
     Json(b): Json<ComplianceBody>,
 ) -> Response {
-    let found = s.directory.lock().unwrap_or_else(|e| e.into_inner()).update_by_device_id(&device_id, |d| {
-        if let Some(c) = b.is_compliant {
-            d.is_compliant = Some(c);
-        }
-        if let Some(e) = b.account_enabled {
-            d.account_enabled = e;
-        }
-    });
+    let found = s
+        .directory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .update_by_device_id(&device_id, |d| {
+            if let Some(c) = b.is_compliant {
+                d.is_compliant = Some(c);
+            }
+            if let Some(e) = b.account_enabled {
+                d.account_enabled = e;
+            }
+        });
     if found {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", &format!("no device {device_id}"))
+        graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!("no device {device_id}"),
+        )
     }
 }
 
@@ -212,13 +245,30 @@ pub struct RemoveBody {
 }
 
 /// POST /_emulator/devices/{deviceId}/remove {"reason": "deleted" | "changed"}
-pub async fn remove_device(State(s): State<Arc<EntraState>>, Path(device_id): Path<String>, Json(b): Json<RemoveBody>) -> Response {
+pub async fn remove_device(
+    State(s): State<Arc<EntraState>>,
+    Path(device_id): Path<String>,
+    Json(b): Json<RemoveBody>,
+) -> Response {
     let mut dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
     let id = device_id.to_ascii_lowercase();
-    let Some(object_id) = dir.devices.values().find(|d| d.device_id == id).map(|d| d.object_id.clone()) else {
-        return graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", &format!("no device {device_id}"));
+    let Some(object_id) = dir
+        .devices
+        .values()
+        .find(|d| d.device_id == id)
+        .map(|d| d.object_id.clone())
+    else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!("no device {device_id}"),
+        );
     };
-    let reason = if b.reason.as_deref() == Some("changed") { "changed" } else { "deleted" };
+    let reason = if b.reason.as_deref() == Some("changed") {
+        "changed"
+    } else {
+        "deleted"
+    };
     dir.remove(&object_id, reason);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -80,7 +80,12 @@ impl AppTokens {
 
     /// One token request, uncached (Run Test uses it to report Entra's answer as is).
     pub async fn request(&self) -> Result<(String, Duration), TokenRequestError> {
-        let fail = |status: Option<u16>, code, error, message: String| TokenRequestError { status, code, error, message };
+        let fail = |status: Option<u16>, code, error, message: String| TokenRequestError {
+            status,
+            code,
+            error,
+            message,
+        };
         let credential = self
             .credential
             .as_ref()
@@ -102,12 +107,24 @@ impl AppTokens {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| fail(None, None, None, format!("token endpoint unreachable: {}", e.without_url())))?;
+            .map_err(|e| {
+                fail(
+                    None,
+                    None,
+                    None,
+                    format!("token endpoint unreachable: {}", e.without_url()),
+                )
+            })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(Some(status.as_u16()), None, None, e.without_url().to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| fail(Some(status.as_u16()), None, None, e.without_url().to_string()))?;
         if !status.is_success() {
             let e: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-            let (error, code) = e.map(|e| (e.error, e.error_codes.and_then(|c| c.first().copied()))).unwrap_or((None, None));
+            let (error, code) = e
+                .map(|e| (e.error, e.error_codes.and_then(|c| c.first().copied())))
+                .unwrap_or((None, None));
             let message = match (&error, code) {
                 (Some(err), Some(c)) => format!("token request refused ({status}): {err} AADSTS{c}"),
                 (Some(err), None) => format!("token request refused ({status}): {err}"),
@@ -115,8 +132,14 @@ impl AppTokens {
             };
             return Err(fail(Some(status.as_u16()), code, error, message));
         }
-        let t: TokenBody = serde_json::from_slice(&body)
-            .map_err(|e| fail(Some(status.as_u16()), None, None, format!("unreadable token response: {e}")))?;
+        let t: TokenBody = serde_json::from_slice(&body).map_err(|e| {
+            fail(
+                Some(status.as_u16()),
+                None,
+                None,
+                format!("unreadable token response: {e}"),
+            )
+        })?;
         let life = Duration::from_secs(t.expires_in.unwrap_or(300).saturating_sub(300).max(30));
         Ok((t.access_token, life))
     }

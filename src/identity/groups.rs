@@ -48,7 +48,10 @@ impl GroupResolver {
         let scope = format!("{}/.default", graph_url.trim_end_matches('/'));
         Self {
             graph_url: graph_url.trim_end_matches('/').to_string(),
-            cache: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
             tokens: AppTokens::new(authority, tenant, client_id, &scope, credential, http.clone()),
             http,
         }

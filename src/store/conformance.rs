@@ -175,9 +175,17 @@ async fn computers_and_evidence<S: Store + ?Sized>(s: &S) {
     s.remove_computer("2").await.unwrap();
     assert!(s.computer("2").await.unwrap().is_none());
     // Sweeps after a full round: rows not seen since mark as removed / go.
-    s.upsert_entra_devices(&[entra("dev-old", "obj-old", true, 50), entra("dev-new", "obj-new", true, 500)]).await.unwrap();
+    s.upsert_entra_devices(&[
+        entra("dev-old", "obj-old", true, 50),
+        entra("dev-new", "obj-new", true, 500),
+    ])
+    .await
+    .unwrap();
     let swept = s.sweep_entra(100).await.unwrap();
-    assert!(swept.contains(&"dev-old".to_string()) && !swept.contains(&"dev-new".to_string()), "{swept:?}");
+    assert!(
+        swept.contains(&"dev-old".to_string()) && !swept.contains(&"dev-new".to_string()),
+        "{swept:?}"
+    );
     assert!(s.device_evidence("dev-old").await.unwrap().entra.unwrap().removed);
     assert_eq!(s.sweep_managed(1_000).await.unwrap(), 1);
 }
@@ -208,7 +216,10 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
     assert!(!s.try_lease("sync", "node-b", 60).await.unwrap(), "another node waits");
     assert!(s.try_lease("other", "node-b", 60).await.unwrap());
     assert!(s.try_lease("expired", "node-a", -1).await.unwrap());
-    assert!(s.try_lease("expired", "node-b", 60).await.unwrap(), "an expired lease can be taken");
+    assert!(
+        s.try_lease("expired", "node-b", 60).await.unwrap(),
+        "an expired lease can be taken"
+    );
     s.record_run(&run(true, 10)).await.unwrap();
     s.record_run(&run(false, 20)).await.unwrap();
     assert_eq!(s.last_success().await.unwrap().entra, Some(10));

@@ -531,18 +531,24 @@ impl SyncState for SqliteStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT holder FROM leases WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT holder FROM leases WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(current.as_deref() == Some(holder))
     }
 
     async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE seen_at < ? AND removed = 0")
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE seen_at < ? AND removed = 0")
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query("UPDATE entra_devices SET removed = 1 WHERE seen_at < ? AND removed = 0")
             .bind(before)
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE entra_devices SET removed = 1 WHERE seen_at < ? AND removed = 0").bind(before).execute(&mut *tx).await?;
         for d in &ids {
             changed(&mut tx, d).await?;
         }
@@ -552,11 +558,15 @@ impl SyncState for SqliteStore {
 
     async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<Option<String>> = sqlx::query_scalar("SELECT azure_ad_device_id FROM managed_devices WHERE seen_at < ?")
+        let ids: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT azure_ad_device_id FROM managed_devices WHERE seen_at < ?")
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await?;
+        let r = sqlx::query("DELETE FROM managed_devices WHERE seen_at < ?")
             .bind(before)
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        let r = sqlx::query("DELETE FROM managed_devices WHERE seen_at < ?").bind(before).execute(&mut *tx).await?;
         for d in ids.iter().flatten() {
             changed(&mut tx, d).await?;
         }

@@ -26,7 +26,9 @@ pub struct EntraStats {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn time(v: &Value) -> Option<i64> {
@@ -48,10 +50,23 @@ struct Page {
 
 fn parse_page(v: &Value, seen_at: i64) -> Result<Page, SyncError> {
     let bad = |m: &str| SyncError::Malformed(format!("devices/delta: {m}"));
-    let items = v.get("value").and_then(Value::as_array).ok_or_else(|| bad("no value array"))?;
-    let mut page = Page { upserts: Vec::new(), removals: Vec::new(), partial: Vec::new(), next: None, delta: None };
+    let items = v
+        .get("value")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no value array"))?;
+    let mut page = Page {
+        upserts: Vec::new(),
+        removals: Vec::new(),
+        partial: Vec::new(),
+        next: None,
+        delta: None,
+    };
     for item in items {
-        let id = item.get("id").and_then(Value::as_str).ok_or_else(|| bad("an object without id"))?.to_string();
+        let id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("an object without id"))?
+            .to_string();
         if let Some(removed) = item.get("@removed") {
             let purge = removed.get("reason").and_then(Value::as_str) == Some("deleted");
             page.removals.push((id, purge));

@@ -36,7 +36,9 @@ impl RetryPolicy {
     /// Exponential backoff with ±50 % jitter for retry number `n` (0-based).
     pub fn backoff(&self, n: u32) -> Duration {
         let exp = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.max);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let jitter = f64::from(nanos % 1000) / 1000.0; // 0..1
         exp.mul_f64(0.5 + jitter)
     }
@@ -97,7 +99,13 @@ pub struct GraphClient {
 
 impl GraphClient {
     /// `requests_per_20s` caps this client's request rate.
-    pub fn new(base: &str, tokens: Arc<AppTokens>, http: reqwest::Client, retry: RetryPolicy, requests_per_20s: u32) -> Self {
+    pub fn new(
+        base: &str,
+        tokens: Arc<AppTokens>,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+        requests_per_20s: u32,
+    ) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
             tokens,
@@ -127,7 +135,13 @@ impl GraphClient {
         loop {
             self.budget.take().await;
             let token = self.tokens.token().await?;
-            let resp = self.http.get(&url).bearer_auth(&token).timeout(Duration::from_secs(60)).send().await;
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await;
             let wait = match resp {
                 Err(e) => {
                     let msg = e.without_url().to_string();
@@ -146,7 +160,10 @@ impl GraphClient {
                         .map(|s| Duration::from_secs(s).min(self.retry.max_retry_after));
                     match status {
                         200..=299 => {
-                            let body = resp.bytes().await.map_err(|e| GraphError::Transport(e.without_url().to_string()))?;
+                            let body = resp
+                                .bytes()
+                                .await
+                                .map_err(|e| GraphError::Transport(e.without_url().to_string()))?;
                             return serde_json::from_slice(&body).map_err(|e| GraphError::Body(e.to_string()));
                         }
                         401 if !refreshed_token => {
@@ -165,7 +182,12 @@ impl GraphClient {
                             }
                             retry_after.unwrap_or_else(|| self.retry.backoff(retries))
                         }
-                        _ => return Err(GraphError::Status(format!("status {status}: {}", error_message(resp).await))),
+                        _ => {
+                            return Err(GraphError::Status(format!(
+                                "status {status}: {}",
+                                error_message(resp).await
+                            )))
+                        }
                     }
                 }
             };

@@ -28,9 +28,17 @@ fn time(v: &Value) -> Option<i64> {
         .map(|d| d.as_secs() as i64)
 }
 
-pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(graph: &GraphClient, store: &S) -> Result<IntuneStats, SyncError> {
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let mut url = format!("{}/v1.0/deviceManagement/managedDevices?$select={SELECT}&$top=999", graph.base);
+pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
+    graph: &GraphClient,
+    store: &S,
+) -> Result<IntuneStats, SyncError> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut url = format!(
+        "{}/v1.0/deviceManagement/managedDevices?$select={SELECT}&$top=999",
+        graph.base
+    );
     let mut stats = IntuneStats::default();
     loop {
         let v = match graph.get(&url).await {
@@ -50,10 +58,12 @@ pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(graph: &GraphClient, 
         for item in items {
             let s = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
             let id = s("id").ok_or_else(|| SyncError::Malformed("managedDevices: an object without id".into()))?;
-            let state = ComplianceState::parse(item.get("complianceState").and_then(Value::as_str).unwrap_or("unknown"));
+            let state =
+                ComplianceState::parse(item.get("complianceState").and_then(Value::as_str).unwrap_or("unknown"));
             rows.push(ManagedDevice {
                 intune_id: id,
-                azure_ad_device_id: s("azureADDeviceId").filter(|d| !d.is_empty() && d != "00000000-0000-0000-0000-000000000000"),
+                azure_ad_device_id: s("azureADDeviceId")
+                    .filter(|d| !d.is_empty() && d != "00000000-0000-0000-0000-000000000000"),
                 compliance_state: state,
                 grace_end: item.get("complianceGracePeriodExpirationDateTime").and_then(time),
                 management_agent: s("managementAgent"),

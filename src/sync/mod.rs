@@ -50,7 +50,9 @@ pub struct SyncLoop<S: crate::store::Store + ?Sized> {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
@@ -62,7 +64,11 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
             if *stop.borrow() {
                 return;
             }
-            match self.store.try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64).await {
+            match self
+                .store
+                .try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64)
+                .await
+            {
                 Ok(true) => {
                     if last_full.elapsed() >= self.settings.full_reconcile {
                         // Dropping the cursor makes the next round a full one, with a sweep.
@@ -82,7 +88,10 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
                 Ok(false) => tracing::debug!("another node holds the sync lease"),
                 Err(e) => tracing::warn!(error = %e, "cannot take the sync lease"),
             }
-            let jitter = self.settings.interval.mul_f64(f64::from(unix_now() as u32 % 100) / 1000.0);
+            let jitter = self
+                .settings
+                .interval
+                .mul_f64(f64::from(unix_now() as u32 % 100) / 1000.0);
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval + jitter) => {}
                 _ = self.now.notified() => {}
@@ -98,9 +107,11 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(entra::SOURCE, r.as_ref().err().map(ToString::to_string), detail).await;
+        self.record(entra::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+            .await;
         if let Ok(s) = &r {
-            self.metrics.sync_objects(entra::SOURCE, s.upserted, s.removed + s.swept);
+            self.metrics
+                .sync_objects(entra::SOURCE, s.upserted, s.removed + s.swept);
         }
         r
     }
@@ -111,7 +122,8 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(intune::SOURCE, r.as_ref().err().map(ToString::to_string), detail).await;
+        self.record(intune::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+            .await;
         if let Ok(s) = &r {
             self.metrics.sync_objects(intune::SOURCE, s.devices, s.swept);
         }
@@ -125,7 +137,13 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
             Some(e) => tracing::warn!(source, error = %e, "sync run failed"),
         }
         self.metrics.sync_run(source, ok, unix_now());
-        let run = SyncRun { source: source.to_string(), finished_at: unix_now(), ok, error, detail };
+        let run = SyncRun {
+            source: source.to_string(),
+            finished_at: unix_now(),
+            ok,
+            error,
+            detail,
+        };
         if let Err(e) = self.store.record_run(&run).await {
             tracing::warn!(error = %e, "cannot record the sync run");
         }
