@@ -33,6 +33,9 @@ pub struct Fault {
     /// Answer 200 with a truncated JSON body.
     #[serde(default)]
     pub malformed: bool,
+    /// Let this many requests through normally before the fault starts.
+    #[serde(default)]
+    pub after: u32,
 }
 
 #[derive(Default)]
@@ -58,6 +61,10 @@ impl Faults {
         let fault = {
             let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
             let f = active.get_mut(&e)?;
+            if f.after > 0 {
+                f.after -= 1;
+                return None;
+            }
             let out = f.clone();
             match &mut f.count {
                 Some(0) => {

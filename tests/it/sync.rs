@@ -1,0 +1,311 @@
+//! The sync loop against the emulated Microsoft Graph over real HTTP, into a real SQLite store:
+//! first sync and deltas, removals, expired tokens, throttling and server errors, malformed
+//! pages, interruption and resumption, Intune enrichment, and a flip enforced end to end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis::emulator::personas;
+use portcullis::identity::app_token::AppTokens;
+use portcullis::identity::credential::ClientCredential;
+use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::*;
+use portcullis::sync::graph::{GraphClient, RetryPolicy};
+use portcullis::sync::{entra, intune, SyncError};
+use serde_json::json;
+
+use crate::harness::{client, pool, Emulator, Gateway, Upstream};
+
+const ALICE_DEVICE: &str = "d1000000-0000-4000-8000-00000000000a";
+const BOB_DEVICE: &str = "d1000000-0000-4000-8000-00000000000b";
+
+fn graph(emu: &Emulator) -> GraphClient {
+    let cred = ClientCredential::load(&portcullis::config::ClientCredentialConfig::Secret(
+        portcullis::config::Secret::new(personas::GATEWAY_CLIENT_SECRET),
+    ))
+    .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let tokens = Arc::new(AppTokens::new(
+        &emu.url,
+        personas::TENANT_ID,
+        personas::GATEWAY_CLIENT_ID,
+        &format!("{}/.default", emu.url),
+        Some(Arc::new(cred)),
+        http.clone(),
+    ));
+    let retry = RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        max_retry_after: Duration::from_secs(5),
+    };
+    GraphClient::new(&emu.url, tokens, http, retry, 1000)
+}
+
+async fn store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (SqliteStore::open(&dir.path().join("s.db")).await.unwrap(), dir)
+}
+
+async fn control(emu: &Emulator, path: &str, body: serde_json::Value) {
+    let r = client()
+        .post(format!("{}/_emulator/{path}", emu.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+}
+
+async fn compliant(s: &SqliteStore, device: &str) -> Option<bool> {
+    s.device_evidence(device)
+        .await
+        .unwrap()
+        .entra
+        .and_then(|d| d.is_compliant)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_then_deltas_removals_and_expired_tokens() {
+    let emu = Emulator::start().await;
+    let g = graph(&emu);
+    let (s, _d) = store().await;
+
+    let first = entra::sync(&g, &s, 999).await.unwrap();
+    assert!(first.full);
+    assert_eq!(
+        first.upserted, 4,
+        "alice, bob, erin and olivia have registered Macs: {first:?}"
+    );
+    assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(true));
+    assert_eq!(compliant(&s, BOB_DEVICE).await, Some(false));
+    assert!(s.cursor(entra::SOURCE).await.unwrap().unwrap().contains("$deltatoken="));
+
+    // Nothing changed: an empty delta.
+    let quiet = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!((quiet.full, quiet.upserted, quiet.removed), (false, 0, 0));
+
+    // bob fixes his Mac; the next delta carries only that.
+    control(
+        &emu,
+        &format!("devices/{BOB_DEVICE}/compliance"),
+        json!({ "isCompliant": true }),
+    )
+    .await;
+    let delta = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(delta.upserted, 1);
+    assert_eq!(compliant(&s, BOB_DEVICE).await, Some(true));
+    // A replayed delta (the same changes again) is harmless.
+    let again = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(again.upserted, 0);
+
+    // Removal: "changed" marks removed, "deleted" purges.
+    control(
+        &emu,
+        &format!("devices/{BOB_DEVICE}/remove"),
+        json!({ "reason": "changed" }),
+    )
+    .await;
+    control(
+        &emu,
+        "devices/d1000000-0000-4000-8000-00000000000f/remove",
+        json!({ "reason": "deleted" }),
+    )
+    .await;
+    let removed = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(removed.removed, 2);
+    assert!(s.device_evidence(BOB_DEVICE).await.unwrap().entra.unwrap().removed);
+    assert!(s
+        .device_evidence("d1000000-0000-4000-8000-00000000000f")
+        .await
+        .unwrap()
+        .entra
+        .is_none());
+
+    // The delta token expires: 410, then a full resync that also sweeps what vanished.
+    control(&emu, "delta/expire", json!({})).await;
+    let resync = entra::sync(&g, &s, 999).await.unwrap();
+    assert!(resync.resynced_after_410 && resync.full, "{resync:?}");
+    assert_eq!(resync.upserted, 2, "alice and erin remain");
+    assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_interrupted_by_errors_resumes_from_the_last_applied_page() {
+    let emu = Emulator::start().await;
+    control(&emu, "directory/seed", json!({ "devices": 96 })).await; // 100 devices with the personas
+    let g = graph(&emu);
+    let (s, _d) = store().await;
+    // Two pages of ten go through, then Graph fails for longer than the retries last.
+    emu.fault(json!({ "endpoint": "graph", "status": 500, "after": 2 }))
+        .await;
+    let r = entra::sync(&g, &s, 10).await;
+    assert!(matches!(r, Err(SyncError::Graph(_))), "{r:?}");
+    emu.clear_faults().await;
+    let applied = s.changes_since(0, 10_000).await.unwrap().len() as u64;
+    assert_eq!(applied, 20, "the two applied pages are stored");
+    let cursor = s
+        .cursor(entra::SOURCE)
+        .await
+        .unwrap()
+        .expect("the cursor of the last applied page");
+    assert!(cursor.contains("$skiptoken="), "a mid-round cursor: {cursor}");
+    // Resume: the rest of the round, from the stored next link, each device once.
+    let rest = entra::sync(&g, &s, 10).await.unwrap();
+    assert!(!rest.full);
+    assert_eq!(rest.pages, 8);
+    assert_eq!(applied + rest.upserted, 100);
+    assert!(s.cursor(entra::SOURCE).await.unwrap().unwrap().contains("$deltatoken="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_and_malformed_pages_rejected() {
+    let emu = Emulator::start().await;
+    let g = graph(&emu);
+    let (s, _d) = store().await;
+
+    emu.fault(json!({ "endpoint": "graph", "status": 429, "count": 1, "retry_after": 1 }))
+        .await;
+    let started = Instant::now();
+    entra::sync(&g, &s, 999).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured: {:?}",
+        started.elapsed()
+    );
+
+    control(
+        &emu,
+        &format!("devices/{ALICE_DEVICE}/compliance"),
+        json!({ "isCompliant": false }),
+    )
+    .await;
+    emu.fault(json!({ "endpoint": "graph", "status": 503, "count": 2 }))
+        .await;
+    let r = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(r.upserted, 1, "recovered after a 5xx storm");
+    assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(false));
+
+    // More failures than retries: an error, nothing written, the cursor unchanged.
+    let cursor = s.cursor(entra::SOURCE).await.unwrap();
+    emu.fault(json!({ "endpoint": "graph", "status": 500 })).await;
+    assert!(matches!(entra::sync(&g, &s, 999).await, Err(SyncError::Graph(_))));
+    emu.clear_faults().await;
+
+    control(
+        &emu,
+        &format!("devices/{ALICE_DEVICE}/compliance"),
+        json!({ "isCompliant": true }),
+    )
+    .await;
+    let before = s.latest_change().await.unwrap();
+    emu.fault(json!({ "endpoint": "graph", "malformed": true, "count": 1 }))
+        .await;
+    let bad = entra::sync(&g, &s, 999).await;
+    assert!(
+        matches!(bad, Err(SyncError::Graph(_)) | Err(SyncError::Malformed(_))),
+        "{bad:?}"
+    );
+    assert_eq!(
+        s.latest_change().await.unwrap(),
+        before,
+        "a malformed page writes nothing"
+    );
+    assert_eq!(s.cursor(entra::SOURCE).await.unwrap(), cursor, "nor moves the cursor");
+    assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(false));
+    // And the next run picks the change up.
+    entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intune_enrichment_and_missing_permission() {
+    let emu = Emulator::start().await;
+    let g = graph(&emu);
+    let (s, _d) = store().await;
+    let st = intune::sync(&g, &s).await.unwrap();
+    assert_eq!(st.devices, 1);
+    let erin = s
+        .device_evidence("d1000000-0000-4000-8000-00000000000e")
+        .await
+        .unwrap()
+        .intune
+        .unwrap();
+    assert_eq!(erin.compliance_state, ComplianceState::InGracePeriod);
+    assert!(erin.grace_end.unwrap() > 0);
+    emu.fault(json!({ "endpoint": "intune", "status": 403 })).await;
+    let st = intune::sync(&g, &s).await.unwrap();
+    assert!(st.not_permitted.is_some(), "403 is reported, not fatal");
+    assert!(
+        s.device_evidence("d1000000-0000-4000-8000-00000000000e")
+            .await
+            .unwrap()
+            .intune
+            .is_some(),
+        "kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_device_is_enforced_within_one_interval() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    {
+        // Jamf inventory comes from elsewhere (seeded); Entra comes from the sync.
+        let s = SqliteStore::open(&path).await.unwrap();
+        portcullis::emulator::fixtures::seed(&s, 0).await.unwrap();
+        s.close().await;
+    }
+    let body = format!(
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n[device]\nchange_poll_interval = \"200ms\"\n[sync]\ninterval = \"1s\"\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        path.display()
+    );
+    let gw = Gateway::start(&body).await;
+    let token = emu.token("persona=alice").await;
+    let status = || async {
+        client()
+            .get(gw.url("/"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The fixture rows are ancient (synced at time 0); the sync makes them fresh.
+    let started = Instant::now();
+    while status().await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first sync never made alice's posture fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    control(
+        &emu,
+        &format!("devices/{ALICE_DEVICE}/compliance"),
+        json!({ "isCompliant": false }),
+    )
+    .await;
+    let flipped = Instant::now();
+    while status().await != 403 {
+        assert!(
+            flipped.elapsed() < Duration::from_secs(10),
+            "the flip never reached enforcement"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = flipped.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "one interval (1 s) plus the cache follower: took {took:?}"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_sync_runs_total{result="ok",source="entra"}"#),
+        "{m}"
+    );
+}
