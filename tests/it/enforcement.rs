@@ -1,5 +1,6 @@
 //! Device compliance enforcement through the real gateway, with tokens from the Entra emulator
-//! and posture rows written to a real SQLite store by this test process.
+//! and posture rows written to a real SQLite store by this test process (the sync is off here;
+//! tests/it/sync.rs covers it).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -102,7 +103,7 @@ async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
 
 fn config(emu: &Emulator, app: &Upstream, db: &Path, landing: &str, routes: &str) -> String {
     format!(
-        "{}{}\n[store]\nsqlite_path = \"{}\"\n\n[device]\nchange_poll_interval = \"200ms\"\n\n[landing]\n{landing}\n\n{routes}\n",
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n\n[device]\nchange_poll_interval = \"200ms\"\n\n[sync]\nenabled = false\n\n[landing]\n{landing}\n\n{routes}\n",
         emu.entra_section(""),
         pool("app", &[app.addr], ""),
         db.display()
