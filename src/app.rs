@@ -28,6 +28,7 @@ use crate::proxy::{self, upstream::PendingPool};
 use crate::store::sessions::StoreSessions;
 use crate::store::sqlite::SqliteStore;
 use crate::sync::graph::{GraphClient, RetryPolicy};
+use crate::sync::jamf::{ApiVersion, JamfClient};
 use crate::sync::{SyncLoop, SyncSettings};
 
 /// Why the gateway could not start.
@@ -427,13 +428,29 @@ fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result
     let graph = Arc::new(GraphClient::new(
         &entra.graph_url,
         tokens,
-        http,
+        http.clone(),
         RetryPolicy::default(),
         cfg.sync.requests_per_20s,
     ));
+    let jamf = cfg.jamf.as_ref().map(|j| {
+        let version = if j.api_version == 1 {
+            ApiVersion::V1
+        } else {
+            ApiVersion::V3
+        };
+        Arc::new(JamfClient::new(
+            &j.url,
+            &j.client_id,
+            j.client_secret.clone(),
+            version,
+            http.clone(),
+            RetryPolicy::default(),
+        ))
+    });
     let s = &cfg.sync;
     Ok(SyncLoop {
         graph,
+        jamf,
         store,
         settings: SyncSettings {
             interval: s.interval,
@@ -442,6 +459,8 @@ fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result
             full_reconcile: s.full_reconcile,
             page_size: s.page_size,
             lease_ttl: (s.interval * 3).max(Duration::from_secs(30)),
+            jamf_interval: cfg.jamf.as_ref().map_or(Duration::from_secs(900), |j| j.interval),
+            jamf_page_size: cfg.jamf.as_ref().map_or(100, |j| j.page_size),
         },
         node: s.node_name.clone(),
         metrics,

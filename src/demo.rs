@@ -140,7 +140,10 @@ pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoEr
     let emulator = format!("http://127.0.0.1:{}", shift(EMULATOR_PORT, offset)?);
     if let Some(e) = cfg.entra.as_mut() {
         e.authority_url = emulator.clone();
-        e.graph_url = emulator;
+        e.graph_url = emulator.clone();
+    }
+    if let Some(j) = cfg.jamf.as_mut() {
+        j.url = emulator;
     }
     cfg.admin.listen.set_port(shift(cfg.admin.listen.port(), offset)?);
     for l in &mut cfg.listeners {

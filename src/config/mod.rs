@@ -34,6 +34,8 @@ pub struct Config {
     pub landing: LandingConfig,
     pub store: StoreConfig,
     pub sync: SyncConfig,
+    /// Present when inventory comes from Jamf Pro.
+    pub jamf: Option<JamfConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -207,6 +209,19 @@ pub struct SyncConfig {
     pub requests_per_20s: u32,
     /// This node's name in the leader lease (default: the host name and process id).
     pub node_name: String,
+}
+
+/// Jamf Pro inventory.
+#[derive(Debug, Clone)]
+pub struct JamfConfig {
+    pub url: String,
+    pub client_id: String,
+    /// Usually from `PORTCULLIS__JAMF__CLIENT_SECRET`.
+    pub client_secret: Secret,
+    /// `computers-inventory` version: 1 or 3.
+    pub api_version: u8,
+    pub interval: Duration,
+    pub page_size: u32,
 }
 
 /// The store.
@@ -464,6 +479,10 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
         has_credential,
         c,
     );
+    let jamf = file
+        .jamf
+        .and_then(|v| item::<RawJamf>(c, "jamf", v))
+        .and_then(|raw| build_jamf(raw, c));
     let session = build_session(
         file.session
             .and_then(|v| item::<RawSession>(c, "session", v))
@@ -538,6 +557,7 @@ fn build(file: RawFile, base: &Path, c: &mut Collector) -> Option<Config> {
         landing,
         store,
         sync,
+        jamf,
         listeners,
         upstreams,
         routes: routes.into_iter().map(|(_, r)| r).collect(),
@@ -1032,6 +1052,55 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
         requests_per_20s: positive(c, "sync.requests_per_20s", raw.requests_per_20s, 1000, 2000) as u32,
         node_name,
     }
+}
+
+fn build_jamf(raw: RawJamf, c: &mut Collector) -> Option<JamfConfig> {
+    let url = match raw.url {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://127.") || u.starts_with("http://localhost") => {
+            Some(u.trim_end_matches('/').to_string())
+        }
+        Some(u) => {
+            c.push(
+                "jamf.url",
+                format!("{u:?} must be an https:// URL (plain http only on loopback)"),
+            );
+            None
+        }
+        None => {
+            c.push("jamf.url", "is required");
+            None
+        }
+    };
+    let client_id = raw.client_id.filter(|s| !s.is_empty());
+    if client_id.is_none() {
+        c.push(
+            "jamf.client_id",
+            "is required (a Jamf Pro API client with \"Read Computers\")",
+        );
+    }
+    let client_secret = raw.client_secret.filter(|s| !s.is_empty()).map(Secret);
+    if client_secret.is_none() {
+        c.push(
+            "jamf.client_secret",
+            "is required (usually from PORTCULLIS__JAMF__CLIENT_SECRET)",
+        );
+    }
+    let api_version = match raw.api_version.as_deref().unwrap_or("v3") {
+        "v1" => 1,
+        "v3" => 3,
+        other => {
+            c.push("jamf.api_version", format!("{other:?} is not \"v1\" or \"v3\""));
+            3
+        }
+    };
+    Some(JamfConfig {
+        url: url?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        api_version,
+        interval: dur(c, "jamf.interval".into(), raw.interval, Duration::from_secs(15 * 60)),
+        page_size: positive(c, "jamf.page_size", raw.page_size, 100, 2000) as u32,
+    })
 }
 
 fn build_device(raw: RawDevice, c: &mut Collector) -> DeviceConfig {

@@ -145,6 +145,17 @@ pub(super) struct RawSync {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawJamf {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub api_version: Option<String>,
+    pub interval: Option<String>,
+    pub page_size: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub sqlite_path: Option<String>,
 }
@@ -193,6 +204,7 @@ pub(super) struct RawFile {
     pub landing: Option<toml::Value>,
     pub store: Option<toml::Value>,
     pub sync: Option<toml::Value>,
+    pub jamf: Option<toml::Value>,
     #[serde(default)]
     pub listeners: Vec<toml::Value>,
     #[serde(default)]

@@ -76,6 +76,8 @@ pub struct EntraState {
     key_serial: AtomicU64,
     /// Devices and managed devices served by the Graph emulator.
     pub directory: Mutex<super::directory::Directory>,
+    /// Computers served by the Jamf Pro emulator.
+    pub jamf: Mutex<super::jamf::JamfData>,
 }
 
 fn now() -> u64 {
@@ -122,6 +124,7 @@ impl EntraState {
             token_lifetime: AtomicU64::new(3600),
             key_serial: AtomicU64::new(0),
             directory: Mutex::new(super::directory::Directory::seeded(0)),
+            jamf: Mutex::new(super::jamf::JamfData::seeded()),
         };
         state.rotate_key()?;
         Ok(state)

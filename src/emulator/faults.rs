@@ -18,6 +18,8 @@ pub enum Endpoint {
     Graph,
     /// Intune's managedDevices.
     Intune,
+    /// Jamf Pro's API.
+    Jamf,
 }
 
 /// What to do to the next requests of one endpoint.

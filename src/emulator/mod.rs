@@ -9,6 +9,7 @@ pub mod entra;
 pub mod faults;
 pub mod fixtures;
 pub mod graph;
+pub mod jamf;
 pub mod keys;
 pub mod personas;
 pub mod upstream;
@@ -46,6 +47,9 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
         .route("/_emulator/delta/expire", post(graph::expire_delta))
         .route("/_emulator/directory/seed", post(graph::seed_directory))
+        .route("/api/oauth/token", post(jamf::token))
+        .route("/api/{version}/computers-inventory", get(jamf::inventory))
+        .route("/api/v3/computers-inventory-detail/{id}", get(jamf::detail))
         .route("/_emulator/token", get(entra::mint_token))
         .route("/_emulator/keys/rotate", post(entra::rotate))
         .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))

@@ -141,6 +141,9 @@ fn account_row(r: &SqliteRow) -> Result<LocalAccount, StoreError> {
     })
 }
 
+/// Rows per multi-row statement: 13 columns × 400 stays far below SQLite's variable limit.
+const ROWS_PER_STATEMENT: usize = 400;
+
 /// Records that `device_id`'s evidence changed (inside the caller's transaction).
 async fn changed(tx: &mut sqlx::SqliteConnection, device_id: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO device_changes (device_id, at) VALUES (?, ?)")
@@ -293,40 +296,62 @@ impl PostureStore for SqliteStore {
 #[async_trait]
 impl InventoryWriter for SqliteStore {
     async fn upsert_entra_devices(&self, devices: &[EntraDevice]) -> Result<(), StoreError> {
+        // A sync page is up to 999 devices: write it in a few multi-row statements rather than
+        // thousands of single-row ones (the statement count, not the data, is the cost).
         let mut tx = self.pool.begin().await?;
-        for d in devices {
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
             // A device id moved to another object (re-registration) replaces the old row.
-            sqlx::query("DELETE FROM entra_devices WHERE object_id = ? AND device_id <> ?")
-                .bind(&d.object_id)
-                .bind(d.device_id.to_ascii_lowercase())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
+            let pairs = vec!["(?,?)"; chunk.len()].join(",");
+            let mut del = sqlx::query_builder::QueryBuilder::<sqlx::Sqlite>::new(
+                "DELETE FROM entra_devices WHERE object_id IN (",
+            );
+            let mut ids = del.separated(",");
+            for d in chunk {
+                ids.push_bind(&d.object_id);
+            }
+            del.push(format!(") AND (object_id, device_id) NOT IN (VALUES {pairs})"));
+            let mut q = del.build();
+            for d in chunk {
+                q = q.bind(&d.object_id).bind(d.device_id.to_ascii_lowercase());
+            }
+            q.execute(&mut *tx).await?;
+
+            let mut ins = sqlx::query_builder::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO entra_devices (device_id, object_id, display_name, account_enabled, is_compliant, is_managed, \
-                 trust_type, operating_system, os_version, compliance_expiration, last_sign_in, removed, seen_at) \
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(device_id) DO UPDATE SET object_id = excluded.object_id, \
+                 trust_type, operating_system, os_version, compliance_expiration, last_sign_in, removed, seen_at) ",
+            );
+            ins.push_values(chunk, |mut b, d| {
+                b.push_bind(d.device_id.to_ascii_lowercase())
+                    .push_bind(&d.object_id)
+                    .push_bind(&d.display_name)
+                    .push_bind(d.account_enabled)
+                    .push_bind(d.is_compliant)
+                    .push_bind(d.is_managed)
+                    .push_bind(&d.trust_type)
+                    .push_bind(&d.operating_system)
+                    .push_bind(&d.os_version)
+                    .push_bind(d.compliance_expiration)
+                    .push_bind(d.last_sign_in)
+                    .push_bind(d.removed)
+                    .push_bind(d.seen_at);
+            });
+            ins.push(
+                " ON CONFLICT(device_id) DO UPDATE SET object_id = excluded.object_id, \
                  display_name = excluded.display_name, account_enabled = excluded.account_enabled, \
                  is_compliant = excluded.is_compliant, is_managed = excluded.is_managed, trust_type = excluded.trust_type, \
                  operating_system = excluded.operating_system, os_version = excluded.os_version, \
                  compliance_expiration = excluded.compliance_expiration, last_sign_in = excluded.last_sign_in, \
                  removed = excluded.removed, seen_at = excluded.seen_at",
-            )
-            .bind(d.device_id.to_ascii_lowercase())
-            .bind(&d.object_id)
-            .bind(&d.display_name)
-            .bind(d.account_enabled)
-            .bind(d.is_compliant)
-            .bind(d.is_managed)
-            .bind(&d.trust_type)
-            .bind(&d.operating_system)
-            .bind(&d.os_version)
-            .bind(d.compliance_expiration)
-            .bind(d.last_sign_in)
-            .bind(d.removed)
-            .bind(d.seen_at)
-            .execute(&mut *tx)
-            .await?;
-            changed(&mut tx, &d.device_id).await?;
+            );
+            ins.build().execute(&mut *tx).await?;
+
+            let at = now();
+            let mut log =
+                sqlx::query_builder::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO device_changes (device_id, at) ");
+            log.push_values(chunk, |mut b, d| {
+                b.push_bind(d.device_id.to_ascii_lowercase()).push_bind(at);
+            });
+            log.build().execute(&mut *tx).await?;
         }
         prune_changes(&mut tx).await?;
         tx.commit().await?;

@@ -8,6 +8,7 @@
 pub mod entra;
 pub mod graph;
 pub mod intune;
+pub mod jamf;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +37,14 @@ pub struct SyncSettings {
     pub full_reconcile: Duration,
     pub page_size: u32,
     pub lease_ttl: Duration,
+    pub jamf_interval: Duration,
+    pub jamf_page_size: u32,
 }
 
 /// Runs the sync sources on their schedules while this node holds the lease.
 pub struct SyncLoop<S: crate::store::Store + ?Sized> {
     pub graph: Arc<GraphClient>,
+    pub jamf: Option<Arc<jamf::JamfClient>>,
     pub store: Arc<S>,
     pub settings: SyncSettings,
     pub node: String,
@@ -59,6 +63,7 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
     /// Runs until `stop` turns true.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_intune: Option<tokio::time::Instant> = None;
+        let mut last_jamf: Option<tokio::time::Instant> = None;
         let mut last_full = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
@@ -83,6 +88,11 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
                     if self.settings.intune && intune_due {
                         let _ = self.run_intune().await;
                         last_intune = Some(tokio::time::Instant::now());
+                    }
+                    let jamf_due = last_jamf.is_none_or(|t| t.elapsed() >= self.settings.jamf_interval);
+                    if self.jamf.is_some() && jamf_due {
+                        let _ = self.run_jamf().await;
+                        last_jamf = Some(tokio::time::Instant::now());
                     }
                 }
                 Ok(false) => tracing::debug!("another node holds the sync lease"),
@@ -126,6 +136,23 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
             .await;
         if let Ok(s) = &r {
             self.metrics.sync_objects(intune::SOURCE, s.devices, s.swept);
+        }
+        r
+    }
+
+    pub async fn run_jamf(&self) -> Result<jamf::JamfStats, SyncError> {
+        let Some(client) = &self.jamf else {
+            return Ok(jamf::JamfStats::default());
+        };
+        let r = jamf::sync(client, &*self.store, self.settings.jamf_page_size).await;
+        let detail = match &r {
+            Ok(s) => serde_json::to_string(s).unwrap_or_default(),
+            Err(_) => "{}".into(),
+        };
+        self.record(jamf::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+            .await;
+        if let Ok(s) = &r {
+            self.metrics.sync_objects(jamf::SOURCE, s.computers, s.removed);
         }
         r
     }

@@ -309,3 +309,80 @@ async fn a_flipped_device_is_enforced_within_one_interval() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jamf_inventory_in_v1_and_v3_shapes() {
+    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+    use portcullis::sync::jamf::{self, ApiVersion, JamfClient};
+    let emu = Emulator::start().await;
+    for version in [ApiVersion::V1, ApiVersion::V3] {
+        let (s, _d) = store().await;
+        let retry = RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            max_retry_after: Duration::from_secs(2),
+        };
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = JamfClient::new(
+            &emu.url,
+            JAMF_CLIENT_ID,
+            portcullis::config::Secret::new(JAMF_CLIENT_SECRET),
+            version,
+            http,
+            retry,
+        );
+        let st = jamf::sync(&client, &s, 2).await.unwrap();
+        assert_eq!(
+            st.computers, 5,
+            "alice, bob, carol, erin, olivia are managed by Jamf ({version:?})"
+        );
+        assert_eq!(st.pages, 3);
+        let carol = s
+            .computers_for_user("a1000000-0000-4000-8000-000000000003", None)
+            .await
+            .unwrap();
+        assert_eq!(carol.len(), 1);
+        assert_eq!(
+            carol[0].serial.as_deref(),
+            Some(portcullis::emulator::fixtures::serial("carol").as_str())
+        );
+        assert!(
+            carol[0].last_contact.is_some(),
+            "the check-in time is read in both shapes ({version:?})"
+        );
+        let (c, acct) = s
+            .device_evidence(ALICE_DEVICE)
+            .await
+            .unwrap()
+            .jamf
+            .expect("alice's Mac joins on the device id");
+        assert_eq!(
+            (c.os_version.as_deref(), acct.registration),
+            (Some("14.5"), RegistrationState::Activated)
+        );
+        // Computers Jamf no longer lists go.
+        s.upsert_computers(&[Computer {
+            jamf_id: "999".into(),
+            ..c.clone()
+        }])
+        .await
+        .unwrap();
+        let again = jamf::sync(&client, &s, 100).await.unwrap();
+        assert_eq!(again.removed, 1);
+    }
+    // A wrong secret is a clear error, and a Jamf outage does not touch the store.
+    let (s, _d) = store().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let bad = JamfClient::new(
+        &emu.url,
+        JAMF_CLIENT_ID,
+        portcullis::config::Secret::new("nope"),
+        ApiVersion::V3,
+        http,
+        RetryPolicy::default(),
+    );
+    let e = jamf::sync(&bad, &s, 100).await.unwrap_err().to_string();
+    assert!(e.contains("token request refused"), "{e}");
+    assert!(!e.contains("nope"), "secrets never appear in errors");
+}
