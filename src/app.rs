@@ -461,6 +461,9 @@ fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result
             lease_ttl: (s.interval * 3).max(Duration::from_secs(30)),
             jamf_interval: cfg.jamf.as_ref().map_or(Duration::from_secs(900), |j| j.interval),
             jamf_page_size: cfg.jamf.as_ref().map_or(100, |j| j.page_size),
+            share: crate::sync::share::ShareSettings {
+                attributes: s.share.clone(),
+            },
         },
         node: s.node_name.clone(),
         metrics,

@@ -209,6 +209,8 @@ pub struct SyncConfig {
     pub requests_per_20s: u32,
     /// This node's name in the leader lease (default: the host name and process id).
     pub node_name: String,
+    /// Jamf attributes shared onto Entra devices: `extensionAttributeN` → template.
+    pub share: std::collections::BTreeMap<String, String>,
 }
 
 /// Jamf Pro inventory.
@@ -1032,6 +1034,15 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
             .unwrap_or_else(|_| "node".into());
         format!("{host}-{}", std::process::id())
     });
+    for (k, _) in &raw.share {
+        let n = k.strip_prefix("extensionAttribute").and_then(|n| n.parse::<u8>().ok());
+        if !n.is_some_and(|n| (1..=15).contains(&n)) {
+            c.push(
+                format!("sync.share.{k}"),
+                "keys are extensionAttribute1 to extensionAttribute15",
+            );
+        }
+    }
     SyncConfig {
         enabled,
         interval: dur(c, "sync.interval".into(), raw.interval, Duration::from_secs(60)),
@@ -1051,6 +1062,7 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
         page_size: positive(c, "sync.page_size", raw.page_size, 999, 999) as u32,
         requests_per_20s: positive(c, "sync.requests_per_20s", raw.requests_per_20s, 1000, 2000) as u32,
         node_name,
+        share: raw.share,
     }
 }
 

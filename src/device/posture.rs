@@ -119,7 +119,7 @@ pub fn posture_from(device_id: &str, e: &DeviceEvidence, now: i64) -> Option<Pos
 }
 
 /// `10.10.5` → true; `10.11`, `11.2`, `14.5` → false; unparsable → false (not our call).
-fn macos_older_than_10_11(v: &str) -> bool {
+pub fn macos_older_than_10_11(v: &str) -> bool {
     let mut parts = v.trim().split('.').map(|p| p.parse::<u32>());
     match (parts.next(), parts.next()) {
         (Some(Ok(major)), Some(Ok(minor))) => major < 10 || (major == 10 && minor < 11),

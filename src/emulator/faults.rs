@@ -20,6 +20,8 @@ pub enum Endpoint {
     Intune,
     /// Jamf Pro's API.
     Jamf,
+    /// Each request inside a Graph `$batch` (inner statuses).
+    BatchItem,
 }
 
 /// What to do to the next requests of one endpoint.

@@ -299,3 +299,110 @@ pub async fn seed_directory(State(s): State<Arc<EntraState>>, Json(b): Json<Seed
         Err(e) => graph_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
     }
 }
+
+/// POST /v1.0/$batch — up to 20 requests; supports `PATCH /devices(deviceId='…')` with
+/// `{"extensionAttributes": {…}}`. Inner statuses are per request (the outer 200 means nothing
+/// about them); the `batch_item` fault makes inner requests answer 429 with `Retry-After`.
+pub async fn batch(
+    State(s): State<Arc<EntraState>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    if let Some(r) = s.faults.take(Endpoint::Graph).await {
+        return r;
+    }
+    let Some(requests) = body.get("requests").and_then(|r| r.as_array()) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The batch has no requests array.",
+        );
+    };
+    if requests.len() > 20 {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "A batch holds at most 20 requests.",
+        );
+    }
+    let mut responses = Vec::new();
+    for r in requests {
+        let id = r.get("id").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        if let Some(fault) = s.faults.take(Endpoint::BatchItem).await {
+            let status = fault.status().as_u16();
+            let retry = fault
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut hdrs = serde_json::Map::new();
+            if let Some(r) = retry {
+                hdrs.insert("Retry-After".into(), json!(r));
+            }
+            responses.push(json!({ "id": id, "status": status, "headers": hdrs, "body": { "error": { "code": "TooManyRequests", "message": "Throttled" } } }));
+            continue;
+        }
+        let method = r.get("method").and_then(|v| v.as_str()).unwrap_or("");
+        let url = r.get("url").and_then(|v| v.as_str()).unwrap_or("");
+        let device_id = url
+            .strip_prefix("/devices(deviceId='")
+            .and_then(|rest| rest.strip_suffix("')"))
+            .map(str::to_string);
+        let attrs = r
+            .get("body")
+            .and_then(|b| b.get("extensionAttributes"))
+            .and_then(|a| a.as_object())
+            .cloned();
+        let (status, body) = match (method, device_id, attrs) {
+            ("PATCH", Some(d), Some(attrs)) => {
+                let found = s
+                    .directory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .update_by_device_id(&d, |dev| {
+                        for (k, v) in &attrs {
+                            match v.as_str() {
+                                Some(text) => {
+                                    dev.extension_attributes.insert(k.clone(), text.to_string());
+                                }
+                                None => {
+                                    dev.extension_attributes.remove(k);
+                                }
+                            }
+                        }
+                    });
+                if found {
+                    (204, serde_json::Value::Null)
+                } else {
+                    (
+                        404,
+                        json!({ "error": { "code": "Request_ResourceNotFound", "message": format!("Resource '{d}' does not exist") } }),
+                    )
+                }
+            }
+            _ => (
+                400,
+                json!({ "error": { "code": "BadRequest", "message": "Only PATCH /devices(deviceId='…') with extensionAttributes is emulated." } }),
+            ),
+        };
+        responses.push(json!({ "id": id, "status": status, "headers": {}, "body": body }));
+    }
+    Json(json!({ "responses": responses })).into_response()
+}
+
+/// GET /_emulator/devices/{deviceId} — the device as the emulator holds it (tests).
+pub async fn device_state(State(s): State<Arc<EntraState>>, Path(device_id): Path<String>) -> Response {
+    let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
+    let id = device_id.to_ascii_lowercase();
+    match dir.devices.values().find(|d| d.device_id == id) {
+        Some(d) => Json(d.to_json()).into_response(),
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!("no device {device_id}"),
+        ),
+    }
+}

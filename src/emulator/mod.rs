@@ -42,6 +42,8 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
         .route("/v1.0/devices/delta", get(graph::devices_delta))
         .route("/v1.0/devices", get(graph::devices_list))
+        .route("/v1.0/$batch", post(graph::batch))
+        .route("/_emulator/devices/{device_id}", get(graph::device_state))
         .route("/v1.0/deviceManagement/managedDevices", get(graph::managed_devices))
         .route("/_emulator/devices/{device_id}/compliance", post(graph::set_compliance))
         .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))

@@ -125,6 +125,20 @@ impl GraphClient {
 
     /// GET `url` (absolute, or a path under the Graph base) as JSON.
     pub async fn get(&self, url: &str) -> Result<serde_json::Value, GraphError> {
+        self.send(reqwest::Method::GET, url, None).await
+    }
+
+    /// POST a JSON body (e.g. `$batch`), with the same retry rules.
+    pub async fn post(&self, url: &str, body: &serde_json::Value) -> Result<serde_json::Value, GraphError> {
+        self.send(reqwest::Method::POST, url, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, GraphError> {
         let url = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {
@@ -135,13 +149,15 @@ impl GraphClient {
         loop {
             self.budget.take().await;
             let token = self.tokens.token().await?;
-            let resp = self
+            let mut req = self
                 .http
-                .get(&url)
+                .request(method.clone(), &url)
                 .bearer_auth(&token)
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await;
+                .timeout(Duration::from_secs(60));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await;
             let wait = match resp {
                 Err(e) => {
                     let msg = e.without_url().to_string();

@@ -9,6 +9,7 @@ pub mod entra;
 pub mod graph;
 pub mod intune;
 pub mod jamf;
+pub mod share;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct SyncSettings {
     pub lease_ttl: Duration,
     pub jamf_interval: Duration,
     pub jamf_page_size: u32,
+    /// What to share back to Entra after each Jamf run (nothing when empty).
+    pub share: share::ShareSettings,
 }
 
 /// Runs the sync sources on their schedules while this node holds the lease.
@@ -91,7 +94,9 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
                     }
                     let jamf_due = last_jamf.is_none_or(|t| t.elapsed() >= self.settings.jamf_interval);
                     if self.jamf.is_some() && jamf_due {
-                        let _ = self.run_jamf().await;
+                        if self.run_jamf().await.is_ok() {
+                            let _ = self.run_share(None, false).await;
+                        }
                         last_jamf = Some(tokio::time::Instant::now());
                     }
                 }
@@ -154,6 +159,21 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
         if let Ok(s) = &r {
             self.metrics.sync_objects(jamf::SOURCE, s.computers, s.removed);
         }
+        r
+    }
+
+    /// Shares inventory with Entra (all computers, or one; `force` for Send Update).
+    pub async fn run_share(&self, only: Option<&str>, force: bool) -> Result<share::ShareStats, SyncError> {
+        if self.settings.share.attributes.is_empty() {
+            return Ok(share::ShareStats::default());
+        }
+        let r = share::share(&self.graph, &*self.store, &self.settings.share, only, force).await;
+        let detail = match &r {
+            Ok(s) => serde_json::to_string(s).unwrap_or_default(),
+            Err(_) => "{}".into(),
+        };
+        self.record(share::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+            .await;
         r
     }
 

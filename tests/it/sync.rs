@@ -386,3 +386,89 @@ async fn jamf_inventory_in_v1_and_v3_shapes() {
     assert!(e.contains("token request refused"), "{e}");
     assert!(!e.contains("nope"), "secrets never appear in errors");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_is_shared_to_entra_only_when_changed_with_history_per_user() {
+    use portcullis::sync::share::{share, ShareSettings};
+    let emu = Emulator::start().await;
+    let g = graph(&emu);
+    let (s, _d) = store().await;
+    portcullis::emulator::fixtures::seed(&s, 1_700_000_000).await.unwrap();
+    // A computer that must not be shared: a network account on macOS 10.10.
+    let mut old = s.computer("101").await.unwrap().unwrap();
+    old.jamf_id = "777".into();
+    old.os_version = Some("10.10.5".into());
+    old.accounts[0].account_type = AccountType::Network;
+    old.accounts[0].username = "legacy".into();
+    s.upsert_computers(&[old]).await.unwrap();
+    let settings = ShareSettings {
+        attributes: [
+            ("extensionAttribute10".to_string(), "jamf:{managed}".to_string()),
+            ("extensionAttribute11".to_string(), "{os_version}".to_string()),
+        ]
+        .into(),
+    };
+
+    let first = share(&g, &s, &settings, None, false).await.unwrap();
+    assert_eq!(
+        first.sent, 4,
+        "alice, bob, erin and olivia have registered Macs: {first:?}"
+    );
+    assert_eq!(first.unsupported, 1);
+    let dev: serde_json::Value = client()
+        .get(format!("{}/_emulator/devices/{ALICE_DEVICE}", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dev["extensionAttributes"]["extensionAttribute10"], "jamf:managed");
+    assert_eq!(dev["extensionAttributes"]["extensionAttribute11"], "14.5");
+    let h = s.history("101", 10).await.unwrap();
+    assert_eq!(
+        (h.len(), h[0].username.as_str(), h[0].result.as_str()),
+        (1, "alice", "ok")
+    );
+    let legacy = s.history("777", 10).await.unwrap();
+    assert!(legacy[0].result.starts_with("unsupported"), "{legacy:?}");
+
+    // Nothing changed: nothing sent.
+    let second = share(&g, &s, &settings, None, false).await.unwrap();
+    assert_eq!((second.sent, second.unchanged), (0, 4));
+    assert_eq!(
+        s.history("777", 10).await.unwrap().len(),
+        1,
+        "unsupported is recorded once"
+    );
+
+    // Alice's Mac is upgraded: only hers goes out.
+    let mut alice = s.computer("101").await.unwrap().unwrap();
+    alice.os_version = Some("15.1".into());
+    s.upsert_computers(&[alice]).await.unwrap();
+    let third = share(&g, &s, &settings, None, false).await.unwrap();
+    assert_eq!(third.sent, 1);
+    let dev: serde_json::Value = client()
+        .get(format!("{}/_emulator/devices/{ALICE_DEVICE}", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dev["extensionAttributes"]["extensionAttribute11"], "15.1");
+
+    // Send Update for one computer, with throttling inside the batch.
+    emu.fault(json!({ "endpoint": "batch_item", "status": 429, "retry_after": 1, "count": 1 }))
+        .await;
+    let started = Instant::now();
+    let forced = share(&g, &s, &settings, Some("101"), true).await.unwrap();
+    assert_eq!(forced.sent, 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the inner Retry-After was honoured"
+    );
+    let h = s.history("101", 10).await.unwrap();
+    assert_eq!(h.len(), 3, "each send is in alice's history, newest first: {h:?}");
+    assert!(h[0].payload.contains("15.1"));
+}
