@@ -406,3 +406,29 @@ pub async fn device_state(State(s): State<Arc<EntraState>>, Path(device_id): Pat
         ),
     }
 }
+
+/// GET /v1.0/deviceManagement/complianceManagementPartners — a Jamf Device Compliance partner.
+pub async fn compliance_partners(State(s): State<Arc<EntraState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    if let Some(r) = s.faults.take(Endpoint::Intune).await {
+        return r;
+    }
+    let heartbeat =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - std::time::Duration::from_secs(300))
+            .to_string();
+    Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/complianceManagementPartners",
+        "value": [{
+            "id": "c0000000-0000-4000-8000-00000000000f",
+            "displayName": "Jamf Device Compliance",
+            "partnerState": "enabled",
+            "lastHeartbeatDateTime": heartbeat,
+            "macOsOnboarded": true,
+            "iosOnboarded": false,
+            "androidOnboarded": false,
+        }],
+    }))
+    .into_response()
+}

@@ -45,6 +45,10 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/v1.0/$batch", post(graph::batch))
         .route("/_emulator/devices/{device_id}", get(graph::device_state))
         .route("/v1.0/deviceManagement/managedDevices", get(graph::managed_devices))
+        .route(
+            "/v1.0/deviceManagement/complianceManagementPartners",
+            get(graph::compliance_partners),
+        )
         .route("/_emulator/devices/{device_id}/compliance", post(graph::set_compliance))
         .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
         .route("/_emulator/delta/expire", post(graph::expire_delta))

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod intune;
 pub mod jamf;
 pub mod share;
+pub mod test_connection;
 
 use std::sync::Arc;
 use std::time::Duration;

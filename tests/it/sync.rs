@@ -20,15 +20,24 @@ const ALICE_DEVICE: &str = "d1000000-0000-4000-8000-00000000000a";
 const BOB_DEVICE: &str = "d1000000-0000-4000-8000-00000000000b";
 
 fn graph(emu: &Emulator) -> GraphClient {
+    graph_with(
+        emu,
+        personas::TENANT_ID,
+        personas::GATEWAY_CLIENT_ID,
+        personas::GATEWAY_CLIENT_SECRET,
+    )
+}
+
+fn graph_with(emu: &Emulator, tenant: &str, client_id: &str, secret: &str) -> GraphClient {
     let cred = ClientCredential::load(&portcullis::config::ClientCredentialConfig::Secret(
-        portcullis::config::Secret::new(personas::GATEWAY_CLIENT_SECRET),
+        portcullis::config::Secret::new(secret),
     ))
     .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let tokens = Arc::new(AppTokens::new(
         &emu.url,
-        personas::TENANT_ID,
-        personas::GATEWAY_CLIENT_ID,
+        tenant,
+        client_id,
         &format!("{}/.default", emu.url),
         Some(Arc::new(cred)),
         http.clone(),
@@ -471,4 +480,101 @@ async fn inventory_is_shared_to_entra_only_when_changed_with_history_per_user() 
     let h = s.history("101", 10).await.unwrap();
     assert_eq!(h.len(), 3, "each send is in alice's history, newest first: {h:?}");
     assert!(h[0].payload.contains("15.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_test_explains_each_failure() {
+    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+    use portcullis::sync::jamf::{ApiVersion, JamfClient};
+    use portcullis::sync::test_connection::{run_test, StepStatus};
+    let emu = Emulator::start().await;
+    let jamf = |secret: &str| {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let retry = RetryPolicy {
+            attempts: 2,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(20),
+            max_retry_after: Duration::from_secs(1),
+        };
+        JamfClient::new(
+            &emu.url,
+            JAMF_CLIENT_ID,
+            portcullis::config::Secret::new(secret),
+            ApiVersion::V3,
+            http,
+            retry,
+        )
+    };
+    let status = |r: &portcullis::sync::test_connection::TestReport, name: &str| {
+        let s = r.steps.iter().find(|s| s.name == name).unwrap();
+        (s.status.clone(), s.message.clone())
+    };
+
+    let good = run_test(&graph(&emu), Some(&jamf(JAMF_CLIENT_SECRET))).await;
+    assert!(good.ok, "{good:#?}");
+    assert!(good.steps.iter().all(|s| s.status == StepStatus::Ok), "{good:#?}");
+    assert!(status(&good, "compliance_partner").1.contains("enabled"));
+    assert!(status(&good, "jamf").1.contains("5 computers"));
+
+    let cases = [
+        (
+            graph_with(
+                &emu,
+                personas::TENANT_ID,
+                personas::GATEWAY_CLIENT_ID,
+                "s3cr3t-value-123",
+            ),
+            "client secret is wrong",
+        ),
+        (
+            graph_with(&emu, personas::TENANT_ID, "00000000-0000-0000-0000-0000000000ff", "x"),
+            "not found in this tenant",
+        ),
+        (
+            graph_with(
+                &emu,
+                "no-such-tenant.test",
+                personas::GATEWAY_CLIENT_ID,
+                personas::GATEWAY_CLIENT_SECRET,
+            ),
+            "tenant was not found",
+        ),
+    ];
+    for (g, words) in cases {
+        let r = run_test(&g, None).await;
+        assert!(!r.ok);
+        let (st, msg) = status(&r, "token");
+        assert_eq!(st, StepStatus::Failed);
+        assert!(msg.contains(words), "{msg}");
+        assert!(
+            !msg.contains("s3cr3t-value-123"),
+            "the secret never appears in a message"
+        );
+        assert_eq!(status(&r, "graph_devices").0, StepStatus::Skipped);
+    }
+
+    emu.fault(json!({ "endpoint": "graph", "status": 403, "count": 1 }))
+        .await;
+    let r = run_test(&graph(&emu), None).await;
+    assert!(!r.ok);
+    let (st, msg) = status(&r, "graph_devices");
+    assert_eq!(st, StepStatus::Failed);
+    assert!(msg.contains("Device.Read.All"), "{msg}");
+
+    emu.fault(json!({ "endpoint": "intune", "status": 403, "count": 1 }))
+        .await;
+    let r = run_test(&graph(&emu), None).await;
+    assert!(r.ok, "a missing Intune permission is a warning");
+    let (st, msg) = status(&r, "intune_managed_devices");
+    assert_eq!(st, StepStatus::Warning);
+    assert!(
+        msg.contains("Intune licence") || msg.contains("DeviceManagementManagedDevices"),
+        "{msg}"
+    );
+
+    let r = run_test(&graph(&emu), Some(&jamf("nope"))).await;
+    assert!(!r.ok);
+    let (st, msg) = status(&r, "jamf");
+    assert_eq!(st, StepStatus::Failed);
+    assert!(msg.contains("token request refused") && !msg.contains("nope"), "{msg}");
 }
