@@ -29,6 +29,7 @@ use crate::store::sessions::StoreSessions;
 use crate::store::sqlite::SqliteStore;
 use crate::sync::graph::{GraphClient, RetryPolicy};
 use crate::sync::jamf::{ApiVersion, JamfClient};
+use crate::sync::webhook::{JamfWebhooks, WebhookAuth};
 use crate::sync::{SyncLoop, SyncSettings};
 
 /// Why the gateway could not start.
@@ -209,6 +210,35 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Pingora(e.to_string()))?;
     server.add_service(service);
 
+    let webhooks = match cfg.jamf.as_ref().and_then(|j| j.webhook.clone().map(|w| (j, w))) {
+        Some((j, (username, password))) => {
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            let version = if j.api_version == 1 {
+                ApiVersion::V1
+            } else {
+                ApiVersion::V3
+            };
+            let client = Arc::new(JamfClient::new(
+                &j.url,
+                &j.client_id,
+                j.client_secret.clone(),
+                version,
+                http,
+                RetryPolicy::default(),
+            ));
+            // The re-read worker lives on the store's runtime, which lasts as long as the process.
+            let _rt = store_rt.enter();
+            Some(JamfWebhooks::start(
+                WebhookAuth { username, password },
+                client,
+                store.clone(),
+            ))
+        }
+        None => None,
+    };
     let readiness = Arc::new(Readiness::new(identity.is_some()));
     if let Some(id) = &identity {
         server.add_service(background_service(
@@ -221,7 +251,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     }
     let admin = AdminService {
         listener: Mutex::new(Some(admin_listener)),
-        router: admin::router(metrics.clone(), readiness.clone()),
+        router: admin::router(metrics.clone(), readiness.clone(), webhooks),
         readiness,
         proxy_addrs: cfg.listeners.iter().map(|l| l.address).collect(),
     };

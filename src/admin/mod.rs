@@ -5,6 +5,7 @@
 //! - `GET /readyz`: 200 once the configuration is loaded and every proxy listener accepts
 //!   connections; 503 with the missing parts otherwise.
 //! - `GET /metrics`: Prometheus text format.
+//! - `POST /webhooks/jamf`: Jamf Pro webhooks (HTTP Basic), which queue targeted re-reads.
 //!
 //! May depend on `metrics`; never on `proxy` internals.
 
@@ -50,15 +51,56 @@ impl Readiness {
 struct AdminState {
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    webhooks: Option<Arc<crate::sync::webhook::JamfWebhooks>>,
 }
 
 /// The admin router.
-pub fn router(metrics: Metrics, readiness: Arc<Readiness>) -> Router {
+pub fn router(
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    webhooks: Option<Arc<crate::sync::webhook::JamfWebhooks>>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { metrics, readiness })
+        .route("/webhooks/jamf", axum::routing::post(jamf_webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            webhooks,
+        })
+}
+
+async fn jamf_webhook(
+    State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    use crate::sync::webhook::WebhookError;
+    let Some(w) = &s.webhooks else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "Jamf webhooks are not configured" })),
+        );
+    };
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match w.accept(auth, &body) {
+        Ok(n) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "queued": n }))),
+        Err(e @ WebhookError::Unauthorized) => (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+        Err(e @ WebhookError::Malformed) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+        Err(e @ WebhookError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {

@@ -224,6 +224,8 @@ pub struct JamfConfig {
     pub api_version: u8,
     pub interval: Duration,
     pub page_size: u32,
+    /// HTTP Basic credentials Jamf Pro webhooks must carry; `None`: webhooks are off.
+    pub webhook: Option<(String, Secret)>,
 }
 
 /// The store.
@@ -1112,6 +1114,17 @@ fn build_jamf(raw: RawJamf, c: &mut Collector) -> Option<JamfConfig> {
         api_version,
         interval: dur(c, "jamf.interval".into(), raw.interval, Duration::from_secs(15 * 60)),
         page_size: positive(c, "jamf.page_size", raw.page_size, 100, 2000) as u32,
+        webhook: match (raw.webhook_username, raw.webhook_password.filter(|p| !p.is_empty())) {
+            (Some(u), Some(p)) => Some((u, Secret(p))),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                c.push(
+                    "jamf.webhook_password",
+                    "webhook_username and webhook_password go together",
+                );
+                None
+            }
+        },
     })
 }
 

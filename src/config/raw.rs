@@ -155,6 +155,8 @@ pub(super) struct RawJamf {
     pub api_version: Option<String>,
     pub interval: Option<String>,
     pub page_size: Option<i64>,
+    pub webhook_username: Option<String>,
+    pub webhook_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

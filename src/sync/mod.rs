@@ -11,6 +11,7 @@ pub mod intune;
 pub mod jamf;
 pub mod share;
 pub mod test_connection;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

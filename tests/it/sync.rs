@@ -578,3 +578,91 @@ async fn run_test_explains_each_failure() {
     assert_eq!(st, StepStatus::Failed);
     assert!(msg.contains("token request refused") && !msg.contains("nope"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_data() {
+    use base64::Engine;
+    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        portcullis::emulator::fixtures::seed(&s, 1_700_000_000).await.unwrap();
+        s.close().await;
+    }
+    let body = format!(
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n[sync]\nenabled = false\n[jamf]\nurl = \"{}\"\nclient_id = \"{JAMF_CLIENT_ID}\"\nclient_secret = \"{JAMF_CLIENT_SECRET}\"\nwebhook_username = \"jamf\"\nwebhook_password = \"hook-pass\"\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        path.display(),
+        emu.url
+    );
+    let gw = Gateway::start(&body).await;
+    let hook = format!("http://{}/webhooks/jamf", gw.admin);
+    // carol registers her Mac: Jamf now knows its Entra device id.
+    {
+        let mut jamf = emu.state.jamf.lock().unwrap();
+        let carol = jamf
+            .computers
+            .iter_mut()
+            .find(|c| c.accounts[0].username == "carol")
+            .unwrap();
+        carol.accounts[0].entra_device_id = Some("d1000000-0000-4000-8000-00000000000c".into());
+        carol.accounts[0].registration = RegistrationState::Activated;
+    }
+    let auth = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let event = json!({
+        "webhook": { "id": 7, "name": "compliance", "webhookEvent": "SmartGroupComputerMembershipChange", "eventTimestamp": 1 },
+        "event": { "groupAddedDevicesIds": [103], "groupRemovedDevicesIds": [], "name": "Compliant", "smartGroup": true,
+                   "serialNumber": "FORGED" },
+    });
+    let r = client()
+        .post(&hook)
+        .header("authorization", auth("jamf", "wrong"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(&hook)
+        .header("authorization", auth("jamf", "hook-pass"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .post(&hook)
+        .header("authorization", auth("jamf", "hook-pass"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let c = store.computer("103").await.unwrap().unwrap();
+        if c.accounts[0].entra_device_id.is_some() {
+            assert_eq!(
+                c.serial.as_deref(),
+                Some(portcullis::emulator::fixtures::serial("carol").as_str()),
+                "data comes from the API"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the webhook did not cause a re-read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!gw.logs().contains("hook-pass"), "webhook secrets never reach the logs");
+}
