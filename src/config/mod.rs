@@ -207,7 +207,7 @@ pub struct SyncConfig {
     pub full_reconcile: Duration,
     pub page_size: u32,
     pub requests_per_20s: u32,
-    /// This node's name in the leader lease (default: the host name and process id).
+    /// This node's name in the leader lease (default: the host name).
     pub node_name: String,
     /// Jamf attributes shared onto Entra devices: `extensionAttributeN` → template.
     pub share: std::collections::BTreeMap<String, String>,
@@ -1030,11 +1030,12 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
     if enabled && !has_credential {
         c.push("sync.enabled", "the sync needs [entra] with an app credential (client_secret, client_certificate or client_assertion_file)");
     }
+    // The host name: a restarted gateway takes its own lease back at once. Several gateways
+    // on one host sharing a store need distinct names.
     let node_name = raw.node_name.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
+        std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "node".into());
-        format!("{host}-{}", std::process::id())
+            .unwrap_or_else(|_| "node".into())
     });
     for (k, _) in &raw.share {
         let n = k.strip_prefix("extensionAttribute").and_then(|n| n.parse::<u8>().ok());

@@ -666,3 +666,69 @@ async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_d
     }
     assert!(!gw.logs().contains("hook-pass"), "webhook secrets never reach the logs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    control(&emu, "directory/seed", json!({ "devices": 6000 })).await; // 6,004 devices
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let body = format!(
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n[sync]\ninterval = \"1s\"\npage_size = 20\nintune = false\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        path.display()
+    );
+    let gw = Gateway::start(&body).await;
+    let count = |p: std::path::PathBuf| async move {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&p).read_only(true);
+        let mut conn = sqlx::ConnectOptions::connect(&opts).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entra_devices")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let cursor: Option<String> = sqlx::query_scalar("SELECT cursor FROM sync_cursors WHERE source = 'entra'")
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+        (n, cursor)
+    };
+    // Wait until the first round is part-way, then kill the gateway without warning.
+    let started = Instant::now();
+    let (mid, cursor) = loop {
+        let (n, cursor) = count(path.clone()).await;
+        if n >= 200 {
+            break (n, cursor);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the sync did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let gw = {
+        let mut gw = gw;
+        gw.child.kill().unwrap(); // SIGKILL
+        gw.child.wait().unwrap();
+        gw
+    };
+    assert!(mid < 6004, "killed before the round finished ({mid})");
+    assert!(
+        cursor.is_some_and(|c| c.contains("$skiptoken=")),
+        "a mid-round cursor was persisted"
+    );
+    let (after_kill, _) = count(path.clone()).await;
+    assert!(after_kill >= mid, "nothing applied was lost");
+    // Restart: the round resumes from the last applied page and completes.
+    let _gw = gw.restart().await;
+    let started = Instant::now();
+    loop {
+        let (n, cursor) = count(path.clone()).await;
+        if n == 6004 && cursor.as_deref().is_some_and(|c| c.contains("$deltatoken=")) {
+            break;
+        }
+        assert!(n <= 6004, "no device was written twice as two rows ({n})");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the resumed sync did not finish ({n})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
