@@ -187,6 +187,8 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
         println!("  TOKEN=$(curl -s '{emu}/_emulator/token?persona=alice' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')");
         println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool");
         println!("  curl -s -i http://{a}/hello        # no token: 401");
+        println!("  # flip alice's Mac to non-compliant; the gateway refuses her within ~2 s:");
+        println!("  curl -s -X POST -H 'content-type: application/json' -d '{{\"isCompliant\": false}}' {emu}/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance");
     }
     if let Some(a) = https {
         println!(

@@ -221,32 +221,13 @@ pub async fn write_problem_with(
     } else {
         (problem.json(), "application/problem+json")
     };
-    let mut resp = ResponseHeader::build(problem.status, Some(8))?;
-    resp.insert_header("content-type", ctype)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-content-type-options", "nosniff")?;
-    if html {
-        resp.insert_header(
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'",
-        )?;
-    }
-    for (k, v) in extra {
-        resp.append_header(*k, v.as_str())?;
-    }
     if !keepalive {
         // pingora writes the Connection header from the session's keep-alive state; a header
-        // set here alone would be overwritten and the client would reuse a closing socket.
+        // set in the response alone would be overwritten and the client would reuse a closing
+        // socket.
         session.set_keepalive(None);
-        resp.insert_header("connection", "close")?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
-    if !head_only {
-        session.write_response_body(Some(Bytes::from(body)), true).await?;
-    }
-    Ok(())
+    write_response(session, problem.status, ctype, body, html, extra).await
 }
 
 /// A complete response with a body the caller rendered (landing pages, problem JSON).
@@ -257,7 +238,18 @@ pub async fn write_body(
     body: String,
     html: bool,
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
+    write_response(session, status, content_type, body, html, &[]).await
+}
+
+async fn write_response(
+    session: &mut Session,
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    html: bool,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
     resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
@@ -267,6 +259,9 @@ pub async fn write_body(
             "content-security-policy",
             "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
         )?;
+    }
+    for (k, v) in extra {
+        resp.append_header(*k, v.as_str())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head_only).await?;

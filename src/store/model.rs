@@ -187,7 +187,7 @@ pub struct SourceTimes {
 }
 
 /// One finished sync run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct SyncRun {
     pub source: String,
     pub finished_at: i64,
@@ -198,7 +198,7 @@ pub struct SyncRun {
 }
 
 /// What was sent to Microsoft for one computer and user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct HistoryEntry {
     pub jamf_id: String,
     pub username: String,
@@ -211,7 +211,7 @@ pub struct HistoryEntry {
 }
 
 /// One administrative change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

@@ -526,22 +526,13 @@ impl SyncState for SqliteStore {
     }
 
     async fn last_runs(&self, source: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT ?")
-            .bind(source)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SyncRun {
-                    source: r.try_get("source")?,
-                    finished_at: r.try_get("finished_at")?,
-                    ok: r.try_get("ok")?,
-                    error: r.try_get("error")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT source, finished_at, ok, error, detail FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(source)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
@@ -675,23 +666,14 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn history(&self, jamf_id: &str, limit: u32) -> Result<Vec<HistoryEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM inventory_history WHERE jamf_id = ? ORDER BY id DESC LIMIT ?")
-            .bind(jamf_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryEntry {
-                    jamf_id: r.try_get("jamf_id")?,
-                    username: r.try_get("username")?,
-                    entra_device_id: r.try_get("entra_device_id")?,
-                    sent_at: r.try_get("sent_at")?,
-                    payload: r.try_get("payload")?,
-                    result: r.try_get("result")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT jamf_id, username, entra_device_id, sent_at, payload, result FROM inventory_history \
+             WHERE jamf_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(jamf_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 
@@ -709,22 +691,13 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2")
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT id, at, actor, action, detail FROM audit WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

@@ -31,14 +31,6 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn time(v: &Value) -> Option<i64> {
-    let s = v.as_str()?;
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-}
-
 /// One page, parsed completely before anything is written.
 struct Page {
     upserts: Vec<EntraDevice>,
@@ -100,8 +92,8 @@ fn device_from(item: &Value, id: String, device_id: &str, seen_at: i64) -> Entra
         trust_type: s("trustType"),
         operating_system: s("operatingSystem"),
         os_version: s("operatingSystemVersion"),
-        compliance_expiration: item.get("complianceExpirationDateTime").and_then(time),
-        last_sign_in: item.get("approximateLastSignInDateTime").and_then(time),
+        compliance_expiration: super::parse_time(item.get("complianceExpirationDateTime")),
+        last_sign_in: super::parse_time(item.get("approximateLastSignInDateTime")),
         removed: false,
         seen_at,
     }

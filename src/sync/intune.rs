@@ -20,14 +20,6 @@ pub struct IntuneStats {
     pub not_permitted: Option<String>,
 }
 
-fn time(v: &Value) -> Option<i64> {
-    let s = v.as_str()?;
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-}
-
 pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
     graph: &GraphClient,
     store: &S,
@@ -65,9 +57,9 @@ pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
                 azure_ad_device_id: s("azureADDeviceId")
                     .filter(|d| !d.is_empty() && d != "00000000-0000-0000-0000-000000000000"),
                 compliance_state: state,
-                grace_end: item.get("complianceGracePeriodExpirationDateTime").and_then(time),
+                grace_end: super::parse_time(item.get("complianceGracePeriodExpirationDateTime")),
                 management_agent: s("managementAgent"),
-                last_sync: item.get("lastSyncDateTime").and_then(time),
+                last_sync: super::parse_time(item.get("lastSyncDateTime")),
                 serial: s("serialNumber"),
                 upn: s("userPrincipalName"),
                 seen_at: started,

@@ -78,14 +78,6 @@ pub struct JamfStats {
     pub removed: u64,
 }
 
-fn time(v: Option<&Value>) -> Option<i64> {
-    let s = v?.as_str()?;
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-}
-
 impl JamfClient {
     pub fn new(
         base: &str,
@@ -271,8 +263,8 @@ pub fn computer_from(v: &Value, version: ApiVersion, seen_at: i64) -> Result<Com
             .and_then(Value::as_bool)
             .unwrap_or(false),
         filevault: str_at(os, "fileVault2Status"),
-        last_inventory: time(general.and_then(|g| g.get("reportDate"))),
-        last_contact: time(general.and_then(|g| g.get(version.last_contact()))),
+        last_inventory: super::parse_time(general.and_then(|g| g.get("reportDate"))),
+        last_contact: super::parse_time(general.and_then(|g| g.get(version.last_contact()))),
         seen_at,
         accounts,
     })

@@ -58,6 +58,13 @@ pub struct SyncLoop<S: crate::store::Store + ?Sized> {
     pub now: Arc<tokio::sync::Notify>,
 }
 
+/// An RFC 3339 time from a Graph or Jamf body (fractions and offsets tolerated), as Unix seconds.
+pub(crate) fn parse_time(v: Option<&serde_json::Value>) -> Option<i64> {
+    let s = v?.as_str()?;
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s)).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
