@@ -253,7 +253,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         listener: Mutex::new(Some(admin_listener)),
         router: admin::router(metrics.clone(), readiness.clone(), webhooks),
         readiness,
-        proxy_addrs: cfg.listeners.iter().map(|l| l.address).collect(),
+        proxy_addrs: cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
     };
     server.add_service(background_service("admin", admin));
     server.add_service(background_service(
@@ -305,7 +305,7 @@ struct AdminService {
     listener: Mutex<Option<TcpListener>>,
     router: axum::Router,
     readiness: Arc<Readiness>,
-    proxy_addrs: Vec<SocketAddr>,
+    proxy_addrs: Vec<(SocketAddr, bool)>,
 }
 
 #[async_trait]

@@ -22,6 +22,8 @@ use axum::{Json, Router};
 
 use crate::metrics::Metrics;
 
+mod probe;
+
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -127,13 +129,24 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// Marks the listeners bound once each of `addrs` accepts a TCP connection. pingora binds
-/// its listeners inside its own service start and reports nothing back, so this asks the
-/// sockets themselves.
-pub async fn watch_listeners(readiness: Arc<Readiness>, addrs: Vec<SocketAddr>) {
-    for addr in addrs {
+/// Marks the listeners bound once each of `addrs` answers: a TCP connection for plain
+/// listeners, a TLS handshake for TLS ones (`true`). pingora binds its listeners inside its
+/// own service start and reports nothing back, so this asks the sockets themselves.
+pub async fn watch_listeners(readiness: Arc<Readiness>, addrs: Vec<(SocketAddr, bool)>) {
+    for (addr, tls) in addrs {
         let target = loopback_for(addr);
-        while tokio::net::TcpStream::connect(target).await.is_err() {
+        loop {
+            let up = if tls {
+                matches!(
+                    tokio::task::spawn_blocking(move || probe::tls_handshake(target)).await,
+                    Ok(Ok(()))
+                )
+            } else {
+                tokio::net::TcpStream::connect(target).await.is_ok()
+            };
+            if up {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

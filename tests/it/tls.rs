@@ -38,7 +38,7 @@ async fn sni_picks_the_right_certificate_and_h2_is_negotiated() {
         "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
         pool("app", &[app.addr], "")
     );
-    let _gw = Gateway::start_with(&body, |dir| {
+    let gw = Gateway::start_with(&body, |dir| {
         make_certs(dir, &["a.test", "b.test"]);
         dir_path = Some(dir.to_path_buf());
         tls_listener(dir, port, &["a.test", "b.test"])
@@ -70,6 +70,10 @@ async fn sni_picks_the_right_certificate_and_h2_is_negotiated() {
     )
     .await;
     assert_eq!(e["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+    // The readiness probe completes real TLS handshakes: a clean start logs no error.
+    let logs = gw.logs();
+    let start = logs.split("ready").next().unwrap_or("");
+    assert!(!start.contains("ERROR"), "errors while starting:\n{start}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
