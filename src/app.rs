@@ -25,6 +25,7 @@ use crate::policy::Require;
 use crate::proxy::access::Access;
 use crate::proxy::assertion::AssertionSigner;
 use crate::proxy::{self, upstream::PendingPool};
+use crate::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
 use crate::store::sessions::StoreSessions;
 use crate::store::sqlite::SqliteStore;
 use crate::sync::graph::{GraphClient, RetryPolicy};
@@ -178,8 +179,16 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             interval: d.change_poll_interval,
         },
     ));
-    if cfg.sync.enabled {
-        let sync = build_sync(&cfg, store.clone(), metrics.clone())?;
+    let ca = match &cfg.entra {
+        Some(_) => Some(
+            store_rt
+                .block_on(Settings::load_or_seed(&*store, initial_settings(&cfg), settings_sealer(&cfg)?))
+                .map_err(|e| StartError::Store(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let (true, Some(ca)) = (cfg.sync.enabled, &ca) {
+        let sync = build_sync(&cfg, store.clone(), metrics.clone(), ca.clone())?;
         server.add_service(background_service("sync", SyncService(sync)));
     } else {
         tracing::warn!("the sync with Microsoft Graph is off: postures come only from what the store already holds");
@@ -200,6 +209,17 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             }]))
         })?,
     );
+    let landings = Arc::new(arc_swap::ArcSwap::new(landings));
+    if let Some(ca) = &ca {
+        // The stored landing choice wins over the file's from the start.
+        if let Some(l) = landings_for(&cfg, &ca.current()) {
+            landings.store(l);
+        }
+        server.add_service(background_service(
+            "settings",
+            FollowSettings { ca: ca.clone(), store: store.clone(), landings: landings.clone(), cfg: cfg.clone() },
+        ));
+    }
     let access = Arc::new(Access {
         identity: identity.clone(),
         devices: Some(devices),
@@ -431,14 +451,17 @@ impl BackgroundService for FollowChanges {
     }
 }
 
-fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result<SyncLoop<SqliteStore>, StartError> {
+fn build_sync(
+    cfg: &Config,
+    store: Arc<SqliteStore>,
+    metrics: Metrics,
+    ca: Arc<Settings>,
+) -> Result<SyncLoop<SqliteStore>, StartError> {
     let Some(entra) = &cfg.entra else {
         return Err(StartError::Identity("the sync needs an [entra] section".into()));
     };
-    let credential = match &entra.credential {
-        Some(c) => Some(Arc::new(
-            ClientCredential::load(c).map_err(|e| StartError::Identity(e.to_string()))?,
-        )),
+    let configured = match &entra.credential {
+        Some(c) => Some(Arc::new(ClientCredential::load(c).map_err(|e| StartError::Identity(e.to_string()))?)),
         None => None,
     };
     let http = reqwest::Client::builder()
@@ -446,22 +469,27 @@ fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| StartError::Identity(e.to_string()))?;
-    let scope = format!("{}/.default", entra.graph_url);
-    let tokens = Arc::new(AppTokens::new(
-        &entra.authority_url,
-        &entra.tenant_id,
-        &entra.client_id,
-        &scope,
-        credential,
-        http.clone(),
-    ));
-    let graph = Arc::new(GraphClient::new(
-        &entra.graph_url,
-        tokens,
-        http.clone(),
-        RetryPolicy::default(),
-        cfg.sync.requests_per_20s,
-    ));
+    let (entra_cfg, budget, settings, conn_http) = (entra.clone(), cfg.sync.requests_per_20s, ca.clone(), http.clone());
+    // A Graph client for a settings document: its tenant, application and secret; the
+    // configured endpoints while the cloud is the configured one, else the cloud's own.
+    let connect = move |doc: &crate::settings::ConditionalAccess| -> Option<GraphClient> {
+        let cloud: crate::cloud::NationalCloud = doc.cloud.parse().ok()?;
+        let (authority, graph_url): (String, String) = if cloud == entra_cfg.cloud {
+            (entra_cfg.authority_url.clone(), entra_cfg.graph_url.clone())
+        } else {
+            (format!("https://{}", cloud.hosts().login), format!("https://{}", cloud.hosts().graph))
+        };
+        let credential = match settings.client_secret(doc) {
+            Some(secret) => Some(Arc::new(
+                ClientCredential::load(&crate::config::ClientCredentialConfig::Secret(crate::config::Secret::new(secret))).ok()?,
+            )),
+            None => configured.clone(),
+        };
+        let scope = format!("{graph_url}/.default");
+        let tokens = Arc::new(AppTokens::new(&authority, &doc.tenant_id, &doc.application_id, &scope, credential, conn_http.clone()));
+        Some(GraphClient::new(&graph_url, tokens, conn_http.clone(), RetryPolicy::default(), budget))
+    };
+    let graph = connect(&ca.current()).ok_or_else(|| StartError::Identity("the Conditional Access settings name an unknown cloud".into()))?;
     let jamf = cfg.jamf.as_ref().map(|j| {
         let version = if j.api_version == 1 {
             ApiVersion::V1
@@ -479,7 +507,9 @@ fn build_sync(cfg: &Config, store: Arc<SqliteStore>, metrics: Metrics) -> Result
     });
     let s = &cfg.sync;
     Ok(SyncLoop {
-        graph,
+        graph: arc_swap::ArcSwap::from_pointee(graph),
+        connect: Box::new(connect),
+        ca: Some(ca),
         jamf,
         store,
         settings: SyncSettings {
@@ -508,5 +538,80 @@ struct SyncService(SyncLoop<SqliteStore>);
 impl BackgroundService for SyncService {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.run(shutdown).await;
+    }
+}
+
+/// The first settings document, from the configuration file.
+fn initial_settings(cfg: &Config) -> ConditionalAccess {
+    let e = cfg.entra.as_ref();
+    ConditionalAccess {
+        enabled: cfg.sync.enabled,
+        connection: match e.and_then(|e| e.credential.as_ref()) {
+            Some(crate::config::ClientCredentialConfig::AssertionFile(_)) => ConnectionType::Secretless,
+            Some(_) | None => ConnectionType::Manual,
+        },
+        cloud: e.map_or("global".to_string(), |e| e.cloud.as_str().to_string()),
+        tenant_id: e.map(|e| e.tenant_id.clone()).unwrap_or_default(),
+        application_id: e.map(|e| e.client_id.clone()).unwrap_or_default(),
+        // The file's secret stays in the file (or the environment); a secret set through the
+        // settings is sealed here.
+        client_secret_sealed: None,
+        secret_changed_at: None,
+        landing: match &cfg.landing.unrecognized {
+            crate::config::UnrecognizedLanding::Registration => LandingChoice::Registration,
+            crate::config::UnrecognizedLanding::AccessDenied => LandingChoice::AccessDenied,
+            crate::config::UnrecognizedLanding::Custom(url) => LandingChoice::Custom { url: url.clone() },
+        },
+    }
+}
+
+/// The key sealing secrets inside settings: `PORTCULLIS_SETTINGS_KEY` (32 bytes, base64), else
+/// derived from the session cookie key, else random (stored secrets then do not survive a
+/// restart: logged).
+fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, StartError> {
+    use base64::Engine;
+    let bad = |m: &str| StartError::Config(ConfigErrors(vec![ConfigError { key: "PORTCULLIS_SETTINGS_KEY".into(), message: m.into() }]));
+    if let Ok(k) = std::env::var("PORTCULLIS_SETTINGS_KEY") {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(k.trim()).map_err(|_| bad("not base64"))?;
+        return crate::identity::cookie::Sealer::new(&bytes).map_err(|_| bad("must be 32 bytes"));
+    }
+    if let Some(k) = &cfg.session.cookie_key {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.expose().as_bytes());
+        let derived = ring::hmac::sign(&key, b"portcullis settings");
+        return crate::identity::cookie::Sealer::new(derived.as_ref()).map_err(|_| bad("cannot derive"));
+    }
+    tracing::warn!("no PORTCULLIS_SETTINGS_KEY (or session.cookie_key): a client secret set at run time will not survive a restart");
+    crate::identity::cookie::Sealer::random().map_err(|_| bad("no randomness"))
+}
+
+/// The landings for a settings document's landing choice; `None` when they cannot be built.
+fn landings_for(cfg: &Config, doc: &ConditionalAccess) -> Option<Arc<Landings>> {
+    let mut l = cfg.landing.clone();
+    l.unrecognized = match &doc.landing {
+        LandingChoice::Registration => crate::config::UnrecognizedLanding::Registration,
+        LandingChoice::AccessDenied => crate::config::UnrecognizedLanding::AccessDenied,
+        LandingChoice::Custom { url } => crate::config::UnrecognizedLanding::Custom(url.clone()),
+    };
+    Landings::new(l, ReturnSigner::new(&return_key(cfg))).ok().map(Arc::new)
+}
+
+/// Applies settings changed by any node.
+struct FollowSettings {
+    ca: Arc<Settings>,
+    store: Arc<SqliteStore>,
+    landings: Arc<arc_swap::ArcSwap<Landings>>,
+    cfg: Config,
+}
+
+#[async_trait]
+impl BackgroundService for FollowSettings {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.ca
+            .follow(&*self.store, Duration::from_secs(1), shutdown, |doc| {
+                if let Some(l) = landings_for(&self.cfg, doc) {
+                    self.landings.store(l);
+                }
+            })
+            .await;
     }
 }

@@ -19,6 +19,7 @@ pub mod landing;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod settings;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -22,7 +22,8 @@ use crate::policy::{
 pub struct Access {
     pub identity: Option<Arc<Identity>>,
     pub devices: Option<Arc<Devices>>,
-    pub landings: Arc<Landings>,
+    /// Replaced when the landing choice changes in the settings.
+    pub landings: Arc<arc_swap::ArcSwap<Landings>>,
     pub assertions: Arc<super::assertion::AssertionSigner>,
 }
 
@@ -250,7 +251,7 @@ impl Access {
             now,
             original_url: &original,
         };
-        let answer = self.landings.answer(&refusal, respond::is_navigation(req));
+        let answer = self.landings.load().answer(&refusal, respond::is_navigation(req));
         let status = match answer {
             Answer::Redirect { location } => {
                 respond::write_redirect(session, 302, &location, &[]).await?;

@@ -148,14 +148,10 @@ impl Gateway {
             .unwrap_or_default();
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let table = self.routes.load();
-        let served = |host: &str| table.router.serves(host) || self.access.landings.allows_return_host(host);
+        let landings = self.access.landings.load();
+        let served = |host: &str| table.router.serves(host) || landings.allows_return_host(host);
         let target = match (get("return_to"), get("sig")) {
-            (Some(url), Some(sig)) => self
-                .access
-                .landings
-                .signer()
-                .verify(url, sig, served)
-                .map(str::to_string),
+            (Some(url), Some(sig)) => landings.signer().verify(url, sig, served).map(str::to_string),
             (Some(_), None) | (None, Some(_)) | (None, None) => None,
         };
         match target {

@@ -48,7 +48,12 @@ pub struct SyncSettings {
 
 /// Runs the sync sources on their schedules while this node holds the lease.
 pub struct SyncLoop<S: crate::store::Store + ?Sized> {
-    pub graph: Arc<GraphClient>,
+    /// Rebuilt when the connection settings change.
+    pub graph: arc_swap::ArcSwap<GraphClient>,
+    /// Builds a Graph client for a settings document (tenant, application id, secret, cloud).
+    pub connect: Box<dyn Fn(&crate::settings::ConditionalAccess) -> Option<GraphClient> + Send + Sync>,
+    /// The live Conditional Access settings (enabled, connection).
+    pub ca: Option<Arc<crate::settings::Settings>>,
     pub jamf: Option<Arc<jamf::JamfClient>>,
     pub store: Arc<S>,
     pub settings: SyncSettings,
@@ -56,6 +61,11 @@ pub struct SyncLoop<S: crate::store::Store + ?Sized> {
     pub metrics: crate::metrics::Metrics,
     /// Wakes the loop for an immediate run (admin "sync now").
     pub now: Arc<tokio::sync::Notify>,
+}
+
+/// What the Graph connection depends on.
+fn fingerprint(doc: &crate::settings::ConditionalAccess) -> (String, String, String, Option<String>) {
+    (doc.cloud.clone(), doc.tenant_id.clone(), doc.application_id.clone(), doc.client_secret_sealed.clone())
 }
 
 /// An RFC 3339 time from a Graph or Jamf body (fractions and offsets tolerated), as Unix seconds.
@@ -76,16 +86,34 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_intune: Option<tokio::time::Instant> = None;
         let mut last_jamf: Option<tokio::time::Instant> = None;
+        let mut connected_for = self.ca.as_ref().map(|c| fingerprint(&c.current()));
         let mut last_full = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
             }
-            match self
-                .store
-                .try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64)
-                .await
-            {
+            let enabled = self.ca.as_ref().is_none_or(|c| c.current().enabled);
+            if let Some(ca) = &self.ca {
+                let doc = ca.current();
+                let fp = fingerprint(&doc);
+                if connected_for.as_ref() != Some(&fp) {
+                    match (self.connect)(&doc) {
+                        Some(g) => {
+                            tracing::info!(tenant = %doc.tenant_id, application = %doc.application_id, "sync connection settings changed; reconnecting");
+                            self.graph.store(Arc::new(g));
+                        }
+                        None => tracing::error!("the new connection settings cannot be used; keeping the previous connection"),
+                    }
+                    connected_for = Some(fp);
+                }
+            }
+            let lease = if enabled {
+                self.store.try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64).await
+            } else {
+                tracing::debug!("the sync is disabled in the Conditional Access settings");
+                Ok(false)
+            };
+            match lease {
                 Ok(true) => {
                     if last_full.elapsed() >= self.settings.full_reconcile {
                         // Dropping the cursor makes the next round a full one, with a sweep.
@@ -126,7 +154,8 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
 
     /// One Entra run, recorded in the store and the metrics.
     pub async fn run_entra(&self) -> Result<entra::EntraStats, SyncError> {
-        let r = entra::sync(&self.graph, &*self.store, self.settings.page_size).await;
+        let graph = self.graph.load_full();
+        let r = entra::sync(&graph, &*self.store, self.settings.page_size).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
@@ -141,7 +170,8 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
     }
 
     pub async fn run_intune(&self) -> Result<intune::IntuneStats, SyncError> {
-        let r = intune::sync(&self.graph, &*self.store).await;
+        let graph = self.graph.load_full();
+        let r = intune::sync(&graph, &*self.store).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
@@ -176,7 +206,8 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
         if self.settings.share.attributes.is_empty() {
             return Ok(share::ShareStats::default());
         }
-        let r = share::share(&self.graph, &*self.store, &self.settings.share, only, force).await;
+        let graph = self.graph.load_full();
+        let r = share::share(&graph, &*self.store, &self.settings.share, only, force).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
