@@ -182,7 +182,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let ca = match &cfg.entra {
         Some(_) => Some(
             store_rt
-                .block_on(Settings::load_or_seed(&*store, initial_settings(&cfg), settings_sealer(&cfg)?))
+                .block_on(Settings::load_or_seed(
+                    &*store,
+                    initial_settings(&cfg),
+                    settings_sealer(&cfg)?,
+                ))
                 .map_err(|e| StartError::Store(e.to_string()))?,
         ),
         None => None,
@@ -217,7 +221,12 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         }
         server.add_service(background_service(
             "settings",
-            FollowSettings { ca: ca.clone(), store: store.clone(), landings: landings.clone(), cfg: cfg.clone() },
+            FollowSettings {
+                ca: ca.clone(),
+                store: store.clone(),
+                landings: landings.clone(),
+                cfg: cfg.clone(),
+            },
         ));
     }
     let access = Arc::new(Access {
@@ -461,7 +470,9 @@ fn build_sync(
         return Err(StartError::Identity("the sync needs an [entra] section".into()));
     };
     let configured = match &entra.credential {
-        Some(c) => Some(Arc::new(ClientCredential::load(c).map_err(|e| StartError::Identity(e.to_string()))?)),
+        Some(c) => Some(Arc::new(
+            ClientCredential::load(c).map_err(|e| StartError::Identity(e.to_string()))?,
+        )),
         None => None,
     };
     let http = reqwest::Client::builder()
@@ -477,19 +488,39 @@ fn build_sync(
         let (authority, graph_url): (String, String) = if cloud == entra_cfg.cloud {
             (entra_cfg.authority_url.clone(), entra_cfg.graph_url.clone())
         } else {
-            (format!("https://{}", cloud.hosts().login), format!("https://{}", cloud.hosts().graph))
+            (
+                format!("https://{}", cloud.hosts().login),
+                format!("https://{}", cloud.hosts().graph),
+            )
         };
         let credential = match settings.client_secret(doc) {
             Some(secret) => Some(Arc::new(
-                ClientCredential::load(&crate::config::ClientCredentialConfig::Secret(crate::config::Secret::new(secret))).ok()?,
+                ClientCredential::load(&crate::config::ClientCredentialConfig::Secret(
+                    crate::config::Secret::new(secret),
+                ))
+                .ok()?,
             )),
             None => configured.clone(),
         };
         let scope = format!("{graph_url}/.default");
-        let tokens = Arc::new(AppTokens::new(&authority, &doc.tenant_id, &doc.application_id, &scope, credential, conn_http.clone()));
-        Some(GraphClient::new(&graph_url, tokens, conn_http.clone(), RetryPolicy::default(), budget))
+        let tokens = Arc::new(AppTokens::new(
+            &authority,
+            &doc.tenant_id,
+            &doc.application_id,
+            &scope,
+            credential,
+            conn_http.clone(),
+        ));
+        Some(GraphClient::new(
+            &graph_url,
+            tokens,
+            conn_http.clone(),
+            RetryPolicy::default(),
+            budget,
+        ))
     };
-    let graph = connect(&ca.current()).ok_or_else(|| StartError::Identity("the Conditional Access settings name an unknown cloud".into()))?;
+    let graph = connect(&ca.current())
+        .ok_or_else(|| StartError::Identity("the Conditional Access settings name an unknown cloud".into()))?;
     let jamf = cfg.jamf.as_ref().map(|j| {
         let version = if j.api_version == 1 {
             ApiVersion::V1
@@ -570,9 +601,16 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
 /// restart: logged).
 fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, StartError> {
     use base64::Engine;
-    let bad = |m: &str| StartError::Config(ConfigErrors(vec![ConfigError { key: "PORTCULLIS_SETTINGS_KEY".into(), message: m.into() }]));
+    let bad = |m: &str| {
+        StartError::Config(ConfigErrors(vec![ConfigError {
+            key: "PORTCULLIS_SETTINGS_KEY".into(),
+            message: m.into(),
+        }]))
+    };
     if let Ok(k) = std::env::var("PORTCULLIS_SETTINGS_KEY") {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(k.trim()).map_err(|_| bad("not base64"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .map_err(|_| bad("not base64"))?;
         return crate::identity::cookie::Sealer::new(&bytes).map_err(|_| bad("must be 32 bytes"));
     }
     if let Some(k) = &cfg.session.cookie_key {

@@ -83,21 +83,34 @@ impl Settings {
         sealer: Sealer,
     ) -> Result<Arc<Self>, SettingsError> {
         let (doc, version) = match store.setting(KEY).await? {
-            Some((json, v)) => (serde_json::from_str(&json).map_err(|e| SettingsError::Corrupt(e.to_string()))?, v),
+            Some((json, v)) => (
+                serde_json::from_str(&json).map_err(|e| SettingsError::Corrupt(e.to_string()))?,
+                v,
+            ),
             None => {
                 let json = serde_json::to_string(&initial).map_err(|e| SettingsError::Corrupt(e.to_string()))?;
                 match store.put_setting(KEY, &json, None).await {
                     Ok(v) => (initial, v),
                     // Another node seeded first: take theirs.
                     Err(StoreError::Conflict { .. }) => {
-                        let (json, v) = store.setting(KEY).await?.ok_or_else(|| SettingsError::Corrupt("vanished".into()))?;
-                        (serde_json::from_str(&json).map_err(|e| SettingsError::Corrupt(e.to_string()))?, v)
+                        let (json, v) = store
+                            .setting(KEY)
+                            .await?
+                            .ok_or_else(|| SettingsError::Corrupt("vanished".into()))?;
+                        (
+                            serde_json::from_str(&json).map_err(|e| SettingsError::Corrupt(e.to_string()))?,
+                            v,
+                        )
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
         };
-        Ok(Arc::new(Self { current: ArcSwap::from_pointee(doc), version: version.into(), sealer }))
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(doc),
+            version: version.into(),
+            sealer,
+        }))
     }
 
     /// The settings now (a snapshot; no lock).
@@ -117,9 +130,16 @@ impl Settings {
 
     /// Seals a new client secret into `doc`.
     pub fn set_client_secret(&self, doc: &mut ConditionalAccess, secret: &str) -> Result<(), SettingsError> {
-        doc.client_secret_sealed = Some(self.sealer.seal(SECRET_PURPOSE, secret.as_bytes()).map_err(|_| SettingsError::Seal)?);
-        doc.secret_changed_at =
-            Some(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+        doc.client_secret_sealed = Some(
+            self.sealer
+                .seal(SECRET_PURPOSE, secret.as_bytes())
+                .map_err(|_| SettingsError::Seal)?,
+        );
+        doc.secret_changed_at = Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
         Ok(())
     }
 
@@ -161,7 +181,11 @@ impl Settings {
             match store.setting(KEY).await {
                 Ok(Some((json, v))) if v != self.version() => match serde_json::from_str::<ConditionalAccess>(&json) {
                     Ok(doc) => {
-                        tracing::info!(version = v, enabled = doc.enabled, "Conditional Access settings changed; applying");
+                        tracing::info!(
+                            version = v,
+                            enabled = doc.enabled,
+                            "Conditional Access settings changed; applying"
+                        );
                         changed(&doc);
                         self.apply(doc, v);
                     }

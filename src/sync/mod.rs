@@ -65,7 +65,12 @@ pub struct SyncLoop<S: crate::store::Store + ?Sized> {
 
 /// What the Graph connection depends on.
 fn fingerprint(doc: &crate::settings::ConditionalAccess) -> (String, String, String, Option<String>) {
-    (doc.cloud.clone(), doc.tenant_id.clone(), doc.application_id.clone(), doc.client_secret_sealed.clone())
+    (
+        doc.cloud.clone(),
+        doc.tenant_id.clone(),
+        doc.application_id.clone(),
+        doc.client_secret_sealed.clone(),
+    )
 }
 
 /// An RFC 3339 time from a Graph or Jamf body (fractions and offsets tolerated), as Unix seconds.
@@ -102,13 +107,17 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
                             tracing::info!(tenant = %doc.tenant_id, application = %doc.application_id, "sync connection settings changed; reconnecting");
                             self.graph.store(Arc::new(g));
                         }
-                        None => tracing::error!("the new connection settings cannot be used; keeping the previous connection"),
+                        None => tracing::error!(
+                            "the new connection settings cannot be used; keeping the previous connection"
+                        ),
                     }
                     connected_for = Some(fp);
                 }
             }
             let lease = if enabled {
-                self.store.try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64).await
+                self.store
+                    .try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64)
+                    .await
             } else {
                 tracing::debug!("the sync is disabled in the Conditional Access settings");
                 Ok(false)

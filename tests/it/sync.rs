@@ -732,3 +732,137 @@ async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_access_settings_apply_without_restart() {
+    use portcullis::settings::{ConditionalAccess, LandingChoice, Settings, KEY};
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        portcullis::emulator::fixtures::seed(&s, 0).await.unwrap();
+        s.close().await;
+    }
+    let cookie_key = "c2V0dGluZ3MtYXBwbHktd2l0aG91dC1yZXN0YXJ0LTM=";
+    let body = format!(
+        "{}{}\n[store]\nsqlite_path = \"{}\"\n[sync]\ninterval = \"1s\"\nintune = false\n[session]\ncookie_key = \"{cookie_key}\"\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        path.display()
+    );
+    let gw = Gateway::start(&body).await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let runs = |ok: bool| {
+        let m = gw.metrics();
+        async move {
+            let label = if ok { "ok" } else { "error" };
+            m.await
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "portcullis_sync_runs_total{{result=\"{label}\",source=\"entra\"}}"
+                    ))
+                })
+                .and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+                .unwrap_or(0)
+        }
+    };
+    let wait_until = |what: &'static str, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        move || assert!(Instant::now() < deadline, "{what}")
+    };
+    let check = wait_until("the first sync", 10);
+    while runs(true).await == 0 {
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let write = |f: Box<dyn FnOnce(&mut ConditionalAccess) + Send>| {
+        let store = &store;
+        async move {
+            let (json, v) = store.setting(KEY).await.unwrap().unwrap();
+            let mut doc: ConditionalAccess = serde_json::from_str(&json).unwrap();
+            f(&mut doc);
+            store
+                .put_setting(KEY, &serde_json::to_string(&doc).unwrap(), Some(v))
+                .await
+                .unwrap();
+        }
+    };
+
+    // Off: the sync stops; every setting is kept.
+    write(Box::new(|d| d.enabled = false)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stopped = runs(true).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(runs(true).await, stopped, "no sync while disabled");
+    let (json, _) = store.setting(KEY).await.unwrap().unwrap();
+    assert!(json.contains(personas::TENANT_ID), "settings kept while disabled");
+
+    // The landing choice changes for the next unrecognized device.
+    let dave = emu.token("persona=dave").await;
+    let page = |t: String| {
+        let url = gw.url("/");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(t)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(page(dave.clone()).await.contains("Enroll this Mac"));
+    write(Box::new(|d| d.landing = LandingChoice::AccessDenied)).await;
+    let check = wait_until("the landing choice did not apply", 5);
+    while !page(dave.clone()).await.contains("Access denied") {
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A new client secret (sealed at rest) is used by the next run: a wrong one fails...
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, cookie_key.as_bytes());
+    let sealer =
+        portcullis::identity::cookie::Sealer::new(ring::hmac::sign(&key, b"portcullis settings").as_ref()).unwrap();
+    let (json, _) = store.setting(KEY).await.unwrap().unwrap();
+    let settings = Settings::load_or_seed(&store, serde_json::from_str(&json).unwrap(), sealer)
+        .await
+        .unwrap();
+    let mut doc = (*settings.current()).clone();
+    doc.enabled = true;
+    settings.set_client_secret(&mut doc, "an-old-revoked-secret").unwrap();
+    let errors_before = runs(false).await;
+    settings.put(&store, doc.clone(), settings.version()).await.unwrap();
+    let check = wait_until("a wrong secret never failed the sync", 8);
+    while runs(false).await == errors_before {
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and the right one works again.
+    settings
+        .set_client_secret(&mut doc, personas::GATEWAY_CLIENT_SECRET)
+        .unwrap();
+    let ok_before = runs(true).await;
+    settings.put(&store, doc, settings.version()).await.unwrap();
+    let check = wait_until("the right secret never synced", 8);
+    while runs(true).await == ok_before {
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let raw = [
+        std::fs::read(&path).unwrap(),
+        std::fs::read(path.with_extension("db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    for secret in ["an-old-revoked-secret", personas::GATEWAY_CLIENT_SECRET] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} stored in clear"
+        );
+    }
+    assert!(!gw.logs().contains("an-old-revoked-secret"));
+}
