@@ -596,7 +596,8 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
     }
 }
 
-/// The key sealing secrets inside settings: `PORTCULLIS_SETTINGS_KEY` (32 bytes, base64), else
+/// The key sealing secrets inside settings: `PORTCULLIS_SETTINGS_KEY_FILE` or
+/// `PORTCULLIS_SETTINGS_KEY` (32 bytes, base64), else
 /// derived from the session cookie key, else random (stored secrets then do not survive a
 /// restart: logged).
 fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, StartError> {
@@ -607,6 +608,14 @@ fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, Star
             message: m.into(),
         }]))
     };
+    if let Ok(path) = std::env::var("PORTCULLIS_SETTINGS_KEY_FILE") {
+        let k =
+            std::fs::read_to_string(&path).map_err(|e| bad(&format!("PORTCULLIS_SETTINGS_KEY_FILE {path}: {e}")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .map_err(|_| bad("the key file is not base64"))?;
+        return crate::identity::cookie::Sealer::new(&bytes).map_err(|_| bad("the key file must hold 32 bytes"));
+    }
     if let Ok(k) = std::env::var("PORTCULLIS_SETTINGS_KEY") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(k.trim())

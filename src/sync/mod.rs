@@ -161,6 +161,42 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
         }
     }
 
+    /// Run Test with the current connection.
+    pub async fn test_connection(&self) -> test_connection::TestReport {
+        test_connection::run_test(&self.graph.load_full(), self.jamf.as_deref()).await
+    }
+
+    /// Saves new Conditional Access settings as Jamf Pro's Save does: stores them (optimistic
+    /// concurrency on `expected`), switches the connection at once, and runs Run Test with them.
+    pub async fn save_settings(
+        &self,
+        doc: crate::settings::ConditionalAccess,
+        expected: i64,
+    ) -> Result<(i64, test_connection::TestReport), crate::settings::SettingsError> {
+        let Some(ca) = &self.ca else {
+            return Err(crate::settings::SettingsError::Corrupt(
+                "no settings on this node".into(),
+            ));
+        };
+        let version = ca.put(&*self.store, doc.clone(), expected).await?;
+        let report = match (self.connect)(&doc) {
+            Some(g) => {
+                let g = Arc::new(g);
+                self.graph.store(g.clone());
+                test_connection::run_test(&g, self.jamf.as_deref()).await
+            }
+            None => test_connection::TestReport {
+                ok: false,
+                steps: vec![test_connection::Step {
+                    name: "settings",
+                    status: test_connection::StepStatus::Failed,
+                    message: format!("{:?} is not a national cloud", doc.cloud),
+                }],
+            },
+        };
+        Ok((version, report))
+    }
+
     /// One Entra run, recorded in the store and the metrics.
     pub async fn run_entra(&self) -> Result<entra::EntraStats, SyncError> {
         let graph = self.graph.load_full();

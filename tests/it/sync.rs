@@ -866,3 +866,78 @@ async fn conditional_access_settings_apply_without_restart() {
     }
     assert!(!gw.logs().contains("an-old-revoked-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_settings_runs_the_test_like_jamf_pro() {
+    use portcullis::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
+    use portcullis::sync::{SyncLoop, SyncSettings};
+    let emu = Emulator::start().await;
+    let (s, _d) = store().await;
+    let s = Arc::new(s);
+    let sealer = portcullis::identity::cookie::Sealer::random().unwrap();
+    let initial = ConditionalAccess {
+        enabled: true,
+        connection: ConnectionType::Manual,
+        cloud: "global".into(),
+        tenant_id: personas::TENANT_ID.into(),
+        application_id: personas::GATEWAY_CLIENT_ID.into(),
+        client_secret_sealed: None,
+        secret_changed_at: None,
+        landing: LandingChoice::Registration,
+    };
+    let ca = Settings::load_or_seed(&*s, initial, sealer).await.unwrap();
+    let (url, settings) = (emu.url.clone(), ca.clone());
+    let connect = move |doc: &ConditionalAccess| -> Option<GraphClient> {
+        let secret = settings.client_secret(doc)?;
+        let cred = ClientCredential::load(&portcullis::config::ClientCredentialConfig::Secret(
+            portcullis::config::Secret::new(secret),
+        ))
+        .ok()?;
+        let http = reqwest::Client::builder().no_proxy().build().ok()?;
+        let tokens = Arc::new(AppTokens::new(
+            &url,
+            &doc.tenant_id,
+            &doc.application_id,
+            &format!("{url}/.default"),
+            Some(Arc::new(cred)),
+            http.clone(),
+        ));
+        Some(GraphClient::new(&url, tokens, http, RetryPolicy::default(), 1000))
+    };
+    let sync = SyncLoop {
+        graph: arc_swap::ArcSwap::from_pointee(graph(&emu)),
+        connect: Box::new(connect),
+        ca: Some(ca.clone()),
+        jamf: None,
+        store: s.clone(),
+        settings: SyncSettings {
+            interval: Duration::from_secs(60),
+            intune: false,
+            intune_interval: Duration::from_secs(60),
+            full_reconcile: Duration::from_secs(86_400),
+            page_size: 999,
+            lease_ttl: Duration::from_secs(60),
+            jamf_interval: Duration::from_secs(60),
+            jamf_page_size: 100,
+            share: Default::default(),
+        },
+        node: "test".into(),
+        metrics: portcullis::metrics::Metrics::new(),
+        now: Arc::new(tokio::sync::Notify::new()),
+    };
+    // Save with a wrong secret: stored, and the test says what is wrong.
+    let mut doc = (*ca.current()).clone();
+    ca.set_client_secret(&mut doc, "pasted-the-secret-id").unwrap();
+    let (v, report) = sync.save_settings(doc.clone(), ca.version()).await.unwrap();
+    assert_eq!(v, 2);
+    assert!(!report.ok);
+    assert!(report.steps[0].message.contains("client secret is wrong"), "{report:?}");
+    // A stale save is refused.
+    assert!(sync.save_settings(doc.clone(), 1).await.is_err());
+    // Save the right secret: the test passes and the sync works with it.
+    ca.set_client_secret(&mut doc, personas::GATEWAY_CLIENT_SECRET).unwrap();
+    let (_, report) = sync.save_settings(doc, ca.version()).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(sync.run_entra().await.unwrap().upserted, 4);
+    assert!(sync.test_connection().await.ok);
+}
