@@ -432,3 +432,47 @@ pub async fn compliance_partners(State(s): State<Arc<EntraState>>, headers: Head
     }))
     .into_response()
 }
+
+#[derive(serde::Deserialize)]
+pub struct NewDevice {
+    #[serde(rename = "deviceId")]
+    device_id: String,
+    #[serde(rename = "displayName")]
+    display_name: Option<String>,
+    #[serde(rename = "isCompliant")]
+    is_compliant: Option<bool>,
+    #[serde(rename = "accountEnabled")]
+    account_enabled: Option<bool>,
+    #[serde(rename = "operatingSystemVersion")]
+    os_version: Option<String>,
+}
+
+/// POST /_emulator/devices {"deviceId": …, "displayName"?, "isCompliant"?, "accountEnabled"?}
+/// — registers a new device (the next delta carries it).
+pub async fn add_device(State(s): State<Arc<EntraState>>, Json(b): Json<NewDevice>) -> Response {
+    if !crate::config::is_guid(&b.device_id) {
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "deviceId must be a GUID");
+    }
+    let id = b.device_id.to_ascii_lowercase();
+    let mut dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
+    if dir.devices.values().any(|d| d.device_id == id && d.removed.is_none()) {
+        return graph_error(
+            StatusCode::CONFLICT,
+            "Request_MultipleObjectsWithSameKeyValue",
+            "the device exists",
+        );
+    }
+    dir.insert(super::directory::Device {
+        object_id: format!("0a{}", &id[2..]),
+        device_id: id,
+        display_name: b.display_name.unwrap_or_else(|| "New Mac".into()),
+        account_enabled: b.account_enabled.unwrap_or(true),
+        is_compliant: b.is_compliant,
+        is_managed: true,
+        os_version: b.os_version.unwrap_or_else(|| "14.5".into()),
+        extension_attributes: Default::default(),
+        version: 0,
+        removed: None,
+    });
+    StatusCode::CREATED.into_response()
+}

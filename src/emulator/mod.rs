@@ -49,6 +49,7 @@ pub fn router(state: Arc<EntraState>) -> Router {
             "/v1.0/deviceManagement/complianceManagementPartners",
             get(graph::compliance_partners),
         )
+        .route("/_emulator/devices", post(graph::add_device))
         .route("/_emulator/devices/{device_id}/compliance", post(graph::set_compliance))
         .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
         .route("/_emulator/delta/expire", post(graph::expire_delta))

@@ -94,6 +94,16 @@ async fn first_sync_then_deltas_removals_and_expired_tokens() {
     let quiet = entra::sync(&g, &s, 999).await.unwrap();
     assert_eq!((quiet.full, quiet.upserted, quiet.removed), (false, 0, 0));
 
+    // A newly registered device arrives with the next delta.
+    control(
+        &emu,
+        "devices",
+        json!({ "deviceId": "dd000000-0000-4000-8000-000000000001", "isCompliant": true }),
+    )
+    .await;
+    assert_eq!(entra::sync(&g, &s, 999).await.unwrap().upserted, 1);
+    assert_eq!(compliant(&s, "dd000000-0000-4000-8000-000000000001").await, Some(true));
+
     // bob fixes his Mac; the next delta carries only that.
     control(
         &emu,
@@ -135,7 +145,7 @@ async fn first_sync_then_deltas_removals_and_expired_tokens() {
     control(&emu, "delta/expire", json!({})).await;
     let resync = entra::sync(&g, &s, 999).await.unwrap();
     assert!(resync.resynced_after_410 && resync.full, "{resync:?}");
-    assert_eq!(resync.upserted, 2, "alice and erin remain");
+    assert_eq!(resync.upserted, 3, "alice, erin and the new device remain");
     assert_eq!(compliant(&s, ALICE_DEVICE).await, Some(true));
 }
 
