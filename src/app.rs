@@ -191,8 +191,10 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         ),
         None => None,
     };
+    let mut sync_control: Option<Arc<dyn crate::sync::SyncControl>> = None;
     if let (true, Some(ca)) = (cfg.sync.enabled, &ca) {
-        let sync = build_sync(&cfg, store.clone(), metrics.clone(), ca.clone())?;
+        let sync = Arc::new(build_sync(&cfg, store.clone(), metrics.clone(), ca.clone())?);
+        sync_control = Some(sync.clone() as Arc<dyn crate::sync::SyncControl>);
         server.add_service(background_service("sync", SyncService(sync)));
     } else {
         tracing::warn!("the sync with Microsoft Graph is off: postures come only from what the store already holds");
@@ -280,7 +282,23 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     }
     let admin = AdminService {
         listener: Mutex::new(Some(admin_listener)),
-        router: admin::router(metrics.clone(), readiness.clone(), webhooks),
+        router: admin::router(
+            metrics.clone(),
+            readiness.clone(),
+            webhooks,
+            admin::api::Api {
+                auth: Arc::new(admin::api::ApiAuth {
+                    token_sha256: cfg.admin.token_sha256,
+                    read_only_token_sha256: cfg.admin.read_only_token_sha256,
+                    validator: identity.as_ref().map(|i| i.validator.clone()),
+                    admin_role: cfg.admin.admin_role.clone(),
+                    reader_role: cfg.admin.reader_role.clone(),
+                }),
+                store: store.clone(),
+                settings: ca.clone(),
+                sync: sync_control.clone(),
+            },
+        ),
         readiness,
         proxy_addrs: cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
     };
@@ -563,7 +581,7 @@ fn build_sync(
 }
 
 /// Runs the sync loop as a pingora background service.
-struct SyncService(SyncLoop<SqliteStore>);
+struct SyncService(Arc<SyncLoop<SqliteStore>>);
 
 #[async_trait]
 impl BackgroundService for SyncService {

@@ -6,6 +6,8 @@
 //!   connections; 503 with the missing parts otherwise.
 //! - `GET /metrics`: Prometheus text format.
 //! - `POST /webhooks/jamf`: Jamf Pro webhooks (HTTP Basic), which queue targeted re-reads.
+//! - `/api/v1/…`: the admin API (see [`api`]): conditional-access settings (GET, PUT with
+//!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`.
 //!
 //! May depend on `metrics`; never on `proxy` internals.
 
@@ -22,6 +24,7 @@ use axum::{Json, Router};
 
 use crate::metrics::Metrics;
 
+pub mod api;
 mod probe;
 
 /// What `/readyz` reports.
@@ -61,7 +64,18 @@ pub fn router(
     metrics: Metrics,
     readiness: Arc<Readiness>,
     webhooks: Option<Arc<crate::sync::webhook::JamfWebhooks>>,
+    api: api::Api,
 ) -> Router {
+    let v1: Router = Router::new()
+        .route(
+            "/api/v1/conditional-access",
+            get(api::get_settings).put(api::put_settings),
+        )
+        .route("/api/v1/conditional-access/test", axum::routing::post(api::run_test))
+        .route("/api/v1/sync/status", get(api::sync_status))
+        .route("/api/v1/sync/{source}/run", axum::routing::post(api::sync_now))
+        .route("/api/v1/audit", get(api::audit))
+        .with_state(api);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -73,6 +87,7 @@ pub fn router(
             readiness,
             webhooks,
         })
+        .merge(v1)
 }
 
 async fn jamf_webhook(

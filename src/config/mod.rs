@@ -66,6 +66,13 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// SHA-256 of the admin token (32 bytes); usually `PORTCULLIS__ADMIN__TOKEN_SHA256`.
+    pub token_sha256: Option<[u8; 32]>,
+    pub read_only_token_sha256: Option<[u8; 32]>,
+    /// Entra app role that grants admin rights (default `Portcullis.Admin`).
+    pub admin_role: String,
+    /// Entra app role that grants read-only rights (default `Portcullis.Reader`).
+    pub reader_role: String,
 }
 
 #[derive(Debug, Clone)]
@@ -643,7 +650,30 @@ fn build_admin(v: Option<toml::Value>, c: &mut Collector) -> AdminSettings {
         None => default,
         Some(s) => c.take("admin.listen", values::socket_addr(&s)).unwrap_or(default),
     };
-    AdminSettings { listen }
+    let mut hash = |key: &str, v: Option<String>| -> Option<[u8; 32]> {
+        let v = v?;
+        let bytes: Option<Vec<u8>> = (v.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            Some(h) => Some(h),
+            None => {
+                c.push(key, "must be 64 hex digits: the SHA-256 of the token (sha256sum)");
+                None
+            }
+        }
+    };
+    AdminSettings {
+        listen,
+        token_sha256: hash("admin.token_sha256", raw.token_sha256),
+        read_only_token_sha256: hash("admin.read_only_token_sha256", raw.read_only_token_sha256),
+        admin_role: raw.admin_role.unwrap_or_else(|| "Portcullis.Admin".into()),
+        reader_role: raw.reader_role.unwrap_or_else(|| "Portcullis.Reader".into()),
+    }
 }
 
 fn build_listener(raw: RawListener, key: &str, base: &Path, c: &mut Collector) -> Option<ListenerConfig> {

@@ -25,6 +25,13 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+    /// Hex SHA-256 of the admin API token (full rights).
+    pub token_sha256: Option<String>,
+    /// Hex SHA-256 of a read-only token.
+    pub read_only_token_sha256: Option<String>,
+    /// Entra app roles granting admin / read-only rights to bearer tokens.
+    pub admin_role: Option<String>,
+    pub reader_role: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -281,3 +281,35 @@ impl<S: crate::store::Store + ?Sized> SyncLoop<S> {
         }
     }
 }
+
+/// What the admin API may ask of the sync loop.
+#[async_trait::async_trait]
+pub trait SyncControl: Send + Sync {
+    async fn save_settings(
+        &self,
+        doc: crate::settings::ConditionalAccess,
+        expected: i64,
+    ) -> Result<(i64, test_connection::TestReport), crate::settings::SettingsError>;
+    async fn test_connection(&self) -> test_connection::TestReport;
+    /// Wakes the loop for an immediate run.
+    fn run_now(&self);
+}
+
+#[async_trait::async_trait]
+impl<S: crate::store::Store + ?Sized + 'static> SyncControl for SyncLoop<S> {
+    async fn save_settings(
+        &self,
+        doc: crate::settings::ConditionalAccess,
+        expected: i64,
+    ) -> Result<(i64, test_connection::TestReport), crate::settings::SettingsError> {
+        SyncLoop::save_settings(self, doc, expected).await
+    }
+
+    async fn test_connection(&self) -> test_connection::TestReport {
+        SyncLoop::test_connection(self).await
+    }
+
+    fn run_now(&self) {
+        self.now.notify_one();
+    }
+}

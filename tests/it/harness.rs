@@ -57,10 +57,11 @@ pub struct Gateway {
     pub log: PathBuf,
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
+fn spawn(config: &Path, log: &Path, env: &[(&str, String)]) -> Child {
     Command::new(bin())
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -79,8 +80,17 @@ impl Gateway {
         Self::start_with(body, |_| String::new()).await
     }
 
+    /// Like `start`, with extra environment variables for the process.
+    pub async fn start_env(body: &str, env: &[(&str, String)]) -> Self {
+        Self::launch(body, |_| String::new(), env).await
+    }
+
     /// Like `start`; `extra` gets the temp dir and returns more listeners/config to append.
     pub async fn start_with(body: &str, extra: impl FnOnce(&Path) -> String) -> Self {
+        Self::launch(body, extra, &[]).await
+    }
+
+    async fn launch(body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -96,7 +106,7 @@ impl Gateway {
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, cfg).unwrap();
         let log = dir.path().join("gateway.log");
-        let child = spawn(&path, &log);
+        let child = spawn(&path, &log, env);
         let mut gw = Self {
             child,
             http,
@@ -114,7 +124,7 @@ impl Gateway {
         let _ = self.child.wait();
         let path = self._dir.path().join("portcullis.toml");
         self.log = self._dir.path().join("gateway-restarted.log");
-        self.child = spawn(&path, &self.log);
+        self.child = spawn(&path, &self.log, &[]);
         self.wait_ready().await;
         self
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `portcullis` binary over real sockets. One test binary so that
 //! pingora is linked once.
 
+mod admin;
 mod cli;
 mod enforcement;
 mod harness;

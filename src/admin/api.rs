@@ -1,0 +1,371 @@
+//! The admin API (`/api/v1/…`, JSON, problem+json errors) — first part: authentication (a
+//! static token compared by SHA-256 in constant time, or an Entra bearer token with an admin or
+//! reader app role), the Conditional Access settings (GET; PUT with `If-Match`, validation,
+//! write-only secret, audit with the secret masked, Run Test on save), Run Test, sync status,
+//! sync now, and the audit trail.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::identity::Validator;
+use crate::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
+use crate::store::Store;
+use crate::sync::SyncControl;
+
+/// Who may call the API.
+pub struct ApiAuth {
+    pub token_sha256: Option<[u8; 32]>,
+    pub read_only_token_sha256: Option<[u8; 32]>,
+    pub validator: Option<Arc<Validator>>,
+    pub admin_role: String,
+    pub reader_role: String,
+}
+
+/// What the API works on.
+#[derive(Clone)]
+pub struct Api {
+    pub auth: Arc<ApiAuth>,
+    pub store: Arc<dyn Store>,
+    pub settings: Option<Arc<Settings>>,
+    pub sync: Option<Arc<dyn SyncControl>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Admin,
+    Reader,
+}
+
+/// An API error, written as problem+json.
+fn problem(status: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": format!("urn:portcullis:problem:{reason}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "reason": reason,
+        "detail": detail.into(),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+struct Caller {
+    role: Role,
+    name: String,
+}
+
+async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| {
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Send an admin token or an Entra token as a bearer token.",
+            )
+        })?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let matches = |h: &Option<[u8; 32]>| h.as_ref().is_some_and(|h| crate::identity::ct_eq(h, digest.as_ref()));
+    let caller = if matches(&api.auth.token_sha256) {
+        Caller {
+            role: Role::Admin,
+            name: "admin-token".into(),
+        }
+    } else if matches(&api.auth.read_only_token_sha256) {
+        Caller {
+            role: Role::Reader,
+            name: "read-only-token".into(),
+        }
+    } else {
+        let Some(v) = &api.auth.validator else {
+            return Err(problem(
+                StatusCode::UNAUTHORIZED,
+                "token_invalid",
+                "The token is not valid here.",
+            ));
+        };
+        let p = v.validate(token).await.map_err(|_| {
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "token_invalid",
+                "The token is not valid here.",
+            )
+        })?;
+        let has = |r: &str| p.roles.iter().any(|x| &**x == r);
+        let role = if has(&api.auth.admin_role) {
+            Role::Admin
+        } else if has(&api.auth.reader_role) {
+            Role::Reader
+        } else {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "role_missing",
+                "Your account has no Portcullis admin or reader role.",
+            ));
+        };
+        Caller {
+            role,
+            name: p.username.as_deref().unwrap_or(&p.object_id).to_string(),
+        }
+    };
+    if need == Role::Admin && caller.role != Role::Admin {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "This token may read but not change anything.",
+        ));
+    }
+    Ok(caller)
+}
+
+/// The settings as the API shows them: secrets only as "set, when".
+fn view(doc: &ConditionalAccess) -> Value {
+    json!({
+        "enabled": doc.enabled,
+        "connection_type": doc.connection,
+        "national_cloud": doc.cloud,
+        "tenant_id": doc.tenant_id,
+        "application_id": doc.application_id,
+        "client_secret": { "set": doc.client_secret_sealed.is_some(), "changed_at": doc.secret_changed_at },
+        "landing": doc.landing,
+    })
+}
+
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// GET /api/v1/conditional-access
+pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let Some(s) = &api.settings else {
+        return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
+    };
+    ([(header::ETAG, etag(s.version()))], Json(view(&s.current()))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    enabled: bool,
+    connection_type: ConnectionType,
+    national_cloud: String,
+    tenant_id: String,
+    application_id: String,
+    /// Write-only: a new secret; absent keeps the current one.
+    client_secret: Option<String>,
+    landing: LandingChoice,
+}
+
+/// PUT /api/v1/conditional-access (If-Match required)
+pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let caller = match authorize(&api, &headers, Role::Admin).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(s) = &api.settings else {
+        return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
+    };
+    let Some(expected) = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().trim_start_matches("W/").trim_matches('"').parse::<i64>().ok())
+    else {
+        return problem(
+            StatusCode::PRECONDITION_REQUIRED,
+            "if_match_required",
+            "Send If-Match with the ETag you read.",
+        );
+    };
+    let b: SettingsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        // serde's message names the field; it never echoes a secret value.
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_settings", e.to_string()),
+    };
+    let mut errors = Vec::new();
+    if let Err(e) = b.national_cloud.parse::<crate::cloud::NationalCloud>() {
+        errors.push(format!("national_cloud: {e}"));
+    }
+    if !crate::config::is_guid(&b.tenant_id) {
+        errors.push("tenant_id: must be the tenant's GUID".to_string());
+    }
+    if !crate::config::is_guid(&b.application_id) {
+        errors.push("application_id: must be the application (client) ID, a GUID".to_string());
+    }
+    if let LandingChoice::Custom { url } = &b.landing {
+        if !url.starts_with("https://") {
+            errors.push("landing.url: must be an https:// URL".to_string());
+        }
+    }
+    if b.client_secret.as_deref().is_some_and(str::is_empty) {
+        errors.push("client_secret: must not be empty (omit it to keep the current secret)".to_string());
+    }
+    if !errors.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "invalid_settings", errors.join("; "));
+    }
+    let current = s.current();
+    let mut doc = ConditionalAccess {
+        enabled: b.enabled,
+        connection: b.connection_type,
+        cloud: b.national_cloud.to_ascii_lowercase(),
+        tenant_id: b.tenant_id.to_ascii_lowercase(),
+        application_id: b.application_id.to_ascii_lowercase(),
+        client_secret_sealed: current.client_secret_sealed.clone(),
+        secret_changed_at: current.secret_changed_at,
+        landing: b.landing,
+    };
+    if let Some(secret) = &b.client_secret {
+        if s.set_client_secret(&mut doc, secret).is_err() {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "The secret could not be sealed.",
+            );
+        }
+    }
+    let saved = match &api.sync {
+        Some(sync) => sync
+            .save_settings(doc.clone(), expected)
+            .await
+            .map(|(v, r)| (v, Some(r))),
+        None => s.put(&*api.store, doc.clone(), expected).await.map(|v| (v, None)),
+    };
+    let (version, report) = match saved {
+        Ok(v) => v,
+        Err(crate::settings::SettingsError::Store(crate::store::StoreError::Conflict { current, .. })) => {
+            return problem(
+                StatusCode::PRECONDITION_FAILED,
+                "stale_write",
+                format!("The settings changed meanwhile (now version {current}); read them again."),
+            )
+        }
+        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    };
+    let mut audit = view(&doc);
+    audit["client_secret"] = json!(if b.client_secret.is_some() {
+        "***changed***"
+    } else {
+        "unchanged"
+    });
+    if let Err(e) = api
+        .store
+        .record_audit(&caller.name, "conditional_access.update", &audit.to_string())
+        .await
+    {
+        tracing::error!(error = %e, "cannot record the audit entry");
+    }
+    tracing::info!(actor = %caller.name, version, "Conditional Access settings saved");
+    (
+        [(header::ETAG, etag(version))],
+        Json(json!({ "version": version, "settings": view(&doc), "test": report })),
+    )
+        .into_response()
+}
+
+/// POST /api/v1/conditional-access/test
+pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Admin).await {
+        return r;
+    }
+    match &api.sync {
+        Some(sync) => Json(sync.test_connection().await).into_response(),
+        None => problem(
+            StatusCode::CONFLICT,
+            "sync_off",
+            "The sync is not configured on this node.",
+        ),
+    }
+}
+
+/// GET /api/v1/sync/status
+pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut out = serde_json::Map::new();
+    for source in ["entra", "intune", "jamf", "share"] {
+        let runs = match api.store.last_runs(source, 50).await {
+            Ok(r) => r,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        };
+        let success = runs.iter().find(|r| r.ok);
+        let failure = runs.iter().find(|r| !r.ok);
+        out.insert(
+            source.to_string(),
+            json!({
+                "last_success": success.map(|r| r.finished_at),
+                "lag_seconds": success.map(|r| now - r.finished_at),
+                "last_error": failure.map(|r| json!({ "at": r.finished_at, "error": r.error })),
+                "last_counts": success.and_then(|r| serde_json::from_str::<Value>(&r.detail).ok()),
+            }),
+        );
+    }
+    Json(Value::Object(out)).into_response()
+}
+
+/// POST /api/v1/sync/{source}/run
+pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Admin).await {
+        return r;
+    }
+    if !matches!(source.as_str(), "entra" | "intune" | "jamf" | "all") {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            "Sources: entra, intune, jamf, all.",
+        );
+    }
+    match &api.sync {
+        Some(sync) => {
+            sync.run_now();
+            (StatusCode::ACCEPTED, Json(json!({ "triggered": source }))).into_response()
+        }
+        None => problem(
+            StatusCode::CONFLICT,
+            "sync_off",
+            "The sync is not configured on this node.",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// GET /api/v1/audit?before=ID&limit=N
+pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let limit = p.limit.unwrap_or(50).clamp(1, 500);
+    match api.store.audit_log(p.before, limit).await {
+        Ok(entries) => {
+            let next = (entries.len() as u32 == limit)
+                .then(|| entries.last().map(|e| e.id))
+                .flatten();
+            Json(json!({ "items": entries, "next_before": next })).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+}

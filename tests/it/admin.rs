@@ -1,0 +1,184 @@
+//! The admin API over real HTTP against a running gateway with SQLite and the emulator.
+
+use std::time::{Duration, Instant};
+
+use portcullis::emulator::personas;
+use serde_json::json;
+
+use crate::harness::{client, pool, Emulator, Gateway, Upstream};
+
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+const READER: &str = "reader-token-for-tests-0123456789";
+
+fn sha256_hex(s: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn gateway(emu: &Emulator, app: &Upstream) -> Gateway {
+    let body = format!(
+        "{}{}\n[sync]\ninterval = \"1s\"\nintune = false\n[session]\ncookie_key = \"YWRtaW4tYXBpLXRlc3RzLXNlc3Npb24ta2V5LTMyYiE=\"\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+    );
+    // The harness writes [admin]; the token hashes come as environment overrides, as an
+    // operator keeps them out of the file.
+    Gateway::start_env(
+        &body,
+        &[
+            ("PORTCULLIS__ADMIN__TOKEN_SHA256", sha256_hex(ADMIN)),
+            ("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER)),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_api_auth_etags_validation_secrets_and_audit() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let gw = gateway(&emu, &app).await;
+    let url = |p: &str| format!("http://{}{p}", gw.admin);
+    let c = client();
+
+    // Unauthenticated and wrong tokens are refused; the reader cannot write.
+    assert_eq!(
+        c.get(url("/api/v1/conditional-access")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.get(url("/api/v1/conditional-access"))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = c
+        .get(url("/api/v1/conditional-access"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["tenant_id"], personas::TENANT_ID);
+    assert_eq!(doc["client_secret"]["set"], false);
+    let mut body = json!({
+        "enabled": true, "connection_type": "manual", "national_cloud": "global",
+        "tenant_id": personas::TENANT_ID, "application_id": personas::GATEWAY_CLIENT_ID,
+        "client_secret": personas::GATEWAY_CLIENT_SECRET, "landing": { "kind": "access_denied" },
+    });
+    let put = |token: &'static str, if_match: Option<String>, b: serde_json::Value| {
+        let mut r = c.put(url("/api/v1/conditional-access")).bearer_auth(token).json(&b);
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        r.send()
+    };
+    assert_eq!(
+        put(READER, Some(etag.clone()), body.clone()).await.unwrap().status(),
+        403
+    );
+    assert_eq!(put(ADMIN, None, body.clone()).await.unwrap().status(), 428);
+
+    // Invalid values are refused with the field named.
+    let mut bad = body.clone();
+    bad["tenant_id"] = json!("contoso");
+    bad["national_cloud"] = json!("germany");
+    let r = put(ADMIN, Some(etag.clone()), bad).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let p: serde_json::Value = r.json().await.unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("tenant_id") && detail.contains("national_cloud"),
+        "{detail}"
+    );
+
+    // A good save: stored, tested, secret write-only.
+    let r = put(ADMIN, Some(etag.clone()), body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let new_etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let saved: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(saved["test"]["ok"], true, "{saved}");
+    assert_eq!(saved["settings"]["client_secret"]["set"], true);
+    assert!(!saved.to_string().contains(personas::GATEWAY_CLIENT_SECRET));
+    // A stale write (the old ETag) is refused.
+    body["enabled"] = json!(false);
+    assert_eq!(put(ADMIN, Some(etag), body.clone()).await.unwrap().status(), 412);
+    let r = c
+        .get(url("/api/v1/conditional-access"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), new_etag);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains(personas::GATEWAY_CLIENT_SECRET),
+        "a GET never returns the secret"
+    );
+
+    // The audit trail has the change, secret masked.
+    let a: serde_json::Value = c
+        .get(url("/api/v1/audit"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = &a["items"][0];
+    assert_eq!(entry["action"], "conditional_access.update");
+    assert_eq!(entry["actor"], "admin-token");
+    assert!(entry["detail"].as_str().unwrap().contains("***changed***"));
+    assert!(!a.to_string().contains(personas::GATEWAY_CLIENT_SECRET));
+
+    // Run Test and sync status.
+    let t: serde_json::Value = c
+        .post(url("/api/v1/conditional-access/test"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["ok"], true, "{t}");
+    assert_eq!(
+        c.post(url("/api/v1/sync/entra/run"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let started = Instant::now();
+    loop {
+        let st: serde_json::Value = c
+            .get(url("/api/v1/sync/status"))
+            .bearer_auth(READER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["entra"]["last_success"].is_number() {
+            assert!(st["entra"]["lag_seconds"].as_i64().unwrap() < 60);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !gw.logs().contains(personas::GATEWAY_CLIENT_SECRET),
+        "secrets never reach the logs"
+    );
+}
