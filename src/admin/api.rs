@@ -369,3 +369,225 @@ pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<P
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     }
 }
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The Conditional Access inventory state of one account: what Entra knows of the device it
+/// registered, as the gateway would use it now.
+async fn account_view(api: &Api, a: &crate::store::LocalAccount) -> Value {
+    let posture = match &a.entra_device_id {
+        Some(d) => match api.store.device_evidence(d).await {
+            Ok(e) => crate::device::posture::posture_from(d, &e, now_secs()).map(|p| {
+                json!({
+                    "state": p.state.as_str(),
+                    "source": p.source.as_str(),
+                    "as_of": p.as_of,
+                    "age_seconds": (now_secs() as u64).saturating_sub(p.as_of),
+                })
+            }),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    json!({
+        "username": a.username,
+        "account_type": a.account_type.as_str(),
+        "entra_user_id": a.entra_user_id,
+        "entra_device_id": a.entra_device_id,
+        "registration_state": a.registration.as_str(),
+        "compliance": posture,
+    })
+}
+
+async fn computer_view(api: &Api, c: &crate::store::Computer) -> Value {
+    let mut accounts = Vec::with_capacity(c.accounts.len());
+    for a in &c.accounts {
+        accounts.push(account_view(api, a).await);
+    }
+    json!({
+        "id": c.jamf_id, "name": c.name, "serial": c.serial, "udid": c.udid, "model": c.model,
+        "os_version": c.os_version, "os_build": c.os_build, "managed": c.managed, "filevault": c.filevault,
+        "last_inventory": c.last_inventory, "last_contact": c.last_contact, "seen_at": c.seen_at,
+        "local_user_accounts": accounts,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ComputerQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+    /// Substring of the name, serial or a username (case-insensitive).
+    filter: Option<String>,
+    /// A registration state (ACTIVATED, DEACTIVATED, UNRESPONSIVE, UNKNOWN).
+    state: Option<String>,
+}
+
+/// GET /api/v1/computers?after=&limit=&filter=&state=
+pub async fn computers(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ComputerQuery>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
+    let needle = q.filter.as_deref().map(str::to_ascii_lowercase);
+    let state = q.state.as_deref().map(str::to_ascii_uppercase);
+    let mut items = Vec::new();
+    let mut after = q.after.clone();
+    let mut next = None;
+    // Pages through the store until `limit` matches (filters are applied here).
+    'pages: loop {
+        let batch = match api.store.computers(after.as_deref(), 500).await {
+            Ok(b) => b,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        };
+        let Some(last) = batch.last().map(|c| c.jamf_id.clone()) else {
+            break;
+        };
+        for c in &batch {
+            let text_ok = needle.as_ref().is_none_or(|n| {
+                let has = |v: &Option<String>| {
+                    v.as_deref()
+                        .is_some_and(|v| v.to_ascii_lowercase().contains(n.as_str()))
+                };
+                has(&c.name)
+                    || has(&c.serial)
+                    || c.accounts
+                        .iter()
+                        .any(|a| a.username.to_ascii_lowercase().contains(n.as_str()))
+            });
+            let state_ok = state
+                .as_ref()
+                .is_none_or(|s| c.accounts.iter().any(|a| a.registration.as_str() == s));
+            if text_ok && state_ok {
+                items.push(computer_view(&api, c).await);
+                if items.len() == limit {
+                    next = Some(c.jamf_id.clone());
+                    break 'pages;
+                }
+            }
+        }
+        after = Some(last);
+    }
+    Json(json!({ "items": items, "next_after": next })).into_response()
+}
+
+/// GET /api/v1/computers/{id}
+pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    match api.store.computer(&id).await {
+        Ok(Some(c)) => Json(computer_view(&api, &c).await).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", format!("No computer {id}.")),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+}
+
+/// GET /api/v1/computers/{id}/history — inventory sent to Microsoft, newest first.
+pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    match api.store.history(&id, 200).await {
+        Ok(h) => {
+            let items: Vec<Value> = h
+                .iter()
+                .map(|e| {
+                    json!({
+                        "username": e.username, "entra_device_id": e.entra_device_id, "sent_at": e.sent_at,
+                        "attributes": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null), "result": e.result,
+                    })
+                })
+                .collect();
+            Json(json!({ "computer": id, "items": items })).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+}
+
+/// GET /api/v1/devices/{deviceId}/posture — the posture the gateway would use now, with its
+/// evidence from every source.
+pub async fn posture(State(api): State<Api>, headers: HeaderMap, Path(device): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let e = match api.store.device_evidence(&device).await {
+        Ok(e) => e,
+        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    };
+    let now = now_secs();
+    let p = crate::device::posture::posture_from(&device, &e, now);
+    let posture = p.as_ref().map(|p| {
+        let reasons = match &p.state {
+            crate::policy::PostureState::NonCompliant { reasons } => reasons.clone(),
+            crate::policy::PostureState::Unsupported { reason } => vec![reason.clone()],
+            crate::policy::PostureState::InGrace { until } => vec![format!("in grace until {until}")],
+            crate::policy::PostureState::Compliant
+            | crate::policy::PostureState::NotRegistered { .. }
+            | crate::policy::PostureState::Disabled
+            | crate::policy::PostureState::Unknown => Vec::new(),
+        };
+        json!({
+            "state": p.state.as_str(), "source": p.source.as_str(), "as_of": p.as_of,
+            "age_seconds": (now as u64).saturating_sub(p.as_of), "reasons": reasons,
+        })
+    });
+    Json(json!({
+        "device_id": device.to_ascii_lowercase(),
+        "known": p.is_some(),
+        "posture": posture,
+        "evidence": {
+            "entra": e.entra,
+            "intune": e.intune,
+            "jamf": e.jamf.as_ref().map(|(c, a)| json!({ "computer": c.jamf_id, "name": c.name, "account": a.username, "registration_state": a.registration.as_str() })),
+            "last_sync": { "entra": e.last_sync.entra, "intune": e.last_sync.intune, "jamf": e.last_sync.jamf },
+        },
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ConsentQuery {
+    redirect_uri: Option<String>,
+}
+
+/// GET /api/v1/conditional-access/consent-url — the v2 admin-consent URL for the configured
+/// cloud, tenant and application (reference §1.8), with a fresh `state`.
+pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ConsentQuery>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let Some(s) = &api.settings else {
+        return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
+    };
+    let doc = s.current();
+    let Ok(cloud) = doc.cloud.parse::<crate::cloud::NationalCloud>() else {
+        return problem(
+            StatusCode::CONFLICT,
+            "invalid_settings",
+            "The stored national cloud is not valid.",
+        );
+    };
+    let state = crate::identity::cookie::random_token(16).unwrap_or_default();
+    let mut url = match url::Url::parse(&format!(
+        "https://{}/{}/v2.0/adminconsent",
+        cloud.hosts().login,
+        doc.tenant_id
+    )) {
+        Ok(u) => u,
+        Err(e) => return problem(StatusCode::CONFLICT, "invalid_settings", e.to_string()),
+    };
+    {
+        let mut qp = url.query_pairs_mut();
+        qp.append_pair("client_id", &doc.application_id);
+        qp.append_pair("scope", &cloud.graph_scope());
+        if let Some(r) = &q.redirect_uri {
+            qp.append_pair("redirect_uri", r);
+        }
+        qp.append_pair("state", &state);
+    }
+    Json(json!({ "url": url.to_string(), "state": state })).into_response()
+}

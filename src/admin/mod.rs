@@ -7,7 +7,9 @@
 //! - `GET /metrics`: Prometheus text format.
 //! - `POST /webhooks/jamf`: Jamf Pro webhooks (HTTP Basic), which queue targeted re-reads.
 //! - `/api/v1/…`: the admin API (see [`api`]): conditional-access settings (GET, PUT with
-//!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`.
+//!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`,
+//!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
+//!   `devices/{deviceId}/posture`.
 //!
 //! May depend on `metrics`; never on `proxy` internals.
 
@@ -72,9 +74,14 @@ pub fn router(
             get(api::get_settings).put(api::put_settings),
         )
         .route("/api/v1/conditional-access/test", axum::routing::post(api::run_test))
+        .route("/api/v1/conditional-access/consent-url", get(api::consent_url))
         .route("/api/v1/sync/status", get(api::sync_status))
         .route("/api/v1/sync/{source}/run", axum::routing::post(api::sync_now))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/computers", get(api::computers))
+        .route("/api/v1/computers/{id}", get(api::computer))
+        .route("/api/v1/computers/{id}/history", get(api::history))
+        .route("/api/v1/devices/{device_id}/posture", get(api::posture))
         .with_state(api);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

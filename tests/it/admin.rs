@@ -139,6 +139,26 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
     assert!(entry["detail"].as_str().unwrap().contains("***changed***"));
     assert!(!a.to_string().contains(personas::GATEWAY_CLIENT_SECRET));
 
+    // The admin-consent URL for the cloud, tenant and application.
+    let cu: serde_json::Value = c
+        .get(url(
+            "/api/v1/conditional-access/consent-url?redirect_uri=https://gw.example.com/done",
+        ))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let u = url::Url::parse(cu["url"].as_str().unwrap()).unwrap();
+    assert_eq!(u.host_str(), Some("login.microsoftonline.com"));
+    assert_eq!(u.path(), format!("/{}/v2.0/adminconsent", personas::TENANT_ID));
+    let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], personas::GATEWAY_CLIENT_ID);
+    assert_eq!(q["scope"], "https://graph.microsoft.com/.default");
+    assert_eq!(q["state"], cu["state"].as_str().unwrap());
+
     // Run Test and sync status.
     let t: serde_json::Value = c
         .post(url("/api/v1/conditional-access/test"))
@@ -181,4 +201,75 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
         !gw.logs().contains(personas::GATEWAY_CLIENT_SECRET),
         "secrets never reach the logs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_state_history_and_posture() {
+    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let body = format!(
+        "{}{}\n[sync]\ninterval = \"1s\"\nintune = false\nshare = {{ extensionAttribute10 = \"jamf:{{managed}}\" }}\n[jamf]\nurl = \"{}\"\nclient_id = \"{JAMF_CLIENT_ID}\"\nclient_secret = \"{JAMF_CLIENT_SECRET}\"\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+        emu.url
+    );
+    let gw = Gateway::start_env(
+        &body,
+        &[("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER))],
+    )
+    .await;
+    let get = |p: String| {
+        let url = format!("http://{}{p}", gw.admin);
+        async move {
+            let r = client().get(url).bearer_auth(READER).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    // Wait for the first Jamf and Entra runs (and the share that follows).
+    let started = Instant::now();
+    loop {
+        let (_, h) = get("/api/v1/computers/101/history".into()).await;
+        if h["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no inventory yet: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, all) = get("/api/v1/computers".into()).await;
+    assert_eq!(s, 200);
+    assert_eq!(all["items"].as_array().unwrap().len(), 5, "{all}");
+    let (_, page) = get("/api/v1/computers?limit=2".into()).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let (_, rest) = get(format!(
+        "/api/v1/computers?after={}",
+        page["next_after"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3, "keyset pagination");
+    let (_, carol) = get("/api/v1/computers?filter=CAROL".into()).await;
+    assert_eq!(carol["items"].as_array().unwrap().len(), 1);
+    let (_, unknown) = get("/api/v1/computers?state=unknown".into()).await;
+    assert_eq!(unknown["items"][0]["local_user_accounts"][0]["username"], "carol");
+
+    let (_, alice) = get("/api/v1/computers/101".into()).await;
+    let acct = &alice["local_user_accounts"][0];
+    assert_eq!(acct["username"], "alice");
+    assert_eq!(acct["registration_state"], "ACTIVATED");
+    assert_eq!(acct["compliance"]["state"], "compliant", "{alice}");
+    assert_eq!(get("/api/v1/computers/9999".into()).await.0, 404);
+
+    let (_, h) = get("/api/v1/computers/101/history".into()).await;
+    assert_eq!(h["items"][0]["username"], "alice");
+    assert_eq!(h["items"][0]["attributes"]["extensionAttribute10"], "jamf:managed");
+    assert_eq!(h["items"][0]["result"], "ok");
+
+    let (_, bob) = get("/api/v1/devices/d1000000-0000-4000-8000-00000000000b/posture".into()).await;
+    assert_eq!(bob["posture"]["state"], "noncompliant", "{bob}");
+    assert!(bob["posture"]["reasons"].as_array().unwrap().len() >= 1);
+    assert_eq!(bob["evidence"]["jamf"]["account"], "bob");
+    let (_, nobody) = get("/api/v1/devices/e0000000-0000-4000-8000-0000000000ff/posture".into()).await;
+    assert_eq!(nobody["known"], false);
 }
