@@ -297,6 +297,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                 store: store.clone(),
                 settings: ca.clone(),
                 sync: sync_control.clone(),
+                jobs: Arc::new(admin::api::Jobs::default()),
             },
         ),
         readiness,

@@ -34,6 +34,23 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub settings: Option<Arc<Settings>>,
     pub sync: Option<Arc<dyn SyncControl>>,
+    pub jobs: Arc<Jobs>,
+}
+
+/// Background jobs started through the API (Send Update), kept in memory for an hour.
+pub struct Jobs {
+    jobs: moka::sync::Cache<String, Value>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            jobs: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,4 +607,97 @@ pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, Query(q): Q
         qp.append_pair("state", &state);
     }
     Json(json!({ "url": url.to_string(), "state": state })).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SendUpdateBody {
+    /// A Jamf computer id; absent: every computer.
+    computer: Option<String>,
+}
+
+/// POST /api/v1/conditional-access/send-update — starts a job; see `/api/v1/jobs/{id}`.
+pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let caller = match authorize(&api, &headers, Role::Admin).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let b: SendUpdateBody = if body.is_empty() {
+        SendUpdateBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+        }
+    };
+    let Some(sync) = api.sync.clone() else {
+        return problem(
+            StatusCode::CONFLICT,
+            "sync_off",
+            "The sync is not configured on this node.",
+        );
+    };
+    if let Some(id) = &b.computer {
+        match api.store.computer(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return problem(StatusCode::NOT_FOUND, "not_found", format!("No computer {id}.")),
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        }
+    }
+    let Ok(id) = crate::identity::cookie::random_token(12) else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_randomness",
+            "The system random source failed; try again.",
+        );
+    };
+    let started = now_secs();
+    api.jobs.jobs.insert(
+        id.clone(),
+        json!({ "id": id, "kind": "send_update", "status": "running", "started_at": started, "computer": b.computer }),
+    );
+    if let Err(e) = api
+        .store
+        .record_audit(
+            &caller.name,
+            "send_update",
+            &json!({ "job": id, "computer": b.computer }).to_string(),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot record the audit entry");
+    }
+    let (jobs, job_id, only) = (api.jobs.clone(), id.clone(), b.computer.clone());
+    tokio::spawn(async move {
+        let result = sync.send_update(only.clone()).await;
+        let (status, outcome) = match result {
+            Ok(stats) => ("succeeded", json!(stats)),
+            Err(e) => ("failed", json!({ "error": e.to_string() })),
+        };
+        jobs.jobs.insert(
+            job_id.clone(),
+            json!({ "id": job_id, "kind": "send_update", "status": status, "started_at": started, "finished_at": now_secs(), "computer": only, "result": outcome }),
+        );
+    });
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
+        Json(json!({ "job": id })),
+    )
+        .into_response()
+}
+
+/// GET /api/v1/jobs/{id}
+pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    match api.jobs.jobs.get(&id) {
+        Some(j) => Json(j).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such job (jobs are kept for an hour).",
+        ),
+    }
 }

@@ -75,6 +75,11 @@ pub fn router(
         )
         .route("/api/v1/conditional-access/test", axum::routing::post(api::run_test))
         .route("/api/v1/conditional-access/consent-url", get(api::consent_url))
+        .route(
+            "/api/v1/conditional-access/send-update",
+            axum::routing::post(api::send_update),
+        )
+        .route("/api/v1/jobs/{id}", get(api::job))
         .route("/api/v1/sync/status", get(api::sync_status))
         .route("/api/v1/sync/{source}/run", axum::routing::post(api::sync_now))
         .route("/api/v1/audit", get(api::audit))

@@ -293,6 +293,8 @@ pub trait SyncControl: Send + Sync {
     async fn test_connection(&self) -> test_connection::TestReport;
     /// Wakes the loop for an immediate run.
     fn run_now(&self);
+    /// Send Update: shares inventory now, unchanged values included, for all computers or one.
+    async fn send_update(&self, only: Option<String>) -> Result<share::ShareStats, SyncError>;
 }
 
 #[async_trait::async_trait]
@@ -311,5 +313,9 @@ impl<S: crate::store::Store + ?Sized + 'static> SyncControl for SyncLoop<S> {
 
     fn run_now(&self) {
         self.now.notify_one();
+    }
+
+    async fn send_update(&self, only: Option<String>) -> Result<share::ShareStats, SyncError> {
+        self.run_share(only.as_deref(), true).await
     }
 }

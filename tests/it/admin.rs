@@ -215,7 +215,10 @@ async fn inventory_state_history_and_posture() {
     );
     let gw = Gateway::start_env(
         &body,
-        &[("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER))],
+        &[
+            ("PORTCULLIS__ADMIN__TOKEN_SHA256", sha256_hex(ADMIN)),
+            ("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER)),
+        ],
     )
     .await;
     let get = |p: String| {
@@ -265,6 +268,55 @@ async fn inventory_state_history_and_posture() {
     assert_eq!(h["items"][0]["username"], "alice");
     assert_eq!(h["items"][0]["attributes"]["extensionAttribute10"], "jamf:managed");
     assert_eq!(h["items"][0]["result"], "ok");
+
+    // Send Update for alice's Mac: a job that resends unchanged values and records them.
+    let r = client()
+        .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "computer": "101" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = r.json::<serde_json::Value>().await.unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let done = loop {
+        let (_, j) = get(format!("/api/v1/jobs/{job}")).await;
+        if j["status"] != "running" {
+            break j;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["sent"], 1);
+    let (_, h2) = get("/api/v1/computers/101/history".into()).await;
+    assert_eq!(
+        h2["items"].as_array().unwrap().len(),
+        h["items"].as_array().unwrap().len() + 1
+    );
+    let r = client()
+        .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "readers cannot send");
+    let send = |body: &'static str| {
+        client()
+            .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(r#"{"computer":"9999"}"#).await.unwrap().status(), 404);
+    assert_eq!(send(r#"{"computr":"101"}"#).await.unwrap().status(), 400);
+    assert_eq!(send("{not json").await.unwrap().status(), 400);
+    assert_eq!(get("/api/v1/jobs/nope".into()).await.0, 404);
 
     let (_, bob) = get("/api/v1/devices/d1000000-0000-4000-8000-00000000000b/posture".into()).await;
     assert_eq!(bob["posture"]["state"], "noncompliant", "{bob}");
