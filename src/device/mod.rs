@@ -56,7 +56,7 @@ impl Devices {
                 DeviceSource::ClientCertificate => match cert {
                     Some(c) => match &c.device_id {
                         Some(d) => Some(d.clone()),
-                        None => self.from_serial(c).await,
+                        None => self.by_serial(c).await,
                     },
                     None => None,
                 },
@@ -68,7 +68,7 @@ impl Devices {
         None
     }
 
-    async fn from_serial(&self, c: &CertIdentity) -> Option<String> {
+    async fn by_serial(&self, c: &CertIdentity) -> Option<String> {
         for candidate in c.common_name.iter().chain(std::iter::once(&c.serial)) {
             let store = self.store.clone();
             let key = candidate.clone();

@@ -281,8 +281,7 @@ pub fn aad_error(status: StatusCode, error: &str, code: u32, text: &str) -> Resp
     let trace = random_text(12);
     let ts = humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
-        .replace('T', " ")
-        .replace('Z', "Z");
+        .replace('T', " ");
     let body = json!({
         "error": error,
         "error_description": format!("AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {trace} Timestamp: {ts}"),

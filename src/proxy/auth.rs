@@ -312,7 +312,7 @@ pub fn strip_own_cookies(req: &mut RequestHeader, names: &[&str]) -> pingora::Re
         .split(';')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(true, |(k, _)| !names.contains(&k.trim())))
+        .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| !names.contains(&k.trim())))
         .collect();
     let kept = kept.join("; ");
     req.remove_header(&http::header::COOKIE);

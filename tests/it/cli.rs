@@ -70,12 +70,11 @@ upstream = "ghost"
 
 #[test]
 fn check_config_accepts_the_shipped_examples() {
-    for file in ["config/portcullis.example.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
-    }
+    // config/demo.toml is checked by the demo itself: it names certificates the demo generates.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
 
 #[test]
