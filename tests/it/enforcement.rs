@@ -360,7 +360,9 @@ async fn every_row_of_the_decision_table_for_browsers_and_api_clients() {
         "{bob}"
     );
 
-    let m = e.gw.metrics().await;
+    let m =
+        e.gw.metrics_with(r#"portcullis_decisions_total{outcome="deny",reason="device_noncompliant",route="app"} 3"#)
+            .await;
     assert!(
         m.contains(r#"portcullis_decisions_total{outcome="deny",reason="device_noncompliant",route="app"} 3"#),
         "{m}"
@@ -418,7 +420,11 @@ async fn report_only_allows_and_reports() {
     let e = env(LANDING, ROUTES).await;
     let r = call(&e, "/report", Some("persona=bob"), false).await;
     assert_eq!(r.status(), 200, "report-only lets bob through");
-    let m = e.gw.metrics().await;
+    let m =
+        e.gw.metrics_with(
+            r#"portcullis_decisions_total{outcome="report_only",reason="device_noncompliant",route="audit"} 1"#,
+        )
+        .await;
     assert!(
         m.contains(r#"portcullis_decisions_total{outcome="report_only",reason="device_noncompliant",route="audit"} 1"#),
         "{m}"

@@ -154,6 +154,19 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The metrics once they contain `needle` (or after 5 s, for the assertion to show them):
+    /// request counters are recorded in the logging phase, after the client has its response.
+    pub async fn metrics_with(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let m = self.metrics().await;
+            if m.contains(needle) || started.elapsed() > Duration::from_secs(5) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         client()
             .get(format!("http://{}/metrics", self.admin))
