@@ -37,6 +37,21 @@ enum Command {
         #[command(subcommand)]
         command: EmulatorCommand,
     },
+    /// Call the admin API of a running gateway (exit codes: 0 ok, 1 the operation reported a
+    /// failure, 2 usage, 3 gateway unreachable, 4 token refused, 5 not found, 6 request rejected).
+    Admin {
+        /// The admin listener, e.g. http://127.0.0.1:9090.
+        #[arg(long, env = "PORTCULLIS_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        url: String,
+        /// An admin or read-only API token (prefer the environment variable over the flag).
+        #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: portcullis::admin::cli::AdminCommand,
+    },
     /// Run the demo: gateway and demo app on loopback, with a development certificate.
     Demo {
         /// Shift every demo port by this much.
@@ -104,6 +119,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Admin {
+            url,
+            token,
+            json,
+            command,
+        } => ExitCode::from(portcullis::admin::cli::run(&url, &token, json, command) as u8),
         Command::Demo { port_offset, data } => {
             match portcullis::demo::run(portcullis::demo::DemoOptions { port_offset, data }) {
                 Ok(()) => ExitCode::SUCCESS,

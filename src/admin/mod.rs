@@ -9,7 +9,8 @@
 //! - `/api/v1/…`: the admin API (see [`api`]): conditional-access settings (GET, PUT with
 //!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`,
 //!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
-//!   `devices/{deviceId}/posture`.
+//!   `devices/{deviceId}/posture`, `conditional-access/send-update` and `jobs/{id}`.
+//! - [`cli`]: `portcullis admin …`, the same API from a shell.
 //!
 //! May depend on `metrics`; never on `proxy` internals.
 
@@ -27,6 +28,7 @@ use axum::{Json, Router};
 use crate::metrics::Metrics;
 
 pub mod api;
+pub mod cli;
 mod probe;
 
 /// What `/readyz` reports.

@@ -324,4 +324,66 @@ async fn inventory_state_history_and_posture() {
     assert_eq!(bob["evidence"]["jamf"]["account"], "bob");
     let (_, nobody) = get("/api/v1/devices/e0000000-0000-4000-8000-0000000000ff/posture".into()).await;
     assert_eq!(nobody["known"], false);
+
+    // The same through `portcullis admin`: tables, --json, and the documented exit codes.
+    let url = format!("http://{}", gw.admin);
+    let admin = |token: &str, args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(crate::harness::bin());
+        cmd.arg("admin")
+            .args(["--url", &url])
+            .env("PORTCULLIS_ADMIN_TOKEN", token)
+            .args(args);
+        async move {
+            let out = cmd.output().await.unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let (code, out, err) = admin(READER, &["computers"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(header.starts_with("ID") && header.contains("REGISTRATION"), "{out}");
+    let alice_row = out.lines().find(|l| l.contains("alice")).unwrap_or_default();
+    assert!(
+        alice_row.contains("ACTIVATED") && alice_row.contains("compliant"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 6, "header and one row per account: {out}");
+    let (code, out, _) = admin(READER, &["--json", "computers", "--filter", "carol"]).await;
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    let (code, out, _) = admin(READER, &["history", "101"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("extensionAttribute10") && out.contains("alice"), "{out}");
+    let (code, out, err) = admin(ADMIN, &["send-update", "--computer", "101"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    let (code, out, _) = admin(READER, &["status"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.starts_with("jamf")), "{out}");
+    let (code, out, _) = admin(READER, &["settings", "get"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.starts_with("client_secret")), "{out}");
+    assert!(
+        !out.contains(personas::GATEWAY_CLIENT_SECRET),
+        "secrets are never shown"
+    );
+
+    assert_eq!(admin(READER, &["computer", "9999"]).await.0, Some(5));
+    assert_eq!(admin(READER, &["send-update"]).await.0, Some(4), "readers cannot send");
+    assert_eq!(admin("wrong-token", &["status"]).await.0, Some(4));
+    let (code, _, err) = admin(ADMIN, &["settings", "set", "no_such_key", "1"]).await;
+    assert_eq!(code, Some(5), "{err}");
+    let (code, _, err) = admin(ADMIN, &["settings", "set", "tenant_id", "\"not a tenant\""]).await;
+    assert_eq!(code, Some(6), "invalid values are rejected: {err}");
+    assert!(err.contains("tenant_id"), "the message names the field: {err}");
+    let mut cmd = tokio::process::Command::new(crate::harness::bin());
+    let out = cmd
+        .args(["admin", "--url", "http://127.0.0.1:1", "status"])
+        .env("PORTCULLIS_ADMIN_TOKEN", READER)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "an unreachable gateway is exit 3");
 }

@@ -102,7 +102,7 @@ fn serve_exits_non_zero_when_the_port_is_taken() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("listeners[0]")) && err.contains("cannot listen") && err.contains("in use"),
+        err.contains("listeners[0]") && err.contains("cannot listen") && err.contains("in use"),
         "{err}"
     );
 }
