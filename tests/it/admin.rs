@@ -359,6 +359,14 @@ async fn inventory_state_history_and_posture() {
     let (code, out, err) = admin(ADMIN, &["send-update", "--computer", "101"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("succeeded"), "{out}");
+    let (code, out, err) = admin(ADMIN, &["test-connection"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("STEP") && out.lines().count() > 2, "{out}");
+    emu.fault(json!({ "endpoint": "graph", "status": 403 })).await;
+    let (code, out, _) = admin(ADMIN, &["test-connection"]).await;
+    assert_eq!(code, Some(1), "a failed step is exit 1: {out}");
+    assert!(out.lines().any(|l| l.contains("fail")), "{out}");
+    emu.clear_faults().await;
     let (code, out, _) = admin(READER, &["status"]).await;
     assert_eq!(code, Some(0));
     assert!(out.lines().any(|l| l.starts_with("jamf")), "{out}");
