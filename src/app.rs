@@ -298,6 +298,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                 settings: ca.clone(),
                 sync: sync_control.clone(),
                 jobs: Arc::new(admin::api::Jobs::default()),
+                file_credential: cfg.entra.as_ref().and_then(|e| e.credential.as_ref()).map(|c| match c {
+                    crate::config::ClientCredentialConfig::Secret(_) => "client_secret",
+                    crate::config::ClientCredentialConfig::Certificate { .. } => "certificate",
+                    crate::config::ClientCredentialConfig::AssertionFile(_) => "assertion_file",
+                }),
             },
         ),
         readiness,

@@ -35,6 +35,9 @@ pub struct Api {
     pub settings: Option<Arc<Settings>>,
     pub sync: Option<Arc<dyn SyncControl>>,
     pub jobs: Arc<Jobs>,
+    /// The credential the configuration file provides (`client_secret`, `certificate`,
+    /// `assertion_file`), used while the settings hold no secret of their own.
+    pub file_credential: Option<&'static str>,
 }
 
 /// Background jobs started through the API (Send Update), kept in memory for an hour.
@@ -150,14 +153,18 @@ async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller,
 }
 
 /// The settings as the API shows them: secrets only as "set, when".
-fn view(doc: &ConditionalAccess) -> Value {
+fn view(doc: &ConditionalAccess, file_credential: Option<&str>) -> Value {
     json!({
         "enabled": doc.enabled,
         "connection_type": doc.connection,
         "national_cloud": doc.cloud,
         "tenant_id": doc.tenant_id,
         "application_id": doc.application_id,
-        "client_secret": { "set": doc.client_secret_sealed.is_some(), "changed_at": doc.secret_changed_at },
+        "client_secret": {
+            "set": doc.client_secret_sealed.is_some(),
+            "changed_at": doc.secret_changed_at,
+            "file_credential": file_credential,
+        },
         "landing": doc.landing,
     })
 }
@@ -174,7 +181,11 @@ pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Respons
     let Some(s) = &api.settings else {
         return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
     };
-    ([(header::ETAG, etag(s.version()))], Json(view(&s.current()))).into_response()
+    (
+        [(header::ETAG, etag(s.version()))],
+        Json(view(&s.current(), api.file_credential)),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -274,7 +285,7 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
         }
         Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     };
-    let mut audit = view(&doc);
+    let mut audit = view(&doc, api.file_credential);
     audit["client_secret"] = json!(if b.client_secret.is_some() {
         "***changed***"
     } else {
@@ -290,7 +301,7 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
     tracing::info!(actor = %caller.name, version, "Conditional Access settings saved");
     (
         [(header::ETAG, etag(version))],
-        Json(json!({ "version": version, "settings": view(&doc), "test": report })),
+        Json(json!({ "version": version, "settings": view(&doc, api.file_credential), "test": report })),
     )
         .into_response()
 }

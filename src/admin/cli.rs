@@ -397,8 +397,9 @@ fn settings_rows(v: &Value) -> Vec<Vec<String>> {
     let mut t = vec![row(&["SETTING", "VALUE"])];
     for (k, val) in v.as_object().into_iter().flatten() {
         let shown = if k == "client_secret" {
-            match (&val["set"], &val["changed_at"]) {
-                (Value::Bool(true), at) => format!("set (changed {})", text(at)),
+            match (&val["set"], &val["file_credential"]) {
+                (Value::Bool(true), _) => format!("set (changed {})", text(&val["changed_at"])),
+                (_, Value::String(file)) => format!("not set; the configuration file's {file} is used"),
                 _ => "not set".to_string(),
             }
         } else {

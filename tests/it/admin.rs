@@ -372,7 +372,8 @@ async fn inventory_state_history_and_posture() {
     assert!(out.lines().any(|l| l.starts_with("jamf")), "{out}");
     let (code, out, _) = admin(READER, &["settings", "get"]).await;
     assert_eq!(code, Some(0));
-    assert!(out.lines().any(|l| l.starts_with("client_secret")), "{out}");
+    let secret_row = out.lines().find(|l| l.starts_with("client_secret")).unwrap_or_default();
+    assert!(secret_row.contains("configuration file's client_secret"), "{out}");
     assert!(
         !out.contains(personas::GATEWAY_CLIENT_SECRET),
         "secrets are never shown"
