@@ -174,6 +174,10 @@ fn etag(version: i64) -> String {
 }
 
 /// GET /api/v1/conditional-access
+#[utoipa::path(
+    get, path = "/api/v1/conditional-access", tag = "conditional-access",
+    responses((status = 200, description = "The settings (secrets only as set/changed-at), with an ETag"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No [entra] section"))
+)]
 pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -202,6 +206,12 @@ pub struct SettingsBody {
 }
 
 /// PUT /api/v1/conditional-access (If-Match required)
+#[utoipa::path(
+    put, path = "/api/v1/conditional-access", tag = "conditional-access",
+    request_body(content_type = "application/json", description = "enabled, connection_type, national_cloud, tenant_id, application_id, client_secret (write-only, optional), landing"),
+    params(("If-Match" = String, Header, description = "The ETag of the settings read")),
+    responses((status = 200, description = "Saved and applied: version, settings, Run Test report"), (status = 400, description = "Invalid body or value; the detail names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 412, description = "Stale ETag"), (status = 428, description = "If-Match missing"))
+)]
 pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
         Ok(c) => c,
@@ -307,6 +317,10 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
 }
 
 /// POST /api/v1/conditional-access/test
+#[utoipa::path(
+    post, path = "/api/v1/conditional-access/test", tag = "conditional-access",
+    responses((status = 200, description = "Run Test: ok and every step with its result"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 409, description = "The sync is off on this node"))
+)]
 pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Admin).await {
         return r;
@@ -322,6 +336,10 @@ pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
 }
 
 /// GET /api/v1/sync/status
+#[utoipa::path(
+    get, path = "/api/v1/sync/status", tag = "sync",
+    responses((status = 200, description = "Per source: last success, lag, last error, counts"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -351,6 +369,11 @@ pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response
 }
 
 /// POST /api/v1/sync/{source}/run
+#[utoipa::path(
+    post, path = "/api/v1/sync/{source}/run", tag = "sync",
+    params(("source" = String, Path, description = "entra, intune or jamf")),
+    responses((status = 202, description = "The loop was woken"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "Unknown source"), (status = 409, description = "The sync is off on this node"))
+)]
 pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Admin).await {
         return r;
@@ -382,6 +405,11 @@ pub struct Page {
 }
 
 /// GET /api/v1/audit?before=ID&limit=N
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit",
+    params(("before" = Option<i64>, Query, description = "Entries older than this id"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "Audit entries, newest first, and next_before"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -455,6 +483,11 @@ pub struct ComputerQuery {
 }
 
 /// GET /api/v1/computers?after=&limit=&filter=&state=
+#[utoipa::path(
+    get, path = "/api/v1/computers", tag = "inventory",
+    params(("after" = Option<String>, Query, description = "Keyset cursor (next_after)"), ("limit" = Option<u32>, Query, description = "Page size"), ("filter" = Option<String>, Query, description = "Substring of name, serial or username"), ("state" = Option<String>, Query, description = "ACTIVATED, DEACTIVATED, UNRESPONSIVE or UNKNOWN")),
+    responses((status = 200, description = "Computers with each account's Conditional Access inventory state, and next_after"), (status = 400, description = "Bad filter or cursor"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn computers(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ComputerQuery>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -503,6 +536,11 @@ pub async fn computers(State(api): State<Api>, headers: HeaderMap, Query(q): Que
 }
 
 /// GET /api/v1/computers/{id}
+#[utoipa::path(
+    get, path = "/api/v1/computers/{id}", tag = "inventory",
+    params(("id" = String, Path, description = "Jamf computer id")),
+    responses((status = 200, description = "One computer and its accounts' inventory state"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such computer"))
+)]
 pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -515,6 +553,11 @@ pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path
 }
 
 /// GET /api/v1/computers/{id}/history — inventory sent to Microsoft, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/computers/{id}/history", tag = "inventory",
+    params(("id" = String, Path, description = "Jamf computer id")),
+    responses((status = 200, description = "Inventory sent to Microsoft per username, newest first"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -538,6 +581,11 @@ pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<
 
 /// GET /api/v1/devices/{deviceId}/posture — the posture the gateway would use now, with its
 /// evidence from every source.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{device_id}/posture", tag = "inventory",
+    params(("device_id" = String, Path, description = "Entra device id")),
+    responses((status = 200, description = "The posture the gateway would use now, with the evidence of every source"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn posture(State(api): State<Api>, headers: HeaderMap, Path(device): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -584,6 +632,11 @@ pub struct ConsentQuery {
 
 /// GET /api/v1/conditional-access/consent-url — the v2 admin-consent URL for the configured
 /// cloud, tenant and application (reference §1.8), with a fresh `state`.
+#[utoipa::path(
+    get, path = "/api/v1/conditional-access/consent-url", tag = "conditional-access",
+    params(("redirect_uri" = Option<String>, Query, description = "Where Entra returns after consent")),
+    responses((status = 200, description = "The v2 admin-consent URL for the cloud and app, and its state"), (status = 400, description = "Bad redirect URI"), (status = 401, description = "No or unknown credential (problem+json)"))
+)]
 pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ConsentQuery>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
@@ -628,6 +681,11 @@ pub struct SendUpdateBody {
 }
 
 /// POST /api/v1/conditional-access/send-update — starts a job; see `/api/v1/jobs/{id}`.
+#[utoipa::path(
+    post, path = "/api/v1/conditional-access/send-update", tag = "conditional-access",
+    request_body(content_type = "application/json", description = "Optional: {\"computer\": ID}; empty for every computer"),
+    responses((status = 202, description = "Job started: its id, and Location"), (status = 400, description = "Bad body"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "No such computer"), (status = 409, description = "The sync is off on this node"))
+)]
 pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
         Ok(c) => c,
@@ -699,6 +757,11 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
 }
 
 /// GET /api/v1/jobs/{id}
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Status (running, succeeded, failed) and outcome"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such job (kept an hour)"))
+)]
 pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;

@@ -10,6 +10,7 @@
 //!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`,
 //!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
 //!   `devices/{deviceId}/posture`, `conditional-access/send-update` and `jobs/{id}`.
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers ([`openapi`]).
 //! - [`cli`]: `portcullis admin …`, the same API from a shell.
 //!
 //! May depend on `metrics`; never on `proxy` internals.
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 
 pub mod api;
 pub mod cli;
+pub mod openapi;
 mod probe;
 
 /// What `/readyz` reports.
@@ -89,7 +91,11 @@ pub fn router(
         .route("/api/v1/computers/{id}", get(api::computer))
         .route("/api/v1/computers/{id}/history", get(api::history))
         .route("/api/v1/devices/{device_id}/posture", get(api::posture))
-        .with_state(api);
+        .with_state(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+        );
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -396,3 +396,60 @@ async fn inventory_state_history_and_posture() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "an unreachable gateway is exit 3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_operation_the_gateway_serves() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let gw = gateway(&emu, &app).await;
+    let r = client()
+        .get(format!("http://{}/api/v1/openapi.json", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops.push(format!("{} {path}", method.to_uppercase()));
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("401"), "{method} {path} documents 401");
+            // Every {param} in the path is declared.
+            for name in path.split('{').skip(1).filter_map(|s| s.split('}').next()) {
+                let declared = op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+                assert!(declared, "{method} {path}: {{{name}}} is declared");
+            }
+            // The gateway serves it: without a token the answer is 401, not 404 or 405.
+            let url = format!(
+                "http://{}{}",
+                gw.admin,
+                path.replace("{source}", "entra").replace(['{', '}'], "")
+            );
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let status = client().request(m, url).send().await.unwrap().status();
+            assert_eq!(status, 401, "{method} {path}");
+        }
+    }
+    ops.sort();
+    let mut expected = vec![
+        "GET /api/v1/conditional-access",
+        "PUT /api/v1/conditional-access",
+        "POST /api/v1/conditional-access/test",
+        "GET /api/v1/conditional-access/consent-url",
+        "POST /api/v1/conditional-access/send-update",
+        "GET /api/v1/jobs/{id}",
+        "GET /api/v1/sync/status",
+        "POST /api/v1/sync/{source}/run",
+        "GET /api/v1/audit",
+        "GET /api/v1/computers",
+        "GET /api/v1/computers/{id}",
+        "GET /api/v1/computers/{id}/history",
+        "GET /api/v1/devices/{device_id}/posture",
+    ];
+    expected.sort();
+    assert_eq!(ops, expected);
+}
