@@ -379,6 +379,44 @@ async fn inventory_state_history_and_posture() {
         "secrets are never shown"
     );
 
+    // Send Update for every computer: one history row more per shared account.
+    let (code, out, err) = admin(ADMIN, &["--json", "send-update"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(job["result"]["sent"].as_u64().unwrap() >= 2, "{job}");
+
+    // A new client secret through stdin: stored, shown only as set, never echoed.
+    let mut cmd = tokio::process::Command::new(crate::harness::bin());
+    let mut child = cmd
+        .args(["admin", "--url", &url, "settings", "set", "client_secret", "-"])
+        .env("PORTCULLIS_ADMIN_TOKEN", ADMIN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a-new-secret-from-stdin\n").await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(!printed.contains("a-new-secret-from-stdin"), "{printed}");
+    let (_, out, _) = admin(READER, &["settings", "get"]).await;
+    let secret_row = out.lines().find(|l| l.starts_with("client_secret")).unwrap_or_default();
+    assert!(secret_row.contains("set (changed"), "{out}");
+    assert!(
+        !gw.logs().contains("a-new-secret-from-stdin"),
+        "the secret never reaches the logs"
+    );
+
     assert_eq!(admin(READER, &["computer", "9999"]).await.0, Some(5));
     assert_eq!(admin(READER, &["send-update"]).await.0, Some(4), "readers cannot send");
     assert_eq!(admin("wrong-token", &["status"]).await.0, Some(4));
