@@ -33,6 +33,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The server's `Retry-After` (delay seconds), capped: a hostile or broken value must not
+    /// stall the loop for hours.
+    pub fn retry_after(&self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+        headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(self.max_retry_after))
+    }
+
     /// Exponential backoff with ±50 % jitter for retry number `n` (0-based).
     pub fn backoff(&self, n: u32) -> Duration {
         let exp = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.max);
@@ -168,12 +178,7 @@ impl GraphClient {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s).min(self.retry.max_retry_after));
+                    let retry_after = self.retry.retry_after(resp.headers());
                     match status {
                         200..=299 => {
                             let body = resp

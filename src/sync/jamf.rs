@@ -152,12 +152,7 @@ impl JamfClient {
                 Err(_) => self.retry.backoff(retries),
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    let retry_after = r
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s).min(self.retry.max_retry_after));
+                    let retry_after = self.retry.retry_after(r.headers());
                     match status {
                         200..=299 => {
                             let body = r
