@@ -42,7 +42,20 @@ pub struct Api {
 
 /// Background jobs started through the API (Send Update), kept in memory for an hour.
 pub struct Jobs {
-    jobs: moka::sync::Cache<String, Value>,
+    jobs: moka::sync::Cache<String, Arc<Job>>,
+}
+
+/// One job as `GET /api/v1/jobs/{id}` shows it.
+#[derive(serde::Serialize)]
+pub struct Job {
+    id: String,
+    kind: &'static str,
+    /// running, succeeded or failed.
+    status: &'static str,
+    started_at: i64,
+    finished_at: Option<i64>,
+    computer: Option<String>,
+    result: Option<Value>,
 }
 
 impl Default for Jobs {
@@ -721,10 +734,16 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
         );
     };
     let started = now_secs();
-    api.jobs.jobs.insert(
-        id.clone(),
-        json!({ "id": id, "kind": "send_update", "status": "running", "started_at": started, "computer": b.computer }),
-    );
+    let running = Job {
+        id: id.clone(),
+        kind: "send_update",
+        status: "running",
+        started_at: started,
+        finished_at: None,
+        computer: b.computer.clone(),
+        result: None,
+    };
+    api.jobs.jobs.insert(id.clone(), Arc::new(running));
     if let Err(e) = api
         .store
         .record_audit(
@@ -736,17 +755,22 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
     {
         tracing::error!(error = %e, "cannot record the audit entry");
     }
-    let (jobs, job_id, only) = (api.jobs.clone(), id.clone(), b.computer.clone());
+    let (jobs, job_id, only) = (api.jobs.clone(), id.clone(), b.computer);
     tokio::spawn(async move {
-        let result = sync.send_update(only.clone()).await;
-        let (status, outcome) = match result {
+        let (status, result) = match sync.send_update(only.clone()).await {
             Ok(stats) => ("succeeded", json!(stats)),
             Err(e) => ("failed", json!({ "error": e.to_string() })),
         };
-        jobs.jobs.insert(
-            job_id.clone(),
-            json!({ "id": job_id, "kind": "send_update", "status": status, "started_at": started, "finished_at": now_secs(), "computer": only, "result": outcome }),
-        );
+        let done = Job {
+            id: job_id.clone(),
+            kind: "send_update",
+            status,
+            started_at: started,
+            finished_at: Some(now_secs()),
+            computer: only,
+            result: Some(result),
+        };
+        jobs.jobs.insert(job_id, Arc::new(done));
     });
     (
         StatusCode::ACCEPTED,
@@ -767,7 +791,7 @@ pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Stri
         return r;
     }
     match api.jobs.jobs.get(&id) {
-        Some(j) => Json(j).into_response(),
+        Some(j) => Json(&*j).into_response(),
         None => problem(
             StatusCode::NOT_FOUND,
             "not_found",

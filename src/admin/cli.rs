@@ -77,8 +77,15 @@ pub fn run(url: &str, token: &str, json: bool, cmd: AdminCommand) -> Exit {
             return Exit::Unreachable;
         }
     };
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(60)).build() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("portcullis admin: HTTP client: {e}");
+            return Exit::Unreachable;
+        }
+    };
     let client = Client {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build(),
+        http,
         base: url.trim_end_matches('/').to_string(),
         token: token.to_string(),
     };
@@ -92,7 +99,7 @@ pub fn run(url: &str, token: &str, json: bool, cmd: AdminCommand) -> Exit {
 }
 
 struct Client {
-    http: reqwest::Result<reqwest::Client>,
+    http: reqwest::Client,
     base: String,
     token: String,
 }
@@ -124,11 +131,8 @@ impl Client {
             exit: Exit::Unreachable,
             message: m,
         };
-        let http = self
+        let mut req = self
             .http
-            .as_ref()
-            .map_err(|e| unreachable(format!("HTTP client: {e}")))?;
-        let mut req = http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
         if let Some(b) = body {
@@ -303,7 +307,7 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
             command: SettingsCommand::Set { key, value },
         } => {
             let (current, etag) = c.call(Method::GET, "/api/v1/conditional-access", None).await?;
-            let Some(Value::Object(mut body)) = Some(current) else {
+            let Value::Object(mut body) = current else {
                 return Err(CliError {
                     exit: Exit::Unreachable,
                     message: "the settings are not an object".into(),
