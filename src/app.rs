@@ -237,6 +237,10 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         landings,
         assertions,
     });
+    let explainer = Arc::new(proxy::explain::Explainer {
+        routes: routes.clone(),
+        access: access.clone(),
+    });
     let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics, access)
         .map_err(|e| StartError::Pingora(e.to_string()))?;
     server.add_service(service);
@@ -303,6 +307,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                     crate::config::ClientCredentialConfig::Certificate { .. } => "certificate",
                     crate::config::ClientCredentialConfig::AssertionFile(_) => "assertion_file",
                 }),
+                explainer: Some(explainer),
             },
         ),
         readiness,

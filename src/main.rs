@@ -168,19 +168,9 @@ fn emulator(command: EmulatorCommand) -> Result<(), String> {
                 }
             }
             EmulatorCommand::Token { persona, url } => {
-                let u = format!("{}/_emulator/token?persona={}", url.trim_end_matches('/'), persona);
-                let resp = reqwest::get(&u)
-                    .await
-                    .map_err(|e| format!("{url}: {}", e.without_url()))?;
-                let status = resp.status();
-                let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-                match body.get("access_token").and_then(|t| t.as_str()) {
-                    Some(t) if status.is_success() => {
-                        println!("{t}");
-                        Ok(())
-                    }
-                    Some(_) | None => Err(format!("{status}: {body}")),
-                }
+                let token = portcullis::admin::cli::persona_token(&reqwest::Client::new(), &url, &persona).await?;
+                println!("{token}");
+                Ok(())
             }
         }
     })

@@ -38,6 +38,8 @@ pub struct Api {
     /// The credential the configuration file provides (`client_secret`, `certificate`,
     /// `assertion_file`), used while the settings hold no secret of their own.
     pub file_credential: Option<&'static str>,
+    /// "What If" against the live routes and access components.
+    pub explainer: Option<Arc<crate::proxy::explain::Explainer>>,
 }
 
 /// Background jobs started through the API (Send Update), kept in memory for an hour.
@@ -797,5 +799,33 @@ pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Stri
             "not_found",
             "No such job (jobs are kept for an hour).",
         ),
+    }
+}
+
+/// POST /api/v1/explain — "What If": the decision the gateway would make now, with its reason
+/// code, landing, response and every piece of evidence; nothing is sent upstream.
+#[utoipa::path(
+    post, path = "/api/v1/explain", tag = "explain",
+    request_body(content_type = "application/json", description = "url (or route, with an optional path); token (an Entra access token) or user (object id or UPN; groups then come from Graph); device_id with device_source (token, certificate or session; default token); browser (answer as for a navigation)"),
+    responses((status = 200, description = "outcome (allow/deny), reason, landing, the response the client would get, and the evidence: route policy, credential, groups, device and its source, posture look-up, posture, registration step"), (status = 400, description = "A bad question: the body names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "This node has no proxy to explain"))
+)]
+pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+        return r;
+    }
+    let Some(explainer) = &api.explainer else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "This node has no proxy to explain.",
+        );
+    };
+    let q = match crate::proxy::explain::Question::from_json(&body) {
+        Ok(q) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+    };
+    match explainer.explain(&q).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
     }
 }

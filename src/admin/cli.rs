@@ -16,7 +16,8 @@ use serde_json::Value;
 #[repr(u8)]
 pub enum Exit {
     Ok = 0,
-    /// The call worked and reports a failure (Run Test failed a step; a job failed).
+    /// The call worked and reports a failure (Run Test failed a step; a job failed; explain:
+    /// the gateway would refuse the request).
     Failed = 1,
     /// The gateway could not be reached, or answered something that is not its API.
     Unreachable = 3,
@@ -52,6 +53,39 @@ pub enum AdminCommand {
     Computer { id: String },
     /// Inventory sent to Microsoft for a computer, newest first.
     History { id: String },
+    /// What If: the decision the gateway would make now for a URL, a user and a device, with
+    /// every piece of evidence; nothing is sent upstream. Exit 0: allowed; 1: refused.
+    Explain {
+        /// The URL a client would ask for, e.g. https://127.0.0.1:8443/ (or give --route).
+        #[arg(long, conflicts_with = "route")]
+        url: Option<String>,
+        /// A route by name (its host must be exact), with --path.
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, requires = "route")]
+        path: Option<String>,
+        /// An Entra access token (`-`: read it from stdin).
+        #[arg(long, conflicts_with_all = ["user", "persona"])]
+        token: Option<String>,
+        /// A user by object id or UPN, without a token (groups come from Graph).
+        #[arg(long, conflicts_with = "persona")]
+        user: Option<String>,
+        /// A demo persona (alice, bob, carol, dave, erin, olivia): its token comes from the
+        /// emulator at --emulator.
+        #[arg(long)]
+        persona: Option<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8900")]
+        emulator: String,
+        /// The Entra device id (with a token, it replaces the token's deviceid claim).
+        #[arg(long)]
+        device: Option<String>,
+        /// How the device is identified: token, certificate or session.
+        #[arg(long, requires = "device")]
+        device_source: Option<String>,
+        /// Answer as for a browser navigation (pages and redirects) rather than an API client.
+        #[arg(long)]
+        browser: bool,
+    },
     /// The Conditional Access settings.
     Settings {
         #[command(subcommand)]
@@ -296,6 +330,43 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
             });
             Ok(Exit::Ok)
         }
+        AdminCommand::Explain {
+            url,
+            route,
+            path,
+            token,
+            user,
+            persona,
+            emulator,
+            device,
+            device_source,
+            browser,
+        } => {
+            let token = match (token.as_deref(), persona) {
+                (Some("-"), _) => Some(read_stdin("the token")?),
+                (Some(t), _) => Some(t.to_string()),
+                (None, Some(p)) => Some(
+                    persona_token(&c.http, &emulator, &p)
+                        .await
+                        .map_err(|message| CliError {
+                            exit: Exit::Unreachable,
+                            message,
+                        })?,
+                ),
+                (None, None) => None,
+            };
+            let body = serde_json::json!({
+                "url": url, "route": route, "path": path, "token": token, "user": user,
+                "device_id": device, "device_source": device_source, "browser": browser,
+            });
+            let (v, _) = c.call(Method::POST, "/api/v1/explain", Some(body)).await?;
+            print(json, &v, || explain_rows(&v));
+            Ok(if v["outcome"] == "allow" {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            })
+        }
         AdminCommand::Settings {
             command: SettingsCommand::Get,
         } => {
@@ -316,12 +387,7 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
             // The GET shows the secret as {set, changed_at}; the PUT keeps it when absent.
             body.remove("client_secret");
             let value = if key == "client_secret" && value == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).map_err(|e| CliError {
-                    exit: Exit::Rejected,
-                    message: format!("reading the secret from stdin: {e}"),
-                })?;
-                Value::String(s.trim_end_matches(['\r', '\n']).to_string())
+                Value::String(read_stdin("the secret")?)
             } else {
                 serde_json::from_str(&value).unwrap_or(Value::String(value))
             };
@@ -357,6 +423,99 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
             Ok(Exit::Ok)
         }
     }
+}
+
+/// One line of stdin (a secret or a token kept out of `ps`).
+fn read_stdin(what: &str) -> Result<String, CliError> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| CliError {
+        exit: Exit::Rejected,
+        message: format!("reading {what} from stdin: {e}"),
+    })?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// A demo persona's access token from the emulator's token endpoint (DESIGN.md §8).
+pub async fn persona_token(http: &reqwest::Client, emulator: &str, persona: &str) -> Result<String, String> {
+    let base = emulator.trim_end_matches('/');
+    let resp = http
+        .get(format!("{base}/_emulator/token"))
+        .query(&[("persona", persona)])
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {}", e.without_url()))?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|_| format!("{base}: HTTP {status}, not the emulator's token endpoint"))?;
+    match body.get("access_token").and_then(Value::as_str) {
+        Some(t) if status.is_success() => Ok(t.to_string()),
+        Some(_) | None => {
+            let why = ["error_description", "error", "detail"]
+                .iter()
+                .find_map(|k| body[*k].as_str())
+                .map_or_else(|| body.to_string(), str::to_string);
+            Err(format!("{base}: HTTP {status}: {why}"))
+        }
+    }
+}
+
+fn explain_rows(v: &Value) -> Vec<Vec<String>> {
+    let e = &v["evidence"];
+    let r = &v["response"];
+    let response = if r["forwarded_upstream"] == Value::Bool(true) {
+        "forwarded upstream".to_string()
+    } else {
+        match r["location"].as_str().or(r["redirect"].as_str()) {
+            Some(l) => format!("{} -> {l}", text(&r["status"])),
+            None => text(&r["status"]),
+        }
+    };
+    let credential = &e["credential"];
+    let who = match credential["kind"].as_str() {
+        Some(kind) => format!(
+            "{kind} {} ({})",
+            text(&credential["username"]),
+            text(&credential["object_id"])
+        ),
+        None => "none".to_string(),
+    };
+    let device = match e["device"]["id"].as_str() {
+        Some(id) => format!("{id} (from {})", text(&e["device"]["source"])),
+        None => "-".to_string(),
+    };
+    let posture = &e["posture"];
+    let posture = match posture["state"].as_str() {
+        Some(state) => format!(
+            "{state} from {}, {} s old{}",
+            text(&posture["source"]),
+            text(&posture["age_seconds"]),
+            match posture["reasons"].as_array() {
+                Some(r) if !r.is_empty() => format!(": {}", r.iter().map(text).collect::<Vec<_>>().join("; ")),
+                Some(_) | None => String::new(),
+            }
+        ),
+        None => text(&e["posture_lookup"]),
+    };
+    let registration = match e["registration"]["step"].as_str() {
+        Some(step) => format!("{step} {}", text(&e["registration"]["computer"])),
+        None => "-".to_string(),
+    };
+    vec![
+        row(&["DECISION", &format!("{} ({})", text(&v["outcome"]), text(&v["reason"]))]),
+        row(&["route", &text(&v["route"])]),
+        row(&["url", &text(&v["url"])]),
+        row(&["landing", &text(&v["landing"])]),
+        row(&["response", &response]),
+        row(&["require", &text(&e["policy"]["require"])]),
+        row(&["mode", &text(&e["policy"]["mode"])]),
+        row(&["credential", &who]),
+        row(&["groups", &text(&e["groups"])]),
+        row(&["device", &device]),
+        row(&["posture", &posture]),
+        row(&["registration", &registration]),
+    ]
 }
 
 fn computer_rows(items: &[Value]) -> Vec<Vec<String>> {

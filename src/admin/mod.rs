@@ -9,11 +9,12 @@
 //! - `/api/v1/…`: the admin API (see [`api`]): conditional-access settings (GET, PUT with
 //!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`,
 //!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
-//!   `devices/{deviceId}/posture`, `conditional-access/send-update` and `jobs/{id}`.
+//!   `devices/{deviceId}/posture`, `conditional-access/send-update`, `jobs/{id}` and `explain`.
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers ([`openapi`]).
 //! - [`cli`]: `portcullis admin …`, the same API from a shell.
 //!
-//! May depend on `metrics`; never on `proxy` internals.
+//! May depend on `metrics` and on `proxy::explain` (the "What If" entry point); never on other
+//! `proxy` internals.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +92,7 @@ pub fn router(
         .route("/api/v1/computers/{id}", get(api::computer))
         .route("/api/v1/computers/{id}/history", get(api::history))
         .route("/api/v1/devices/{device_id}/posture", get(api::posture))
+        .route("/api/v1/explain", axum::routing::post(api::explain))
         .with_state(api)
         .route(
             "/api/v1/openapi.json",

@@ -9,7 +9,7 @@ use super::api;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portcullis admin API", description = "Conditional Access settings, Run Test, Send Update, inventory state and history, posture, sync and audit. Errors are application/problem+json."),
+    info(title = "Portcullis admin API", description = "Conditional Access settings, Run Test, Send Update, inventory state and history, posture, decision explanations (What If), sync and audit. Errors are application/problem+json."),
     paths(
         api::get_settings,
         api::put_settings,
@@ -24,6 +24,7 @@ use super::api;
         api::computer,
         api::history,
         api::posture,
+        api::explain,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -87,6 +87,11 @@ impl moka::Expiry<String, Arc<Principal>> for UntilExpiry {
 }
 
 impl Validator {
+    /// The tenants whose users are accepted (the first is the home tenant).
+    pub fn tenants(&self) -> &[String] {
+        &self.cfg.allowed_tenants
+    }
+
     pub fn new(cfg: ValidatorConfig, jwks: Arc<Jwks>) -> Self {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = cfg.leeway.as_secs();

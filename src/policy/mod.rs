@@ -20,6 +20,18 @@ pub enum Require {
     CompliantDevice,
 }
 
+impl Require {
+    /// The configuration's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nothing => "none",
+            Self::Authenticated => "authenticated",
+            Self::RegisteredDevice => "registered_device",
+            Self::CompliantDevice => "compliant_device",
+        }
+    }
+}
+
 /// What to do when the posture data is older than `max_posture_age`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStale {
@@ -28,11 +40,29 @@ pub enum OnStale {
     AllowLastKnown,
 }
 
+impl OnStale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::AllowLastKnown => "allow_last_known",
+        }
+    }
+}
+
 /// Enforce, or only report what enforcement would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Enforce,
     ReportOnly,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::ReportOnly => "report_only",
+        }
+    }
 }
 
 /// A route's access policy.
@@ -76,6 +106,17 @@ pub enum Groups {
     NotMember,
     /// Overage that Graph could not resolve.
     Unresolved,
+}
+
+impl Groups {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotRequired => "not_required",
+            Self::Member => "member",
+            Self::NotMember => "not_member",
+            Self::Unresolved => "unresolved",
+        }
+    }
 }
 
 /// Where the device identity came from.
@@ -206,6 +247,19 @@ pub enum Landing {
     Forbidden,
     /// The posture data is too old, or could not be read.
     Stale,
+}
+
+impl Landing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignIn => "sign_in",
+            Self::Unrecognized => "unrecognized",
+            Self::Remediation => "remediation",
+            Self::AccessDenied => "access_denied",
+            Self::Forbidden => "forbidden",
+            Self::Stale => "stale",
+        }
+    }
 }
 
 /// The decision.

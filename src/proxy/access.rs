@@ -11,8 +11,9 @@ use pingora::proxy::Session;
 use super::auth::{self, AuthOutcome, AuthSource, GroupCheck};
 use super::respond::{self, Problem};
 use super::tls::ClientCert;
+use crate::device::identify::CertIdentity;
 use crate::device::{Devices, Lookup};
-use crate::identity::{Identity, Principal};
+use crate::identity::{Identity, Principal, TokenError};
 use crate::landing::{Answer, Landings, Refusal, Registration};
 use crate::policy::{
     self, Decision, Device, DeviceSource, Facts, Groups, Landing, Posture, PostureState, Reason, RoutePolicy, User,
@@ -39,11 +40,53 @@ pub struct Verdict {
     pub reason: &'static str,
     /// Status written by the gateway itself, if it answered.
     pub responded: Option<u16>,
+    /// The group check, once made.
+    pub groups: Option<Groups>,
+    /// How the posture look-up went: not_needed, unidentified, found, unknown, unavailable.
+    pub lookup: &'static str,
+    /// The registration step a refusal of an unrecognized device names.
+    pub registration: Option<Registration>,
+    /// The time the decision was taken at (Unix seconds).
+    pub now: u64,
 }
 
 impl Verdict {
     pub fn reason(&self) -> &'static str {
         self.decision.map_or(self.reason, |d| d.reason.as_str())
+    }
+}
+
+/// Who asks, and the device evidence that came with the request: what the decision needs
+/// after authentication. The proxy reads it off the request; explain builds it from a question.
+pub struct Subject {
+    pub principal: Arc<Principal>,
+    /// The bearer token's `deviceid` claim.
+    pub token_device: Option<String>,
+    /// The device bound to the browser session at sign-in.
+    pub session_device: Option<String>,
+    /// The verified client certificate, if the client sent one.
+    pub cert: Option<CertIdentity>,
+}
+
+impl Subject {
+    fn of_request(session: &Session, principal: &Arc<Principal>, source: Option<AuthSource>) -> Self {
+        let cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|ssl| ssl.extension.get::<ClientCert>())
+            .map(|c| c.0.clone());
+        let claim = principal.device_id.as_deref().map(str::to_string);
+        let (token_device, session_device) = match source {
+            Some(AuthSource::Bearer) => (claim, None),
+            Some(AuthSource::Session) => (None, claim),
+            None => (None, None),
+        };
+        Self {
+            principal: principal.clone(),
+            token_device,
+            session_device,
+            cert,
+        }
     }
 }
 
@@ -102,13 +145,8 @@ impl Access {
             AuthOutcome::Invalid(e) => {
                 v.reason = e.reason();
                 tracing::info!(route = route_name, error = %e, "bearer token refused");
-                let detail = format!("The bearer token was refused: {e}.");
-                let p = Problem {
-                    status: 401,
-                    reason: e.reason(),
-                    title: "Unauthorized",
-                    detail: &detail,
-                };
+                let detail = refused_token_detail(&e);
+                let p = refused_token(&e, &detail);
                 v.responded = Some(401);
                 respond::write_problem_with(session, &p, true, &[auth::www_authenticate(true)]).await?;
                 return Ok(true);
@@ -117,47 +155,8 @@ impl Access {
         let Some(principal) = v.principal.clone() else {
             return Ok(false);
         };
-        let groups = if groups_any.is_empty() {
-            Groups::NotRequired
-        } else {
-            match auth::check_groups(id, &principal, groups_any).await {
-                GroupCheck::Allow => Groups::Member,
-                GroupCheck::Deny => Groups::NotMember,
-                GroupCheck::Unresolved => Groups::Unresolved,
-            }
-        };
-        let needs_device = matches!(
-            policy.require,
-            policy::Require::RegisteredDevice | policy::Require::CompliantDevice
-        );
-        let lookup = if needs_device {
-            self.device(session, v, &principal).await
-        } else {
-            DeviceLookup::NotNeeded
-        };
-        let device = match &lookup {
-            DeviceLookup::NotNeeded | DeviceLookup::Unidentified => Device::Unidentified,
-            DeviceLookup::Found(source, p) => Device::Identified {
-                source: *source,
-                posture: Some(p),
-            },
-            DeviceLookup::Unknown(source) => Device::Identified {
-                source: *source,
-                posture: None,
-            },
-            DeviceLookup::Unavailable(source) => Device::Unavailable { source: *source },
-        };
-        let now = now();
-        let decision = policy::decide(
-            policy,
-            &Facts {
-                user: User::Authenticated,
-                groups,
-                device,
-                now,
-            },
-        );
-        v.decision = Some(decision);
+        let subject = Subject::of_request(session, &principal, v.auth_source);
+        let decision = self.evaluate(id, &subject, policy, groups_any, v).await;
         if let Some(would) = decision.would_deny {
             tracing::warn!(
                 route = route_name,
@@ -175,26 +174,99 @@ impl Access {
         else {
             return Ok(false);
         };
-        self.refuse(session, v, &principal, landing, reason, now, tls).await?;
+        let req = session.req_header();
+        let original = original_url(req, tls);
+        let answer = self
+            .answer(v, &principal, landing, reason, &original, respond::is_navigation(req))
+            .await;
+        let status = match answer {
+            Answer::Redirect { location } => {
+                respond::write_redirect(session, 302, &location, &[]).await?;
+                302
+            }
+            Answer::Page { status, html } => {
+                respond::write_body(session, status, "text/html; charset=utf-8", html, true).await?;
+                status
+            }
+            Answer::Problem { status, json } => {
+                respond::write_body(session, status, "application/problem+json", json, false).await?;
+                status
+            }
+        };
+        v.responded = Some(status);
         Ok(true)
     }
 
-    async fn device(&self, session: &Session, v: &mut Verdict, principal: &Principal) -> DeviceLookup {
+    /// Everything after authentication — groups, device, posture, [`policy::decide`] — for the
+    /// proxy and for explain alike. Fills `v` with what it used. Never awaits Graph except for
+    /// group overage, exactly as a request does.
+    pub async fn evaluate(
+        &self,
+        id: &Identity,
+        subject: &Subject,
+        policy: &RoutePolicy,
+        groups_any: &[Arc<str>],
+        v: &mut Verdict,
+    ) -> Decision {
+        let groups = if groups_any.is_empty() {
+            Groups::NotRequired
+        } else {
+            match auth::check_groups(id, &subject.principal, groups_any).await {
+                GroupCheck::Allow => Groups::Member,
+                GroupCheck::Deny => Groups::NotMember,
+                GroupCheck::Unresolved => Groups::Unresolved,
+            }
+        };
+        v.groups = Some(groups);
+        let needs_device = matches!(
+            policy.require,
+            policy::Require::RegisteredDevice | policy::Require::CompliantDevice
+        );
+        let lookup = if needs_device {
+            self.device(subject, v).await
+        } else {
+            DeviceLookup::NotNeeded
+        };
+        v.lookup = lookup.as_str();
+        let device = match &lookup {
+            DeviceLookup::NotNeeded | DeviceLookup::Unidentified => Device::Unidentified,
+            DeviceLookup::Found(source, p) => Device::Identified {
+                source: *source,
+                posture: Some(p),
+            },
+            DeviceLookup::Unknown(source) => Device::Identified {
+                source: *source,
+                posture: None,
+            },
+            DeviceLookup::Unavailable(source) => Device::Unavailable { source: *source },
+        };
+        let now = now();
+        v.now = now;
+        let decision = policy::decide(
+            policy,
+            &Facts {
+                user: User::Authenticated,
+                groups,
+                device,
+                now,
+            },
+        );
+        v.decision = Some(decision);
+        decision
+    }
+
+    async fn device(&self, subject: &Subject, v: &mut Verdict) -> DeviceLookup {
         let Some(devices) = self.devices.as_ref() else {
             return DeviceLookup::Unidentified;
         };
-        let cert = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|ssl| ssl.extension.get::<ClientCert>())
-            .map(|c| c.0.clone());
-        let claim = principal.device_id.as_deref();
-        let (token_device, session_device) = match v.auth_source {
-            Some(AuthSource::Bearer) => (claim, None),
-            Some(AuthSource::Session) => (None, claim),
-            None => (None, None),
-        };
-        let Some((id, source)) = devices.identify(token_device, session_device, cert.as_ref()).await else {
+        let identified = devices
+            .identify(
+                subject.token_device.as_deref(),
+                subject.session_device.as_deref(),
+                subject.cert.as_ref(),
+            )
+            .await;
+        let Some((id, source)) = identified else {
             return DeviceLookup::Unidentified;
         };
         v.device = Some((id.clone(), source));
@@ -211,63 +283,33 @@ impl Access {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn refuse(
+    /// The answer to a refused request under the current landing choice; the registration
+    /// step it names (unrecognized devices only) is left in `v`.
+    pub async fn answer(
         &self,
-        session: &mut Session,
         v: &mut Verdict,
         principal: &Principal,
         landing: Landing,
         reason: Reason,
-        now: u64,
-        tls: bool,
-    ) -> pingora::Result<()> {
-        let registration = match landing {
+        original_url: &str,
+        navigation: bool,
+    ) -> Answer {
+        v.registration = match landing {
             Landing::Unrecognized => Some(self.registration(v, principal).await),
             Landing::SignIn | Landing::Remediation | Landing::AccessDenied | Landing::Forbidden | Landing::Stale => {
                 None
             }
         };
-        let req = session.req_header();
-        let here = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let original = format!("{}://{host}{here}", if tls { "https" } else { "http" });
         let refusal = Refusal {
             kind: landing,
             reason,
             device_id: v.device.as_ref().map(|(d, _)| d.as_str()),
             posture: v.posture.as_deref(),
-            registration,
-            now,
-            original_url: &original,
+            registration: v.registration.clone(),
+            now: v.now,
+            original_url,
         };
-        let answer = self.landings.load().answer(&refusal, respond::is_navigation(req));
-        let status = match answer {
-            Answer::Redirect { location } => {
-                respond::write_redirect(session, 302, &location, &[]).await?;
-                302
-            }
-            Answer::Page { status, html } => {
-                respond::write_body(session, status, "text/html; charset=utf-8", html, true).await?;
-                status
-            }
-            Answer::Problem { status, json } => {
-                respond::write_body(session, status, "application/problem+json", json, false).await?;
-                status
-            }
-        };
-        v.responded = Some(status);
-        Ok(())
+        self.landings.load().answer(&refusal, navigation)
     }
 
     /// Which step an unrecognized device must take (DESIGN.md §2): by the device's posture when
@@ -310,10 +352,48 @@ impl Access {
     }
 }
 
+/// The problem a refused bearer token is answered with (the proxy writes it, explain shows it).
+pub fn refused_token<'a>(e: &TokenError, detail: &'a str) -> Problem<'a> {
+    Problem {
+        status: 401,
+        reason: e.reason(),
+        title: "Unauthorized",
+        detail,
+    }
+}
+
+pub fn refused_token_detail(e: &TokenError) -> String {
+    format!("The bearer token was refused: {e}.")
+}
+
+/// `scheme://host/path?query` of the request as the client sent it.
+fn original_url(req: &pingora::http::RequestHeader, tls: bool) -> String {
+    let here = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    format!("{}://{host}{here}", if tls { "https" } else { "http" })
+}
+
 enum DeviceLookup {
     NotNeeded,
     Unidentified,
     Found(DeviceSource, Arc<Posture>),
     Unknown(DeviceSource),
     Unavailable(DeviceSource),
+}
+
+impl DeviceLookup {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotNeeded => "not_needed",
+            Self::Unidentified => "unidentified",
+            Self::Found(..) => "found",
+            Self::Unknown(_) => "unknown",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
 }

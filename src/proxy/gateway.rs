@@ -29,6 +29,8 @@ use crate::policy::{Require, RoutePolicy};
 /// A route as the request path sees it.
 pub struct Route {
     pub name: String,
+    /// The host pattern the route answers for.
+    pub host: crate::config::HostPattern,
     pub path_prefix: String,
     pub pool: Arc<UpstreamPool>,
     pub metrics: RouteMetrics,
@@ -356,12 +358,7 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &self.access.identity {
             auth::strip_own_cookies(upstream_request, &[&id.cookie_name, &id.login_cookie_name])?;
         }
-        if let Some(p) = &ctx.verdict.principal {
-            headers::identity_headers(upstream_request, p)?;
-        }
-        if ctx.verdict.decision.is_some() {
-            headers::device_headers(upstream_request, &ctx.verdict)?;
-        }
+        headers::identity_headers(upstream_request, ctx.verdict.principal.as_deref(), &ctx.verdict)?;
         if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.verdict.principal.as_ref()) {
             if route.assertion {
                 let v = &ctx.verdict;

@@ -29,48 +29,55 @@ pub fn sanitize(req: &mut RequestHeader, d: Downstream<'_>) -> pingora::Result<(
     Ok(())
 }
 
-/// Adds the verified identity of the user (after every client-sent copy was removed).
-pub fn identity_headers(req: &mut RequestHeader, p: &crate::identity::Principal) -> pingora::Result<()> {
-    let user = p.username.as_deref().unwrap_or(&p.object_id);
-    for (name, value) in [
-        ("x-portcullis-user", user),
-        ("x-portcullis-user-id", &*p.object_id),
-        ("x-portcullis-tenant", &*p.tenant),
-    ] {
+/// The identity headers an allowed request carries upstream: the verified user, and what the
+/// decision knew about the device (id, posture state and its age in seconds). Explain shows
+/// the same list.
+pub fn identity_values(
+    p: Option<&crate::identity::Principal>,
+    v: &super::access::Verdict,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(7);
+    if let Some(p) = p {
+        let user = p.username.as_deref().unwrap_or(&p.object_id);
+        out.push(("x-portcullis-user", user.to_string()));
+        out.push(("x-portcullis-user-id", p.object_id.to_string()));
+        out.push(("x-portcullis-tenant", p.tenant.to_string()));
+    }
+    let Some(d) = &v.decision else {
+        return out;
+    };
+    if let Some((id, _)) = &v.device {
+        out.push(("x-portcullis-device-id", id.clone()));
+    }
+    match &v.posture {
+        Some(p) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            out.push(("x-portcullis-posture", p.state.as_str().to_string()));
+            out.push(("x-portcullis-posture-age", now.saturating_sub(p.as_of).to_string()));
+        }
+        None => out.push(("x-portcullis-posture", "none".to_string())),
+    }
+    out.push(("x-portcullis-decision", d.reason.as_str().to_string()));
+    out
+}
+
+/// Adds [`identity_values`] (after every client-sent copy was removed).
+pub fn identity_headers(
+    req: &mut RequestHeader,
+    p: Option<&crate::identity::Principal>,
+    v: &super::access::Verdict,
+) -> pingora::Result<()> {
+    for (name, value) in identity_values(p, v) {
         // Verified claims are plain text; one that is not a valid header value is left out
         // rather than mangled.
-        match http::HeaderValue::from_str(value) {
+        match http::HeaderValue::from_str(&value) {
             Ok(v) => {
                 req.insert_header(name, v)?;
             }
             Err(_) => tracing::warn!(header = name, "identity value is not a valid header value; not sent"),
         }
-    }
-    Ok(())
-}
-
-/// Adds what the decision knew about the device: id, posture state and its age in seconds.
-pub fn device_headers(req: &mut RequestHeader, v: &super::access::Verdict) -> pingora::Result<()> {
-    if let Some((id, _)) = &v.device {
-        if let Ok(val) = http::HeaderValue::from_str(id) {
-            req.insert_header("x-portcullis-device-id", val)?;
-        }
-    }
-    let (state, age) = match &v.posture {
-        Some(p) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            (p.state.as_str(), Some(now.saturating_sub(p.as_of)))
-        }
-        None => ("none", None),
-    };
-    req.insert_header("x-portcullis-posture", state)?;
-    if let Some(age) = age {
-        req.insert_header("x-portcullis-posture-age", age.to_string())?;
-    }
-    if let Some(d) = &v.decision {
-        req.insert_header("x-portcullis-decision", d.reason.as_str())?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod assertion;
 pub mod auth;
+pub mod explain;
 mod gateway;
 pub mod headers;
 pub mod respond;
@@ -37,6 +38,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
     let routes = cfg.routes.iter().map(|r| {
         let route = Route {
             name: r.name.clone(),
+            host: r.host.clone(),
             path_prefix: r.path_prefix.clone(),
             pool: pools[r.upstream].clone(),
             metrics: metrics.route(&r.name),

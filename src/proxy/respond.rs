@@ -129,7 +129,7 @@ impl<'a> Problem<'a> {
         }
     }
 
-    fn json(&self) -> String {
+    pub fn json(&self) -> String {
         serde_json::json!({
             "type": format!("urn:portcullis:problem:{}", self.reason),
             "title": self.title,

@@ -55,6 +55,15 @@ impl<R: Prefixed> Router<R> {
                 .any(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
     }
 
+    /// Every route with the host pattern it answers for (for look-ups by name).
+    pub fn all(&self) -> impl Iterator<Item = &Arc<R>> {
+        self.exact
+            .values()
+            .flatten()
+            .chain(self.suffix.iter().flat_map(|(_, v)| v))
+            .chain(&self.any)
+    }
+
     /// `host` must be lower case without a port (see [`normalize_host`]).
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
         if let Some(r) = self.exact.get(host).and_then(|v| first_match(v, path)) {

@@ -487,6 +487,7 @@ async fn openapi_document_lists_every_operation_the_gateway_serves() {
         "GET /api/v1/computers/{id}",
         "GET /api/v1/computers/{id}/history",
         "GET /api/v1/devices/{device_id}/posture",
+        "POST /api/v1/explain",
     ];
     expected.sort();
     assert_eq!(ops, expected);

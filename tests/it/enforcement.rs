@@ -779,3 +779,312 @@ async fn browser_sessions_carry_the_device_bound_at_sign_in() {
     }
     drop(gw);
 }
+
+const ADMIN_TOKEN: &str = "explain-admin-token-0123456789abcdef";
+
+/// Runs the same requests through the proxy and through `POST /api/v1/explain`, for every
+/// persona and every extra device on every route, as an API client and as a browser, and
+/// checks that explain names the outcome, reason, status, landing and identity headers the
+/// proxy actually produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let store = seeded_store(&path, now() - 7200).await;
+    store
+        .upsert_entra_devices(&[entra(STALE, Some(true), true, now() - 7200)])
+        .await
+        .unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN_TOKEN.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let routes =
+        format!("{ROUTES}\n[[routes]]\nname = \"intranet\"\nhost = \"intranet.contoso.test\"\nupstream = \"app\"\n");
+    let gw = Gateway::start_env(
+        &config(&emu, &app, &path, LANDING, &routes),
+        &[("PORTCULLIS__ADMIN__TOKEN_SHA256", hex)],
+    )
+    .await;
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let admin = client();
+    let explain_url = format!("http://{}/api/v1/explain", gw.admin);
+    let explain = |body: serde_json::Value| {
+        let req = admin.post(&explain_url).bearer_auth(ADMIN_TOKEN).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    let mut cases: Vec<(String, Option<String>)> = portcullis::emulator::personas::all()
+        .iter()
+        .map(|p| (p.name.to_string(), Some(format!("persona={}", p.name))))
+        .collect();
+    for d in [UNKNOWN, NOT_REGISTERED, DISABLED, UNSUPPORTED, STALE] {
+        cases.push((format!("alice on {d}"), Some(format!("persona=alice&deviceid={d}"))));
+    }
+    cases.push(("wrong audience".into(), Some("persona=alice&aud=api://other".into())));
+    cases.push(("no credential".into(), None));
+
+    let mut reasons = std::collections::BTreeSet::new();
+    let mut tokens = Vec::new();
+    for (name, q) in &cases {
+        let token = match q {
+            Some(q) => Some(emu.token(q).await),
+            None => None,
+        };
+        tokens.extend(token.clone());
+        for route_path in ["/", "/fresh", "/eng", "/signed", "/report"] {
+            for browser in [false, true] {
+                let mut req = no_follow.get(gw.url(route_path));
+                if browser {
+                    req = req.header("accept", "text/html,application/xhtml+xml");
+                }
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let content_type = r
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let body = r.bytes().await.unwrap();
+                let (code, x) = explain(json!({ "url": gw.url(route_path), "token": token, "browser": browser })).await;
+                let what = format!("{name} {route_path} browser={browser}: proxy {status}, explain {x}");
+                assert_eq!(code, 200, "{what}");
+                reasons.insert(x["reason"].as_str().unwrap().to_string());
+                if status == 200 {
+                    assert_eq!(x["outcome"], "allow", "{what}");
+                    assert_eq!(x["response"]["forwarded_upstream"], true, "{what}");
+                    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let sent = &echo["headers"];
+                    assert_eq!(sent["x-portcullis-decision"], json!([x["reason"]]), "{what}");
+                    let headers = x["response"]["identity_headers"].as_object().unwrap();
+                    assert!(headers.contains_key("x-portcullis-user-id"), "{what}");
+                    for (k, v) in headers {
+                        match k.as_str() {
+                            // Seconds tick between the two; signatures differ per request.
+                            "x-portcullis-posture-age" | "x-portcullis-assertion" => {
+                                assert!(sent.get(k).is_some(), "{what}: {k} not sent")
+                            }
+                            _ => assert_eq!(sent[k], json!([v]), "{what}: {k}"),
+                        }
+                    }
+                    continue;
+                }
+                assert_eq!(x["outcome"], "deny", "{what}");
+                assert_eq!(x["response"]["status"], status, "{what}");
+                if status == 302 {
+                    assert_eq!(x["landing"], "sign_in", "{what}: only sign-in redirects here");
+                    assert_eq!(x["reason"], "unauthenticated", "{what}");
+                } else if content_type.starts_with("application/problem+json") {
+                    let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(p["reason"], x["reason"], "{what}");
+                    if status == 403 {
+                        assert_eq!(x["response"]["body"]["reason"], p["reason"], "{what}");
+                        assert_eq!(x["response"]["body"]["landing_url"], p["landing_url"], "{what}");
+                        assert_eq!(x["response"]["body"]["device_id"], p["device_id"], "{what}");
+                    }
+                } else if content_type.starts_with("text/html") {
+                    let html = String::from_utf8_lossy(&body);
+                    assert!(html.contains(x["reason"].as_str().unwrap()), "{what}");
+                    assert_eq!(x["response"]["content_type"], "text/html", "{what}");
+                } else {
+                    panic!("{what}: unexpected content type {content_type:?}");
+                }
+            }
+        }
+    }
+    // The comparison went through every decision the table reaches with these devices.
+    for reason in [
+        "compliant",
+        "device_in_grace",
+        "device_noncompliant",
+        "device_unidentified",
+        "device_unknown",
+        "device_not_registered",
+        "device_disabled",
+        "device_unsupported",
+        "posture_stale",
+        "group_denied",
+        "unauthenticated",
+        "token_invalid",
+    ] {
+        assert!(reasons.contains(reason), "{reason} never compared; saw {reasons:?}");
+    }
+
+    // The evidence, in detail. Carol's Mac is managed but not registered: the landing names it.
+    let carol = emu.token("persona=carol").await;
+    let (_, x) = explain(json!({ "url": gw.url("/"), "token": carol })).await;
+    assert_eq!(x["landing"], "unrecognized", "{x}");
+    assert_eq!(x["evidence"]["registration"]["step"], "register", "{x}");
+    assert_eq!(x["evidence"]["device"], serde_json::Value::Null, "{x}");
+    assert_eq!(x["evidence"]["posture_lookup"], "unidentified", "{x}");
+    let dave = emu.token("persona=dave").await;
+    let (_, x) = explain(json!({ "url": gw.url("/"), "token": dave })).await;
+    assert_eq!(x["evidence"]["registration"]["step"], "enroll", "{x}");
+    // Bob on the report-only route: let through, with what enforcement would have done.
+    let bob = emu.token("persona=bob").await;
+    let (_, x) = explain(json!({ "url": gw.url("/report"), "token": bob })).await;
+    assert_eq!(x["outcome"], "allow", "{x}");
+    assert_eq!(x["evidence"]["would_deny"], "remediation", "{x}");
+    assert_eq!(x["evidence"]["policy"]["mode"], "report_only", "{x}");
+    assert_eq!(x["evidence"]["posture"]["state"], "noncompliant", "{x}");
+    assert_eq!(x["evidence"]["device"]["source"], "token", "{x}");
+    // A device given with the token replaces its claim: alice's token on bob's Mac.
+    let alice = emu.token("persona=alice").await;
+    let bob_device = fixtures_device("bob");
+    let (_, x) = explain(json!({ "url": gw.url("/"), "token": alice, "device_id": bob_device })).await;
+    assert_eq!(x["reason"], "device_noncompliant", "{x}");
+    assert_eq!(x["evidence"]["device"]["id"], bob_device, "{x}");
+    // A user without a token: groups through Graph, the device as given.
+    let a = &portcullis::emulator::personas::all()[0];
+    let (_, x) = explain(json!({ "url": gw.url("/eng"), "user": a.object_id, "device_id": a.device_id })).await;
+    assert_eq!(x["outcome"], "allow", "{x}");
+    assert_eq!(x["evidence"]["groups"], "member", "{x}");
+    assert_eq!(x["evidence"]["credential"]["kind"], "user", "{x}");
+    // A route by name (its host is exact), and a device as a client certificate would name it.
+    let (_, x) = explain(json!({ "route": "intranet", "path": "/wiki", "user": a.object_id, "device_id": a.device_id, "device_source": "certificate" })).await;
+    assert_eq!(x["url"], "https://intranet.contoso.test/wiki", "{x}");
+    assert_eq!(x["route"], "intranet", "{x}");
+    assert_eq!(x["outcome"], "allow", "{x}");
+    assert_eq!(x["evidence"]["device"]["source"], "certificate", "{x}");
+
+    // Explain never talks to the upstream: with the app gone it still answers.
+    app.kill();
+    let (code, x) = explain(json!({ "url": gw.url("/"), "token": alice })).await;
+    assert_eq!((code, x["outcome"].as_str()), (200, Some("allow")), "{x}");
+
+    // Bad questions: 400 naming the field; no credential 401; tokens never logged.
+    for (body, field) in [
+        (json!({}), "url"),
+        (json!({ "url": "ftp://x/" }), "url"),
+        (json!({ "url": "not a url" }), "url"),
+        (json!({ "url": gw.url("/"), "route": "app" }), "route"),
+        (json!({ "url": gw.url("/"), "token": "x", "user": "y" }), "user"),
+        (json!({ "url": gw.url("/"), "device_id": "not-a-guid!" }), "device_id"),
+        (
+            json!({ "url": gw.url("/"), "device_id": UNKNOWN, "device_source": "telepathy" }),
+            "device_source",
+        ),
+        (json!({ "url": gw.url("/"), "user": "two words" }), "user"),
+        (json!({ "route": "nope" }), "route"),
+        (json!({ "route": "engineering" }), "route"),
+        (json!({ "url": gw.url("/"), "colour": "blue" }), "colour"),
+        (json!({ "url": 7 }), "url"),
+    ] {
+        let (code, p) = explain(body.clone()).await;
+        assert_eq!(code, 400, "{body} -> {p}");
+        assert!(p["detail"].as_str().unwrap().contains(field), "{body} -> {p}");
+    }
+    let r = admin.post(&explain_url).body("{").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = admin
+        .post(&explain_url)
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The CLI: a table, --json, exit 0 for allowed and 1 for refused.
+    let cli = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(crate::harness::bin());
+        cmd.arg("admin")
+            .args(["--url", &format!("http://{}", gw.admin)])
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .args(args);
+        async move {
+            let out = cmd.output().await.unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let args = |rest: &[&str]| rest.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let target = gw.url("/");
+    let (code, out, err) = cli(args(&[
+        "explain",
+        "--url",
+        &target,
+        "--persona",
+        "erin",
+        "--emulator",
+        &emu.url,
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("allow (device_in_grace)"), "{out}");
+    assert!(out.contains("in_grace from intune"), "{out}");
+    let (code, out, err) = cli(args(&[
+        "explain",
+        "--url",
+        &target,
+        "--persona",
+        "bob",
+        "--emulator",
+        &emu.url,
+    ]))
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("deny (device_noncompliant)"), "{out}");
+    assert!(out.contains("remediation"), "{out}");
+    let (code, out, err) = cli(args(&[
+        "--json",
+        "explain",
+        "--url",
+        &target,
+        "--user",
+        a.object_id,
+        "--device",
+        UNKNOWN,
+    ]))
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reason"], "device_unknown", "{v}");
+    let (code, _, err) = cli(args(&[
+        "explain",
+        "--url",
+        "gopher://x",
+        "--persona",
+        "alice",
+        "--emulator",
+        &emu.url,
+    ]))
+    .await;
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("url"), "{err}");
+    let (code, _, err) = cli(args(&[
+        "explain",
+        "--url",
+        &target,
+        "--persona",
+        "mallory",
+        "--emulator",
+        &emu.url,
+    ]))
+    .await;
+    assert_eq!(code, Some(3), "{err}");
+
+    let logs = gw.logs();
+    for t in &tokens {
+        assert!(!logs.contains(t.as_str()), "a token reached the logs");
+    }
+}
+
+fn fixtures_device(persona: &str) -> &'static str {
+    portcullis::emulator::personas::all()
+        .into_iter()
+        .find(|p| p.name == persona)
+        .and_then(|p| p.device_id)
+        .unwrap()
+}
