@@ -53,7 +53,13 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
         source,
     })?;
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
-    let cfg = demo_config(&data, opts.port_offset)?;
+    let mut cfg = demo_config(&data, opts.port_offset)?;
+    // A fresh admin token at every start; only its SHA-256 is held, as in a real deployment.
+    let admin_token = crate::identity::cookie::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, admin_token.as_bytes());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    cfg.admin.token_sha256 = Some(hash);
     seed_store(&cfg.store.sqlite_path)?;
 
     let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
@@ -81,8 +87,13 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     })
     .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
-    print_summary(&cfg, &certs.ca_cert, &data);
-    crate::app::serve(cfg)?;
+    print_summary(&cfg, &certs.ca_cert, &data, &admin_token);
+    let served = crate::app::serve(cfg);
+    if opts.data.is_none() {
+        // The fresh directory was ours; a --data directory is the user's to keep.
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    served?;
     Ok(())
 }
 
@@ -161,9 +172,11 @@ fn shift(port: u16, offset: u16) -> Result<u16, DemoError> {
     port.checked_add(offset).ok_or(DemoError::Offset(offset))
 }
 
-fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
+fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, admin_token: &str) {
     let find = |name: &str| cfg.listeners.iter().find(|l| l.name == name).map(|l| l.address);
     let (https, http) = (find("https"), find("http"));
+    let admin = cfg.admin.listen;
+    let emu = cfg.entra.as_ref().map(|e| e.authority_url.clone()).unwrap_or_default();
     println!("Portcullis demo");
     println!("  data directory: {}", data.display());
     if let Some(a) = https {
@@ -172,34 +185,49 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path) {
     if let Some(a) = http {
         println!("  gateway (HTTP):  http://{a}/");
     }
-    println!(
-        "  admin:           http://{}/metrics  /healthz  /readyz",
-        cfg.admin.listen
-    );
+    println!("  admin API:       http://{admin}/api/v1/   /metrics  /healthz  /readyz");
     if let Some(u) = cfg.upstreams.first().and_then(|u| u.addresses.first()) {
         println!("  demo app:        http://{u}/");
     }
-    let emu = cfg.entra.as_ref().map(|e| e.authority_url.clone()).unwrap_or_default();
-    println!("  emulator:        {emu}/  (Entra ID, Graph; control under /_emulator/)");
+    println!("  emulator:        {emu}/  (Entra ID, Graph, Jamf Pro; control under /_emulator/)");
+    println!("  personas:        alice (compliant), bob (not compliant), carol (not registered),");
+    println!("                   dave (not managed), erin (in grace)");
+    let exe = std::env::current_exe().map_or_else(|_| "portcullis".to_string(), |p| p.display().to_string());
+    // On a line of its own, for scripts (DESIGN.md §8).
+    println!("admin token: {admin_token}");
     println!();
     println!("Try:");
+    let alice_device = personas::all()
+        .into_iter()
+        .find(|p| p.name == "alice")
+        .and_then(|p| p.device_id)
+        .unwrap_or_default();
     if let Some(a) = http {
         println!("  TOKEN=$(curl -s '{emu}/_emulator/token?persona=alice' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')");
-        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool");
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool   # alice: 200, the app's echo");
         println!("  curl -s -i http://{a}/hello        # no token: 401");
-        println!("  # flip alice's Mac to non-compliant; the gateway refuses her within ~2 s:");
-        println!("  curl -s -X POST -H 'content-type: application/json' -d '{{\"isCompliant\": false}}' {emu}/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance");
+        println!(
+            "  # flip alice's Mac to non-compliant in the emulated Entra; within ~2 s the gateway refuses her (403):"
+        );
+        println!("  curl -s -X POST -H 'content-type: application/json' -d '{{\"isCompliant\": false}}' {emu}/_emulator/devices/{alice_device}/compliance");
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello   # now device_noncompliant");
+        println!("  # why? the decision with its evidence, without sending anything upstream:");
+        println!("  PORTCULLIS_ADMIN_TOKEN={admin_token} {exe} admin --url http://{admin} explain --url http://{a}/hello --persona alice --emulator {emu}");
     }
     if let Some(a) = https {
         println!(
-            "  curl -s --cacert {} https://localhost:{}/hello",
+            "  curl -s --cacert {} -H \"Authorization: Bearer $TOKEN\" https://localhost:{}/hello",
             ca.display(),
+            a.port()
+        );
+        println!(
+            "  # in a browser: https://localhost:{}/ (trust the CA above) -> pick a persona",
             a.port()
         );
     }
     println!(
-        "  curl -s http://{}/metrics | grep portcullis_http_requests_total",
-        cfg.admin.listen
+        "  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/api/v1/computers | python3 -m json.tool"
     );
+    println!("  curl -s http://{admin}/metrics | grep portcullis_decisions_total");
     println!("Stop with Ctrl-C.");
 }

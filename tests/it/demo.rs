@@ -1,0 +1,294 @@
+//! `portcullis demo` as a newcomer runs it: the real binary as a child process (with a port
+//! offset), read like a person reads it — its printed CA path and admin token — and every
+//! persona's outcome, the compliance flip, HTTPS with the printed CA, the browser sign-in
+//! through the emulator's persona picker, the admin API, and a clean Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::harness::client;
+use crate::identity::Browser;
+
+/// The demo's ports before the offset (DESIGN.md §8).
+const PORTS: [u16; 5] = [8443, 8080, 9090, 8900, 8901];
+
+struct Demo {
+    child: tokio::process::Child,
+    offset: u16,
+    ca: PathBuf,
+    admin_token: String,
+    summary: String,
+    _data: tempfile::TempDir,
+}
+
+impl Demo {
+    fn port(&self, base: u16) -> u16 {
+        base + self.offset
+    }
+
+    fn http(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(8080))
+    }
+
+    fn emulator(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(8900))
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port(9090))
+    }
+
+    async fn token(&self, persona: &str) -> String {
+        let v: serde_json::Value = client()
+            .get(self.emulator(&format!("/_emulator/token?persona={persona}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn call(&self, persona: &str) -> reqwest::Response {
+        client()
+            .get(self.http("/hello"))
+            .bearer_auth(self.token(persona).await)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// An offset under which all five demo ports are free right now.
+fn free_offset() -> u16 {
+    for _ in 0..200 {
+        let offset = 20_000 + (rand_u16() % 30_000);
+        let free = PORTS
+            .iter()
+            .all(|p| std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p + offset))).is_ok());
+        if free {
+            return offset;
+        }
+    }
+    panic!("no free demo port offset found");
+}
+
+fn rand_u16() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    p.wrapping_mul(7919) ^ (std::process::id() as u16)
+}
+
+async fn start() -> Demo {
+    let data = tempfile::tempdir().unwrap();
+    let offset = free_offset();
+    let mut child = tokio::process::Command::new(crate::harness::bin())
+        .args(["demo", "--port-offset", &offset.to_string(), "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.path().join("demo.log")).unwrap(),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut summary = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut admin_token = None;
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .expect("the demo printed its summary")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the demo exited early:\n{summary}"));
+        summary.push_str(&line);
+        summary.push('\n');
+        if let Some(t) = line.strip_prefix("admin token: ") {
+            admin_token = Some(t.trim().to_string());
+        }
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+    }
+    let admin_token = admin_token.expect("the summary has an `admin token: …` line");
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ca = summary
+        .split("development CA: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(PathBuf::from)
+        .expect("the summary names the development CA");
+    let demo = Demo {
+        child,
+        offset,
+        ca,
+        admin_token,
+        summary,
+        _data: data,
+    };
+    let ready = demo.admin("/readyz");
+    loop {
+        if let Ok(r) = client().get(&ready).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the demo never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    demo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
+    let mut d = start().await;
+    // The summary says where everything is and gives commands to paste.
+    for needle in [
+        &format!("https://127.0.0.1:{}/", d.port(8443)),
+        &format!("http://127.0.0.1:{}/", d.port(8080)),
+        &format!("http://127.0.0.1:{}/api/v1/", d.port(9090)),
+        &format!("/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance"),
+        &"explain --url".to_string(),
+    ] {
+        assert!(
+            d.summary.contains(needle.as_str()),
+            "summary lacks {needle}:\n{}",
+            d.summary
+        );
+    }
+
+    // Every persona, as DESIGN.md §8 says.
+    let r = d.call("alice").await;
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-portcullis-decision"], json!(["compliant"]));
+    assert_eq!(
+        echo["headers"]["x-portcullis-user"],
+        json!(["alice@contoso.test"]),
+        "{echo}"
+    );
+    let r = d.call("erin").await;
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-portcullis-decision"], json!(["device_in_grace"]));
+    let r = d.call("bob").await;
+    assert_eq!(r.status(), 403);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["reason"], "device_noncompliant", "{p}");
+    for (persona, words) in [
+        ("carol", "not yet registered with Microsoft Entra ID"),
+        ("dave", "Enroll this Mac"),
+    ] {
+        let r = client()
+            .get(d.http("/hello"))
+            .bearer_auth(d.token(persona).await)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{persona}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(words), "{persona}'s landing says {words:?}:\n{html}");
+    }
+    let r = client().get(d.http("/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no token");
+
+    // HTTPS with the printed CA (and HTTP/2).
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&d.ca).unwrap()).unwrap())
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], d.port(8443))))
+        .build()
+        .unwrap();
+    let r = https
+        .get(format!("https://localhost:{}/hello", d.port(8443)))
+        .bearer_auth(d.token("alice").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+
+    // A person in a browser: the persona picker, then the app or the landing page.
+    for (persona, status, words) in [
+        ("alice", 200, "alice@contoso.test"),
+        ("bob", 403, "device_noncompliant"),
+    ] {
+        let b = Browser::new(&d.ca, d.port(8443));
+        let (action, code, state) = b.sign_in_until_callback("/hello", persona).await;
+        let r = b
+            .http
+            .post(&action)
+            .form(&[("code", code), ("state", state)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{persona}: back from sign-in (See Other after the POST)");
+        let back = r.headers()["location"].to_str().unwrap().to_string();
+        let url = if back.starts_with('/') {
+            format!("{}{back}", b.base)
+        } else {
+            back
+        };
+        let r = b.navigate(&url).await;
+        assert_eq!(r.status(), status, "{persona} in a browser");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(words), "{persona}: {body}");
+    }
+
+    // The admin API with the printed token.
+    let r = client()
+        .get(d.admin("/api/v1/computers"))
+        .bearer_auth(&d.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["items"].as_array().unwrap().len() >= 4, "{v}");
+
+    // The compliance flip: alice is refused within seconds (sync interval 2 s).
+    let r = client()
+        .post(d.emulator("/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance"))
+        .json(&json!({ "isCompliant": false }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let flipped = Instant::now();
+    loop {
+        let r = d.call("alice").await;
+        if r.status() == 403 {
+            let p: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(p["reason"], "device_noncompliant");
+            break;
+        }
+        assert!(
+            flipped.elapsed() < Duration::from_secs(15),
+            "alice still allowed 15 s after the flip"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("compliance flip enforced after {:?}", flipped.elapsed());
+
+    // Ctrl-C: a clean, prompt exit.
+    let pid = d.child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), d.child.wait())
+        .await
+        .expect("the demo stopped within 15 s of Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
