@@ -155,7 +155,7 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
         &format!("https://127.0.0.1:{}/", d.port(8443)),
         &format!("http://127.0.0.1:{}/", d.port(8080)),
         &format!("http://127.0.0.1:{}/api/v1/", d.port(9090)),
-        &format!("/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance"),
+        &"/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance".to_string(),
         &"explain --url".to_string(),
     ] {
         assert!(
@@ -231,7 +231,11 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 303, "{persona}: back from sign-in (See Other after the POST)");
+        assert_eq!(
+            r.status(),
+            303,
+            "{persona}: back from sign-in (See Other after the POST)"
+        );
         let back = r.headers()["location"].to_str().unwrap().to_string();
         let url = if back.starts_with('/') {
             format!("{}{back}", b.base)
