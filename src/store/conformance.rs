@@ -224,6 +224,15 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
     s.record_run(&run(false, 20)).await.unwrap();
     assert_eq!(s.last_success().await.unwrap().entra, Some(10));
     assert_eq!(s.last_runs("entra", 1).await.unwrap()[0].error.as_deref(), Some("boom"));
+    // Old runs are pruned, but never the last successful one: posture age rests on it.
+    for i in 0..1010 {
+        s.record_run(&run(false, 30 + i)).await.unwrap();
+    }
+    let kept = s.last_runs("entra", 5000).await.unwrap();
+    assert!(kept.len() <= 1002, "{} runs kept", kept.len());
+    assert!(kept.len() >= 1000, "{} runs kept", kept.len());
+    assert_eq!(s.last_success().await.unwrap().entra, Some(10));
+    assert_eq!(s.last_success().await.unwrap().jamf, None);
 }
 
 async fn settings<S: Store + ?Sized>(s: &S) {

@@ -13,6 +13,9 @@ use sqlx::{Row, SqlitePool};
 
 use super::*;
 
+/// Sync runs kept per source (older ones are pruned as new ones are recorded).
+const RUNS_KEPT: i64 = 1000;
+
 /// A store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -522,6 +525,17 @@ impl SyncState for SqliteStore {
             .bind(&run.detail)
             .execute(&self.pool)
             .await?;
+        // Keep the last RUNS_KEPT runs of the source, and always its last successful one
+        // (posture age rests on it): the table would otherwise grow by ~600,000 rows a year.
+        sqlx::query(
+            "DELETE FROM sync_runs WHERE source = ?1 \
+             AND id <= (SELECT id FROM sync_runs WHERE source = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2) \
+             AND id <> COALESCE((SELECT MAX(id) FROM sync_runs WHERE source = ?1 AND ok = 1), -1)",
+        )
+        .bind(&run.source)
+        .bind(RUNS_KEPT)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -591,21 +605,20 @@ impl SyncState for SqliteStore {
     }
 
     async fn last_success(&self) -> Result<SourceTimes, StoreError> {
-        let rows = sqlx::query("SELECT source, MAX(finished_at) AS t FROM sync_runs WHERE ok = 1 GROUP BY source")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut t = SourceTimes::default();
-        for r in &rows {
-            let source: String = r.try_get("source")?;
-            let at: Option<i64> = r.try_get("t")?;
-            match source.as_str() {
-                "entra" => t.entra = at,
-                "intune" => t.intune = at,
-                "jamf" => t.jamf = at,
-                _ => {}
-            }
-        }
-        Ok(t)
+        // One indexed MAX per source (sync_runs_success), not a scan of every run.
+        let r = sqlx::query(
+            "SELECT \
+             (SELECT MAX(finished_at) FROM sync_runs WHERE source = 'entra' AND ok = 1) AS entra, \
+             (SELECT MAX(finished_at) FROM sync_runs WHERE source = 'intune' AND ok = 1) AS intune, \
+             (SELECT MAX(finished_at) FROM sync_runs WHERE source = 'jamf' AND ok = 1) AS jamf",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SourceTimes {
+            entra: r.try_get("entra")?,
+            intune: r.try_get("intune")?,
+            jamf: r.try_get("jamf")?,
+        })
     }
 }
 
