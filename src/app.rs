@@ -64,7 +64,7 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
     if let Err(e) = Landings::new(cfg.landing.clone(), ReturnSigner::new(b"check")) {
         errors.push(ConfigError {
             key: "landing.templates_dir".into(),
-            message: e.to_string(),
+            message: e.detail().to_string(),
         });
     }
     if errors.is_empty() {

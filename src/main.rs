@@ -1,6 +1,5 @@
 //! The `portcullis` command line. Thin: parses arguments and hands over to `app`/`demo`.
 
-
 /// See Cargo.toml: glibc malloc's arena locks cost the request path more than everything it
 /// does itself.
 #[global_allocator]

@@ -140,6 +140,18 @@ async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller,
                 "The token is not valid here.",
             )
         })?;
+        // App roles are assigned in the gateway's own tenant; another allowed tenant's admin
+        // could give themselves one in theirs.
+        if v.tenants()
+            .first()
+            .is_none_or(|home| !home.eq_ignore_ascii_case(&p.tenant))
+        {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "role_missing",
+                "Admin roles are honoured only from the gateway's own tenant.",
+            ));
+        }
         let has = |r: &str| p.roles.iter().any(|x| &**x == r);
         let role = if has(&api.auth.admin_role) {
             Role::Admin

@@ -652,7 +652,8 @@ fn build_admin(v: Option<toml::Value>, c: &mut Collector) -> AdminSettings {
     };
     let mut hash = |key: &str, v: Option<String>| -> Option<[u8; 32]> {
         let v = v?;
-        let bytes: Option<Vec<u8>> = (v.len() == 64)
+        // Byte slicing below needs ASCII; from_str_radix alone would also take a leading '+'.
+        let bytes: Option<Vec<u8>> = (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| {
                 (0..32)
                     .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())

@@ -67,7 +67,9 @@ impl GroupResolver {
 
     async fn fetch(&self, object_id: &str) -> Result<Arc<[Arc<str>]>, GroupError> {
         let token = self.app_token().await?;
-        let url = format!("{}/v1.0/users/{object_id}/getMemberObjects", self.graph_url);
+        // The id is a token claim or an admin's input: one path segment, whatever it holds.
+        let segment: String = url::form_urlencoded::byte_serialize(object_id.as_bytes()).collect();
+        let url = format!("{}/v1.0/users/{segment}/getMemberObjects", self.graph_url);
         let resp = self
             .http
             .post(url)

@@ -62,6 +62,13 @@ pub enum Answer {
 #[error("landing.templates_dir: {0}")]
 pub struct LandingError(String);
 
+impl LandingError {
+    /// The problem without the key (for reports that print the key themselves).
+    pub fn detail(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Renders landing answers.
 pub struct Landings {
     env: Environment<'static>,

@@ -331,7 +331,9 @@ impl<'a> Who<'a> {
             (Some(t), None) => Ok(Self::Token(t.trim())),
             (None, Some(u)) => {
                 let u = u.trim();
-                if u.is_empty() || u.len() > 256 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                // Object ids are GUIDs; UPNs are name@domain of a restricted alphabet.
+                let allowed = |c: char| c.is_ascii_alphanumeric() || "-._@'+".contains(c);
+                if u.is_empty() || u.len() > 256 || !u.chars().all(allowed) || u.matches('@').count() > 1 {
                     return Err(invalid("user", "an object id or a user principal name"));
                 }
                 Ok(Self::User(u))

@@ -150,6 +150,13 @@ impl GraphClient {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, GraphError> {
         let url = if url.starts_with("http://") || url.starts_with("https://") {
+            // nextLink/deltaLink come from the response body: the app token goes only to Graph.
+            if !same_origin(url, &self.base) {
+                return Err(GraphError::Body(format!(
+                    "a paging link points outside {}; refused",
+                    self.base
+                )));
+            }
             url.to_string()
         } else {
             format!("{}{url}", self.base)
@@ -235,5 +242,36 @@ async fn error_message(resp: reqwest::Response) -> String {
             format!("{} {m}", code.unwrap_or_default()).trim().to_string()
         }
         None => String::new(),
+    }
+}
+
+/// Whether `url` is on the scheme, host and port of `base`.
+fn same_origin(url: &str, base: &str) -> bool {
+    match (url::Url::parse(url), url::Url::parse(base)) {
+        (Ok(u), Ok(b)) => u.origin() == b.origin(),
+        (Err(_), _) | (_, Err(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn paging_links_must_stay_on_the_graph_origin() {
+        let base = "https://graph.microsoft.com";
+        assert!(same_origin(
+            "https://graph.microsoft.com/v1.0/devices/delta?$skiptoken=x",
+            base
+        ));
+        for evil in [
+            "https://evil.example/v1.0/devices/delta",
+            "http://graph.microsoft.com/v1.0/devices",
+            "https://graph.microsoft.com.evil.example/v1.0",
+            "https://graph.microsoft.com:8443/v1.0",
+            "not a url",
+        ] {
+            assert!(!same_origin(evil, base), "{evil}");
+        }
     }
 }

@@ -69,6 +69,26 @@ upstream = "ghost"
 }
 
 #[test]
+fn check_config_refuses_a_non_hex_admin_token_hash_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.toml");
+    // 64 bytes, not 64 hex digits: multi-byte characters, and a leading '+'.
+    for hash in ["é".repeat(32), format!("+{}", "f".repeat(63))] {
+        std::fs::write(
+            &path,
+            format!(
+                "[admin]\ntoken_sha256 = \"{hash}\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.app]\naddresses = [\"127.0.0.1:9\"]\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{hash}: {err}");
+        assert!(err.contains("admin.token_sha256: must be 64 hex digits"), "{err}");
+    }
+}
+
+#[test]
 fn check_config_accepts_the_shipped_examples() {
     // config/demo.toml is checked by the demo itself: it names certificates the demo generates.
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");

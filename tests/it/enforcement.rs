@@ -975,6 +975,7 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
             "device_source",
         ),
         (json!({ "url": gw.url("/"), "user": "two words" }), "user"),
+        (json!({ "url": gw.url("/"), "user": "../../devices/x?$top=1" }), "user"),
         (json!({ "route": "nope" }), "route"),
         (json!({ "route": "engineering" }), "route"),
         (json!({ "url": gw.url("/"), "colour": "blue" }), "colour"),
