@@ -140,7 +140,7 @@ impl Gateway {
     }
 
     /// `/.portcullis/continue?return_to=URL&sig=SIG`: back from a custom landing page, only to a
-    /// URL this gateway signed, on a host it serves.
+    /// URL this gateway signed, on the host the request came to (and that the gateway serves).
     async fn continue_to(&self, session: &mut Session) -> pingora::Result<u16> {
         let params: Vec<(String, String)> = session
             .req_header()
@@ -151,7 +151,15 @@ impl Gateway {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let table = self.routes.load();
         let landings = self.access.landings.load();
-        let served = |host: &str| table.router.serves(host) || landings.allows_return_host(host);
+        // Only back to the host the user is on (the signed URL's host comes from a request's
+        // Host header, so with a host-less route anyone could get one signed for any name),
+        // or to a host the configuration names.
+        let here = request_host(session.req_header())
+            .and_then(routing::normalize_host)
+            .map(|h| h.into_owned());
+        let served = |host: &str| {
+            (here.as_deref() == Some(host) && table.router.serves(host)) || landings.allows_return_host(host)
+        };
         let target = match (get("return_to"), get("sig")) {
             (Some(url), Some(sig)) => landings.signer().verify(url, sig, served).map(str::to_string),
             (Some(_), None) | (None, Some(_)) | (None, None) => None,

@@ -548,6 +548,25 @@ async fn access_denied_and_custom_landing_choices() {
         assert_eq!(r.status(), 400, "{hostile}");
         assert!(r.headers().get("location").is_none());
     }
+    // A signature the gateway was tricked into making for another Host (the default route
+    // answers any name) does not make it an open redirect: continue returns only to its own host.
+    let r = no_follow
+        .get(e.gw.url("/phish"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("host", "evil.test")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let evil: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+    assert_eq!(evil["return_to"], "http://evil.test/phish");
+    let r = back(&evil["return_to"], &evil["sig"]).await.unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "continue on app.contoso.test must not send users to evil.test"
+    );
     // API clients get the custom URL in problem+json, not a redirect.
     let r = client()
         .get(e.gw.url("/"))
