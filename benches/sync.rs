@@ -1,7 +1,9 @@
 //! The initial Entra sync of a large tenant from the emulator: 100,000 devices (or
 //! `SYNC_BENCH_DEVICES`) over real HTTP on loopback into a fresh SQLite store, with the page
-//! size the gateway uses (999). Prints the wall time and rate of each of three runs.
-//! `cargo bench --bench sync`.
+//! size the gateway uses (999). Prints the wall time and rate of each of three runs, the store's
+//! size on disk, and the memory the posture cache holds when every synced device is in it.
+//! `cargo bench --bench sync`; `SYNC_BENCH_DEVICES=1000000 cargo bench --bench sync` for a
+//! million (`SYNC_BENCH_RUNS=1` for one run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +45,11 @@ fn main() {
             http.clone(),
         ));
         let graph = GraphClient::new(&url, tokens, http, RetryPolicy::default(), 2000);
-        for run in 1..=3 {
+        let runs: u32 = std::env::var("SYNC_BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        for run in 1..=runs {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = SqliteStore::open(&dir.path().join("bench.db")).await.expect("store");
             let started = Instant::now();
@@ -56,8 +62,55 @@ fn main() {
                 took.as_secs_f64(),
                 stats.upserted as f64 / took.as_secs_f64().max(f64::EPSILON)
             );
+            let db_bytes: u64 = std::fs::read_dir(dir.path())
+                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            println!("  store on disk: {:.1} MiB", db_bytes as f64 / 1048576.0);
             store.close().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        cache_memory(devices).await;
     });
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The memory the gateway's posture cache holds with `n` devices in it: the same moka cache
+/// type, key and value the gateway uses (`device::Lookup` of an `Arc<Posture>`), filled with
+/// postures shaped like a synced Mac's.
+async fn cache_memory(n: usize) {
+    use portcullis::device::Lookup;
+    use portcullis::policy::{EvidenceSource, Posture, PostureState};
+    let before = rss_kib();
+    let cache: moka::future::Cache<String, Lookup> = moka::future::Cache::builder().max_capacity(n as u64).build();
+    {
+        for i in 0..n {
+            let id = format!("d{i:07}-0000-4000-8000-000000000000");
+            let posture = Posture {
+                device_id: id.clone(),
+                state: PostureState::Compliant,
+                source: EvidenceSource::EntraDevice,
+                as_of: 1_764_000_000,
+                computer_name: Some(format!("Mac {i}")),
+            };
+            cache.insert(id, Lookup::Found(std::sync::Arc::new(posture))).await;
+        }
+        cache.run_pending_tasks().await;
+    }
+    let after = rss_kib();
+    println!(
+        "posture cache with {} devices: {:.0} MiB ({:.0} bytes per device)",
+        cache.entry_count(),
+        (after.saturating_sub(before)) as f64 / 1024.0,
+        (after.saturating_sub(before)) as f64 * 1024.0 / n.max(1) as f64
+    );
 }
