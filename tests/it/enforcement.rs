@@ -1031,29 +1031,22 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
     };
     let args = |rest: &[&str]| rest.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let target = gw.url("/");
-    let (code, out, err) = cli(args(&[
-        "explain",
-        "--url",
-        &target,
-        "--persona",
-        "erin",
-        "--emulator",
-        &emu.url,
-    ]))
-    .await;
+    let persona = |url: &str, who: &str| {
+        cli(args(&[
+            "explain",
+            "--url",
+            url,
+            "--persona",
+            who,
+            "--emulator",
+            &emu.url,
+        ]))
+    };
+    let (code, out, err) = persona(&target, "erin").await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("allow (device_in_grace)"), "{out}");
     assert!(out.contains("in_grace from intune"), "{out}");
-    let (code, out, err) = cli(args(&[
-        "explain",
-        "--url",
-        &target,
-        "--persona",
-        "bob",
-        "--emulator",
-        &emu.url,
-    ]))
-    .await;
+    let (code, out, err) = persona(&target, "bob").await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains("deny (device_noncompliant)"), "{out}");
     assert!(out.contains("remediation"), "{out}");
@@ -1071,28 +1064,10 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
     assert_eq!(code, Some(1), "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["reason"], "device_unknown", "{v}");
-    let (code, _, err) = cli(args(&[
-        "explain",
-        "--url",
-        "gopher://x",
-        "--persona",
-        "alice",
-        "--emulator",
-        &emu.url,
-    ]))
-    .await;
+    let (code, _, err) = persona("gopher://x", "alice").await;
     assert_eq!(code, Some(6), "{err}");
     assert!(err.contains("url"), "{err}");
-    let (code, _, err) = cli(args(&[
-        "explain",
-        "--url",
-        &target,
-        "--persona",
-        "mallory",
-        "--emulator",
-        &emu.url,
-    ]))
-    .await;
+    let (code, _, err) = persona(&target, "mallory").await;
     assert_eq!(code, Some(3), "{err}");
 
     let logs = gw.logs();
