@@ -88,12 +88,15 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
     print_summary(&cfg, &certs.ca_cert, &data, &admin_token);
-    let served = crate::app::serve(cfg);
     if opts.data.is_none() {
-        // The fresh directory was ours; a --data directory is the user's to keep.
-        let _ = std::fs::remove_dir_all(&data);
+        // The fresh directory (development CA key, store) was ours; a --data directory is the
+        // user's to keep.
+        let dir = data.clone();
+        crate::app::at_exit(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     }
-    served?;
+    crate::app::serve(cfg)?;
     Ok(())
 }
 

@@ -101,7 +101,7 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
+nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
 # HAProxy: RS256 jwt_verify of the bearer token, issuer/audience/expiry checks, and the
@@ -140,7 +140,16 @@ HAPROXY
 haproxy -c -f "$work/haproxy.cfg" >/dev/null
 haproxy -f "$work/haproxy.cfg" -db &
 pids+=($!)
-sleep 1
+# Ours must be the processes answering: a stale one on the same port would be measured instead.
+for port in "$nginx_port" "$haproxy_port"; do
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.1
+  done
+done
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "compare: a server did not start (pid $p); see $work" >&2; exit 1; }
+done
 
 token=$(head -n1 "$work/tokens.txt")
 check() { # name url token -> the status a request gets
@@ -185,7 +194,9 @@ run() { # label connections url [header-token | @distinct]
   else
     out=$(wrk -t2 -c"$c" -d"${duration}s" --latency "$url")
   fi
-  printf '%s\t%s\t%s\n' "$label" "$c" "$(echo "$out" | python3 "$root/benches/load/parse_wrk.py")" >>"$results"
+  local parsed
+  parsed=$(echo "$out" | python3 "$root/benches/load/parse_wrk.py") || { echo "compare: cannot read wrk's output:" >&2; echo "$out" >&2; exit 1; }
+  printf '%s\t%s\t%s\n' "$label" "$c" "$parsed" >>"$results"
   echo "  $label, $c connections: $(tail -n1 "$results" | cut -f3-)" >&2
 }
 
@@ -205,6 +216,7 @@ if command -v oha >/dev/null 2>&1; then
   c=$(echo "$conns" | awk '{print $NF}')
   sat=$(awk -F'\t' -v c="$c" '$1 == "nginx" && $2 == c { print int($3) }' "$results")
   rate=$((sat / 2))
+  [ "$rate" -gt 0 ] || { echo "compare: nginx's saturation rate is too low to halve" >&2; exit 1; }
   echo "compare: p99 at half of nginx's saturation rate ($rate req/s, $c connections), oha" >&2
   for target in "direct|http://127.0.0.1:$app_port/hello|" "nginx|http://127.0.0.1:$nginx_port/hello|" \
                 "haproxy (repeated token)|http://127.0.0.1:$haproxy_port/hello|$token" \

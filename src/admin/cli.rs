@@ -3,7 +3,8 @@
 //! `--json`. Exit codes (stable, for scripts): see [`Exit`].
 //!
 //! Depends only on the HTTP API (reqwest), never on the gateway's internals, so it works
-//! against any node of the same version.
+//! against any node of the same version. The one exception is `explain --persona`, which
+//! first asks the demo's emulator for the persona's token.
 
 use std::io::Read;
 use std::time::Duration;

@@ -268,7 +268,8 @@ pub struct EntraConfig {
     pub cloud: crate::cloud::NationalCloud,
     /// The tenant users sign in to (lower-case GUID).
     pub tenant_id: String,
-    /// Tenants whose tokens are accepted; contains `tenant_id`.
+    /// Tenants whose tokens are accepted; `tenant_id` first (the admin API trusts app roles
+    /// only from it).
     pub allowed_tenants: Vec<String>,
     /// The gateway's application (client) id.
     pub client_id: String,
@@ -1037,9 +1038,10 @@ fn build_entra(raw: RawEntra, base: &Path, c: &mut Collector) -> Option<EntraCon
         }
     };
     let (tenant_id, client_id) = (tenant_id?, client_id?);
-    if !allowed_tenants.contains(&tenant_id) {
-        allowed_tenants.insert(0, tenant_id.clone());
-    }
+    // The home tenant always comes first: code that needs "the gateway's own tenant" (admin
+    // app roles) reads `allowed_tenants[0]`.
+    allowed_tenants.retain(|t| *t != tenant_id);
+    allowed_tenants.insert(0, tenant_id.clone());
     Some(EntraConfig {
         cloud,
         tenant_id,

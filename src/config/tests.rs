@@ -184,6 +184,19 @@ fn entra_section_and_authenticated_default() {
 }
 
 #[test]
+fn the_home_tenant_is_always_the_first_allowed_tenant() {
+    let other = "99999999-2222-3333-4444-555555555555";
+    let home = "11111111-2222-3333-4444-555555555555";
+    let text = ENTRA.replace(
+        "cloud = \"us_gov_high\"",
+        &format!("cloud = \"us_gov_high\"\nallowed_tenants = [\"{other}\", \"{home}\"]"),
+    );
+    let cfg = Config::parse(&text, Path::new(".")).unwrap();
+    let e = cfg.entra.as_ref().unwrap();
+    assert_eq!(e.allowed_tenants, vec![home.to_string(), other.to_string()]);
+}
+
+#[test]
 fn entra_errors_and_secrets_stay_hidden() {
     let text = ENTRA
         .replace("us_gov_high", "germany")

@@ -67,7 +67,11 @@ impl GroupResolver {
 
     async fn fetch(&self, object_id: &str) -> Result<Arc<[Arc<str>]>, GroupError> {
         let token = self.app_token().await?;
-        // The id is a token claim or an admin's input: one path segment, whatever it holds.
+        // The id is a token claim or an admin's input: one path segment, whatever it holds
+        // ("." and ".." would still walk the path, and are no user).
+        if object_id.is_empty() || object_id.bytes().all(|b| b == b'.') {
+            return Err(GroupError::Graph("not a user id".into()));
+        }
         let segment: String = url::form_urlencoded::byte_serialize(object_id.as_bytes()).collect();
         let url = format!("{}/v1.0/users/{segment}/getMemberObjects", self.graph_url);
         let resp = self

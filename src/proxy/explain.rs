@@ -3,7 +3,8 @@
 //! [`Access::answer`], the same [`RouteTable`] snapshot), without a request and without sending
 //! anything upstream. The admin API's `POST /api/v1/explain` is its only caller.
 //!
-//! May depend on the rest of `proxy`, `identity`, `device`, `policy` and `landing`.
+//! May depend on the rest of `proxy`, `config` (typed values), `identity`, `device`, `policy`
+//! and `landing`.
 
 use std::sync::Arc;
 
@@ -22,8 +23,9 @@ use crate::policy::{Decision, Landing, Outcome, PostureState, Reason, Require};
 /// Longest user id, device id or URL taken.
 const MAX_FIELD: usize = 2048;
 
-/// The question, as the API takes it (a JSON object; see [`Question::from_json`]).
-#[derive(Debug, Default)]
+/// The question, as the API takes it (a JSON object; see [`Question::from_json`]). No `Debug`:
+/// it may hold a token.
+#[derive(Default)]
 pub struct Question {
     /// The URL a client would ask for (`https://app.example.com/path`); or give `route`.
     pub url: Option<String>,
@@ -34,7 +36,8 @@ pub struct Question {
     pub token: Option<String>,
     /// Or a user (object id or UPN) without a token: groups come from Graph, as for overage.
     pub user: Option<String>,
-    /// The device; with a token it replaces the token's `deviceid` claim.
+    /// The device; with `device_source = token` (the default) it replaces the token's
+    /// `deviceid` claim.
     pub device_id: Option<String>,
     /// How the device is identified: `token` (default), `certificate` or `session`.
     pub device_source: Option<String>,
@@ -111,8 +114,23 @@ impl Explainer {
     pub async fn explain(&self, q: &Question) -> Result<Value, ExplainError> {
         let subject = Who::of(q)?;
         let device = DeviceGiven::of(q)?;
-        let (route, url) = self.target(q)?;
+        if matches!(device, DeviceGiven::Session(_)) && q.token.is_some() {
+            // A request carries a bearer token or a session, never both.
+            return Err(invalid("device_source", "session goes with user, not with token"));
+        }
+        let (route, url, path) = self.target(q)?;
         let base = json!({ "url": url, "route": route.as_ref().map(|r| r.name.as_str()) });
+        if path.starts_with("/.portcullis/") {
+            // The proxy answers these itself (sign-in callback, sign-out, continue, keys).
+            return Ok(finish(
+                base,
+                "gateway",
+                "gateway_endpoint",
+                None,
+                json!({ "answered_by_gateway": true }),
+                Value::Null,
+            ));
+        }
         let Some(route) = route else {
             return Ok(finish(
                 base,
@@ -139,9 +157,9 @@ impl Explainer {
             return Ok(finish(
                 base,
                 "deny",
-                "identity_not_configured",
+                Reason::Unauthenticated.as_str(),
                 None,
-                json!({ "status": 500 }),
+                json!({ "status": 500, "body": { "reason": "internal_error" } }),
                 json!({ "policy": policy }),
             ));
         };
@@ -271,26 +289,33 @@ impl Explainer {
         ))
     }
 
-    /// The route and the URL it is explained for.
-    fn target(&self, q: &Question) -> Result<(Option<Arc<Route>>, String), ExplainError> {
+    /// The route, the URL it is explained for, and the path routing saw. The path is taken as
+    /// sent, not normalised (`..`, `%2e`), exactly as the proxy routes it.
+    fn target(&self, q: &Question) -> Result<(Option<Arc<Route>>, String, String), ExplainError> {
         let table = self.routes.load();
         match (&q.url, &q.route) {
             (Some(_), Some(_)) => Err(invalid("route", "give url or route, not both")),
             (None, None) => Err(invalid("url", "required (or give route)")),
+            (Some(_), None) if q.path.is_some() => Err(invalid("path", "goes with route, not url")),
             (Some(raw), None) => {
                 if raw.len() > MAX_FIELD {
                     return Err(invalid("url", "too long"));
                 }
-                let u = url::Url::parse(raw).map_err(|e| invalid("url", format!("not an absolute URL: {e}")))?;
-                if !matches!(u.scheme(), "https" | "http") {
-                    return Err(invalid("url", format!("scheme {:?} is not http or https", u.scheme())));
+                if raw.contains('#') {
+                    return Err(invalid("url", "a fragment never reaches the gateway; leave it out"));
+                }
+                let u: http::Uri = raw
+                    .parse()
+                    .map_err(|e| invalid("url", format!("not an absolute URL: {e}")))?;
+                if !matches!(u.scheme_str(), Some("https" | "http")) {
+                    return Err(invalid("url", "must start with http:// or https://"));
                 }
                 let host = u
-                    .host_str()
-                    .and_then(normalize_host)
+                    .authority()
+                    .and_then(|a| normalize_host(a.as_str()))
                     .ok_or_else(|| invalid("url", "has no usable host"))?;
                 let route = table.router.find(&host, u.path()).cloned();
-                Ok((route, u.to_string()))
+                Ok((route, raw.clone(), u.path().to_string()))
             }
             (None, Some(name)) => {
                 let route = table
@@ -305,14 +330,16 @@ impl Explainer {
                         format!("route {name:?} answers for more than one host; give url instead"),
                     ));
                 };
-                let path = q.path.as_deref().unwrap_or(&route.path_prefix);
-                if !path.starts_with('/') || path.len() > MAX_FIELD {
-                    return Err(invalid("path", "must start with / (and be shorter than 2 KiB)"));
+                let path_and_query = q.path.as_deref().unwrap_or(&route.path_prefix);
+                if !path_and_query.starts_with('/') || path_and_query.len() > MAX_FIELD || path_and_query.contains('#')
+                {
+                    return Err(invalid("path", "must start with / (no fragment, shorter than 2 KiB)"));
                 }
-                let url = format!("https://{host}{path}");
+                let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+                let url = format!("https://{host}{path_and_query}");
                 // The path may lead to a longer prefix of another route of the same host.
                 let route = table.router.find(host, path).cloned();
-                Ok((route, url))
+                Ok((route, url, path.to_string()))
             }
         }
     }
@@ -333,7 +360,8 @@ impl<'a> Who<'a> {
                 let u = u.trim();
                 // Object ids are GUIDs; UPNs are name@domain of a restricted alphabet.
                 let allowed = |c: char| c.is_ascii_alphanumeric() || "-._@'+".contains(c);
-                if u.is_empty() || u.len() > 256 || !u.chars().all(allowed) || u.matches('@').count() > 1 {
+                let starts_well = u.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+                if !starts_well || u.len() > 256 || !u.chars().all(allowed) || u.matches('@').count() > 1 {
                     return Err(invalid("user", "an object id or a user principal name"));
                 }
                 Ok(Self::User(u))

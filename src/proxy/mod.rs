@@ -1,8 +1,8 @@
 //! The data plane: pingora proxy service, routing, upstream pools, header hygiene, the
 //! gateway's own responses and downstream TLS.
 //!
-//! May depend on `config` (typed values only), `metrics`; later on `identity`, `device`,
-//! `landing` and `policy`. Never on `admin` or `sync`.
+//! May depend on `config` (typed values only), `metrics`, `identity`, `device`, `landing` and
+//! `policy`. Never on `admin` or `sync`; `admin` uses [`explain`] for its "What If".
 
 pub mod access;
 pub mod assertion;
@@ -132,7 +132,14 @@ pub fn service(
                 }
                 service.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(buffers()));
             }
-            (None, _) | (Some(_), None) => service.add_listener(ListenerConfig::tcp(addr).l4_buffer(buffers())),
+            (None, _) => service.add_listener(ListenerConfig::tcp(addr).l4_buffer(buffers())),
+            (Some(_), None) => {
+                // load_tls returns a resolver for every TLS listener; never serve one in clear.
+                return Err(pingora::Error::explain(
+                    pingora::ErrorType::InvalidCert,
+                    format!("listener {}: no certificates loaded", l.name),
+                ));
+            }
         }
     }
     Ok(service)

@@ -55,7 +55,7 @@ impl<R: Prefixed> Router<R> {
                 .any(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
     }
 
-    /// Every route with the host pattern it answers for (for look-ups by name).
+    /// Every route (for look-ups by name).
     pub fn all(&self) -> impl Iterator<Item = &Arc<R>> {
         self.exact
             .values()

@@ -517,25 +517,29 @@ impl SyncState for SqliteStore {
     }
 
     async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO sync_runs (source, finished_at, ok, error, detail) VALUES (?,?,?,?,?)")
             .bind(&run.source)
             .bind(run.finished_at)
             .bind(run.ok)
             .bind(&run.error)
             .bind(&run.detail)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        // Keep the last RUNS_KEPT runs of the source, and always its last successful one
-        // (posture age rests on it): the table would otherwise grow by ~600,000 rows a year.
+        // Keep the last RUNS_KEPT runs of the source, and always the successful run that
+        // `last_success` reports (posture age rests on it): the table would otherwise grow by
+        // ~600,000 rows a year.
         sqlx::query(
             "DELETE FROM sync_runs WHERE source = ?1 \
              AND id <= (SELECT id FROM sync_runs WHERE source = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2) \
-             AND id <> COALESCE((SELECT MAX(id) FROM sync_runs WHERE source = ?1 AND ok = 1), -1)",
+             AND id <> COALESCE((SELECT id FROM sync_runs WHERE source = ?1 AND ok = 1 \
+                                 ORDER BY finished_at DESC, id DESC LIMIT 1), -1)",
         )
         .bind(&run.source)
         .bind(RUNS_KEPT)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -85,12 +85,17 @@ fn rand_u16() -> u16 {
     p.wrapping_mul(7919) ^ (std::process::id() as u16)
 }
 
-async fn start() -> Demo {
+/// Starts the demo; with `own_data`, in a directory of the test's (`--data`), else in the
+/// demo's own fresh temporary directory.
+async fn start(own_data: bool) -> Demo {
     let data = tempfile::tempdir().unwrap();
     let offset = free_offset();
-    let mut child = tokio::process::Command::new(crate::harness::bin())
-        .args(["demo", "--port-offset", &offset.to_string(), "--data"])
-        .arg(data.path())
+    let mut cmd = tokio::process::Command::new(crate::harness::bin());
+    cmd.args(["demo", "--port-offset", &offset.to_string()]);
+    if own_data {
+        cmd.arg("--data").arg(data.path());
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::File::create(data.path().join("demo.log")).unwrap(),
@@ -149,7 +154,7 @@ async fn start() -> Demo {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
-    let mut d = start().await;
+    let mut d = start(true).await;
     // The summary says where everything is and gives commands to paste.
     for needle in [
         &format!("https://127.0.0.1:{}/", d.port(8443)),
@@ -295,4 +300,28 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
         .expect("the demo stopped within 15 s of Ctrl-C")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_removes_its_temporary_directory_on_ctrl_c() {
+    let mut d = start(false).await;
+    let dir = d
+        .summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("data directory: "))
+        .map(PathBuf::from)
+        .expect("the summary names the data directory");
+    assert!(dir.join("ca.pem").exists(), "{}", dir.display());
+    let pid = d.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(15), d.child.wait())
+        .await
+        .expect("the demo stopped")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }

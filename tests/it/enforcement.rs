@@ -976,6 +976,16 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
     assert_eq!(x["outcome"], "allow", "{x}");
     assert_eq!(x["evidence"]["device"]["source"], "certificate", "{x}");
 
+    // The path is routed as sent, not normalised: "/report/../eng" is the report-only route's
+    // (as the proxy routes it), and the gateway's own endpoints are its own.
+    let (_, x) = explain(json!({ "url": gw.url("/report/../eng"), "token": bob })).await;
+    assert_eq!(x["route"], "audit", "{x}");
+    let (_, x) = explain(json!({ "url": gw.url("/.portcullis/jwks.json") })).await;
+    assert_eq!(
+        (x["outcome"].as_str(), x["reason"].as_str()),
+        (Some("gateway"), Some("gateway_endpoint")),
+        "{x}"
+    );
     // Explain never talks to the upstream: with the app gone it still answers.
     app.kill();
     let (code, x) = explain(json!({ "url": gw.url("/"), "token": alice })).await;
@@ -995,6 +1005,13 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
         ),
         (json!({ "url": gw.url("/"), "user": "two words" }), "user"),
         (json!({ "url": gw.url("/"), "user": "../../devices/x?$top=1" }), "user"),
+        (json!({ "url": gw.url("/"), "user": ".." }), "user"),
+        (json!({ "url": format!("{}#frag", gw.url("/")) }), "url"),
+        (json!({ "url": gw.url("/"), "path": "/x" }), "path"),
+        (
+            json!({ "url": gw.url("/"), "token": "t", "device_id": UNKNOWN, "device_source": "session" }),
+            "device_source",
+        ),
         (json!({ "route": "nope" }), "route"),
         (json!({ "route": "engineering" }), "route"),
         (json!({ "url": gw.url("/"), "colour": "blue" }), "colour"),
