@@ -101,8 +101,9 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let mut conf = ServerConf::default();
     conf.threads = cfg.server.threads;
     // One runtime per thread, like nginx's workers: with work stealing the threads kept waking
-    // each other for connections already being served (futex traffic in perf); without it the
-    // demo comparison ran 24-27 % more requests per second (docs/benchmarks.md).
+    // each other for connections already being served (futex traffic in perf); without it,
+    // interleaved wrk runs against the demo served 24-27 % more requests per second
+    // (docs/benchmarks.md).
     conf.work_stealing = false;
     conf.grace_period_seconds = Some(cfg.server.grace_period.as_secs());
     conf.graceful_shutdown_timeout_seconds = Some(cfg.server.graceful_shutdown_timeout.as_secs());
