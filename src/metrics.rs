@@ -241,6 +241,15 @@ impl RouteMetrics {
         }
     }
 
+    /// A request answered before `policy::decide` ran: open routes (allowed) and failed or
+    /// missing authentication (refused), so the decision counters add up to every request
+    /// a route received.
+    pub fn decided_early(&self, reason: crate::policy::Reason, allowed: bool) {
+        if let Some(c) = self.decisions.get(reason.index()) {
+            c[usize::from(!allowed)].inc();
+        }
+    }
+
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         // Rare path: a label lookup here is fine.
         self.upstream_errors

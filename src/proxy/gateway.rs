@@ -24,7 +24,7 @@ use super::routing::{self, Prefixed, Router};
 use super::upstream::UpstreamPool;
 use crate::config::IpNet;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::policy::{Require, RoutePolicy};
+use crate::policy::{Reason, Require, RoutePolicy};
 
 /// A route as the request path sees it.
 pub struct Route {
@@ -281,6 +281,7 @@ impl ProxyHttp for Gateway {
         // The access decision is taken here, before any upstream connection is made.
         if route.policy.require == Require::Nothing {
             ctx.verdict.reason = "open_route";
+            route.metrics.decided_early(Reason::OpenRoute, true);
             return Ok(false);
         }
         let answered = self
@@ -294,8 +295,18 @@ impl ProxyHttp for Gateway {
                 ctx.tls,
             )
             .await?;
-        if let Some(d) = &ctx.verdict.decision {
-            route.metrics.decision(d);
+        match &ctx.verdict.decision {
+            Some(d) => route.metrics.decision(d),
+            // Authentication answered first: sign-in, 401, or a refused token.
+            None if ctx.verdict.responded.is_some() => {
+                let reason = if ctx.verdict.reason == Reason::Unauthenticated.as_str() {
+                    Reason::Unauthenticated
+                } else {
+                    Reason::TokenInvalid
+                };
+                route.metrics.decided_early(reason, false);
+            }
+            None => {}
         }
         Ok(answered)
     }

@@ -371,6 +371,14 @@ async fn every_row_of_the_decision_table_for_browsers_and_api_clients() {
         m.contains(r#"portcullis_decisions_total{outcome="allow",reason="compliant",route="app"}"#),
         "{m}"
     );
+    // Requests refused before a decision (no credential: API 401 and browser sign-in; a bad
+    // token: 401 twice) are counted too.
+    for needle in [
+        r#"portcullis_decisions_total{outcome="deny",reason="unauthenticated",route="app"} 2"#,
+        r#"portcullis_decisions_total{outcome="deny",reason="token_invalid",route="app"} 2"#,
+    ] {
+        assert!(m.contains(needle), "{needle} in\n{m}");
+    }
     let logs = e.gw.logs();
     let line = logs
         .lines()
