@@ -67,6 +67,25 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
             message: e.detail().to_string(),
         });
     }
+    if let Some(c) = cfg.entra.as_ref().and_then(|e| e.credential.as_ref()) {
+        if let Err(e) = ClientCredential::load(c) {
+            let key = match c {
+                crate::config::ClientCredentialConfig::Secret(_) => "entra.client_secret",
+                crate::config::ClientCredentialConfig::Certificate { .. } => "entra.client_certificate",
+                crate::config::ClientCredentialConfig::AssertionFile(_) => "entra.client_assertion_file",
+            };
+            errors.push(ConfigError {
+                key: key.into(),
+                message: e.to_string(),
+            });
+        }
+    }
+    if let Err(message) = AssertionSigner::new(cfg.landing.assertion_key_file.as_deref()) {
+        errors.push(ConfigError {
+            key: "landing.assertion_key_file".into(),
+            message,
+        });
+    }
     if errors.is_empty() {
         Ok(())
     } else {

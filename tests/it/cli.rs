@@ -137,3 +137,38 @@ fn version_and_help() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+#[test]
+fn check_config_reads_the_app_credential_and_assertion_key_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("files.toml");
+    std::fs::write(dir.path().join("not-a-key.pem"), "hello").unwrap();
+    std::fs::write(
+        &path,
+        r#"
+[entra]
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+client_certificate = "missing-app.pem"
+client_certificate_key = "missing-app-key.pem"
+
+[landing]
+assertion_key_file = "not-a-key.pem"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[upstreams.app]
+addresses = ["127.0.0.1:9"]
+
+[[routes]]
+upstream = "app"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("entra.client_certificate"), "{err}");
+    assert!(err.contains("landing.assertion_key_file"), "{err}");
+}
