@@ -190,9 +190,12 @@ impl SqliteStore {
 impl PostureStore for SqliteStore {
     async fn device_evidence(&self, device_id: &str) -> Result<DeviceEvidence, StoreError> {
         let id = device_id.to_ascii_lowercase();
+        // One connection for the three look-ups: each pool acquisition is a round trip to
+        // sqlx's worker thread, and this runs on every posture cache miss.
+        let mut conn = self.pool.acquire().await?;
         let entra = sqlx::query("SELECT * FROM entra_devices WHERE device_id = ?")
             .bind(&id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?
             .as_ref()
             .map(entra_row)
@@ -201,15 +204,16 @@ impl PostureStore for SqliteStore {
             "SELECT * FROM managed_devices WHERE azure_ad_device_id = ? ORDER BY last_sync DESC, seen_at DESC LIMIT 1",
         )
         .bind(&id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?
         .as_ref()
         .map(managed_row)
         .transpose()?;
         let account = sqlx::query("SELECT * FROM local_accounts WHERE entra_device_id = ? ORDER BY jamf_id LIMIT 1")
             .bind(&id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
+        drop(conn);
         let jamf = match account {
             Some(a) => {
                 let jamf_id: String = a.try_get("jamf_id")?;
