@@ -206,8 +206,10 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, adm
         .and_then(|p| p.device_id)
         .unwrap_or_default();
     if let Some(a) = http {
-        println!("  TOKEN=$(curl -s '{emu}/_emulator/token?persona=alice' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')");
-        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello | python3 -m json.tool   # alice: 200, the app's echo");
+        println!(
+            "  TOKEN=$({exe} emulator token alice --url {emu})   # or: curl -s '{emu}/_emulator/token?persona=alice'"
+        );
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" http://{a}/hello   # alice: 200, the app's echo");
         println!("  curl -s -i http://{a}/hello        # no token: 401");
         println!(
             "  # flip alice's Mac to non-compliant in the emulated Entra; within ~2 s the gateway refuses her (403):"
@@ -228,9 +230,7 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, adm
             a.port()
         );
     }
-    println!(
-        "  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/api/v1/computers | python3 -m json.tool"
-    );
+    println!("  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/api/v1/computers");
     println!("  curl -s http://{admin}/metrics | grep portcullis_decisions_total");
     println!("Stop with Ctrl-C.");
 }

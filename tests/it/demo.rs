@@ -205,6 +205,20 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
     }
     let r = client().get(d.http("/hello")).send().await.unwrap();
     assert_eq!(r.status(), 401, "no token");
+    // The printed way to get a token: `portcullis emulator token alice --url …`.
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["emulator", "token", "alice", "--url", &d.emulator("")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let r = client()
+        .get(d.http("/hello"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // HTTPS with the printed CA (and HTTP/2).
     let https = reqwest::Client::builder()
