@@ -69,12 +69,22 @@ pub struct Subject {
 }
 
 impl Subject {
-    fn of_request(session: &Session, principal: &Arc<Principal>, source: Option<AuthSource>) -> Self {
-        let cert = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|ssl| ssl.extension.get::<ClientCert>())
-            .map(|c| c.0.clone());
+    fn of_request(
+        session: &Session,
+        principal: &Arc<Principal>,
+        source: Option<AuthSource>,
+        policy: &RoutePolicy,
+    ) -> Self {
+        // Routes that ask for no device never look at it: skip the certificate copy.
+        let cert = needs_device(policy)
+            .then(|| {
+                session
+                    .digest()
+                    .and_then(|d| d.ssl_digest.as_ref())
+                    .and_then(|ssl| ssl.extension.get::<ClientCert>())
+                    .map(|c| c.0.clone())
+            })
+            .flatten();
         let claim = principal.device_id.as_deref().map(str::to_string);
         let (token_device, session_device) = match source {
             Some(AuthSource::Bearer) => (claim, None),
@@ -88,6 +98,13 @@ impl Subject {
             cert,
         }
     }
+}
+
+fn needs_device(policy: &RoutePolicy) -> bool {
+    matches!(
+        policy.require,
+        policy::Require::RegisteredDevice | policy::Require::CompliantDevice
+    )
 }
 
 fn now() -> u64 {
@@ -155,7 +172,7 @@ impl Access {
         let Some(principal) = v.principal.clone() else {
             return Ok(false);
         };
-        let subject = Subject::of_request(session, &principal, v.auth_source);
+        let subject = Subject::of_request(session, &principal, v.auth_source, policy);
         let decision = self.evaluate(id, &subject, policy, groups_any, v).await;
         if let Some(would) = decision.would_deny {
             tracing::warn!(
@@ -218,11 +235,7 @@ impl Access {
             }
         };
         v.groups = Some(groups);
-        let needs_device = matches!(
-            policy.require,
-            policy::Require::RegisteredDevice | policy::Require::CompliantDevice
-        );
-        let lookup = if needs_device {
+        let lookup = if needs_device(policy) {
             self.device(subject, v).await
         } else {
             DeviceLookup::NotNeeded

@@ -158,6 +158,8 @@ impl Gateway {
             .and_then(routing::normalize_host)
             .map(|h| h.into_owned());
         let served = |host: &str| {
+            // normalize_host drops a trailing dot; the signed URL keeps the one it was sent with.
+            let host = host.trim_end_matches('.');
             (here.as_deref() == Some(host) && table.router.serves(host)) || landings.allows_return_host(host)
         };
         let target = match (get("return_to"), get("sig")) {
