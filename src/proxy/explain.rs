@@ -119,6 +119,18 @@ impl Explainer {
             return Err(invalid("device_source", "session goes with user, not with token"));
         }
         let (route, url, path) = self.target(q)?;
+        if !super::routing::path_is_safe(&path) {
+            // The proxy refuses these before routing.
+            let base = json!({ "url": url, "route": null });
+            return Ok(finish(
+                base,
+                "deny",
+                "bad_path",
+                None,
+                json!({ "status": 400 }),
+                Value::Null,
+            ));
+        }
         let base = json!({ "url": url, "route": route.as_ref().map(|r| r.name.as_str()) });
         if path.starts_with("/.portcullis/") {
             // The proxy answers these itself (sign-in callback, sign-out, continue, keys).

@@ -264,6 +264,15 @@ impl ProxyHttp for Gateway {
         if req.uri.path().starts_with("/.portcullis/") {
             return self.own_endpoint(session, ctx).await;
         }
+        if !routing::path_is_safe(req.uri.path()) {
+            let p = Problem {
+                status: 400,
+                reason: "bad_path",
+                title: "Bad Request",
+                detail: "The path has dot segments or encoded separators; send it normalised.",
+            };
+            return self.respond(session, ctx, p).await;
+        }
         let table = self.routes.load();
         let host = request_host(req).and_then(routing::normalize_host);
         let route = host.as_deref().and_then(|h| table.router.find(h, req.uri.path()));

@@ -84,6 +84,24 @@ fn first_match<'a, R: Prefixed>(routes: &'a [Arc<R>], path: &str) -> Option<&'a 
     routes.iter().find(|r| prefix_matches(r.path_prefix(), path))
 }
 
+/// Whether a request path is safe to route by prefix. Routing matches the path as sent, and the
+/// app may normalise it afterwards: `/status/../admin` would match an open `/status` route and
+/// reach `/admin` unchecked. So dot segments (also percent-encoded) and encoded or raw
+/// backslashes and slashes inside a segment are refused, not rewritten.
+pub fn path_is_safe(path: &str) -> bool {
+    if path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return false;
+    }
+    lower.split('/').all(|seg| {
+        let seg = seg.replace("%2e", ".");
+        seg != "." && seg != ".."
+    })
+}
+
 /// Segment-aware prefix match.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
@@ -121,6 +139,36 @@ pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_unsafe() {
+        for ok in [
+            "/",
+            "/a/b",
+            "/a.b/c..d/",
+            "/.well-known/x",
+            "/a/...",
+            "/a%20b",
+            "/%2e%2e%2e",
+        ] {
+            assert!(path_is_safe(ok), "{ok}");
+        }
+        for bad in [
+            "/status/../admin",
+            "/status/..",
+            "/./admin",
+            "/status/%2e%2e/admin",
+            "/status/%2E./admin",
+            "/status/.%2e",
+            "/status%2f..%2fadmin",
+            "/status%2Fadmin",
+            "/status\\..\\admin",
+            "/status/%5c../admin",
+        ] {
+            assert!(!path_is_safe(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[derive(Debug)]
