@@ -40,6 +40,10 @@ pub enum TokenError {
     MissingClaim(&'static str),
     #[error("ID token nonce does not match the sign-in request")]
     Nonce,
+    /// No `scp`: an app-only (client credentials) token, or an ID token, sent as a user's
+    /// bearer token.
+    #[error("token is not a user's delegated access token (no scp claim)")]
+    NotDelegated,
 }
 
 impl TokenError {
@@ -64,7 +68,8 @@ impl TokenError {
             | Self::TenantNotAllowed
             | Self::Version(_)
             | Self::MissingClaim(_)
-            | Self::Nonce => "token_invalid",
+            | Self::Nonce
+            | Self::NotDelegated => "token_invalid",
         }
     }
 }

@@ -31,4 +31,7 @@ pub struct Principal {
     pub version: TokenVersion,
     /// Expiry, Unix seconds.
     pub expires_at: u64,
+    /// The token carried delegated scopes (`scp`): a user's access token. App-only tokens and
+    /// ID tokens do not, and are refused as bearer tokens.
+    pub delegated: bool,
 }

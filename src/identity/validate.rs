@@ -73,6 +73,8 @@ struct Claims {
     claim_names: Option<serde_json::Value>,
     hasgroups: Option<bool>,
     roles: Option<Vec<String>>,
+    /// Delegated scopes: present in user access tokens only.
+    scp: Option<String>,
     deviceid: Option<String>,
     nonce: Option<String>,
 }
@@ -218,6 +220,7 @@ impl Validator {
             device_id: c.deviceid.map(|d| Arc::from(d.to_ascii_lowercase())),
             version,
             expires_at: c.exp,
+            delegated: c.scp.is_some_and(|s| !s.trim().is_empty()),
         };
         Ok((principal, c.nonce))
     }

@@ -59,9 +59,18 @@ fn cookies(req: &RequestHeader) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
 }
 
+/// A bearer token's user: a valid token that is a user's delegated access token.
+pub async fn bearer_principal(id: &Identity, token: &str) -> Result<Arc<Principal>, TokenError> {
+    let p = id.validator.validate(token).await?;
+    if !p.delegated {
+        return Err(TokenError::NotDelegated);
+    }
+    Ok(p)
+}
+
 pub async fn authenticate(id: &Identity, req: &RequestHeader) -> AuthOutcome {
     if let Some(token) = bearer(req) {
-        return match id.validator.validate(token).await {
+        return match bearer_principal(id, token).await {
             Ok(p) => AuthOutcome::User(p, AuthSource::Bearer),
             Err(e) => AuthOutcome::Invalid(e),
         };

@@ -176,7 +176,7 @@ impl Explainer {
             ));
         };
         let (principal, credential) = match subject {
-            Who::Token(t) => match id.validator.validate(t).await {
+            Who::Token(t) => match super::auth::bearer_principal(id, t).await {
                 Ok(p) => (p, "bearer"),
                 Err(e) => {
                     let evidence =
@@ -441,6 +441,7 @@ fn synthetic(user: &str, tenants: &[String]) -> Principal {
         device_id: None,
         version: TokenVersion::V2,
         expires_at: 0,
+        delegated: true,
     }
 }
 
