@@ -136,7 +136,7 @@ fn bench(c: &mut Criterion) {
                 .await
                 .expect("valid");
             let subject = Subject {
-                token_device: p.device_id.as_deref().map(str::to_string),
+                token_device: p.device_id.clone(),
                 principal: p,
                 session_device: None,
                 cert: None,

@@ -61,9 +61,9 @@ impl Verdict {
 pub struct Subject {
     pub principal: Arc<Principal>,
     /// The bearer token's `deviceid` claim.
-    pub token_device: Option<String>,
+    pub token_device: Option<Arc<str>>,
     /// The device bound to the browser session at sign-in.
-    pub session_device: Option<String>,
+    pub session_device: Option<Arc<str>>,
     /// The verified client certificate, if the client sent one.
     pub cert: Option<CertIdentity>,
 }
@@ -85,7 +85,8 @@ impl Subject {
                     .map(|c| c.0.clone())
             })
             .flatten();
-        let claim = principal.device_id.as_deref().map(str::to_string);
+        // A reference count, not a copy: this runs on every request.
+        let claim = principal.device_id.clone();
         let (token_device, session_device) = match source {
             Some(AuthSource::Bearer) => (claim, None),
             Some(AuthSource::Session) => (None, claim),

@@ -219,7 +219,7 @@ impl Explainer {
         let mut subject = Subject {
             principal: principal.clone(),
             token_device: if credential == "bearer" {
-                principal.device_id.as_deref().map(str::to_string)
+                principal.device_id.clone()
             } else {
                 None
             },
@@ -414,8 +414,8 @@ impl DeviceGiven {
     fn apply(self, s: &mut Subject) {
         match self {
             Self::None => {}
-            Self::Token(d) => s.token_device = Some(d),
-            Self::Session(d) => s.session_device = Some(d),
+            Self::Token(d) => s.token_device = Some(Arc::from(d)),
+            Self::Session(d) => s.session_device = Some(Arc::from(d)),
             Self::Certificate(d) => {
                 s.cert = Some(CertIdentity {
                     device_id: Some(d),
