@@ -250,7 +250,7 @@ impl Explainer {
             } => {
                 let mut headers: serde_json::Map<String, Value> = super::headers::identity_values(Some(&principal), &v)
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .map(|(k, v)| (k.to_string(), Value::from(v.into_owned())))
                     .collect();
                 if route.assertion {
                     headers.insert(

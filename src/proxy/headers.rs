@@ -3,6 +3,7 @@
 //! dropped from untrusted clients, split `Cookie` fields joined. Hop-by-hop fields are removed
 //! before this by pingora 0.9's standard upstream request policy (see the tests).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use pingora::http::RequestHeader;
@@ -32,34 +33,37 @@ pub fn sanitize(req: &mut RequestHeader, d: Downstream<'_>) -> pingora::Result<(
 /// The identity headers an allowed request carries upstream: the verified user, and what the
 /// decision knew about the device (id, posture state and its age in seconds). Explain shows
 /// the same list.
-pub fn identity_values(
-    p: Option<&crate::identity::Principal>,
-    v: &super::access::Verdict,
-) -> Vec<(&'static str, String)> {
+pub fn identity_values<'a>(
+    p: Option<&'a crate::identity::Principal>,
+    v: &'a super::access::Verdict,
+) -> Vec<(&'static str, Cow<'a, str>)> {
     let mut out = Vec::with_capacity(7);
     if let Some(p) = p {
         let user = p.username.as_deref().unwrap_or(&p.object_id);
-        out.push(("x-portcullis-user", user.to_string()));
-        out.push(("x-portcullis-user-id", p.object_id.to_string()));
-        out.push(("x-portcullis-tenant", p.tenant.to_string()));
+        out.push(("x-portcullis-user", Cow::Borrowed(user)));
+        out.push(("x-portcullis-user-id", Cow::Borrowed(&*p.object_id)));
+        out.push(("x-portcullis-tenant", Cow::Borrowed(&*p.tenant)));
     }
     let Some(d) = &v.decision else {
         return out;
     };
     if let Some((id, _)) = &v.device {
-        out.push(("x-portcullis-device-id", id.clone()));
+        out.push(("x-portcullis-device-id", Cow::Borrowed(id.as_str())));
     }
     match &v.posture {
         Some(p) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            out.push(("x-portcullis-posture", p.state.as_str().to_string()));
-            out.push(("x-portcullis-posture-age", now.saturating_sub(p.as_of).to_string()));
+            out.push(("x-portcullis-posture", Cow::Borrowed(p.state.as_str())));
+            out.push((
+                "x-portcullis-posture-age",
+                Cow::Owned(now.saturating_sub(p.as_of).to_string()),
+            ));
         }
-        None => out.push(("x-portcullis-posture", "none".to_string())),
+        None => out.push(("x-portcullis-posture", Cow::Borrowed("none"))),
     }
-    out.push(("x-portcullis-decision", d.reason.as_str().to_string()));
+    out.push(("x-portcullis-decision", Cow::Borrowed(d.reason.as_str())));
     out
 }
 
