@@ -757,18 +757,7 @@ async fn browser_sessions_carry_the_device_bound_at_sign_in() {
     let mut alice: Option<crate::identity::Browser> = None;
     for (persona, status) in [("alice", 200), ("bob", 403)] {
         let b = crate::identity::Browser::new(ca.as_ref().unwrap(), port);
-        let (action, code, state) = b.sign_in_until_callback("/", persona).await;
-        assert_eq!(
-            b.http
-                .post(&action)
-                .form(&[("code", code), ("state", state)])
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            303
-        );
-        let r = b.navigate(&format!("{}/", b.base)).await;
+        let r = b.sign_in("/", persona).await;
         assert_eq!(r.status().as_u16(), status, "{persona}");
         if status == 200 {
             let h = echo(r).await["headers"].clone();

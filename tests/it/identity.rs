@@ -406,6 +406,23 @@ impl Browser {
         let get = |k: &str| inputs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         (action, get("code"), get("state"))
     }
+
+    /// The whole sign-in as `persona`, starting at `path`: posts the callback (303 See Other)
+    /// and follows it back; returns what the gateway then answers for the original URL.
+    pub async fn sign_in(&self, path: &str, persona: &str) -> reqwest::Response {
+        let (action, code, state) = self.sign_in_until_callback(path, persona).await;
+        let r = self
+            .http
+            .post(&action)
+            .form(&[("code", code), ("state", state)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{persona}: back from sign-in");
+        let back = r.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(back, path, "{persona}: returned to the original path");
+        self.navigate(&format!("{}{back}", self.base)).await
+    }
 }
 
 fn unescape(s: &str) -> String {
