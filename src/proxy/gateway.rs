@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorType, RetryType};
 
 use super::access::{Access, Verdict};
 use super::auth::{self, AuthSource};
@@ -67,7 +67,8 @@ pub struct ProxySettings {
 pub struct RequestCtx {
     started: Instant,
     route: Option<Arc<Route>>,
-    /// Backends that failed to connect for this request; the next try skips them.
+    /// Backends that failed to connect, or closed a fresh connection without answering, for
+    /// this request; the next try skips them.
     tried: Vec<SocketAddr>,
     upstream: Option<SocketAddr>,
     client_ip: Option<IpAddr>,
@@ -358,6 +359,45 @@ impl ProxyHttp for Gateway {
             if ctx.tried.len() < route.pool.size() {
                 tracing::warn!(route = %route.name, upstream = %addr, error = %e, "upstream connect failed; trying the next backend");
                 e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        // pingora marks an error `ReusedOnly` when the app never answered the request (the
+        // connection closed or reset before a response header). On a pooled connection that
+        // is a stale connection and pingora retries. On a fresh one pingora gives up, since the
+        // app may have acted on it; for an idempotent method re-sending is allowed (RFC 9110
+        // §9.2.2), and the backend is likely going away (a listener closing with connections
+        // in its backlog resets them after `connect` succeeded), so — like nginx's
+        // `proxy_next_upstream error` — the request goes to the next backend instead.
+        let unanswered = matches!(e.retry, RetryType::ReusedOnly);
+        if !replayable {
+            e.set_retry(false);
+        } else if client_reused || !unanswered {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+            if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream) {
+                ctx.tried.push(addr);
+                if let Failure::Upstream { kind, .. } = Failure::classify(&e) {
+                    route.metrics.upstream_error(kind);
+                    ctx.error_counted = true;
+                }
+                if ctx.tried.len() < route.pool.size() {
+                    tracing::warn!(route = %route.name, upstream = %addr, error = %e, "upstream closed the connection without answering; trying the next backend");
+                    e.set_retry(true);
+                }
             }
         }
         e

@@ -224,8 +224,10 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn echo(resp: reqwest::Response) -> serde_json::Value {
-    assert_eq!(resp.status(), 200, "expected 200 from the app");
-    resp.json().await.unwrap()
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "expected 200 from the app, got: {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// `[upstreams.NAME]` with the given addresses and extra lines.

@@ -144,9 +144,14 @@ async fn round_robin_then_failover_when_one_upstream_dies() {
     );
 
     a2.kill();
-    // Right away, connect failures fail over to the live backend: no request is lost.
-    for _ in 0..6 {
-        assert_eq!(echo(http.get(gw.url("/")).send().await.unwrap()).await["app"], "a1");
+    // Right away, connect failures (and idle connections a2 closed) fail over to the live
+    // backend: no request is lost.
+    for i in 0..6 {
+        let r = http.get(gw.url("/")).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "request {i} after the kill: {body}\n{}", gw.logs());
+        assert!(body.contains(r#""app":"a1""#), "{body}");
     }
     // After a few health-check rounds a2 is marked down and no longer even tried.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -165,6 +170,89 @@ async fn round_robin_then_failover_when_one_upstream_dies() {
         refused(&before),
         refused(&after),
         "a2 must not be tried once marked down"
+    );
+}
+
+/// An upstream that reads each request's header and closes the connection without answering,
+/// counting the requests by method.
+async fn closer() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let method = String::from_utf8_lossy(&buf)
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(method);
+                // Dropping the socket closes it: the gateway sees the connection end unanswered.
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_go_to_the_next_backend_when_one_closes_unanswered() {
+    let good = Upstream::start("good").await;
+    let (bad, seen) = closer().await;
+    let body = format!(
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        pool("a", &[bad, good.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    // A fresh client per request: no connection reuse between the client and the gateway
+    // either, so each request is judged on its own.
+    for i in 0..8 {
+        let r = client().get(gw.url("/get")).send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "GET {i}: {text}\n{}", gw.logs());
+        assert!(text.contains(r#""app":"good""#), "{text}");
+    }
+    let gets = seen.lock().unwrap().iter().filter(|m| *m == "GET").count();
+    assert!(gets >= 1, "round robin must have sent some GETs to the closing backend");
+    let m = gw.metrics().await;
+    let protocol = m
+        .lines()
+        .find(|l| l.starts_with("portcullis_upstream_errors_total") && l.contains("\"protocol\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(protocol, Some(gets as f64), "each unanswered try is counted: {m}");
+
+    // A POST is never sent twice: the one the closing backend swallowed is answered 502.
+    let mut refused = 0;
+    for _ in 0..4 {
+        let r = client().post(gw.url("/post")).body("x").send().await.unwrap();
+        match r.status().as_u16() {
+            200 => {}
+            502 => {
+                let p: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(p["reason"], "upstream_unreachable");
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let posts = seen.lock().unwrap().iter().filter(|m| *m == "POST").count();
+    assert!(refused >= 1, "round robin must have sent a POST to the closing backend");
+    assert_eq!(
+        posts, refused,
+        "every POST the closing backend saw was answered 502, none replayed"
     );
 }
 
