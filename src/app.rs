@@ -265,9 +265,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         routes: routes.clone(),
         access: access.clone(),
     });
-    let service = proxy::service(&cfg, &server.configuration, routes, resolvers, &metrics, access)
+    let services = proxy::services(&cfg, &server.configuration, routes, resolvers, &metrics, access)
         .map_err(|e| StartError::Pingora(e.to_string()))?;
-    server.add_service(service);
+    for service in services {
+        server.add_service(service);
+    }
 
     let webhooks = match cfg.jamf.as_ref().and_then(|j| j.webhook.clone().map(|w| (j, w))) {
         Some((j, (username, password))) => {

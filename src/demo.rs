@@ -130,8 +130,11 @@ where
 {
     let label = name.to_string();
     std::thread::Builder::new().name(name.into()).spawn(move || {
+        // Workers named after the server, so that per-thread CPU accounting (top -H,
+        // benches/load/cpu_per_request.sh) can tell the demo app from the gateway.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .thread_name(format!("{label}-rt"))
             .enable_all()
             .build();
         let result = rt.and_then(|rt| {

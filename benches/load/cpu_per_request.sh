@@ -70,6 +70,9 @@ measure() { # label ticks-fn url [token]
 u, s, n, hz = $((u1 - u0)), $((s1 - s0)), $requests, $hz
 print(f'| $1 | {n} | {u * 1e6 / hz / n:.1f} | {s * 1e6 / hz / n:.1f} | {(u + s) * 1e6 / hz / n:.1f} |')"
 }
+# The demo app's and emulator's runtime threads must be told apart from the gateway's, or the
+# app's CPU is counted as the gateway's.
+grep -qx 'demo-app-rt' /proc/"$demo"/task/*/comm || { echo "cpu_per_request: no demo-app-rt thread in the demo process" >&2; exit 1; }
 echo "| proxy | requests | user µs/request | system µs/request | total µs/request |"
 echo "|---|---:|---:|---:|---:|"
 measure "nginx (pass-through)" nginx_ticks "http://127.0.0.1:$nginx_port/hello"

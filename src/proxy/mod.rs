@@ -21,9 +21,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
+use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::listening::Service;
 
 pub use gateway::{Gateway, ProxySettings, Route, RouteTable};
@@ -85,15 +85,23 @@ pub fn load_tls(cfg: &Config) -> Result<Vec<Option<Arc<SniResolver>>>, Vec<Confi
     }
 }
 
-/// The pingora listening service for every configured listener.
-pub fn service(
+/// The proxy's listening services: one per worker thread, each a single-threaded runtime
+/// with its own copy of every listener (`SO_REUSEPORT`, so the kernel spreads connections
+/// over the workers, as nginx does) and its own upstream connection pool.
+///
+/// One service with several threads would share one pingora connection pool, whose idle
+/// connections are each watched by a task on a *random* thread of the service: taking a
+/// pooled connection then costs two cross-thread wake-ups per request, and losing the race
+/// with the watcher drops the connection and opens a new one ("failed to acquire reusable
+/// stream"). Measured in docs/benchmarks.md.
+pub fn services(
     cfg: &Config,
     server_conf: &Arc<pingora::server::configuration::ServerConf>,
     routes: Arc<ArcSwap<RouteTable>>,
     resolvers: Vec<Option<Arc<SniResolver>>>,
     metrics: &Metrics,
     access: Arc<access::Access>,
-) -> pingora::Result<Service<CountedConnections<pingora::proxy::HttpProxy<Gateway>>>> {
+) -> pingora::Result<Vec<Worker<CountedConnections<pingora::proxy::HttpProxy<Gateway>>>>> {
     let s = &cfg.server;
     let settings = ProxySettings {
         trusted_proxies: s.trusted_proxies.clone(),
@@ -101,48 +109,79 @@ pub fn service(
         client_read_timeout: s.client_read_timeout,
         client_keepalive_timeout: s.client_keepalive_timeout,
     };
-    let mut proxy = pingora::proxy::http_proxy(server_conf, Gateway::new(routes, settings, metrics.clone(), access));
-    let mut opts = HttpServerOptions::default();
-    opts.keepalive_request_limit = s.client_keepalive_requests;
-    opts.h2_idle_timeout = Some(s.h2_idle_timeout);
-    proxy.server_options = Some(opts);
+    let workers = s.threads.max(1);
+    let mut out = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let gateway = Gateway::new(routes.clone(), settings.clone(), metrics.clone(), access.clone());
+        let mut proxy = pingora::proxy::http_proxy(server_conf, gateway);
+        let mut opts = HttpServerOptions::default();
+        opts.keepalive_request_limit = s.client_keepalive_requests;
+        opts.h2_idle_timeout = Some(s.h2_idle_timeout);
+        proxy.server_options = Some(opts);
 
-    let app = CountedConnections {
-        inner: Arc::new(proxy),
-        gauge: metrics.active_connections.clone(),
-    };
-    let mut service = Service::new("portcullis proxy".to_string(), app);
-    for (l, resolver) in cfg.listeners.iter().zip(resolvers) {
-        let addr = l.address.to_string();
-        match (&l.tls, resolver) {
-            (Some(t), Some(resolver)) => {
-                let mut tls = match &t.client_ca {
-                    Some(ca) => {
-                        let verifier = tls::client_verifier(ca)
-                            .map_err(|e| pingora::Error::explain(pingora::ErrorType::InvalidCert, e))?;
-                        let mut tls = TlsSettings::with_callbacks(Box::new(tls::CaptureClientCert))?;
-                        tls.set_client_cert_verifier(verifier);
-                        tls
+        let app = CountedConnections {
+            inner: Arc::new(proxy),
+            gauge: metrics.active_connections.clone(),
+        };
+        let mut service = Service::new(format!("portcullis proxy {worker}"), app);
+        for (l, resolver) in cfg.listeners.iter().zip(&resolvers) {
+            let mut sock = TcpSocketOptions::default();
+            sock.so_reuseport = Some(workers > 1);
+            let listener = ListenerConfig::tcp(l.address.to_string())
+                .l4_buffer(buffers())
+                .tcp_socket_options(sock);
+            match (&l.tls, resolver) {
+                (Some(t), Some(resolver)) => {
+                    let mut tls = match &t.client_ca {
+                        Some(ca) => {
+                            let verifier = tls::client_verifier(ca)
+                                .map_err(|e| pingora::Error::explain(pingora::ErrorType::InvalidCert, e))?;
+                            let mut tls = TlsSettings::with_callbacks(Box::new(tls::CaptureClientCert))?;
+                            tls.set_client_cert_verifier(verifier);
+                            tls
+                        }
+                        None => TlsSettings::intermediate("", "")?,
+                    };
+                    tls.set_cert_resolver(resolver.clone());
+                    if t.http2 {
+                        tls.enable_h2();
                     }
-                    None => TlsSettings::intermediate("", "")?,
-                };
-                tls.set_cert_resolver(resolver);
-                if t.http2 {
-                    tls.enable_h2();
+                    service.add_listener(listener.tls(tls));
                 }
-                service.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(buffers()));
-            }
-            (None, _) => service.add_listener(ListenerConfig::tcp(addr).l4_buffer(buffers())),
-            (Some(_), None) => {
-                // load_tls returns a resolver for every TLS listener; never serve one in clear.
-                return Err(pingora::Error::explain(
-                    pingora::ErrorType::InvalidCert,
-                    format!("listener {}: no certificates loaded", l.name),
-                ));
+                (None, _) => service.add_listener(listener),
+                (Some(_), None) => {
+                    // load_tls returns a resolver for every TLS listener; never serve one in clear.
+                    return Err(pingora::Error::explain(
+                        pingora::ErrorType::InvalidCert,
+                        format!("listener {}: no certificates loaded", l.name),
+                    ));
+                }
             }
         }
+        out.push(Worker(service));
     }
-    Ok(service)
+    Ok(out)
+}
+
+/// One proxy worker: a listening service on one thread that binds its own listening sockets.
+/// pingora would otherwise hand every service on the same address the one socket from its
+/// table of listening fds, and each service would close that fd when it stops; the table only
+/// serves pingora's binary upgrade (SIGQUIT), which the gateway does not use.
+pub struct Worker<A>(Service<A>);
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Worker<A> {
+    async fn start_service(&mut self, _fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
+        pingora::services::Service::start_service(&mut self.0, None, shutdown, listeners_per_fd).await;
+    }
+
+    fn name(&self) -> &str {
+        pingora::services::Service::name(&self.0)
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
 }
 
 /// Client connection buffers. pingora's default write buffer (1460 bytes) sends a response's

@@ -477,7 +477,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
-    let status = inflight.await.unwrap().expect("in-flight request completes");
+    let status = inflight.await.unwrap();
+    let status = status.unwrap_or_else(|e| panic!("in-flight request completes: {e}\n{}", gw.logs()));
     assert_eq!(status, 200);
     let started = Instant::now();
     let exit = loop {
