@@ -127,6 +127,47 @@ fn serve_exits_non_zero_when_the_port_is_taken() {
     );
 }
 
+/// The proxy workers' sockets use SO_REUSEPORT, which would let a second process of the same
+/// user share the port and take part of the connections; the start-up check must refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_cannot_share_a_running_gateways_port() {
+    let app = crate::harness::Upstream::start("a").await;
+    let body = format!(
+        "[server]\nthreads = 2\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        crate::harness::pool("a", &[app.addr], "")
+    );
+    let gw = crate::harness::Gateway::start(&body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"{}\"\n\
+             [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+            crate::harness::free_port(),
+            gw.http
+        ),
+    )
+    .unwrap();
+    let second = tokio::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the second gateway must refuse to start, not serve")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listeners[0]") && err.contains("in use"), "{err}");
+    // Every connection still reaches the first gateway.
+    for _ in 0..20 {
+        let r = crate::harness::client().get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
 #[test]
 fn version_and_help() {
     let out = Command::new(bin()).arg("--version").output().unwrap();
