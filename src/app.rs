@@ -117,24 +117,27 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     }
 
     let metrics = Metrics::new();
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.server.threads;
-    // One runtime per thread, like nginx's workers: with work stealing the threads kept waking
-    // each other for connections already being served (futex traffic in perf); without it,
-    // interleaved wrk runs against the demo served 24-27 % more requests per second
-    // (docs/benchmarks.md).
-    conf.work_stealing = false;
-    conf.grace_period_seconds = Some(cfg.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(cfg.server.graceful_shutdown_timeout.as_secs());
     let tmp = std::env::temp_dir();
-    conf.pid_file = tmp
-        .join(format!("portcullis-{}.pid", std::process::id()))
-        .display()
-        .to_string();
-    conf.upgrade_sock = tmp
-        .join(format!("portcullis-{}.sock", std::process::id()))
-        .display()
-        .to_string();
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        // One runtime per thread, like nginx's workers: with work stealing the threads kept
+        // waking each other for connections already being served (futex traffic in perf);
+        // without it, interleaved wrk runs against the demo served 24-27 % more requests per
+        // second (docs/benchmarks.md). The proxy itself runs one single-threaded service per
+        // worker (`proxy::services`).
+        work_stealing: false,
+        grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout.as_secs()),
+        pid_file: tmp
+            .join(format!("portcullis-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("portcullis-{}.sock", std::process::id()))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

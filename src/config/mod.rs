@@ -1070,7 +1070,7 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "node".into())
     });
-    for (k, _) in &raw.share {
+    for k in raw.share.keys() {
         let n = k.strip_prefix("extensionAttribute").and_then(|n| n.parse::<u8>().ok());
         if !n.is_some_and(|n| (1..=15).contains(&n)) {
             c.push(

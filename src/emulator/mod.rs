@@ -4,6 +4,10 @@
 //! them through base URLs only. Depends on `proxy::respond::escape` for HTML and nothing else
 //! of the gateway.
 
+// Handlers answer refusals with a ready axum `Response` as the error: it is built once per
+// refused call, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
 pub mod directory;
 pub mod entra;
 pub mod faults;

@@ -109,7 +109,7 @@ async fn devices<S: Store + ?Sized>(s: &S) {
         seen_at: 200,
     };
     let before = s.latest_change().await.unwrap();
-    s.upsert_managed_devices(&[md.clone()]).await.unwrap();
+    s.upsert_managed_devices(std::slice::from_ref(&md)).await.unwrap();
     let changes = s.changes_since(before, 10).await.unwrap();
     assert_eq!(
         changes.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(),

@@ -46,12 +46,15 @@ pub struct SyncSettings {
     pub share: share::ShareSettings,
 }
 
+/// Builds a Graph client for a settings document, or `None` when it is not usable.
+pub type Connect = Box<dyn Fn(&crate::settings::ConditionalAccess) -> Option<GraphClient> + Send + Sync>;
+
 /// Runs the sync sources on their schedules while this node holds the lease.
 pub struct SyncLoop<S: crate::store::Store + ?Sized> {
     /// Rebuilt when the connection settings change.
     pub graph: arc_swap::ArcSwap<GraphClient>,
     /// Builds a Graph client for a settings document (tenant, application id, secret, cloud).
-    pub connect: Box<dyn Fn(&crate::settings::ConditionalAccess) -> Option<GraphClient> + Send + Sync>,
+    pub connect: Connect,
     /// The live Conditional Access settings (enabled, connection).
     pub ca: Option<Arc<crate::settings::Settings>>,
     pub jamf: Option<Arc<jamf::JamfClient>>,
