@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::DecodingKey;
+use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
+use base64::Engine;
 use serde::Deserialize;
 
 /// How long a fetched key is trusted.
@@ -22,9 +23,24 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// One verification key.
 pub struct Key {
-    pub decoding: DecodingKey,
+    /// RS256 verification with the key parsed once (keys under 2048 bits never verify).
+    pub verifier: ParsedPublicKey,
     /// The key's own `issuer` (may hold the `{tenantid}` template).
     pub issuer: Option<String>,
+}
+
+/// The RS256 verifier for a JWK's base64url `n` and `e`; `None` when they are not an RSA key.
+fn parse_rsa(n: &str, e: &str) -> Option<ParsedPublicKey> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let strip = |v: Vec<u8>| -> Vec<u8> {
+        let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
+        v[first..].to_vec()
+    };
+    let n = strip(b64.decode(n.trim_end_matches('=')).ok()?);
+    let e = strip(b64.decode(e.trim_end_matches('=')).ok()?);
+    RsaPublicKeyComponents { n, e }
+        .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+        .ok()
 }
 
 /// The keys of one tenant as of one fetch.
@@ -61,11 +77,11 @@ impl KeySet {
             if k.use_.as_deref().is_some_and(|u| u != "sig") {
                 continue;
             }
-            if let Ok(decoding) = DecodingKey::from_rsa_components(&n, &e) {
+            if let Some(verifier) = parse_rsa(&n, &e) {
                 keys.insert(
                     kid,
                     Arc::new(Key {
-                        decoding,
+                        verifier,
                         issuer: k.issuer,
                     }),
                 );

@@ -53,7 +53,10 @@ impl ValidatorConfig {
 pub struct Validator {
     cfg: ValidatorConfig,
     jwks: Arc<Jwks>,
+    /// Claims only: the signature is verified before, against the parsed JWKS key.
     validation: Validation,
+    /// jsonwebtoken's `decode` takes a key even with signature checks off; never used.
+    unused_key: jsonwebtoken::DecodingKey,
     cache: Cache<String, Arc<Principal>>,
 }
 
@@ -101,6 +104,7 @@ impl Validator {
         validation.validate_exp = true;
         validation.set_audience(&cfg.audiences);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        validation.insecure_disable_signature_validation();
         let cache = Cache::builder()
             .max_capacity(cfg.cache_capacity)
             .expire_after(UntilExpiry)
@@ -109,6 +113,7 @@ impl Validator {
             cfg,
             jwks,
             validation,
+            unused_key: jsonwebtoken::DecodingKey::from_secret(&[]),
             cache,
         }
     }
@@ -178,7 +183,15 @@ impl Validator {
                     .ok_or(TokenError::UnknownKey)?
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map_err(map_jwt_error)?;
+        let (signed, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        key.verifier
+            .verify_sig(signed.as_bytes(), &signature)
+            .map_err(|_| TokenError::Signature)?;
+        // The signature is verified above; jsonwebtoken checks the claims (exp, nbf, aud, iss).
+        let data = jsonwebtoken::decode::<Claims>(token, &self.unused_key, &self.validation).map_err(map_jwt_error)?;
         let c = data.claims;
         if c.tid.as_deref() != Some(tid.as_str()) {
             return Err(TokenError::TenantNotAllowed);

@@ -162,6 +162,21 @@ async fn bad_tokens_are_refused_with_the_right_reason() {
         ("unknown kid", sign(&claims(), "k-unknown", 1), TokenError::UnknownKey),
         ("signed by another key", sign(&claims(), "k1", 1), TokenError::Signature),
         ("tampered payload", tampered, TokenError::Signature),
+        ("empty signature", format!("{h}.{payload}."), TokenError::Signature),
+        (
+            "signature not base64url",
+            format!("{h}.{payload}.{sig}*"),
+            TokenError::Malformed,
+        ),
+        (
+            "expired and signed by another key: the signature is judged first",
+            {
+                let mut c = claims();
+                c["exp"] = json!(now - 600);
+                sign(&c, "k1", 1)
+            },
+            TokenError::Signature,
+        ),
         ("expired", with(|c| c["exp"] = json!(now - 600)), TokenError::Expired),
         (
             "not yet valid",
