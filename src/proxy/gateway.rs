@@ -203,6 +203,24 @@ impl Gateway {
 }
 
 /// Host the client asked for: `:authority` (HTTP/2, absolute-form) or the `Host` header.
+/// Records that the current backend failed this request (counted once, skipped from now on)
+/// and says whether another backend of the pool is left to try.
+fn next_backend(ctx: &mut RequestCtx, e: &Error, message: &'static str) -> bool {
+    let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream) else {
+        return false;
+    };
+    ctx.tried.push(addr);
+    if let Failure::Upstream { kind, .. } = Failure::classify(e) {
+        route.metrics.upstream_error(kind);
+        ctx.error_counted = true;
+    }
+    let left = ctx.tried.len() < route.pool.size();
+    if left {
+        tracing::warn!(route = %route.name, upstream = %addr, error = %e, "{message}");
+    }
+    left
+}
+
 fn request_host(req: &RequestHeader) -> Option<&str> {
     req.uri
         .authority()
@@ -349,18 +367,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream) {
-            ctx.tried.push(addr);
-            if let Failure::Upstream { kind, .. } = Failure::classify(&e) {
-                route.metrics.upstream_error(kind);
-                ctx.error_counted = true;
-            }
-            // Nothing was sent yet, so any method may go to the next backend.
-            if ctx.tried.len() < route.pool.size() {
-                tracing::warn!(route = %route.name, upstream = %addr, error = %e, "upstream connect failed; trying the next backend");
-                e.set_retry(true);
-            }
-        }
+        // Nothing was sent yet, so any method may go to the next backend.
+        let next = next_backend(ctx, &e, "upstream connect failed; trying the next backend");
+        e.set_retry(next);
         e
     }
 
@@ -387,18 +396,12 @@ impl ProxyHttp for Gateway {
         } else if client_reused || !unanswered {
             e.retry.decide_reuse(client_reused);
         } else {
-            e.set_retry(false);
-            if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.upstream) {
-                ctx.tried.push(addr);
-                if let Failure::Upstream { kind, .. } = Failure::classify(&e) {
-                    route.metrics.upstream_error(kind);
-                    ctx.error_counted = true;
-                }
-                if ctx.tried.len() < route.pool.size() {
-                    tracing::warn!(route = %route.name, upstream = %addr, error = %e, "upstream closed the connection without answering; trying the next backend");
-                    e.set_retry(true);
-                }
-            }
+            let next = next_backend(
+                ctx,
+                &e,
+                "upstream closed the connection without answering; trying the next backend",
+            );
+            e.set_retry(next);
         }
         e
     }
