@@ -101,9 +101,15 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
 
     // A good save: stored, tested, secret write-only.
     let r = put(ADMIN, Some(etag.clone()), body.clone()).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let new_etag = r.headers()["etag"].to_str().unwrap().to_string();
-    let saved: serde_json::Value = r.json().await.unwrap();
+    let status = r.status();
+    let new_etag = r
+        .headers()
+        .get("etag")
+        .map(|e| e.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", gw.logs());
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(saved["test"]["ok"], true, "{saved}");
     assert_eq!(saved["settings"]["client_secret"]["set"], true);
     assert!(!saved.to_string().contains(personas::GATEWAY_CLIENT_SECRET));
