@@ -299,6 +299,46 @@ mod tests {
         super::run(&s).await;
     }
 
+    /// Writers on several pooled connections at once (the sync loop, the admin API, sessions)
+    /// must wait for each other, never fail with "database is locked": a deferred
+    /// transaction that read before another connection committed cannot upgrade to a write
+    /// and gets SQLITE_BUSY at once, without the busy timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_file_concurrent_writers_wait_instead_of_failing() {
+        use super::super::{model::SyncRun, SettingsStore, StoreError, SyncState};
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::sqlite::SqliteStore::open(&dir.path().join("c.db"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8i64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40i64 {
+                    let run = SyncRun {
+                        source: format!("s{}", t % 3),
+                        finished_at: t * 1000 + i,
+                        ok: i % 2 == 0,
+                        error: None,
+                        detail: "{}".into(),
+                    };
+                    s.record_run(&run).await.map_err(|e| format!("record_run: {e}"))?;
+                    // Optimistic settings writes: a conflict is an answer, a lock error is not.
+                    let key = format!("k{}", t % 2);
+                    let current = s.setting(&key).await.map_err(|e| format!("setting: {e}"))?;
+                    match s.put_setting(&key, "{}", current.map(|(_, v)| v)).await {
+                        Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(format!("put_setting: {e}")),
+                    }
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn sqlite_file_passes_and_keeps_data_across_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,15 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a writer
+    /// that finds another one busy waits for it (`busy_timeout`). A plain (deferred) `BEGIN`
+    /// that reads first cannot upgrade to a write once another connection has committed since
+    /// its read: SQLite answers SQLITE_BUSY at once, without waiting ("database is locked"),
+    /// which the admin API met under load.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The applied schema version (the newest migration).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
@@ -305,7 +314,7 @@ impl InventoryWriter for SqliteStore {
     async fn upsert_entra_devices(&self, devices: &[EntraDevice]) -> Result<(), StoreError> {
         // A sync page is up to 999 devices: write it in a few multi-row statements rather than
         // thousands of single-row ones (the statement count, not the data, is the cost).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for chunk in devices.chunks(ROWS_PER_STATEMENT) {
             // A device id moved to another object (re-registration) replaces the old row.
             let pairs = vec!["(?,?)"; chunk.len()].join(",");
@@ -366,7 +375,7 @@ impl InventoryWriter for SqliteStore {
     }
 
     async fn remove_entra_device(&self, object_id: &str, purge: bool) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let id: Option<String> = sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE object_id = ?")
             .bind(object_id)
             .fetch_optional(&mut *tx)
@@ -391,7 +400,7 @@ impl InventoryWriter for SqliteStore {
     }
 
     async fn upsert_managed_devices(&self, devices: &[ManagedDevice]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in devices {
             sqlx::query(
                 "INSERT INTO managed_devices (intune_id, azure_ad_device_id, compliance_state, grace_end, management_agent, \
@@ -420,7 +429,7 @@ impl InventoryWriter for SqliteStore {
     }
 
     async fn upsert_computers(&self, computers: &[Computer]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for c in computers {
             sqlx::query(
                 "INSERT INTO computers (jamf_id, udid, serial, name, model, os_version, os_build, managed, filevault, \
@@ -475,7 +484,7 @@ impl InventoryWriter for SqliteStore {
     }
 
     async fn remove_computer(&self, jamf_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in account_devices(&mut tx, jamf_id).await? {
             changed(&mut tx, &d).await?;
         }
@@ -521,7 +530,7 @@ impl SyncState for SqliteStore {
     }
 
     async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO sync_runs (source, finished_at, ok, error, detail) VALUES (?,?,?,?,?)")
             .bind(&run.source)
             .bind(run.finished_at)
@@ -577,7 +586,7 @@ impl SyncState for SqliteStore {
     }
 
     async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE seen_at < ? AND removed = 0")
                 .bind(before)
@@ -595,7 +604,7 @@ impl SyncState for SqliteStore {
     }
 
     async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ids: Vec<Option<String>> =
             sqlx::query_scalar("SELECT azure_ad_device_id FROM managed_devices WHERE seen_at < ?")
                 .bind(before)
@@ -642,7 +651,7 @@ impl SettingsStore for SqliteStore {
     }
 
     async fn put_setting(&self, key: &str, value: &str, expected: Option<i64>) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let current: Option<i64> = sqlx::query_scalar("SELECT version FROM settings WHERE key = ?")
             .bind(key)
             .fetch_optional(&mut *tx)
