@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use portcullis::access::assertion::AssertionSigner;
+use portcullis::access::{Access, Subject, Verdict};
 use portcullis::config::Config;
 use portcullis::device::{CacheSettings, Devices, Lookup, PostureCache};
 use portcullis::identity::Identity;
 use portcullis::landing::{Landings, ReturnSigner};
 use portcullis::policy::{self, Device, DeviceSource, Facts, Groups, RoutePolicy, User};
-use portcullis::proxy::access::{Access, Subject, Verdict};
-use portcullis::proxy::assertion::AssertionSigner;
 use portcullis::store::sqlite::SqliteStore;
 
 const ALICE_DEVICE: &str = "d1000000-0000-4000-8000-00000000000a";
@@ -49,9 +49,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = rt.block_on(async {
         let s = SqliteStore::open(&dir.path().join("bench.db")).await.expect("store");
-        portcullis::emulator::fixtures::seed(&s, now() as i64)
-            .await
-            .expect("seed");
+        portcullis::demo::seed(&s, now() as i64).await.expect("seed");
         Arc::new(s)
     });
     let cache = Arc::new(PostureCache::new(store.clone(), CacheSettings::default()));

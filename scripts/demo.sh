@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec cargo run --release --locked -- demo "$@"
+exec cargo run --release --locked --features demo -- demo "$@"

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec cargo test --locked "$@"
+exec cargo test --locked --workspace --features demo "$@"

@@ -12,26 +12,26 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
-use crate::admin::{self, Readiness};
-use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::device::changes::follow_changes;
-use crate::device::{CacheSettings, Devices, PostureCache};
-use crate::identity::app_token::AppTokens;
-use crate::identity::credential::ClientCredential;
-use crate::identity::Identity;
-use crate::landing::{Landings, ReturnSigner};
-use crate::metrics::Metrics;
-use crate::policy::Require;
-use crate::proxy::access::Access;
-use crate::proxy::assertion::AssertionSigner;
-use crate::proxy::{self, upstream::PendingPool};
-use crate::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
-use crate::store::sessions::StoreSessions;
-use crate::store::sqlite::SqliteStore;
-use crate::sync::graph::{GraphClient, RetryPolicy};
-use crate::sync::jamf::{ApiVersion, JamfClient};
-use crate::sync::webhook::{JamfWebhooks, WebhookAuth};
-use crate::sync::{SyncLoop, SyncSettings};
+use access::assertion::AssertionSigner;
+use access::Access;
+use admin::{self, Readiness};
+use config::{Config, ConfigError, ConfigErrors};
+use device::changes::follow_changes;
+use device::{CacheSettings, Devices, PostureCache};
+use identity::app_token::AppTokens;
+use identity::credential::ClientCredential;
+use identity::store_sessions::StoreSessions;
+use identity::Identity;
+use landing::{Landings, ReturnSigner};
+use metrics::Metrics;
+use policy::Require;
+use proxy::{self, upstream::PendingPool};
+use store::sqlite::SqliteStore;
+use sync::graph::{GraphClient, RetryPolicy};
+use sync::jamf::{ApiVersion, JamfClient};
+use sync::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
+use sync::webhook::{JamfWebhooks, WebhookAuth};
+use sync::{SyncLoop, SyncSettings};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub enum StartError {
     Identity(String),
     #[error("store: {0}")]
     Store(String),
+    #[error("no key: {0}")]
+    Random(String),
 }
 
 /// Checks what can be checked without starting anything: the file's values and the files it
@@ -70,9 +72,9 @@ pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
     if let Some(c) = cfg.entra.as_ref().and_then(|e| e.credential.as_ref()) {
         if let Err(e) = ClientCredential::load(c) {
             let key = match c {
-                crate::config::ClientCredentialConfig::Secret(_) => "entra.client_secret",
-                crate::config::ClientCredentialConfig::Certificate { .. } => "entra.client_certificate",
-                crate::config::ClientCredentialConfig::AssertionFile(_) => "entra.client_assertion_file",
+                config::ClientCredentialConfig::Secret(_) => "entra.client_secret",
+                config::ClientCredentialConfig::Certificate { .. } => "entra.client_certificate",
+                config::ClientCredentialConfig::AssertionFile(_) => "entra.client_assertion_file",
             };
             errors.push(ConfigError {
                 key: key.into(),
@@ -218,16 +220,19 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         ),
         None => None,
     };
-    let mut sync_control: Option<Arc<dyn crate::sync::SyncControl>> = None;
+    let mut sync_control: Option<Arc<dyn sync::SyncControl>> = None;
     if let (true, Some(ca)) = (cfg.sync.enabled, &ca) {
         let sync = Arc::new(build_sync(&cfg, store.clone(), metrics.clone(), ca.clone())?);
-        sync_control = Some(sync.clone() as Arc<dyn crate::sync::SyncControl>);
+        sync_control = Some(sync.clone() as Arc<dyn sync::SyncControl>);
         server.add_service(background_service("sync", SyncService(sync)));
     } else {
         tracing::warn!("the sync with Microsoft Graph is off: postures come only from what the store already holds");
     }
+    // One key for the process: the settings follower rebuilds the landings with it, so return
+    // URLs signed before a landing change still verify after it.
+    let return_key: Arc<[u8]> = return_key(&cfg)?.into();
     let landings = Arc::new(
-        Landings::new(cfg.landing.clone(), ReturnSigner::new(&return_key(&cfg))).map_err(|e| {
+        Landings::new(cfg.landing.clone(), ReturnSigner::new(&return_key)).map_err(|e| {
             StartError::Config(ConfigErrors(vec![ConfigError {
                 key: String::new(),
                 message: e.to_string(),
@@ -245,7 +250,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let landings = Arc::new(arc_swap::ArcSwap::new(landings));
     if let Some(ca) = &ca {
         // The stored landing choice wins over the file's from the start.
-        if let Some(l) = landings_for(&cfg, &ca.current()) {
+        if let Some(l) = landings_for(&cfg, &ca.current(), &return_key) {
             landings.store(l);
         }
         server.add_service(background_service(
@@ -255,6 +260,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                 store: store.clone(),
                 landings: landings.clone(),
                 cfg: cfg.clone(),
+                return_key: return_key.clone(),
             },
         ));
     }
@@ -264,7 +270,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         landings,
         assertions,
     });
-    let explainer = Arc::new(proxy::explain::Explainer {
+    let explainer = Arc::new(access::explain::Explainer {
         routes: routes.clone(),
         access: access.clone(),
     });
@@ -332,9 +338,9 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                 sync: sync_control.clone(),
                 jobs: Arc::new(admin::api::Jobs::default()),
                 file_credential: cfg.entra.as_ref().and_then(|e| e.credential.as_ref()).map(|c| match c {
-                    crate::config::ClientCredentialConfig::Secret(_) => "client_secret",
-                    crate::config::ClientCredentialConfig::Certificate { .. } => "certificate",
-                    crate::config::ClientCredentialConfig::AssertionFile(_) => "assertion_file",
+                    config::ClientCredentialConfig::Secret(_) => "client_secret",
+                    config::ClientCredentialConfig::Certificate { .. } => "certificate",
+                    config::ClientCredentialConfig::AssertionFile(_) => "assertion_file",
                 }),
                 explainer: Some(explainer),
             },
@@ -513,16 +519,17 @@ impl BackgroundService for KeyRefresh {
 }
 
 /// The key that signs `return_to` URLs: derived from the session cookie key when one is set
-/// (so every node agrees), else random for this process.
-fn return_key(cfg: &Config) -> Vec<u8> {
+/// (so every node agrees), else random for this process. A failed random source stops the
+/// start: an empty key would let anyone sign a return URL.
+fn return_key(cfg: &Config) -> Result<Vec<u8>, StartError> {
     match &cfg.session.cookie_key {
         Some(k) => {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.expose().as_bytes());
-            ring::hmac::sign(&key, b"portcullis return_to").as_ref().to_vec()
+            Ok(ring::hmac::sign(&key, b"portcullis return_to").as_ref().to_vec())
         }
-        None => crate::identity::cookie::random_token(32)
-            .unwrap_or_default()
-            .into_bytes(),
+        None => base::seal::random_token(32)
+            .map(String::into_bytes)
+            .map_err(|e| StartError::Random(e.to_string())),
     }
 }
 
@@ -563,8 +570,8 @@ fn build_sync(
     let (entra_cfg, budget, settings, conn_http) = (entra.clone(), cfg.sync.requests_per_20s, ca.clone(), http.clone());
     // A Graph client for a settings document: its tenant, application and secret; the
     // configured endpoints while the cloud is the configured one, else the cloud's own.
-    let connect = move |doc: &crate::settings::ConditionalAccess| -> Option<GraphClient> {
-        let cloud: crate::cloud::NationalCloud = doc.cloud.parse().ok()?;
+    let connect = move |doc: &sync::settings::ConditionalAccess| -> Option<GraphClient> {
+        let cloud: base::cloud::NationalCloud = doc.cloud.parse().ok()?;
         let (authority, graph_url): (String, String) = if cloud == entra_cfg.cloud {
             (entra_cfg.authority_url.clone(), entra_cfg.graph_url.clone())
         } else {
@@ -575,10 +582,7 @@ fn build_sync(
         };
         let credential = match settings.client_secret(doc) {
             Some(secret) => Some(Arc::new(
-                ClientCredential::load(&crate::config::ClientCredentialConfig::Secret(
-                    crate::config::Secret::new(secret),
-                ))
-                .ok()?,
+                ClientCredential::load(&config::ClientCredentialConfig::Secret(base::Secret::new(secret))).ok()?,
             )),
             None => configured.clone(),
         };
@@ -632,7 +636,7 @@ fn build_sync(
             lease_ttl: (s.interval * 3).max(Duration::from_secs(30)),
             jamf_interval: cfg.jamf.as_ref().map_or(Duration::from_secs(900), |j| j.interval),
             jamf_page_size: cfg.jamf.as_ref().map_or(100, |j| j.page_size),
-            share: crate::sync::share::ShareSettings {
+            share: sync::share::ShareSettings {
                 attributes: s.share.clone(),
             },
         },
@@ -658,7 +662,7 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
     ConditionalAccess {
         enabled: cfg.sync.enabled,
         connection: match e.and_then(|e| e.credential.as_ref()) {
-            Some(crate::config::ClientCredentialConfig::AssertionFile(_)) => ConnectionType::Secretless,
+            Some(config::ClientCredentialConfig::AssertionFile(_)) => ConnectionType::Secretless,
             Some(_) | None => ConnectionType::Manual,
         },
         cloud: e.map_or("global".to_string(), |e| e.cloud.as_str().to_string()),
@@ -669,9 +673,9 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
         client_secret_sealed: None,
         secret_changed_at: None,
         landing: match &cfg.landing.unrecognized {
-            crate::config::UnrecognizedLanding::Registration => LandingChoice::Registration,
-            crate::config::UnrecognizedLanding::AccessDenied => LandingChoice::AccessDenied,
-            crate::config::UnrecognizedLanding::Custom(url) => LandingChoice::Custom { url: url.clone() },
+            config::UnrecognizedLanding::Registration => LandingChoice::Registration,
+            config::UnrecognizedLanding::AccessDenied => LandingChoice::AccessDenied,
+            config::UnrecognizedLanding::Custom(url) => LandingChoice::Custom { url: url.clone() },
         },
     }
 }
@@ -680,7 +684,7 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
 /// `PORTCULLIS_SETTINGS_KEY` (32 bytes, base64), else
 /// derived from the session cookie key, else random (stored secrets then do not survive a
 /// restart: logged).
-fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, StartError> {
+fn settings_sealer(cfg: &Config) -> Result<base::seal::Sealer, StartError> {
     use base64::Engine;
     let bad = |m: &str| {
         StartError::Config(ConfigErrors(vec![ConfigError {
@@ -694,32 +698,32 @@ fn settings_sealer(cfg: &Config) -> Result<crate::identity::cookie::Sealer, Star
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(k.trim())
             .map_err(|_| bad("the key file is not base64"))?;
-        return crate::identity::cookie::Sealer::new(&bytes).map_err(|_| bad("the key file must hold 32 bytes"));
+        return base::seal::Sealer::new(&bytes).map_err(|_| bad("the key file must hold 32 bytes"));
     }
     if let Ok(k) = std::env::var("PORTCULLIS_SETTINGS_KEY") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(k.trim())
             .map_err(|_| bad("not base64"))?;
-        return crate::identity::cookie::Sealer::new(&bytes).map_err(|_| bad("must be 32 bytes"));
+        return base::seal::Sealer::new(&bytes).map_err(|_| bad("must be 32 bytes"));
     }
     if let Some(k) = &cfg.session.cookie_key {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.expose().as_bytes());
         let derived = ring::hmac::sign(&key, b"portcullis settings");
-        return crate::identity::cookie::Sealer::new(derived.as_ref()).map_err(|_| bad("cannot derive"));
+        return base::seal::Sealer::new(derived.as_ref()).map_err(|_| bad("cannot derive"));
     }
     tracing::warn!("no PORTCULLIS_SETTINGS_KEY (or session.cookie_key): a client secret set at run time will not survive a restart");
-    crate::identity::cookie::Sealer::random().map_err(|_| bad("no randomness"))
+    base::seal::Sealer::random().map_err(|_| bad("no randomness"))
 }
 
 /// The landings for a settings document's landing choice; `None` when they cannot be built.
-fn landings_for(cfg: &Config, doc: &ConditionalAccess) -> Option<Arc<Landings>> {
+fn landings_for(cfg: &Config, doc: &ConditionalAccess, return_key: &[u8]) -> Option<Arc<Landings>> {
     let mut l = cfg.landing.clone();
     l.unrecognized = match &doc.landing {
-        LandingChoice::Registration => crate::config::UnrecognizedLanding::Registration,
-        LandingChoice::AccessDenied => crate::config::UnrecognizedLanding::AccessDenied,
-        LandingChoice::Custom { url } => crate::config::UnrecognizedLanding::Custom(url.clone()),
+        LandingChoice::Registration => config::UnrecognizedLanding::Registration,
+        LandingChoice::AccessDenied => config::UnrecognizedLanding::AccessDenied,
+        LandingChoice::Custom { url } => config::UnrecognizedLanding::Custom(url.clone()),
     };
-    Landings::new(l, ReturnSigner::new(&return_key(cfg))).ok().map(Arc::new)
+    Landings::new(l, ReturnSigner::new(return_key)).ok().map(Arc::new)
 }
 
 /// Applies settings changed by any node.
@@ -728,6 +732,7 @@ struct FollowSettings {
     store: Arc<SqliteStore>,
     landings: Arc<arc_swap::ArcSwap<Landings>>,
     cfg: Config,
+    return_key: Arc<[u8]>,
 }
 
 #[async_trait]
@@ -735,7 +740,7 @@ impl BackgroundService for FollowSettings {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.ca
             .follow(&*self.store, Duration::from_secs(1), shutdown, |doc| {
-                if let Some(l) = landings_for(&self.cfg, doc) {
+                if let Some(l) = landings_for(&self.cfg, doc, &self.return_key) {
                     self.landings.store(l);
                 }
             })

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigErrors};
-use crate::emulator::{personas, EntraState};
-use crate::identity::oidc::CALLBACK_PATH;
+use config::{Config, ConfigErrors};
+use emulator::{personas, EntraState};
+use identity::oidc::CALLBACK_PATH;
 
 /// The embedded demo configuration.
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
@@ -55,7 +55,7 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
     let mut cfg = demo_config(&data, opts.port_offset)?;
     // A fresh admin token at every start; only its SHA-256 is held, as in a real deployment.
-    let admin_token = crate::identity::cookie::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
+    let admin_token = base::seal::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, admin_token.as_bytes());
     let mut hash = [0u8; 32];
     hash.copy_from_slice(digest.as_ref());
@@ -76,16 +76,14 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
             );
         }
     }
-    spawn_server("emulator", emu_listener, move |l| crate::emulator::serve(l, emu))
+    spawn_server("emulator", emu_listener, move |l| emulator::serve(l, emu))
         .map_err(|source| DemoError::App { addr: emu_addr, source })?;
 
     let app_addr = SocketAddr::from(([127, 0, 0, 1], shift(APP_PORT, opts.port_offset)?));
     let app_listener =
         std::net::TcpListener::bind(app_addr).map_err(|source| DemoError::App { addr: app_addr, source })?;
-    spawn_server("demo-app", app_listener, |l| {
-        crate::emulator::upstream::serve(l, "demo-app")
-    })
-    .map_err(|source| DemoError::App { addr: app_addr, source })?;
+    spawn_server("demo-app", app_listener, |l| emulator::upstream::serve(l, "demo-app"))
+        .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
     print_summary(&cfg, &certs.ca_cert, &data, &admin_token);
     if opts.data.is_none() {
@@ -108,13 +106,13 @@ fn seed_store(path: &std::path::Path) -> Result<(), DemoError> {
         .build()
         .map_err(|e| DemoError::Emulator(e.to_string()))?;
     rt.block_on(async {
-        let store = crate::store::sqlite::SqliteStore::open(path)
+        let store = store::sqlite::SqliteStore::open(path)
             .await
             .map_err(|e| DemoError::Emulator(e.to_string()))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        crate::emulator::fixtures::seed(&store, now)
+        seed(&store, now)
             .await
             .map_err(|e| DemoError::Emulator(e.to_string()))?;
         store.close().await;
@@ -236,4 +234,67 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, adm
     println!("  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/api/v1/computers");
     println!("  curl -s http://{admin}/metrics | grep portcullis_decisions_total");
     println!("Stop with Ctrl-C.");
+}
+
+/// Writes the persona rows into a store.
+pub async fn seed<S: store::Store + ?Sized>(store: &S, now: i64) -> Result<(), store::StoreError> {
+    let rows = emulator::fixtures::persona_rows(now);
+    store.upsert_entra_devices(&rows.entra).await?;
+    store.upsert_managed_devices(&rows.intune).await?;
+    store.upsert_computers(&rows.jamf).await?;
+    for r in &rows.runs {
+        store.record_run(r).await?;
+    }
+    Ok(())
+}
+
+/// `portcullis emulator …`.
+#[derive(clap::Subcommand)]
+pub enum EmulatorCommand {
+    /// Serve the emulator (Entra ID, Graph, control API) until Ctrl-C.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: std::net::SocketAddr,
+        /// Redirect URIs to register for the gateway's app (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+    },
+    /// Print an access token for a persona from a running emulator.
+    Token {
+        /// alice, bob, carol, dave, erin or olivia.
+        persona: String,
+        #[arg(long, default_value = "http://127.0.0.1:8900")]
+        url: String,
+    },
+}
+
+/// Runs `portcullis emulator …`.
+pub fn emulator(command: EmulatorCommand) -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        match command {
+            EmulatorCommand::Serve { listen, redirect_uris } => {
+                let state = emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
+                for uri in &redirect_uris {
+                    state.register_redirect(emulator::personas::GATEWAY_CLIENT_ID, uri);
+                }
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| format!("{listen}: {e}"))?;
+                println!(
+                    "emulator on http://{listen}/ (tenant {})",
+                    emulator::personas::TENANT_ID
+                );
+                tokio::select! {
+                    r = emulator::serve(l, std::sync::Arc::new(state)) => r.map_err(|e| e.to_string()),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            }
+            EmulatorCommand::Token { persona, url } => {
+                let token = admin::cli::persona_token(&reqwest::Client::new(), &url, &persona).await?;
+                println!("{token}");
+                Ok(())
+            }
+        }
+    })
 }

@@ -39,10 +39,12 @@ enum Command {
         /// Path to the TOML configuration.
         file: PathBuf,
     },
-    /// The Entra ID / Graph emulator: serve it, or get a token from a running one.
+    /// The Entra ID / Graph / Jamf Pro emulator: serve it, or get a token from a running one
+    /// (only in builds with the `demo` feature).
+    #[cfg(feature = "demo")]
     Emulator {
         #[command(subcommand)]
-        command: EmulatorCommand,
+        command: portcullis::demo::EmulatorCommand,
     },
     /// Call the admin API of a running gateway (exit codes: 0 ok, 1 the operation reported a
     /// failure, 2 usage, 3 gateway unreachable, 4 token refused, 5 not found, 6 request rejected).
@@ -59,7 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::admin::cli::AdminCommand,
     },
-    /// Run the demo: gateway and demo app on loopback, with a development certificate.
+    /// Run the demo: gateway and demo app on loopback, with a development certificate (only
+    /// in builds with the `demo` feature).
+    #[cfg(feature = "demo")]
     Demo {
         /// Shift every demo port by this much.
         #[arg(long, default_value_t = 0)]
@@ -67,25 +71,6 @@ enum Command {
         /// Keep the demo's data (certificates) here instead of a fresh temporary directory.
         #[arg(long)]
         data: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum EmulatorCommand {
-    /// Serve the emulator (Entra ID, Graph, control API) until Ctrl-C.
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:8900")]
-        listen: std::net::SocketAddr,
-        /// Redirect URIs to register for the gateway's app (repeatable).
-        #[arg(long = "redirect-uri")]
-        redirect_uris: Vec<String>,
-    },
-    /// Print an access token for a persona from a running emulator.
-    Token {
-        /// alice, bob, carol, dave, erin or olivia.
-        persona: String,
-        #[arg(long, default_value = "http://127.0.0.1:8900")]
-        url: String,
     },
 }
 
@@ -119,7 +104,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Emulator { command } => match emulator(command) {
+        #[cfg(feature = "demo")]
+        Command::Emulator { command } => match portcullis::demo::emulator(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("portcullis emulator: {e}");
@@ -132,6 +118,7 @@ fn main() -> ExitCode {
             json,
             command,
         } => ExitCode::from(portcullis::admin::cli::run(&url, &token, json, command) as u8),
+        #[cfg(feature = "demo")]
         Command::Demo { port_offset, data } => {
             match portcullis::demo::run(portcullis::demo::DemoOptions { port_offset, data }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -150,35 +137,4 @@ fn report(file: &std::path::Path, errors: &portcullis::config::ConfigErrors) -> 
         eprintln!("  {e}");
     }
     ExitCode::from(EX_CONFIG)
-}
-
-fn emulator(command: EmulatorCommand) -> Result<(), String> {
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        match command {
-            EmulatorCommand::Serve { listen, redirect_uris } => {
-                let state =
-                    portcullis::emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
-                for uri in &redirect_uris {
-                    state.register_redirect(portcullis::emulator::personas::GATEWAY_CLIENT_ID, uri);
-                }
-                let l = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| format!("{listen}: {e}"))?;
-                println!(
-                    "emulator on http://{listen}/ (tenant {})",
-                    portcullis::emulator::personas::TENANT_ID
-                );
-                tokio::select! {
-                    r = portcullis::emulator::serve(l, std::sync::Arc::new(state)) => r.map_err(|e| e.to_string()),
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
-            }
-            EmulatorCommand::Token { persona, url } => {
-                let token = portcullis::admin::cli::persona_token(&reqwest::Client::new(), &url, &persona).await?;
-                println!("{token}");
-                Ok(())
-            }
-        }
-    })
 }

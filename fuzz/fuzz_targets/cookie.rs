@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::identity::cookie::Sealer;
+use portcullis::base::seal::Sealer;
 
 fuzz_target!(|data: &[u8]| {
     static SEALER: OnceLock<Sealer> = OnceLock::new();

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = portcullis::proxy::explain::Question::from_json(data);
+    let _ = portcullis::access::explain::Question::from_json(data);
 });

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Some(h) = portcullis::proxy::routing::normalize_host(text) {
+        if let Some(h) = portcullis::access::routing::normalize_host(text) {
             assert!(!h.bytes().any(|b| b.is_ascii_uppercase()));
         }
     }

@@ -72,7 +72,7 @@ const STALE: &str = "e0000000-0000-4000-8000-000000000005";
 /// Personas as last synced at `synced_at`, plus the extra devices, seen now.
 async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
     let s = SqliteStore::open(path).await.unwrap();
-    fixtures::seed(&s, synced_at).await.unwrap();
+    portcullis::demo::seed(&s, synced_at).await.unwrap();
     s.upsert_entra_devices(&[
         entra(NOT_REGISTERED, Some(true), true, now()),
         entra(DISABLED, Some(true), false, now()),

@@ -7,6 +7,7 @@ mod demo;
 mod enforcement;
 mod harness;
 mod identity;
+mod layout;
 mod proxy;
 mod store;
 mod sync;

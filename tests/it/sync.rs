@@ -273,7 +273,7 @@ async fn a_flipped_device_is_enforced_within_one_interval() {
     {
         // Jamf inventory comes from elsewhere (seeded); Entra comes from the sync.
         let s = SqliteStore::open(&path).await.unwrap();
-        portcullis::emulator::fixtures::seed(&s, 0).await.unwrap();
+        portcullis::demo::seed(&s, 0).await.unwrap();
         s.close().await;
     }
     let body = format!(
@@ -412,7 +412,7 @@ async fn inventory_is_shared_to_entra_only_when_changed_with_history_per_user() 
     let emu = Emulator::start().await;
     let g = graph(&emu);
     let (s, _d) = store().await;
-    portcullis::emulator::fixtures::seed(&s, 1_700_000_000).await.unwrap();
+    portcullis::demo::seed(&s, 1_700_000_000).await.unwrap();
     // A computer that must not be shared: a network account on macOS 10.10.
     let mut old = s.computer("101").await.unwrap().unwrap();
     old.jamf_id = "777".into();
@@ -598,7 +598,7 @@ async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_d
     let path = db.path().join("p.db");
     {
         let s = SqliteStore::open(&path).await.unwrap();
-        portcullis::emulator::fixtures::seed(&s, 1_700_000_000).await.unwrap();
+        portcullis::demo::seed(&s, 1_700_000_000).await.unwrap();
         s.close().await;
     }
     let body = format!(
@@ -745,13 +745,13 @@ async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_access_settings_apply_without_restart() {
-    use portcullis::settings::{ConditionalAccess, LandingChoice, Settings, KEY};
+    use portcullis::sync::settings::{ConditionalAccess, LandingChoice, Settings, KEY};
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let db = tempfile::tempdir().unwrap();
     let path = db.path().join("p.db");
     {
         let s = SqliteStore::open(&path).await.unwrap();
-        portcullis::emulator::fixtures::seed(&s, 0).await.unwrap();
+        portcullis::demo::seed(&s, 0).await.unwrap();
         s.close().await;
     }
     let cookie_key = "c2V0dGluZ3MtYXBwbHktd2l0aG91dC1yZXN0YXJ0LTM=";
@@ -836,8 +836,7 @@ async fn conditional_access_settings_apply_without_restart() {
 
     // A new client secret (sealed at rest) is used by the next run: a wrong one fails...
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, cookie_key.as_bytes());
-    let sealer =
-        portcullis::identity::cookie::Sealer::new(ring::hmac::sign(&key, b"portcullis settings").as_ref()).unwrap();
+    let sealer = portcullis::base::seal::Sealer::new(ring::hmac::sign(&key, b"portcullis settings").as_ref()).unwrap();
     let (json, _) = store.setting(KEY).await.unwrap().unwrap();
     let settings = Settings::load_or_seed(&store, serde_json::from_str(&json).unwrap(), sealer)
         .await
@@ -879,12 +878,12 @@ async fn conditional_access_settings_apply_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_settings_runs_the_test_like_jamf_pro() {
-    use portcullis::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
+    use portcullis::sync::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
     use portcullis::sync::{SyncLoop, SyncSettings};
     let emu = Emulator::start().await;
     let (s, _d) = store().await;
     let s = Arc::new(s);
-    let sealer = portcullis::identity::cookie::Sealer::random().unwrap();
+    let sealer = portcullis::base::seal::Sealer::random().unwrap();
     let initial = ConditionalAccess {
         enabled: true,
         connection: ConnectionType::Manual,

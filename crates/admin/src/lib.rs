@@ -1,0 +1,202 @@
+//! The admin listener (axum on its own port), separate from the proxy listeners.
+//!
+//! Endpoints:
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once the configuration is loaded and every proxy listener accepts
+//!   connections; 503 with the missing parts otherwise.
+//! - `GET /metrics`: Prometheus text format.
+//! - `POST /webhooks/jamf`: Jamf Pro webhooks (HTTP Basic), which queue targeted re-reads.
+//! - `/api/v1/…`: the admin API (see [`api`]): conditional-access settings (GET, PUT with
+//!   If-Match), `conditional-access/test`, `sync/status`, `sync/{source}/run`, `audit`,
+//!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
+//!   `devices/{deviceId}/posture`, `conditional-access/send-update`, `jobs/{id}` and `explain`.
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers ([`openapi`]).
+//! - [`cli`]: `portcullis admin …`, the same API from a shell.
+//!
+//! May depend on `metrics` and on `proxy::explain` (the "What If" entry point); never on other
+//! `proxy` internals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use metrics::Metrics;
+
+pub mod api;
+pub mod cli;
+pub mod openapi;
+mod probe;
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+    /// Signing keys of every allowed tenant fetched (true when there is no identity).
+    keys_loaded: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(needs_keys: bool) -> Self {
+        Self {
+            listeners_bound: AtomicBool::new(false),
+            keys_loaded: AtomicBool::new(!needs_keys),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.listeners_bound.load(Ordering::Acquire) && self.keys_loaded.load(Ordering::Acquire)
+    }
+
+    pub fn set_keys_loaded(&self) {
+        self.keys_loaded.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
+}
+
+/// The admin router.
+pub fn router(
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
+    api: api::Api,
+) -> Router {
+    let v1: Router = Router::new()
+        .route(
+            "/api/v1/conditional-access",
+            get(api::get_settings).put(api::put_settings),
+        )
+        .route("/api/v1/conditional-access/test", axum::routing::post(api::run_test))
+        .route("/api/v1/conditional-access/consent-url", get(api::consent_url))
+        .route(
+            "/api/v1/conditional-access/send-update",
+            axum::routing::post(api::send_update),
+        )
+        .route("/api/v1/jobs/{id}", get(api::job))
+        .route("/api/v1/sync/status", get(api::sync_status))
+        .route("/api/v1/sync/{source}/run", axum::routing::post(api::sync_now))
+        .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/computers", get(api::computers))
+        .route("/api/v1/computers/{id}", get(api::computer))
+        .route("/api/v1/computers/{id}/history", get(api::history))
+        .route("/api/v1/devices/{device_id}/posture", get(api::posture))
+        .route("/api/v1/explain", axum::routing::post(api::explain))
+        .with_state(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+        );
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/webhooks/jamf", axum::routing::post(jamf_webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            webhooks,
+        })
+        .merge(v1)
+}
+
+async fn jamf_webhook(
+    State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    use sync::webhook::WebhookError;
+    let Some(w) = &s.webhooks else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "Jamf webhooks are not configured" })),
+        );
+    };
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match w.accept(auth, &body) {
+        Ok(n) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "queued": n }))),
+        Err(e @ WebhookError::Unauthorized) => (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+        Err(e @ WebhookError::Malformed) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+        Err(e @ WebhookError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        ),
+    }
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let r = &s.readiness;
+    let ready = r.is_ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "config_loaded": true,
+        "listeners_bound": r.listeners_bound.load(Ordering::Acquire),
+        "signing_keys_loaded": r.keys_loaded.load(Ordering::Acquire),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.render(),
+    )
+}
+
+/// Marks the listeners bound once each of `addrs` answers: a TCP connection for plain
+/// listeners, a TLS handshake for TLS ones (`true`). pingora binds its listeners inside its
+/// own service start and reports nothing back, so this asks the sockets themselves.
+pub async fn watch_listeners(readiness: Arc<Readiness>, addrs: Vec<(SocketAddr, bool)>) {
+    for (addr, tls) in addrs {
+        let target = loopback_for(addr);
+        loop {
+            let up = if tls {
+                matches!(
+                    tokio::task::spawn_blocking(move || probe::tls_handshake(target)).await,
+                    Ok(Ok(()))
+                )
+            } else {
+                tokio::net::TcpStream::connect(target).await.is_ok()
+            };
+            if up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    readiness.listeners_bound.store(true, Ordering::Release);
+    tracing::info!("all listeners accept connections; ready");
+}
+
+/// A wildcard listen address is probed on the loopback address of the same family.
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}

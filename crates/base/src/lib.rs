@@ -1,0 +1,49 @@
+//! The foundation every other Portcullis crate may use: small, general pieces with no
+//! product decisions in them — national clouds and their endpoints, the clock, sealing and
+//! random tokens, constant-time comparison, secrets that do not print, GUIDs, cookies, PEM
+//! files and HTML escaping.
+//!
+//! Depends on no other Portcullis crate (DESIGN.md §1, docs/architecture.md).
+
+#![forbid(unsafe_code)]
+
+pub mod cloud;
+pub mod cookie;
+pub mod html;
+pub mod pem;
+pub mod seal;
+pub mod time;
+
+mod secret;
+
+pub use secret::Secret;
+
+/// Constant-time equality of two byte strings (tokens, signatures); lengths are not secret.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A GUID in its canonical 8-4-4-4-12 hex form (Entra tenant, object and device ids).
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_and_constant_time_equality() {
+        assert!(is_guid("9188040d-6c67-4c5b-b112-36a304b66dad"));
+        assert!(!is_guid("9188040d6c674c5bb11236a304b66dad"));
+        assert!(!is_guid("9188040d-6c67-4c5b-b112-36a304b66daz"));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

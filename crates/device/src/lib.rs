@@ -1,0 +1,94 @@
+//! Devices: identifying the device of a request, computing its posture from the store, and
+//! the posture cache the request path reads (with the change follower that keeps it current).
+//!
+//! May depend on `policy` (posture types), `store` (read traits), `config` types. Never on
+//! `proxy`, `admin` or `sync`.
+
+pub mod cache;
+pub mod changes;
+pub mod identify;
+pub mod posture;
+
+pub use cache::{CacheSettings, Lookup, PostureCache};
+
+use std::sync::Arc;
+
+use identify::CertIdentity;
+use policy::DeviceSource;
+use store::PostureStore;
+
+/// Device identification and posture for the request path.
+pub struct Devices {
+    pub cache: Arc<PostureCache>,
+    pub store: Arc<dyn PostureStore>,
+    sources: Vec<DeviceSource>,
+    /// Certificate CN/serial → Entra device id (through Jamf inventory), with negatives.
+    by_serial: moka::future::Cache<String, Option<String>>,
+}
+
+impl Devices {
+    pub fn new(store: Arc<dyn PostureStore>, cache: Arc<PostureCache>, sources: Vec<DeviceSource>) -> Self {
+        let by_serial = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(60))
+            .build();
+        Self {
+            cache,
+            store,
+            sources,
+            by_serial,
+        }
+    }
+
+    /// The device of a request and where its identity came from, trying the configured sources
+    /// in order: the bearer token's `deviceid` claim, the client certificate, the device bound
+    /// to the browser session at sign-in.
+    pub async fn identify(
+        &self,
+        token_device: Option<&str>,
+        session_device: Option<&str>,
+        cert: Option<&CertIdentity>,
+    ) -> Option<(String, DeviceSource)> {
+        for source in &self.sources {
+            let found = match source {
+                DeviceSource::TokenClaim => token_device.map(str::to_string),
+                DeviceSource::Session => session_device.map(str::to_string),
+                DeviceSource::ClientCertificate => match cert {
+                    Some(c) => match &c.device_id {
+                        Some(d) => Some(d.clone()),
+                        None => self.by_serial(c).await,
+                    },
+                    None => None,
+                },
+            };
+            if let Some(d) = found {
+                return Some((d.to_ascii_lowercase(), *source));
+            }
+        }
+        None
+    }
+
+    async fn by_serial(&self, c: &CertIdentity) -> Option<String> {
+        for candidate in c.common_name.iter().chain(std::iter::once(&c.serial)) {
+            let store = self.store.clone();
+            let key = candidate.clone();
+            let found = self
+                .by_serial
+                .get_with(key.clone(), async move {
+                    match store.computer_by_serial(&key).await {
+                        Ok(Some(computer)) => computer.accounts.iter().find_map(|a| a.entra_device_id.clone()),
+                        Ok(None) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "serial look-up failed");
+                            None
+                        }
+                    }
+                })
+                .await;
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,90 @@
+//! Stand-ins for the services Portcullis talks to, served on loopback for the demo, the tests
+//! and the benchmarks (DESIGN.md §5): Entra ID, Microsoft Graph (growing with the sync loop),
+//! the demo upstream app, and a control API under `/_emulator/`. Production code talks to
+//! them through base URLs only.
+//!
+//! Never part of a production build: the `portcullis` binary has it only with the `demo`
+//! feature. Depends on `base` (HTML escaping, GUIDs) and on `store`'s model types, in which the
+//! emulated Jamf Pro keeps its inventory; it never opens or writes a store.
+
+// Handlers answer refusals with a ready axum `Response` as the error: it is built once per
+// refused call, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
+pub mod directory;
+pub mod entra;
+pub mod faults;
+pub mod fixtures;
+pub mod graph;
+pub mod jamf;
+pub mod keys;
+pub mod personas;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use entra::EntraState;
+
+/// The emulator's router: Entra (`/{tenant}/...`), Graph (`/v1.0/...`) and control
+/// (`/_emulator/...`).
+pub fn router(state: Arc<EntraState>) -> Router {
+    Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra::discovery_v2),
+        )
+        .route("/{tenant}/.well-known/openid-configuration", get(entra::discovery_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks_v2))
+        .route("/{tenant}/discovery/keys", get(entra::jwks_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(entra::authorize_page).post(entra::authorize_pick),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
+        .route("/v1.0/devices/delta", get(graph::devices_delta))
+        .route("/v1.0/devices", get(graph::devices_list))
+        .route("/v1.0/$batch", post(graph::batch))
+        .route("/_emulator/devices/{device_id}", get(graph::device_state))
+        .route("/v1.0/deviceManagement/managedDevices", get(graph::managed_devices))
+        .route(
+            "/v1.0/deviceManagement/complianceManagementPartners",
+            get(graph::compliance_partners),
+        )
+        .route("/_emulator/devices", post(graph::add_device))
+        .route("/_emulator/devices/{device_id}/compliance", post(graph::set_compliance))
+        .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
+        .route("/_emulator/delta/expire", post(graph::expire_delta))
+        .route("/_emulator/directory/seed", post(graph::seed_directory))
+        .route("/api/oauth/token", post(jamf::token))
+        .route("/api/{version}/computers-inventory", get(jamf::inventory))
+        .route("/api/v3/computers-inventory-detail/{id}", get(jamf::detail))
+        .route("/_emulator/token", get(entra::mint_token))
+        .route("/_emulator/keys/rotate", post(entra::rotate))
+        .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
+        .route("/_emulator/apps/{client_id}/certificates", post(entra::add_certificate))
+        .route("/_emulator/stats", get(entra::stats))
+        .route("/_emulator/settings", post(entra::settings))
+        .route("/_emulator/faults", post(set_fault).delete(clear_faults))
+        .with_state(state)
+}
+
+async fn set_fault(State(s): State<Arc<EntraState>>, Json(f): Json<faults::Fault>) -> StatusCode {
+    s.faults.set(f);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(s): State<Arc<EntraState>>) -> StatusCode {
+    s.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+/// Serves the emulator on `listener` (its address must be `state.base_url`).
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EntraState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}

@@ -1,0 +1,131 @@
+//! The store: Jamf inventory, Entra and Intune device records, sync cursors and runs, inventory
+//! history, settings, audit and sessions. Narrow traits per use; [`sqlite::SqliteStore`] is
+//! the embedded default; every backend must pass [`conformance`].
+//!
+//! Depends on nothing else in the crate but its own model (and `identity::session` for the
+//! session trait it implements).
+
+pub mod conformance;
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// A store failure. Messages never contain connection strings or secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("stale write: {what} is at version {current}")]
+    Conflict { what: String, current: i64 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Self::Corrupt(e.to_string()),
+            other => Self::Query(other.to_string()),
+        }
+    }
+}
+
+/// Reads on the request path (and the admin API).
+#[async_trait]
+pub trait PostureStore: Send + Sync {
+    /// Everything known about an Entra device id (lower case).
+    async fn device_evidence(&self, device_id: &str) -> Result<DeviceEvidence, StoreError>;
+    /// Jamf computers with an account of this user (by Entra object id, else by username).
+    async fn computers_for_user(&self, object_id: &str, username: Option<&str>) -> Result<Vec<Computer>, StoreError>;
+    async fn computer(&self, jamf_id: &str) -> Result<Option<Computer>, StoreError>;
+    async fn computer_by_serial(&self, serial: &str) -> Result<Option<Computer>, StoreError>;
+    async fn computers(&self, after: Option<&str>, limit: u32) -> Result<Vec<Computer>, StoreError>;
+    /// Devices whose evidence changed after change `after` (oldest first), with their change ids.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest change id (0 when none).
+    async fn latest_change(&self) -> Result<i64, StoreError>;
+}
+
+/// Writes of the sync loop. Each call is one transaction.
+#[async_trait]
+pub trait InventoryWriter: Send + Sync {
+    async fn upsert_entra_devices(&self, devices: &[EntraDevice]) -> Result<(), StoreError>;
+    /// Delta `@removed`: `purge` deletes the row (`deleted`), otherwise it is marked removed
+    /// (`changed`). Returns the device id the object had, if known.
+    async fn remove_entra_device(&self, object_id: &str, purge: bool) -> Result<Option<String>, StoreError>;
+    async fn upsert_managed_devices(&self, devices: &[ManagedDevice]) -> Result<(), StoreError>;
+    /// Replaces each computer with its accounts.
+    async fn upsert_computers(&self, computers: &[Computer]) -> Result<(), StoreError>;
+    async fn remove_computer(&self, jamf_id: &str) -> Result<(), StoreError>;
+}
+
+/// Cursors (delta links) and the outcome of sync runs.
+#[async_trait]
+pub trait SyncState: Send + Sync {
+    async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;
+    async fn set_cursor(&self, source: &str, cursor: Option<&str>) -> Result<(), StoreError>;
+    async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError>;
+    async fn last_runs(&self, source: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError>;
+    async fn last_success(&self) -> Result<SourceTimes, StoreError>;
+    /// Takes or renews lease `name` for `holder` until `now + ttl`; false when another holder
+    /// has it and it has not expired.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError>;
+    /// Marks removed the Entra devices not seen since `before` (after a full round); returns
+    /// their device ids.
+    async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError>;
+    /// Deletes the Intune records not seen since `before` (after a full listing).
+    async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Versioned settings documents (JSON).
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    /// The value and its version.
+    async fn setting(&self, key: &str) -> Result<Option<(String, i64)>, StoreError>;
+    /// Writes when the stored version equals `expected` (`None`: the key must not exist yet);
+    /// returns the new version, or [`StoreError::Conflict`].
+    async fn put_setting(&self, key: &str, value: &str, expected: Option<i64>) -> Result<i64, StoreError>;
+}
+
+/// Inventory sent to Microsoft, per computer and user.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    async fn record_send(&self, entry: &HistoryEntry) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn history(&self, jamf_id: &str, limit: u32) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+/// Who changed what.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<i64, StoreError>;
+    /// Newest first, entries with `id < before` (all when `None`).
+    async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Server-side browser sessions as opaque JSON.
+#[async_trait]
+pub trait SessionRows: Send + Sync {
+    async fn session(&self, id: &str, now: i64) -> Result<Option<String>, StoreError>;
+    async fn put_session(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError>;
+    async fn remove_session(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// Everything a backend provides.
+pub trait Store:
+    PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows
+{
+}
+
+impl<T> Store for T where
+    T: PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows
+{
+}

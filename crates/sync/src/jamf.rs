@@ -1,0 +1,320 @@
+//! Inventory in from Jamf Pro: an API client's OAuth token (`/api/oauth/token`), then
+//! `computers-inventory` page by page with the GENERAL, HARDWARE, OPERATING_SYSTEM,
+//! LOCAL_USER_ACCOUNTS and DISK_ENCRYPTION sections, behind [`ApiVersion`] (v1 and v3 differ
+//! in field names). Each page is parsed completely, then written; after the last page,
+//! computers Jamf no longer lists are removed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::graph::RetryPolicy;
+use super::SyncError;
+use base::Secret;
+use store::{AccountType, Computer, InventoryWriter, LocalAccount, PostureStore, RegistrationState, SyncState};
+
+pub const SOURCE: &str = "jamf";
+const SECTIONS: [&str; 5] = [
+    "GENERAL",
+    "HARDWARE",
+    "OPERATING_SYSTEM",
+    "LOCAL_USER_ACCOUNTS",
+    "DISK_ENCRYPTION",
+];
+
+/// Which `computers-inventory` the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V3,
+}
+
+impl ApiVersion {
+    fn path(self) -> &'static str {
+        match self {
+            Self::V1 => "/api/v1/computers-inventory",
+            Self::V3 => "/api/v3/computers-inventory",
+        }
+    }
+
+    /// The last check-in field of `general` (renamed in v3).
+    fn last_contact(self) -> &'static str {
+        match self {
+            Self::V1 => "lastContactDate",
+            Self::V3 => "lastContactTime",
+        }
+    }
+}
+
+/// Why Jamf could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JamfError {
+    #[error("Jamf Pro token request refused ({0})")]
+    Token(String),
+    #[error("Jamf Pro: status {0}")]
+    Status(u16),
+    #[error("Jamf Pro: request failed: {0}")]
+    Transport(String),
+    #[error("Jamf Pro: unreadable response: {0}")]
+    Body(String),
+}
+
+/// A Jamf Pro API client.
+pub struct JamfClient {
+    base: String,
+    client_id: String,
+    client_secret: Secret,
+    version: ApiVersion,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct JamfStats {
+    pub pages: u32,
+    pub computers: u64,
+    pub removed: u64,
+}
+
+impl JamfClient {
+    pub fn new(
+        base: &str,
+        client_id: &str,
+        client_secret: Secret,
+        version: ApiVersion,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            client_id: client_id.to_string(),
+            client_secret,
+            version,
+            http,
+            retry,
+            token: Mutex::new(None),
+        }
+    }
+
+    async fn bearer(&self) -> Result<String, JamfError> {
+        let mut slot = self.token.lock().await;
+        if let Some((t, until)) = slot.as_ref() {
+            if Instant::now() < *until {
+                return Ok(t.clone());
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            access_token: String,
+            expires_in: Option<u64>,
+        }
+        let resp = self
+            .http
+            .post(format!("{}/api/oauth/token", self.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose()),
+            ])
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| JamfError::Transport(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(JamfError::Token(resp.status().to_string()));
+        }
+        let b: Body = resp.json().await.map_err(|e| JamfError::Body(e.to_string()))?;
+        let life = Duration::from_secs(b.expires_in.unwrap_or(300).saturating_sub(60).max(10));
+        *slot = Some((b.access_token.clone(), Instant::now() + life));
+        Ok(b.access_token)
+    }
+
+    /// GET with the token, retrying 429/5xx (honouring `Retry-After`) and one 401.
+    pub async fn get(&self, path_and_query: &str) -> Result<Value, JamfError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut retries = 0;
+        let mut renewed = false;
+        loop {
+            let token = self.bearer().await?;
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await;
+            let wait = match resp {
+                Err(e) if retries + 1 >= self.retry.attempts => {
+                    return Err(JamfError::Transport(e.without_url().to_string()))
+                }
+                Err(_) => self.retry.backoff(retries),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = self.retry.retry_after(r.headers());
+                    match status {
+                        200..=299 => {
+                            let body = r
+                                .bytes()
+                                .await
+                                .map_err(|e| JamfError::Transport(e.without_url().to_string()))?;
+                            return serde_json::from_slice(&body).map_err(|e| JamfError::Body(e.to_string()));
+                        }
+                        401 if !renewed => {
+                            *self.token.lock().await = None;
+                            renewed = true;
+                            continue;
+                        }
+                        429 | 500 | 502 | 503 | 504 if retries + 1 < self.retry.attempts => {
+                            retry_after.unwrap_or_else(|| self.retry.backoff(retries))
+                        }
+                        s => return Err(JamfError::Status(s)),
+                    }
+                }
+            };
+            retries += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One page of inventory.
+    async fn page(&self, page: u32, size: u32) -> Result<Value, JamfError> {
+        let sections: String = SECTIONS.iter().map(|s| format!("&section={s}")).collect();
+        self.get(&format!(
+            "{}?page={page}&page-size={size}&sort=id%3Aasc{sections}",
+            self.version.path()
+        ))
+        .await
+    }
+
+    /// One computer (a webhook's targeted re-read).
+    pub async fn computer(&self, id: &str) -> Result<Value, JamfError> {
+        self.get(&format!("/api/v3/computers-inventory-detail/{id}")).await
+    }
+
+    pub fn version(&self) -> ApiVersion {
+        self.version
+    }
+}
+
+/// Parses one inventory record.
+pub fn computer_from(v: &Value, version: ApiVersion, seen_at: i64) -> Result<Computer, SyncError> {
+    let bad = |m: String| SyncError::Malformed(format!("computers-inventory: {m}"));
+    let id = match v.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) | None => return Err(bad("a record without id".into())),
+    };
+    let general = v.get("general");
+    let os = v.get("operatingSystem");
+    let hw = v.get("hardware");
+    let str_at = |o: Option<&Value>, k: &str| o.and_then(|o| o.get(k)).and_then(Value::as_str).map(str::to_string);
+    let mut accounts = Vec::new();
+    for a in v
+        .get("localUserAccounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(username) = a.get("username").and_then(Value::as_str) else {
+            return Err(bad(format!("computer {id}: an account without username")));
+        };
+        let kind = a
+            .get("userAccountType")
+            .and_then(Value::as_str)
+            .and_then(AccountType::parse)
+            .unwrap_or(AccountType::Local);
+        accounts.push(LocalAccount {
+            username: username.to_string(),
+            account_type: kind,
+            entra_user_id: a
+                .get("userAzureActiveDirectoryId")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            entra_device_id: a
+                .get("computerAzureActiveDirectoryId")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            registration: RegistrationState::parse(
+                a.get("azureActiveDirectoryId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN"),
+            ),
+        });
+    }
+    Ok(Computer {
+        jamf_id: id,
+        udid: v.get("udid").and_then(Value::as_str).map(str::to_string),
+        serial: str_at(hw, "serialNumber"),
+        name: str_at(general, "name"),
+        model: str_at(hw, "model"),
+        os_version: str_at(os, "version"),
+        os_build: str_at(os, "build"),
+        managed: general
+            .and_then(|g| g.get("remoteManagement"))
+            .and_then(|r| r.get("managed"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        filevault: str_at(os, "fileVault2Status"),
+        last_inventory: super::parse_time(general.and_then(|g| g.get("reportDate"))),
+        last_contact: super::parse_time(general.and_then(|g| g.get(version.last_contact()))),
+        seen_at,
+        accounts,
+    })
+}
+
+/// Reads the whole inventory.
+pub async fn sync<S: InventoryWriter + SyncState + PostureStore + ?Sized>(
+    jamf: &JamfClient,
+    store: &S,
+    page_size: u32,
+) -> Result<JamfStats, SyncError> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut stats = JamfStats::default();
+    let mut page = 0;
+    let mut ids = std::collections::HashSet::new();
+    loop {
+        let v = jamf
+            .page(page, page_size)
+            .await
+            .map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let total = v
+            .get("totalCount")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| SyncError::Malformed("no totalCount".into()))?;
+        let results = v
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| SyncError::Malformed("no results".into()))?;
+        let computers = results
+            .iter()
+            .map(|r| computer_from(r, jamf.version(), started))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.extend(computers.iter().map(|c| c.jamf_id.clone()));
+        store.upsert_computers(&computers).await?;
+        stats.pages += 1;
+        stats.computers += computers.len() as u64;
+        page += 1;
+        if results.is_empty() || u64::from(page) * u64::from(page_size) >= total {
+            break;
+        }
+    }
+    // Computers Jamf no longer lists are gone.
+    let mut after: Option<String> = None;
+    loop {
+        let batch = store.computers(after.as_deref(), 1000).await?;
+        let Some(last) = batch.last().map(|c| c.jamf_id.clone()) else {
+            break;
+        };
+        for c in batch.iter().filter(|c| !ids.contains(&c.jamf_id)) {
+            store.remove_computer(&c.jamf_id).await?;
+            stats.removed += 1;
+        }
+        after = Some(last);
+    }
+    Ok(stats)
+}
