@@ -86,15 +86,16 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
         .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
     print_summary(&cfg, &certs.ca_cert, &data, &admin_token);
+    let mut on_exit: Vec<crate::app::ExitHook> = Vec::new();
     if opts.data.is_none() {
         // The fresh directory (development CA key, store) was ours; a --data directory is the
         // user's to keep.
         let dir = data.clone();
-        crate::app::at_exit(move || {
+        on_exit.push(Box::new(move || {
             let _ = std::fs::remove_dir_all(&dir);
-        });
+        }));
     }
-    crate::app::serve(cfg)?;
+    crate::app::serve_with(cfg, &crate::app::ProcessEnv, on_exit)?;
     Ok(())
 }
 

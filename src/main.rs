@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(cfg) => match portcullis::app::check(&cfg) {
+            Ok(cfg) => match portcullis::app::check(&cfg, &portcullis::app::ProcessEnv) {
                 Ok(()) => {
                     println!("{}: OK: {}", file.display(), cfg.summary());
                     ExitCode::SUCCESS

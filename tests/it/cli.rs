@@ -213,3 +213,33 @@ upstream = "app"
     assert!(err.contains("entra.client_certificate"), "{err}");
     assert!(err.contains("landing.assertion_key_file"), "{err}");
 }
+
+#[test]
+fn check_config_checks_the_keys_from_the_environment() {
+    // The settings key is read where `serve` reads it, so a bad one fails the check, not the
+    // start; its value never appears in the message.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let secret_looking = "bm90LTMyLWJ5dGVz-secret-value";
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .env("PORTCULLIS_SETTINGS_KEY", secret_looking)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("PORTCULLIS_SETTINGS_KEY"), "{err}");
+    assert!(!err.contains(secret_looking), "the key's value leaked: {err}");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .env("PORTCULLIS_SETTINGS_KEY_FILE", "/nonexistent/portcullis-key")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("PORTCULLIS_SETTINGS_KEY_FILE") && err.contains("/nonexistent/portcullis-key"),
+        "{err}"
+    );
+}

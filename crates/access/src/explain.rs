@@ -103,6 +103,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ExplainError
     }
 }
 
+/// What a question is about: the route (if any matches), the URL, and the path routing saw.
+type Target<U> = (Option<Arc<Route<U>>>, String, String);
+
 /// Answers "What If" questions; the admin API holds one without knowing the data plane.
 #[async_trait::async_trait]
 pub trait Explain: Send + Sync {
@@ -315,7 +318,7 @@ impl<U: Send + Sync> Explainer<U> {
 
     /// The route, the URL it is explained for, and the path routing saw. The path is taken as
     /// sent, not normalised (`..`, `%2e`), exactly as the proxy routes it.
-    fn target(&self, q: &Question) -> Result<(Option<Arc<Route<U>>>, String, String), ExplainError> {
+    fn target(&self, q: &Question) -> Result<Target<U>, ExplainError> {
         let table = self.routes.load();
         match (&q.url, &q.route) {
             (Some(_), Some(_)) => Err(invalid("route", "give url or route, not both")),

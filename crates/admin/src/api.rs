@@ -27,6 +27,20 @@ pub struct ApiAuth {
     pub reader_role: String,
 }
 
+impl ApiAuth {
+    /// Authentication as `[admin]` configures it; Entra bearer tokens are honoured when the
+    /// gateway has a validator.
+    pub fn from_config(cfg: &config::AdminSettings, validator: Option<Arc<Validator>>) -> Self {
+        Self {
+            token_sha256: cfg.token_sha256,
+            read_only_token_sha256: cfg.read_only_token_sha256,
+            validator,
+            admin_role: cfg.admin_role.clone(),
+            reader_role: cfg.reader_role.clone(),
+        }
+    }
+}
+
 /// What the API works on.
 #[derive(Clone)]
 pub struct Api {
@@ -274,8 +288,9 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
         errors.push("application_id: must be the application (client) ID, a GUID".to_string());
     }
     if let LandingChoice::Custom { url } = &b.landing {
-        if !url.starts_with("https://") {
-            errors.push("landing.url: must be an https:// URL".to_string());
+        // The file's rule (config::landing_url), so the API accepts what the file accepts.
+        if let Err(e) = config::landing_url(url) {
+            errors.push(format!("landing.url: {e}"));
         }
     }
     if b.client_secret.as_deref().is_some_and(str::is_empty) {
@@ -313,7 +328,7 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
     };
     let (version, report) = match saved {
         Ok(v) => v,
-        Err(sync::settings::SettingsError::Store(store::StoreError::Conflict { current, .. })) => {
+        Err(sync::settings::SettingsError::Conflict { current }) => {
             return problem(
                 StatusCode::PRECONDITION_FAILED,
                 "stale_write",

@@ -18,7 +18,7 @@ use policy::{DeviceSource, Mode, OnStale, Require, RoutePolicy};
 
 pub use base::Secret;
 pub use errors::{ConfigError, ConfigErrors};
-pub use values::{HostPattern, HostPort, IpNet};
+pub use values::{landing_url, service_url, HostPattern, HostPort, IpNet};
 
 use errors::Collector;
 use raw::*;
@@ -176,20 +176,25 @@ pub struct DeviceConfig {
     pub change_poll_interval: Duration,
 }
 
-/// Where devices that Entra does not recognise are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnrecognizedLanding {
+/// Where devices that Entra does not recognise are sent: the file's `landing.unrecognized` and
+/// the run-time settings' landing choice are this one type (serialised as
+/// `{"kind": "registration" | "access_denied" | "custom", "url": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LandingChoice {
     /// The registration page: enroll with Jamf, or register with Entra.
     Registration,
     AccessDenied,
     /// 302 to this URL with `reason` and a signed `return_to`.
-    Custom(String),
+    Custom {
+        url: String,
+    },
 }
 
 /// Landing pages.
 #[derive(Debug, Clone)]
 pub struct LandingConfig {
-    pub unrecognized: UnrecognizedLanding,
+    pub unrecognized: LandingChoice,
     /// Jamf Pro enrollment portal (for computers Jamf does not manage).
     pub enrollment_url: Option<String>,
     /// Where a Jamf-managed Mac registers with Entra (the Self Service policy URL).
@@ -280,6 +285,26 @@ pub enum ClientCredentialConfig {
     /// Secretless (workload identity federation): a client assertion read from this file,
     /// re-read on every use (the platform rotates it).
     AssertionFile(PathBuf),
+}
+
+impl ClientCredentialConfig {
+    /// The file's key for this credential, for errors about it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "entra.client_secret",
+            Self::Certificate { .. } => "entra.client_certificate",
+            Self::AssertionFile(_) => "entra.client_assertion_file",
+        }
+    }
+
+    /// What kind of credential it is, as the admin API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "client_secret",
+            Self::Certificate { .. } => "certificate",
+            Self::AssertionFile(_) => "assertion_file",
+        }
+    }
 }
 
 /// Browser sessions.
@@ -941,17 +966,13 @@ fn build_entra(raw: RawEntra, base: &Path, c: &mut Collector) -> Option<EntraCon
     }
     let url = |c: &mut Collector, key: &str, v: Option<String>, default: String| -> String {
         let v = v.unwrap_or(default);
-        if !(v.starts_with("https://")
-            || v.starts_with("http://127.")
-            || v.starts_with("http://localhost")
-            || v.starts_with("http://[::1]"))
-        {
-            c.push(
-                key,
-                format!("{v:?} must be an https:// URL (plain http only on loopback)"),
-            );
+        match values::service_url(&v) {
+            Ok(u) => u,
+            Err(e) => {
+                c.push(key, e);
+                v
+            }
         }
-        v.trim_end_matches('/').to_string()
     };
     let cloud = cloud?;
     let hosts = cloud.hosts();
@@ -1083,15 +1104,10 @@ fn build_sync(raw: RawSync, has_credential: bool, c: &mut Collector) -> SyncConf
 }
 
 fn build_jamf(raw: RawJamf, c: &mut Collector) -> Option<JamfConfig> {
-    let url = match raw.url {
-        Some(u) if u.starts_with("https://") || u.starts_with("http://127.") || u.starts_with("http://localhost") => {
-            Some(u.trim_end_matches('/').to_string())
-        }
-        Some(u) => {
-            c.push(
-                "jamf.url",
-                format!("{u:?} must be an https:// URL (plain http only on loopback)"),
-            );
+    let url = match raw.url.as_deref().map(values::service_url) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            c.push("jamf.url", e);
             None
         }
         None => {
@@ -1197,33 +1213,26 @@ fn build_device(raw: RawDevice, c: &mut Collector) -> DeviceConfig {
 fn build_landing(raw: RawLanding, base: &Path, c: &mut Collector) -> LandingConfig {
     let url = |c: &mut Collector, key: &str, v: Option<String>| -> Option<String> {
         let v = v?;
-        match url::Url::parse(&v) {
-            Ok(u)
-                if matches!(
-                    u.scheme(),
-                    "https" | "http" | "selfservice" | "jamfselfservice" | "companyportal"
-                ) =>
-            {
-                Some(v)
-            }
-            Ok(_) | Err(_) => {
-                c.push(key, format!("{v:?} is not an absolute https:// (or Self Service) URL"));
+        match values::landing_url(&v) {
+            Ok(()) => Some(v),
+            Err(e) => {
+                c.push(key, e);
                 None
             }
         }
     };
     let custom_url = url(c, "landing.custom_url", raw.custom_url);
     let unrecognized = match raw.unrecognized.as_deref().unwrap_or("registration") {
-        "registration" => UnrecognizedLanding::Registration,
-        "access_denied" => UnrecognizedLanding::AccessDenied,
+        "registration" => LandingChoice::Registration,
+        "access_denied" => LandingChoice::AccessDenied,
         "custom" => match custom_url {
-            Some(u) => UnrecognizedLanding::Custom(u),
+            Some(url) => LandingChoice::Custom { url },
             None => {
                 c.push(
                     "landing.custom_url",
                     "is required when landing.unrecognized = \"custom\"",
                 );
-                UnrecognizedLanding::AccessDenied
+                LandingChoice::AccessDenied
             }
         },
         other => {
@@ -1231,7 +1240,7 @@ fn build_landing(raw: RawLanding, base: &Path, c: &mut Collector) -> LandingConf
                 "landing.unrecognized",
                 format!("{other:?} is not \"registration\", \"access_denied\" or \"custom\""),
             );
-            UnrecognizedLanding::Registration
+            LandingChoice::Registration
         }
     };
     let templates_dir = raw.templates_dir.map(|d| resolve(base, &d));

@@ -198,3 +198,79 @@ mod tests {
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
     }
 }
+
+/// A base URL of a service the gateway calls (Entra, Graph, Jamf Pro): `https://`, or plain
+/// `http://` to a loopback address only (the emulator). The one rule for every such key;
+/// returns the URL without a trailing slash.
+pub fn service_url(v: &str) -> Result<String, String> {
+    let bad = || format!("{v:?} must be an https:// URL (plain http only on loopback)");
+    let u = url::Url::parse(v).map_err(|_| bad())?;
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match (u.scheme(), u.host().is_some()) {
+        ("https", true) => Ok(v.trim_end_matches('/').to_string()),
+        ("http", true) if loopback => Ok(v.trim_end_matches('/').to_string()),
+        _ => Err(bad()),
+    }
+}
+
+/// A page users are sent to (custom landing, enrollment portal, Self Service): an absolute
+/// `https://` or `http://` URL, or a Self Service / Company Portal link. The one rule for the
+/// file and the admin API.
+pub fn landing_url(v: &str) -> Result<(), String> {
+    match url::Url::parse(v) {
+        Ok(u)
+            if matches!(
+                u.scheme(),
+                "https" | "http" | "selfservice" | "jamfselfservice" | "companyportal"
+            ) && (u.has_host() || u.scheme() != "https" && u.scheme() != "http") =>
+        {
+            Ok(())
+        }
+        Ok(_) | Err(_) => Err(format!("{v:?} is not an absolute https:// (or Self Service) URL")),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn service_urls_are_https_or_loopback_http() {
+        assert_eq!(
+            service_url("https://login.microsoftonline.com/").unwrap(),
+            "https://login.microsoftonline.com"
+        );
+        for ok in ["http://127.0.0.1:8900", "http://localhost:1", "http://[::1]:8900"] {
+            assert!(service_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://login.microsoftonline.com",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "ftp://127.0.0.1",
+            "https://",
+            "not a url",
+        ] {
+            assert!(service_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn landing_urls_allow_self_service_links() {
+        for ok in [
+            "https://help.example.com/device",
+            "jamfselfservice://content?entity=policy&id=1",
+            "selfservice://x",
+        ] {
+            assert!(landing_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["javascript:alert(1)", "/relative", "https://", "data:text/html,x"] {
+            assert!(landing_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -89,7 +89,7 @@ impl PostureCache {
             .try_get_with(key, async move {
                 let evidence = tokio::time::timeout(timeout, store.device_evidence(&k))
                     .await
-                    .map_err(|_| StoreError::Unavailable(format!("posture lookup took longer than {timeout:?}")))??;
+                    .map_err(|_| StoreError::Timeout(timeout))??;
                 Ok::<_, StoreError>(match posture_from(&k, &evidence, now()) {
                     Some(p) => Lookup::Found(Arc::new(p)),
                     None => Lookup::Unknown,

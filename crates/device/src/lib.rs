@@ -1,8 +1,8 @@
 //! Devices: identifying the device of a request, computing its posture from the store, and
 //! the posture cache the request path reads (with the change follower that keeps it current).
 //!
-//! May depend on `policy` (posture types), `store` (read traits), `config` types. Never on
-//! `proxy`, `admin` or `sync`.
+//! May depend on `policy` (posture types), `store` (read traits), `config` types and `base`.
+//! Never on `access`, `proxy`, `admin` or `sync`.
 
 pub mod cache;
 pub mod changes;
@@ -27,6 +27,20 @@ pub struct Devices {
 }
 
 impl Devices {
+    /// Devices as `[device]` configures them, over `store`.
+    pub fn from_config(cfg: &config::DeviceConfig, store: Arc<dyn PostureStore>) -> Self {
+        let cache = Arc::new(PostureCache::new(
+            store.clone(),
+            CacheSettings {
+                positive_ttl: cfg.posture_cache_ttl,
+                negative_ttl: cfg.unknown_cache_ttl,
+                lookup_timeout: cfg.lookup_timeout,
+                capacity: 1_000_000,
+            },
+        ));
+        Self::new(store, cache, cfg.sources.clone())
+    }
+
     pub fn new(store: Arc<dyn PostureStore>, cache: Arc<PostureCache>, sources: Vec<DeviceSource>) -> Self {
         let by_serial = moka::future::Cache::builder()
             .max_capacity(100_000)

@@ -13,7 +13,7 @@ use minijinja::Environment;
 
 pub use returns::ReturnSigner;
 
-use config::{LandingConfig, UnrecognizedLanding};
+use config::{LandingChoice, LandingConfig};
 use policy::{Landing as Kind, Posture, PostureState, Reason};
 
 /// Built-in templates, replaceable file by file from `landing.templates_dir`.
@@ -77,6 +77,11 @@ pub struct Landings {
 }
 
 impl Landings {
+    /// The configuration these landings were built from.
+    pub fn config(&self) -> &LandingConfig {
+        &self.cfg
+    }
+
     pub fn new(cfg: LandingConfig, signer: ReturnSigner) -> Result<Self, LandingError> {
         let mut env = Environment::new();
         for (name, builtin) in TEMPLATES {
@@ -102,7 +107,7 @@ impl Landings {
 
     /// The answer for a refused request.
     pub fn answer(&self, r: &Refusal<'_>, navigation: bool) -> Answer {
-        if let (Kind::Unrecognized, UnrecognizedLanding::Custom(url)) = (r.kind, &self.cfg.unrecognized) {
+        if let (Kind::Unrecognized, LandingChoice::Custom { url }) = (r.kind, &self.cfg.unrecognized) {
             let location = self.custom_location(url, r);
             if navigation {
                 return Answer::Redirect { location };
@@ -163,27 +168,21 @@ impl Landings {
     fn page_parts(&self, r: &Refusal<'_>) -> (u16, &'static str, &'static str, &'static str, Option<String>) {
         match r.kind {
             Kind::Unrecognized => match (&self.cfg.unrecognized, &r.registration) {
-                (UnrecognizedLanding::AccessDenied, _) => (
+                (LandingChoice::AccessDenied, _) => (
                     403,
                     "access_denied.html",
                     "Access denied",
                     "This application can only be used from a device your organisation manages and has registered.",
                     None,
                 ),
-                (
-                    UnrecognizedLanding::Registration | UnrecognizedLanding::Custom(_),
-                    Some(Registration::Register { .. }),
-                ) => (
+                (LandingChoice::Registration | LandingChoice::Custom { .. }, Some(Registration::Register { .. })) => (
                     403,
                     "registration.html",
                     "Register this Mac",
                     "",
                     self.cfg.registration_url.clone(),
                 ),
-                (
-                    UnrecognizedLanding::Registration | UnrecognizedLanding::Custom(_),
-                    Some(Registration::Enroll) | None,
-                ) => (
+                (LandingChoice::Registration | LandingChoice::Custom { .. }, Some(Registration::Enroll) | None) => (
                     403,
                     "registration.html",
                     "Enroll this Mac",

@@ -1,7 +1,7 @@
 use super::*;
 use policy::EvidenceSource;
 
-fn cfg(unrecognized: UnrecognizedLanding) -> LandingConfig {
+fn cfg(unrecognized: LandingChoice) -> LandingConfig {
     LandingConfig {
         unrecognized,
         enrollment_url: Some("https://jamf.example.com/enroll".into()),
@@ -27,7 +27,7 @@ fn refusal<'a>(kind: Kind, reason: Reason, posture: Option<&'a Posture>, reg: Op
 
 #[test]
 fn pages_show_reason_device_and_age() {
-    let l = Landings::new(cfg(UnrecognizedLanding::Registration), ReturnSigner::new(b"k")).unwrap();
+    let l = Landings::new(cfg(LandingChoice::Registration), ReturnSigner::new(b"k")).unwrap();
     let p = Posture {
         device_id: "d".into(),
         state: PostureState::NonCompliant {
@@ -72,7 +72,7 @@ fn pages_show_reason_device_and_age() {
 
 #[test]
 fn registration_steps_and_landing_choices() {
-    let l = Landings::new(cfg(UnrecognizedLanding::Registration), ReturnSigner::new(b"k")).unwrap();
+    let l = Landings::new(cfg(LandingChoice::Registration), ReturnSigner::new(b"k")).unwrap();
     let reg = Some(Registration::Register {
         computer: Some("Carol's Mac".into()),
     });
@@ -114,7 +114,7 @@ fn registration_steps_and_landing_choices() {
     };
     assert!(json.contains("https://jamf.example.com/enroll"));
 
-    let denied = Landings::new(cfg(UnrecognizedLanding::AccessDenied), ReturnSigner::new(b"k")).unwrap();
+    let denied = Landings::new(cfg(LandingChoice::AccessDenied), ReturnSigner::new(b"k")).unwrap();
     let Answer::Page { html, status } =
         denied.answer(&refusal(Kind::Unrecognized, Reason::DeviceUnknown, None, None), true)
     else {
@@ -123,9 +123,9 @@ fn registration_steps_and_landing_choices() {
     assert!(status == 403 && html.contains("Access denied"));
 
     let custom = Landings::new(
-        cfg(UnrecognizedLanding::Custom(
-            "https://help.example.com/device?lang=en".into(),
-        )),
+        cfg(LandingChoice::Custom {
+            url: "https://help.example.com/device?lang=en".into(),
+        }),
         ReturnSigner::new(b"k"),
     )
     .unwrap();
@@ -154,7 +154,7 @@ fn templates_can_be_overridden() {
         "CUSTOM {{ reason }} {{ device_id }}",
     )
     .unwrap();
-    let mut c = cfg(UnrecognizedLanding::Registration);
+    let mut c = cfg(LandingChoice::Registration);
     c.templates_dir = Some(dir.path().to_path_buf());
     let l = Landings::new(c.clone(), ReturnSigner::new(b"k")).unwrap();
     let Answer::Page { html, .. } = l.answer(

@@ -20,7 +20,9 @@ use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::Stream;
-use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{ListenFds, Server, ShutdownWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 pub use gateway::{Gateway, ProxySettings, Route, RouteTable};
@@ -28,7 +30,53 @@ pub use gateway::{Gateway, ProxySettings, Route, RouteTable};
 use config::{Config, ConfigError};
 use metrics::Metrics;
 use tls::SniResolver;
-use upstream::UpstreamPool;
+use upstream::{PendingPool, PoolError, UpstreamPool};
+
+/// The pingora server configuration for `[server]`. pingora's pid file and upgrade socket
+/// are per process in the temporary directory: graceful upgrade is not used (yet).
+pub fn server_conf(s: &config::ServerSettings) -> ServerConf {
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    ServerConf {
+        threads: s.threads,
+        // One runtime per thread, like nginx's workers: with work stealing the threads kept
+        // waking each other for connections already being served (futex traffic in perf);
+        // without it, interleaved wrk runs against the demo served 24-27 % more requests per
+        // second (docs/benchmarks.md). The proxy itself runs one single-threaded service per
+        // worker ([`services`]).
+        work_stealing: false,
+        grace_period_seconds: Some(s.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
+        pid_file: tmp.join(format!("portcullis-{pid}.pid")).display().to_string(),
+        upgrade_sock: tmp.join(format!("portcullis-{pid}.sock")).display().to_string(),
+        ..ServerConf::default()
+    }
+}
+
+/// Builds every upstream pool of `[upstreams]` (DNS resolved once, here; never on the request
+/// path). A pool with a health check gets a background service on `server` that owns its
+/// balancer; the request path shares it.
+pub fn build_pools(
+    upstreams: &[config::UpstreamConfig],
+    server: &mut Server,
+) -> Result<Vec<Arc<UpstreamPool>>, PoolError> {
+    let mut pools = Vec::with_capacity(upstreams.len());
+    for u in upstreams {
+        let pending = PendingPool::build(u)?;
+        let has_health_check = pending.has_health_check;
+        let (lb, rest) = pending.into_parts();
+        let lb = if has_health_check {
+            let bg = background_service(&format!("health check {}", u.name), lb);
+            let shared = bg.task();
+            server.add_service(bg);
+            shared
+        } else {
+            Arc::new(lb)
+        };
+        pools.push(Arc::new(rest.finish(lb)));
+    }
+    Ok(pools)
+}
 
 /// Builds the routing snapshot from the configuration and the finished pools (same order as
 /// `cfg.upstreams`).

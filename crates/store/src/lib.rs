@@ -2,38 +2,70 @@
 //! history, settings, audit and sessions. Narrow traits per use; [`sqlite::SqliteStore`] is
 //! the embedded default; every backend must pass [`conformance`].
 //!
-//! Depends on nothing else in the crate but its own model (and `identity::session` for the
-//! session trait it implements).
+//! Depends on `base` only. Sessions are opaque sealed rows here ([`SessionRows`]); `identity`
+//! seals and opens them.
 
 pub mod conformance;
 pub mod model;
 pub mod sqlite;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use model::*;
 
-/// A store failure. Messages never contain connection strings or secrets.
+/// A store failure, classified once where the driver reports it. Messages never contain
+/// connection strings or secrets. Cheap to clone (the caches hand one error to every waiter).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached, or the connection failed; worth retrying later.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Arc<sqlx::Error>),
+    /// The caller's deadline passed before the store answered.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The database refused a statement.
     #[error("store query failed: {0}")]
-    Query(String),
+    Query(#[source] Arc<sqlx::Error>),
+    /// An optimistic write lost: `what` is at version `current` now.
     #[error("stale write: {what} is at version {current}")]
     Conflict { what: String, current: i64 },
+    /// A stored value the code cannot read back.
     #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Arc<sqlx::Error>),
+    /// A stored enumeration value this version does not know.
+    #[error("stored data is corrupt: {column} holds {value:?}")]
+    UnknownValue { column: &'static str, value: String },
+    /// The schema could not be brought to this version.
+    #[error("store migrations failed: {0}")]
+    Migration(#[source] Arc<sqlx::migrate::MigrateError>),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(e.to_string())
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(Arc::new(e))
             }
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Self::Corrupt(e.to_string()),
-            other => Self::Query(other.to_string()),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Self::Corrupt(Arc::new(e)),
+            other => Self::Query(Arc::new(other)),
+        }
+    }
+}
+
+impl StoreError {
+    /// Worth retrying later (the database is away or slow), as opposed to a refused or
+    /// unreadable request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::Timeout(_) => true,
+            Self::Query(_)
+            | Self::Conflict { .. }
+            | Self::Corrupt(_)
+            | Self::UnknownValue { .. }
+            | Self::Migration(_) => false,
         }
     }
 }

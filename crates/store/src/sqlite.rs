@@ -38,7 +38,7 @@ impl SqliteStore {
     /// A private in-memory database (tests).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(StoreError::from)?
             .foreign_keys(true);
         // One connection: every connection to :memory: would be a different database.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
@@ -58,7 +58,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+            .map_err(|e| StoreError::Migration(std::sync::Arc::new(e)))?;
         Ok(Self { pool })
     }
 
@@ -146,7 +146,10 @@ fn account_row(r: &SqliteRow) -> Result<LocalAccount, StoreError> {
     let reg: String = r.try_get("registration")?;
     Ok(LocalAccount {
         username: r.try_get("username")?,
-        account_type: AccountType::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("account type {kind:?}")))?,
+        account_type: AccountType::parse(&kind).ok_or_else(|| StoreError::UnknownValue {
+            column: "local_accounts.account_type",
+            value: kind.clone(),
+        })?,
         entra_user_id: r.try_get("entra_user_id")?,
         entra_device_id: r.try_get("entra_device_id")?,
         registration: RegistrationState::parse(&reg),

@@ -79,6 +79,23 @@ pub struct JamfStats {
 }
 
 impl JamfClient {
+    /// The client for the `[jamf]` section.
+    pub fn from_config(cfg: &config::JamfConfig, http: reqwest::Client) -> Self {
+        let version = if cfg.api_version == 1 {
+            ApiVersion::V1
+        } else {
+            ApiVersion::V3
+        };
+        Self::new(
+            &cfg.url,
+            &cfg.client_id,
+            cfg.client_secret.clone(),
+            version,
+            http,
+            RetryPolicy::default(),
+        )
+    }
+
     pub fn new(
         base: &str,
         client_id: &str,

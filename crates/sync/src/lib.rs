@@ -5,6 +5,7 @@
 //!
 //! May depend on `store`, `identity::app_token`, `config` types and `metrics`; never on `proxy`.
 
+mod build;
 pub mod entra;
 pub mod graph;
 pub mod intune;
@@ -17,6 +18,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use build::{graph_connector, BuildError};
 use graph::{GraphClient, GraphError};
 use store::{StoreError, SyncRun};
 

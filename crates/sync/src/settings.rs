@@ -30,14 +30,7 @@ pub enum ConnectionType {
     Secretless,
 }
 
-/// Where unrecognized devices go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LandingChoice {
-    Registration,
-    AccessDenied,
-    Custom { url: String },
-}
+pub use config::LandingChoice;
 
 /// The document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,12 +53,24 @@ pub struct ConditionalAccess {
 /// Why settings could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SettingsError {
+    /// Another save won: the stored document is at version `current`.
+    #[error("the settings changed meanwhile (now version {current})")]
+    Conflict { current: i64 },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("stored settings are unreadable: {0}")]
     Corrupt(String),
     #[error("the client secret cannot be sealed")]
     Seal,
+}
+
+impl From<StoreError> for SettingsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { current, .. } => Self::Conflict { current },
+            other => Self::Store(other),
+        }
+    }
 }
 
 /// The live settings of this node.

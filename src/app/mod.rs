@@ -1,0 +1,341 @@
+//! Wiring: builds every component from its own section of the [`Config`], in dependency
+//! order, checks that the ports are free, runs the pingora server and drains it on
+//! SIGTERM/SIGINT. The only module that reads `Config` as a whole; it decides nothing itself.
+//!
+//! - [`keys`]: every key taken from the environment or derived, in one place that
+//!   `check-config` runs too;
+//! - [`services`]: the background tasks (signing keys, posture changes, settings, sync, admin
+//!   listener, drain) as pingora services.
+
+mod keys;
+mod services;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::server::{RunArgs, Server};
+
+use access::assertion::AssertionSigner;
+use access::Access;
+use config::{Config, ConfigError, ConfigErrors};
+use device::Devices;
+use identity::credential::ClientCredential;
+use identity::store_sessions::StoreSessions;
+use identity::{Identity, IdentityError};
+use landing::{Landings, ReturnSigner};
+use metrics::Metrics;
+use policy::Require;
+use store::sqlite::SqliteStore;
+use store::StoreError;
+use sync::jamf::JamfClient;
+use sync::settings::{ConditionalAccess, ConnectionType, Settings, SettingsError};
+use sync::webhook::{JamfWebhooks, WebhookAuth};
+use sync::{BuildError, SyncLoop};
+
+pub use keys::{Env, Keys, ProcessEnv};
+pub use services::ExitHook;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
+    #[error("{what} {addr}: cannot listen: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Pool(#[from] proxy::upstream::PoolError),
+    #[error("proxy set-up failed: {0}")]
+    Pingora(String),
+    #[error("identity set-up failed: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("store {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("the Conditional Access settings cannot be loaded: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("sync set-up failed: {0}")]
+    Sync(#[from] BuildError),
+    #[error("the sync needs an [entra] section")]
+    SyncWithoutEntra,
+    #[error("HTTP client set-up failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the store's runtime cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Checks what can be checked without starting anything: the file's values, the files it
+/// names (certificates, keys, CA bundles, templates; `serve` reads them too) and the keys from
+/// the environment.
+pub fn check(cfg: &Config, env: &dyn Env) -> Result<(), ConfigErrors> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    if let Err(e) = proxy::load_tls(cfg) {
+        errors.extend(e);
+    }
+    if let Err(e) = Landings::new(cfg.landing.clone(), ReturnSigner::new(b"check")) {
+        errors.push(ConfigError {
+            key: "landing.templates_dir".into(),
+            message: e.detail().to_string(),
+        });
+    }
+    if let Some(c) = cfg.entra.as_ref().and_then(|e| e.credential.as_ref()) {
+        if let Err(e) = ClientCredential::load(c) {
+            errors.push(ConfigError {
+                key: c.key().into(),
+                message: e.to_string(),
+            });
+        }
+    }
+    if let Err(message) = AssertionSigner::new(cfg.landing.assertion_key_file.as_deref()) {
+        errors.push(ConfigError {
+            key: "landing.assertion_key_file".into(),
+            message,
+        });
+    }
+    if let Err(e) = Keys::load(cfg, env) {
+        errors.extend(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT, then drains. Blocks the calling thread; must not
+/// be called from inside a tokio runtime.
+pub fn serve(cfg: Config) -> Result<(), StartError> {
+    serve_with(cfg, &ProcessEnv, Vec::new())
+}
+
+/// [`serve`], with the environment the keys come from and hooks run when the gateway exits
+/// after draining (it ends the process itself, so code after this call does not run then).
+pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<(), StartError> {
+    // The first rustls config built picks the process-wide provider; make it ring, always.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let resolvers = proxy::load_tls(&cfg).map_err(|e| StartError::Config(ConfigErrors(e)))?;
+    let keys = Keys::load(&cfg, env).map_err(|e| StartError::Config(ConfigErrors(e)))?;
+    if !keys.settings_persistent {
+        tracing::warn!(
+            "no {} (or session.cookie_key): a client secret set at run time will not survive a restart",
+            keys::SETTINGS_KEY
+        );
+    }
+    let admin_listener = check_ports(&cfg)?;
+
+    let metrics = Metrics::new();
+    let mut server = Server::new_with_opt_and_conf(None, proxy::server_conf(&cfg.server));
+    server.bootstrap();
+
+    let pools = proxy::build_pools(&cfg.upstreams, &mut server)?;
+    let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(&cfg, &pools, &metrics)));
+    for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
+        tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
+    }
+
+    // The store's pool lives on its own long-lived runtime; every other runtime uses it.
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("portcullis-store")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let store_path = cfg.store.sqlite_path.display().to_string();
+    let store = Arc::new(
+        store_rt
+            .block_on(SqliteStore::open(&cfg.store.sqlite_path))
+            .map_err(|source| StartError::Store {
+                path: store_path.clone(),
+                source,
+            })?,
+    );
+    tracing::info!(path = %store_path, "store open (SQLite)");
+
+    let identity = match &cfg.entra {
+        Some(e) => {
+            let id = Identity::new(e, &cfg.session)?;
+            let sessions = StoreSessions::new(
+                store.clone(),
+                id.sealer.clone(),
+                cfg.session.lifetime,
+                cfg.session.idle_timeout,
+            );
+            Some(Arc::new(id.with_sessions(Arc::new(sessions))))
+        }
+        None => None,
+    };
+    let devices = Arc::new(Devices::from_config(&cfg.device, store.clone()));
+    server.add_service(services::follow_changes(
+        store.clone(),
+        devices.cache.clone(),
+        cfg.device.change_poll_interval,
+    ));
+
+    let settings = match &cfg.entra {
+        Some(_) => Some(store_rt.block_on(Settings::load_or_seed(&*store, initial_settings(&cfg), keys.settings))?),
+        None => None,
+    };
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    // One Jamf client for the sync and the webhooks: they share its token.
+    let jamf = cfg
+        .jamf
+        .as_ref()
+        .map(|j| (j, Arc::new(JamfClient::from_config(j, http.clone()))));
+    let mut sync_control: Option<Arc<dyn sync::SyncControl>> = None;
+    match (cfg.sync.enabled, &settings, &cfg.entra) {
+        (true, Some(settings), Some(entra)) => {
+            let sync = Arc::new(SyncLoop::from_config(
+                entra,
+                &cfg.sync,
+                jamf.as_ref().map(|(c, client)| (*c, client.clone())),
+                store.clone(),
+                settings.clone(),
+                metrics.clone(),
+                http.clone(),
+            )?);
+            sync_control = Some(sync.clone() as Arc<dyn sync::SyncControl>);
+            server.add_service(services::sync(sync));
+        }
+        (true, _, None) => return Err(StartError::SyncWithoutEntra),
+        (true, None, Some(_)) | (false, _, _) => {
+            tracing::warn!("the sync with Microsoft Graph is off: postures come only from what the store already holds")
+        }
+    }
+
+    let landings = Landings::new(cfg.landing.clone(), ReturnSigner::new(&keys.return_to)).map_err(|e| {
+        StartError::Config(ConfigErrors(vec![ConfigError {
+            key: "landing.templates_dir".into(),
+            message: e.to_string(),
+        }]))
+    })?;
+    let assertions = AssertionSigner::new(cfg.landing.assertion_key_file.as_deref()).map_err(|message| {
+        StartError::Config(ConfigErrors(vec![ConfigError {
+            key: "landing.assertion_key_file".into(),
+            message,
+        }]))
+    })?;
+    let landings = Arc::new(ArcSwap::from_pointee(landings));
+    if let Some(s) = &settings {
+        // The stored landing choice wins over the file's from the start.
+        let follower = services::LandingFollower {
+            landing: cfg.landing.clone(),
+            return_key: keys.return_to.clone(),
+            landings: landings.clone(),
+        };
+        follower.apply(&s.current());
+        server.add_service(services::follow_settings(s.clone(), store.clone(), follower));
+    }
+    let access = Arc::new(Access {
+        identity: identity.clone(),
+        devices: Some(devices),
+        landings,
+        assertions: Arc::new(assertions),
+    });
+    let explainer = Arc::new(access::explain::Explainer {
+        routes: routes.clone(),
+        access: access.clone(),
+    });
+    let proxies = proxy::services(&cfg, &server.configuration, routes, resolvers, &metrics, access)
+        .map_err(|e| StartError::Pingora(e.to_string()))?;
+    for service in proxies {
+        server.add_service(service);
+    }
+
+    let webhooks = match (&jamf, cfg.jamf.as_ref().and_then(|j| j.webhook.clone())) {
+        (Some((_, client)), Some((username, password))) => {
+            // The re-read worker lives on the store's runtime, which lasts as long as the process.
+            let _rt = store_rt.enter();
+            Some(JamfWebhooks::start(
+                WebhookAuth { username, password },
+                client.clone(),
+                store.clone(),
+            ))
+        }
+        (Some(_), None) | (None, _) => None,
+    };
+    let readiness = Arc::new(admin::Readiness::new(identity.is_some()));
+    if let Some(id) = &identity {
+        server.add_service(services::signing_keys(id.clone(), readiness.clone()));
+    }
+    let api = admin::api::Api {
+        auth: Arc::new(admin::api::ApiAuth::from_config(
+            &cfg.admin,
+            identity.as_ref().map(|i| i.validator.clone()),
+        )),
+        store: store.clone(),
+        settings,
+        sync: sync_control,
+        jobs: Arc::new(admin::api::Jobs::default()),
+        file_credential: cfg
+            .entra
+            .as_ref()
+            .and_then(|e| e.credential.as_ref())
+            .map(config::ClientCredentialConfig::kind),
+        explainer: Some(explainer),
+    };
+    server.add_service(services::admin(
+        admin_listener,
+        admin::router(metrics.clone(), readiness.clone(), webhooks, api),
+        readiness,
+        cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
+    ));
+    server.add_service(services::drain(metrics, cfg.server.grace_period, on_exit));
+
+    tracing::info!(summary = %cfg.summary(), "portcullis starting");
+    for l in &cfg.listeners {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        tracing::info!(listener = %l.name, "listening on {scheme}://{}", l.address);
+    }
+    tracing::info!("admin API on http://{}", cfg.admin.listen);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(services::Signals),
+    });
+    Ok(())
+}
+
+/// Binds the admin listener and test-binds every proxy listener: pingora retries a failed bind
+/// for 30 s and then panics inside its service while the process lives on
+/// (reference/pingora-0.9.md §6.3), so taken ports are found first, with their keys.
+fn check_ports(cfg: &Config) -> Result<TcpListener, StartError> {
+    let admin = TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
+        what: "admin.listen".into(),
+        addr: cfg.admin.listen,
+        source,
+    })?;
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        TcpListener::bind(l.address).map_err(|source| StartError::Bind {
+            what: format!("listeners[{i}] ({})", l.name),
+            addr: l.address,
+            source,
+        })?;
+    }
+    Ok(admin)
+}
+
+/// The first settings document, from the configuration file.
+fn initial_settings(cfg: &Config) -> ConditionalAccess {
+    let e = cfg.entra.as_ref();
+    ConditionalAccess {
+        enabled: cfg.sync.enabled,
+        connection: match e.and_then(|e| e.credential.as_ref()) {
+            Some(config::ClientCredentialConfig::AssertionFile(_)) => ConnectionType::Secretless,
+            Some(_) | None => ConnectionType::Manual,
+        },
+        cloud: e.map_or("global".to_string(), |e| e.cloud.as_str().to_string()),
+        tenant_id: e.map(|e| e.tenant_id.clone()).unwrap_or_default(),
+        application_id: e.map(|e| e.client_id.clone()).unwrap_or_default(),
+        // The file's secret stays in the file (or the environment); a secret set through the
+        // settings is sealed here.
+        client_secret_sealed: None,
+        secret_changed_at: None,
+        landing: cfg.landing.unrecognized.clone(),
+    }
+}
