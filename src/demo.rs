@@ -110,9 +110,7 @@ fn seed_store(path: &std::path::Path) -> Result<(), DemoError> {
         let store = store::sqlite::SqliteStore::open(path)
             .await
             .map_err(|e| DemoError::Emulator(e.to_string()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = base::time::unix_now_i64();
         seed(&store, now)
             .await
             .map_err(|e| DemoError::Emulator(e.to_string()))?;

@@ -12,7 +12,7 @@ use portcullis::store::sqlite::SqliteStore;
 use portcullis::store::*;
 use portcullis::sync::graph::{GraphClient, RetryPolicy};
 use portcullis::sync::{entra, intune, SyncError};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::{client, pool, Emulator, Gateway, Upstream};
 
@@ -640,6 +640,10 @@ async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_d
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Refusals are problem+json like every other error of the gateway.
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "unauthorized", "{body}");
     let r = client()
         .post(&hook)
         .header("authorization", auth("jamf", "hook-pass"))
@@ -648,6 +652,8 @@ async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_d
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "malformed", "{body}");
     let r = client()
         .post(&hook)
         .header("authorization", auth("jamf", "hook-pass"))

@@ -2,69 +2,7 @@
 //! plane turns into bytes. Browser navigations get HTML; every other client gets
 //! `application/problem+json` (DESIGN.md §2).
 
-use std::borrow::Cow;
-
-/// A response body in both shapes: a small page, or problem+json.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    pub status: u16,
-    /// Stable machine-readable reason code, e.g. `upstream_unreachable`.
-    pub reason: &'static str,
-    pub title: &'static str,
-    pub detail: Cow<'static, str>,
-}
-
-impl Problem {
-    pub const fn new(status: u16, reason: &'static str, title: &'static str, detail: &'static str) -> Self {
-        Self {
-            status,
-            reason,
-            title,
-            detail: Cow::Borrowed(detail),
-        }
-    }
-
-    /// A problem with no more to say than its status (404, 413, 431, …).
-    pub fn for_status(status: u16) -> Self {
-        let reason = match status {
-            404 => "no_route",
-            413 => "body_too_large",
-            431 => "headers_too_large",
-            _ => "error",
-        };
-        let title = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|c| c.canonical_reason())
-            .unwrap_or("Error");
-        Self::new(status, reason, title, "")
-    }
-
-    pub fn json(&self) -> String {
-        serde_json::json!({
-            "type": format!("urn:portcullis:problem:{}", self.reason),
-            "title": self.title,
-            "status": self.status,
-            "reason": self.reason,
-            "detail": self.detail,
-        })
-        .to_string()
-    }
-
-    pub fn html(&self) -> String {
-        use base::html::escape;
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{status} {title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;\
-             margin:3rem auto;padding:0 1rem;line-height:1.5}}code{{background:#eee;padding:0 .25rem}}</style>\
-             </head><body><main><h1>{title}</h1><p>{detail}</p><p>Reason: <code>{reason}</code></p></main></body></html>",
-            status = self.status,
-            title = escape(self.title),
-            detail = escape(&self.detail),
-            reason = escape(self.reason),
-        )
-    }
-}
+pub use base::problem::Problem;
 
 /// A response the gateway writes itself.
 #[derive(Debug, Clone)]

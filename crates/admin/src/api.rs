@@ -92,20 +92,18 @@ enum Role {
 }
 
 /// An API error, written as problem+json.
-fn problem(status: StatusCode, reason: &str, detail: impl Into<String>) -> Response {
-    let body = json!({
-        "type": format!("urn:portcullis:problem:{reason}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "reason": reason,
-        "detail": detail.into(),
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+pub(crate) fn problem(
+    status: StatusCode,
+    reason: &'static str,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response {
+    let p = base::problem::Problem {
+        status: status.as_u16(),
+        reason,
+        title: status.canonical_reason().unwrap_or("Error"),
+        detail: detail.into(),
+    };
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], p.json()).into_response()
 }
 
 struct Caller {
@@ -386,9 +384,7 @@ pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = base::time::unix_now_i64();
     let mut out = serde_json::Map::new();
     for source in ["entra", "intune", "jamf", "share"] {
         let runs = match api.store.last_runs(source, 50).await {
@@ -468,23 +464,17 @@ pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<P
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The Conditional Access inventory state of one account: what Entra knows of the device it
 /// registered, as the gateway would use it now.
 async fn account_view(api: &Api, a: &store::LocalAccount) -> Value {
     let posture = match &a.entra_device_id {
         Some(d) => match api.store.device_evidence(d).await {
-            Ok(e) => device::posture::posture_from(d, &e, now_secs()).map(|p| {
+            Ok(e) => device::posture::posture_from(d, &e, base::time::unix_now_i64()).map(|p| {
                 json!({
                     "state": p.state.as_str(),
                     "source": p.source.as_str(),
                     "as_of": p.as_of,
-                    "age_seconds": (now_secs() as u64).saturating_sub(p.as_of),
+                    "age_seconds": (base::time::unix_now_i64() as u64).saturating_sub(p.as_of),
                 })
             }),
             Err(_) => None,
@@ -636,7 +626,7 @@ pub async fn posture(State(api): State<Api>, headers: HeaderMap, Path(device): P
         Ok(e) => e,
         Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     };
-    let now = now_secs();
+    let now = base::time::unix_now_i64();
     let p = device::posture::posture_from(&device, &e, now);
     let posture = p.as_ref().map(|p| {
         let reasons = match &p.state {
@@ -773,7 +763,7 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
             "The system random source failed; try again.",
         );
     };
-    let started = now_secs();
+    let started = base::time::unix_now_i64();
     let running = Job {
         id: id.clone(),
         kind: "send_update",
@@ -806,7 +796,7 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
             kind: "send_update",
             status,
             started_at: started,
-            finished_at: Some(now_secs()),
+            finished_at: Some(base::time::unix_now_i64()),
             computer: only,
             result: Some(result),
         };

@@ -116,29 +116,21 @@ async fn jamf_webhook(
     State(s): State<AdminState>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     use sync::webhook::WebhookError;
     let Some(w) = &s.webhooks else {
-        return (
+        return api::problem(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "Jamf webhooks are not configured" })),
+            "not_configured",
+            "Jamf webhooks are not configured.",
         );
     };
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match w.accept(auth, &body) {
-        Ok(n) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "queued": n }))),
-        Err(e @ WebhookError::Unauthorized) => (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        ),
-        Err(e @ WebhookError::Malformed) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        ),
-        Err(e @ WebhookError::Busy) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        ),
+        Ok(n) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "queued": n }))).into_response(),
+        Err(e @ WebhookError::Unauthorized) => api::problem(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        Err(e @ WebhookError::Malformed) => api::problem(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Err(e @ WebhookError::Busy) => api::problem(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
     }
 }
 

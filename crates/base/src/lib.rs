@@ -1,7 +1,7 @@
 //! The foundation every other Portcullis crate may use: small, general pieces with no
 //! product decisions in them — national clouds and their endpoints, the clock, sealing and
 //! random tokens, constant-time comparison, secrets that do not print, GUIDs, cookies, PEM
-//! files and HTML escaping.
+//! files, HTML escaping and the problem+json error body.
 //!
 //! Depends on no other Portcullis crate (DESIGN.md §1, docs/architecture.md).
 
@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod cookie;
 pub mod html;
 pub mod pem;
+pub mod problem;
 pub mod seal;
 pub mod time;
 

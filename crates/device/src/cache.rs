@@ -90,7 +90,7 @@ impl PostureCache {
                 let evidence = tokio::time::timeout(timeout, store.device_evidence(&k))
                     .await
                     .map_err(|_| StoreError::Timeout(timeout))??;
-                Ok::<_, StoreError>(match posture_from(&k, &evidence, now()) {
+                Ok::<_, StoreError>(match posture_from(&k, &evidence, base::time::unix_now_i64()) {
                     Some(p) => Lookup::Found(Arc::new(p)),
                     None => Lookup::Unknown,
                 })
@@ -106,10 +106,4 @@ impl PostureCache {
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -80,10 +80,6 @@ pub struct EntraState {
     pub jamf: Mutex<super::jamf::JamfData>,
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Random base64url text of `bytes` random bytes.
 pub fn random_text(bytes: usize) -> String {
     use ring::rand::SecureRandom;
@@ -229,7 +225,7 @@ impl EntraState {
 
     /// The claims of a v2 (or v1) user token of `persona` for audience `aud`.
     pub fn user_claims(&self, p: &Persona, aud: &str, exp: u64, v1: bool, nonce: Option<&str>) -> Value {
-        let t = now();
+        let t = base::time::unix_now();
         let mut c = json!({
             "aud": aud, "iat": t, "nbf": t, "exp": exp,
             "tid": personas::TENANT_ID, "oid": p.object_id, "name": p.display_name,
@@ -270,7 +266,7 @@ impl EntraState {
     /// A signed access token for `persona` (defaults: v2, audience = the gateway, 1 h).
     pub fn mint(&self, p: &Persona, aud: Option<&str>, exp: Option<u64>, kid: Option<&str>, v1: bool) -> String {
         let aud = aud.unwrap_or(personas::GATEWAY_CLIENT_ID);
-        let claims = self.user_claims(p, aud, exp.unwrap_or_else(|| now() + 3600), v1, None);
+        let claims = self.user_claims(p, aud, exp.unwrap_or_else(|| base::time::unix_now() + 3600), v1, None);
         self.sign(&claims, kid)
     }
 }
@@ -515,7 +511,7 @@ pub async fn authorize_pick(
             nonce: p.nonce.clone(),
             challenge: p.code_challenge.clone(),
             persona,
-            expires: now() + 600,
+            expires: base::time::unix_now() + 600,
         },
     );
     let state = p.state.clone().unwrap_or_default();
@@ -695,7 +691,7 @@ fn verify_assertion(s: &EntraState, app: &AppRegistration, jwt: &str, tenant: &s
 
 fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option<&str>, scope: &str) -> Response {
     let lifetime = s.token_lifetime.load(Ordering::Relaxed);
-    let exp = now() + lifetime;
+    let exp = base::time::unix_now() + lifetime;
     let id_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, nonce), None);
     let access_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, None), None);
     let refresh = format!("0.emu-rt.{}", random_text(32));
@@ -723,7 +719,7 @@ fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Res
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.");
     }
     let grant = s.codes.lock().unwrap_or_else(|e| e.into_inner()).remove(code);
-    let Some(grant) = grant.filter(|g| g.expires > now()) else {
+    let Some(grant) = grant.filter(|g| g.expires > base::time::unix_now()) else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.");
     };
     s.used_codes
@@ -790,7 +786,7 @@ fn client_credentials(s: &EntraState, app: &AppRegistration, req: &TokenRequest)
     let Some(resource) = scope.strip_suffix("/.default") else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: '{scope}'. The scope must end in /.default."));
     };
-    let t = now();
+    let t = base::time::unix_now();
     let claims = json!({
         "aud": resource, "iss": s.v2_issuer(), "iat": t, "nbf": t, "exp": t + 3599,
         "tid": personas::TENANT_ID, "oid": "5e000000-0000-4000-8000-000000000001", "sub": "5e000000-0000-4000-8000-000000000001",
@@ -828,7 +824,13 @@ pub async fn mint_token(State(s): State<Arc<EntraState>>, Query(q): Query<MintPa
     };
     let v1 = q.ver.as_deref() == Some("1");
     let aud = q.aud.as_deref().unwrap_or(personas::GATEWAY_CLIENT_ID);
-    let mut claims = s.user_claims(&p, aud, q.exp.unwrap_or_else(|| now() + 3600), v1, None);
+    let mut claims = s.user_claims(
+        &p,
+        aud,
+        q.exp.unwrap_or_else(|| base::time::unix_now() + 3600),
+        v1,
+        None,
+    );
     if let Some(nbf) = q.nbf {
         claims["nbf"] = json!(nbf);
     }

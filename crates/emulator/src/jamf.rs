@@ -29,9 +29,7 @@ pub struct JamfData {
 
 impl JamfData {
     pub fn seeded() -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = base::time::unix_now_i64();
         Self {
             computers: super::fixtures::persona_rows(now).jamf,
             tokens: HashSet::new(),
@@ -40,12 +38,9 @@ impl JamfData {
 }
 
 fn rfc3339(t: Option<i64>) -> Value {
-    match t {
-        Some(t) if t >= 0 => json!(humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64)
-        )
-        .to_string()),
-        Some(_) | None => Value::Null,
+    match t.and_then(base::time::rfc3339) {
+        Some(s) => json!(s),
+        None => Value::Null,
     }
 }
 

@@ -61,19 +61,13 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[async_trait]
 impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
     async fn get(&self, id: &str) -> Option<Session> {
         if let Some(s) = self.cache.get(id).await {
             return Some(s);
         }
-        let sealed = match self.rows.session(id, now()).await {
+        let sealed = match self.rows.session(id, base::time::unix_now_i64()).await {
             Ok(Some(s)) => s,
             Ok(None) => return None,
             Err(e) => {
@@ -83,7 +77,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
         };
         // Rows sealed with another key (rotated cookie key) or corrupt ones are simply absent.
         let row: Row = serde_json::from_slice(&self.sealer.open(PURPOSE, &sealed)?).ok()?;
-        if now() - row.last_seen > self.idle.as_secs() as i64 {
+        if base::time::unix_now_i64() - row.last_seen > self.idle.as_secs() as i64 {
             let _ = self.rows.remove_session(id).await;
             return None;
         }
@@ -92,7 +86,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
             id,
             &Row {
                 session: session.clone(),
-                last_seen: now(),
+                last_seen: base::time::unix_now_i64(),
             },
         )
         .await;
@@ -105,7 +99,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
             id,
             &Row {
                 session: session.clone(),
-                last_seen: now(),
+                last_seen: base::time::unix_now_i64(),
             },
         )
         .await;

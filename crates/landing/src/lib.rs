@@ -262,10 +262,9 @@ impl Landings {
         body.insert("landing_url", serde_json::json!(landing_url));
         body.insert(
             "posture_as_of",
-            serde_json::json!(r.posture.map(|p| humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(p.as_of)
-            )
-            .to_string())),
+            serde_json::json!(r
+                .posture
+                .and_then(|p| base::time::rfc3339(i64::try_from(p.as_of).ok()?))),
         );
         if let Some(Posture {
             state: PostureState::NonCompliant { reasons },

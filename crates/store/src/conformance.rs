@@ -277,9 +277,7 @@ async fn history_and_audit<S: Store + ?Sized>(s: &S) {
 }
 
 async fn sessions<S: Store + ?Sized>(s: &S) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = base::time::unix_now_i64();
     s.put_session("s1", "{}", now + 100).await.unwrap();
     assert_eq!(s.session("s1", now).await.unwrap().as_deref(), Some("{}"));
     assert_eq!(

@@ -84,12 +84,6 @@ impl SqliteStore {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn entra_row(r: &SqliteRow) -> Result<EntraDevice, StoreError> {
     Ok(EntraDevice {
         device_id: r.try_get("device_id")?,
@@ -163,7 +157,7 @@ const ROWS_PER_STATEMENT: usize = 400;
 async fn changed(tx: &mut sqlx::SqliteConnection, device_id: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO device_changes (device_id, at) VALUES (?, ?)")
         .bind(device_id.to_ascii_lowercase())
-        .bind(now())
+        .bind(base::time::unix_now_i64())
         .execute(tx)
         .await?;
     Ok(())
@@ -364,7 +358,7 @@ impl InventoryWriter for SqliteStore {
             );
             ins.build().execute(&mut *tx).await?;
 
-            let at = now();
+            let at = base::time::unix_now_i64();
             let mut log =
                 sqlx::query_builder::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO device_changes (device_id, at) ");
             log.push_values(chunk, |mut b, d| {
@@ -390,7 +384,7 @@ impl InventoryWriter for SqliteStore {
                 .await?;
         } else {
             sqlx::query("UPDATE entra_devices SET removed = 1, seen_at = ? WHERE object_id = ?")
-                .bind(now())
+                .bind(base::time::unix_now_i64())
                 .bind(object_id)
                 .execute(&mut *tx)
                 .await?;
@@ -518,7 +512,7 @@ impl SyncState for SqliteStore {
                 )
                 .bind(source)
                 .bind(c)
-                .bind(now())
+                .bind(base::time::unix_now_i64())
                 .execute(&self.pool)
                 .await?;
             }
@@ -570,7 +564,7 @@ impl SyncState for SqliteStore {
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
-        let now = now();
+        let now = base::time::unix_now_i64();
         sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO UPDATE SET \
              holder = excluded.holder, expires_at = excluded.expires_at WHERE leases.holder = excluded.holder OR leases.expires_at < ?4",
@@ -673,7 +667,7 @@ impl SettingsStore for SqliteStore {
         .bind(key)
         .bind(value)
         .bind(next)
-        .bind(now())
+        .bind(base::time::unix_now_i64())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -714,7 +708,7 @@ impl HistoryStore for SqliteStore {
 impl AuditStore for SqliteStore {
     async fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<i64, StoreError> {
         let r = sqlx::query("INSERT INTO audit (at, actor, action, detail) VALUES (?,?,?,?)")
-            .bind(now())
+            .bind(base::time::unix_now_i64())
             .bind(actor)
             .bind(action)
             .bind(detail)
@@ -758,7 +752,7 @@ impl SessionRows for SqliteStore {
         .await?;
         // Expired sessions are swept opportunistically.
         sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
-            .bind(now())
+            .bind(base::time::unix_now_i64())
             .execute(&self.pool)
             .await?;
         Ok(())

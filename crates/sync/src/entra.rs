@@ -25,12 +25,6 @@ pub struct EntraStats {
     pub resynced_after_410: bool,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// One page, parsed completely before anything is written.
 struct Page {
     upserts: Vec<EntraDevice>,
@@ -114,7 +108,7 @@ pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
             initial.clone()
         }
     };
-    let round_started = now();
+    let round_started = base::time::unix_now_i64();
     loop {
         let value = match graph.get(&url).await {
             Ok(v) => v,
@@ -128,7 +122,7 @@ pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
             }
             Err(e) => return Err(e.into()),
         };
-        let seen_at = now();
+        let seen_at = base::time::unix_now_i64();
         let mut page = parse_page(&value, seen_at)?;
         for id in std::mem::take(&mut page.partial) {
             let full = graph.get(&format!("/v1.0/devices/{id}?$select={SELECT}")).await?;

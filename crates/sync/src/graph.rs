@@ -46,10 +46,7 @@ impl RetryPolicy {
     /// Exponential backoff with ±50 % jitter for retry number `n` (0-based).
     pub fn backoff(&self, n: u32) -> Duration {
         let exp = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.max);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let jitter = f64::from(nanos % 1000) / 1000.0; // 0..1
+        let jitter = base::time::jitter_ms(1000) as f64 / 1000.0; // 0..1
         exp.mul_f64(0.5 + jitter)
     }
 }

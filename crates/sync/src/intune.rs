@@ -24,9 +24,7 @@ pub async fn sync<S: InventoryWriter + SyncState + ?Sized>(
     graph: &GraphClient,
     store: &S,
 ) -> Result<IntuneStats, SyncError> {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let started = base::time::unix_now_i64();
     let mut url = format!(
         "{}/v1.0/deviceManagement/managedDevices?$select={SELECT}&$top=999",
         graph.base

@@ -288,9 +288,7 @@ pub async fn sync<S: InventoryWriter + SyncState + PostureStore + ?Sized>(
     store: &S,
     page_size: u32,
 ) -> Result<JamfStats, SyncError> {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let started = base::time::unix_now_i64();
     let mut stats = JamfStats::default();
     let mut page = 0;
     let mut ids = std::collections::HashSet::new();

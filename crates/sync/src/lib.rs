@@ -79,17 +79,9 @@ fn fingerprint(doc: &crate::settings::ConditionalAccess) -> (String, String, Str
     )
 }
 
-/// An RFC 3339 time from a Graph or Jamf body (fractions and offsets tolerated), as Unix seconds.
+/// An RFC 3339 time from a Graph or Jamf body (fractions and offsets honoured), as Unix seconds.
 pub(crate) fn parse_time(v: Option<&serde_json::Value>) -> Option<i64> {
-    let s = v?.as_str()?;
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s)).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    base::time::parse_rfc3339(v?.as_str()?)
 }
 
 impl<S: store::Store + ?Sized> SyncLoop<S> {
@@ -158,7 +150,7 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             let jitter = self
                 .settings
                 .interval
-                .mul_f64(f64::from(unix_now() as u32 % 100) / 1000.0);
+                .mul_f64(f64::from(base::time::unix_now_i64() as u32 % 100) / 1000.0);
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval + jitter) => {}
                 _ = self.now.notified() => {}
@@ -274,10 +266,10 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             None => tracing::debug!(source, %detail, "sync run finished"),
             Some(e) => tracing::warn!(source, error = %e, "sync run failed"),
         }
-        self.metrics.sync_run(source, ok, unix_now());
+        self.metrics.sync_run(source, ok, base::time::unix_now_i64());
         let run = SyncRun {
             source: source.to_string(),
-            finished_at: unix_now(),
+            finished_at: base::time::unix_now_i64(),
             ok,
             error,
             detail,

@@ -140,11 +140,7 @@ impl Settings {
                 .seal(SECRET_PURPOSE, secret.as_bytes())
                 .map_err(|_| SettingsError::Seal)?,
         );
-        doc.secret_changed_at = Some(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        );
+        doc.secret_changed_at = Some(base::time::unix_now_i64());
         Ok(())
     }
 

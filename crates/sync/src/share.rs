@@ -34,21 +34,9 @@ pub struct ShareStats {
     pub failed: u64,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The attribute values for one computer and user.
 pub fn render(settings: &ShareSettings, c: &Computer, username: &str) -> BTreeMap<String, String> {
-    let date = |t: Option<i64>| {
-        t.filter(|t| *t >= 0)
-            .map(|t| {
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t as u64)).to_string()
-            })
-            .unwrap_or_default()
-    };
+    let date = |t: Option<i64>| t.and_then(base::time::rfc3339).unwrap_or_default();
     let vars: [(&str, String); 10] = [
         ("{managed}", if c.managed { "managed" } else { "unmanaged" }.to_string()),
         ("{os_version}", c.os_version.clone().unwrap_or_default()),
@@ -132,7 +120,7 @@ pub async fn share<S: PostureStore + HistoryStore + ?Sized>(
                                 jamf_id: c.jamf_id.clone(),
                                 username: a.username.clone(),
                                 entra_device_id: a.entra_device_id.clone(),
-                                sent_at: now(),
+                                sent_at: base::time::unix_now_i64(),
                                 payload: "{}".into(),
                                 result,
                             })
@@ -246,7 +234,7 @@ async fn send_batch<S: HistoryStore + ?Sized>(
                     jamf_id: p.jamf_id.clone(),
                     username: p.username.clone(),
                     entra_device_id: Some(p.device_id.clone()),
-                    sent_at: now(),
+                    sent_at: base::time::unix_now_i64(),
                     payload: p.payload.clone(),
                     result,
                 })

@@ -101,9 +101,7 @@ impl JamfWebhooks {
 
 /// Re-reads one computer from the API and stores it (or removes it when Jamf no longer has it).
 pub async fn reread<S: Store + ?Sized>(jamf: &JamfClient, store: &S, id: &str) -> Result<(), String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = base::time::unix_now_i64();
     match jamf.computer(id).await {
         Ok(v) => {
             let c = computer_from(&v, super::jamf::ApiVersion::V3, now).map_err(|e| e.to_string())?;
