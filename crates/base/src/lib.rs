@@ -1,7 +1,8 @@
 //! The foundation every other Portcullis crate may use: small, general pieces with no
 //! product decisions in them — national clouds and their endpoints, the clock, sealing and
 //! random tokens, constant-time comparison, secrets that do not print, GUIDs, cookies, PEM
-//! files, HTML escaping and the problem+json error body.
+//! files, HTML escaping, the problem+json error body, retrying HTTP calls and a cached bearer
+//! token.
 //!
 //! Depends on no other Portcullis crate (DESIGN.md §1, docs/architecture.md).
 
@@ -12,8 +13,10 @@ pub mod cookie;
 pub mod html;
 pub mod pem;
 pub mod problem;
+pub mod retry;
 pub mod seal;
 pub mod time;
+pub mod token;
 
 mod secret;
 

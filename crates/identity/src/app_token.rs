@@ -2,10 +2,10 @@
 //! they expire; shared by the group look-ups and the sync loop's Graph client.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use base::token::TokenCache;
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
 use super::credential::ClientCredential;
 
@@ -16,7 +16,7 @@ pub struct AppTokens {
     scope: String,
     credential: Option<Arc<ClientCredential>>,
     http: reqwest::Client,
-    cached: Mutex<Option<(String, Instant)>>,
+    cached: TokenCache,
 }
 
 /// Why no token could be had; `code` is Entra's AADSTS number when it sent one.
@@ -56,26 +56,18 @@ impl AppTokens {
             scope: scope.to_string(),
             credential,
             http,
-            cached: Mutex::new(None),
+            cached: TokenCache::default(),
         }
     }
 
     /// A valid token, from the cache or a new request.
     pub async fn token(&self) -> Result<String, TokenRequestError> {
-        let mut slot = self.cached.lock().await;
-        if let Some((t, until)) = slot.as_ref() {
-            if Instant::now() < *until {
-                return Ok(t.clone());
-            }
-        }
-        let (t, life) = self.request().await?;
-        *slot = Some((t.clone(), Instant::now() + life));
-        Ok(t)
+        self.cached.get(|| self.request()).await
     }
 
     /// Forgets the cached token (after a 401 from the resource).
     pub async fn forget(&self) {
-        *self.cached.lock().await = None;
+        self.cached.forget().await;
     }
 
     /// One token request, uncached (Run Test uses it to report Entra's answer as is).

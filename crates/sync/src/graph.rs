@@ -11,45 +11,8 @@ use tokio::sync::Mutex;
 
 use identity::app_token::{AppTokens, TokenRequestError};
 
-/// How failed requests are retried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-    /// Longest `Retry-After` honoured; longer values are capped.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 6,
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The server's `Retry-After` (delay seconds), capped: a hostile or broken value must not
-    /// stall the loop for hours.
-    pub fn retry_after(&self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-        headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s).min(self.max_retry_after))
-    }
-
-    /// Exponential backoff with ±50 % jitter for retry number `n` (0-based).
-    pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.max);
-        let jitter = base::time::jitter_ms(1000) as f64 / 1000.0; // 0..1
-        exp.mul_f64(0.5 + jitter)
-    }
-}
+use base::retry::RetryError;
+pub use base::retry::RetryPolicy;
 
 /// Why a Graph call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -158,66 +121,48 @@ impl GraphClient {
         } else {
             format!("{}{url}", self.base)
         };
-        let mut refreshed_token = false;
-        let mut retries = 0u32;
-        loop {
-            self.budget.take().await;
-            let token = self.tokens.token().await?;
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&token)
-                .timeout(Duration::from_secs(60));
-            if let Some(b) = body {
-                req = req.json(b);
+        let (this, url, method) = (self, url.as_str(), &method);
+        let resp = self
+            .retry
+            .run(
+                "graph",
+                move || async move {
+                    this.budget.take().await;
+                    let token = this.tokens.token().await?;
+                    let mut req = this
+                        .http
+                        .request(method.clone(), url)
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(60));
+                    if let Some(b) = body {
+                        req = req.json(b);
+                    }
+                    Ok::<_, GraphError>(req.send().await)
+                },
+                move || this.tokens.forget(),
+            )
+            .await
+            .map_err(|e| match e {
+                RetryError::Caller(e) => e,
+                RetryError::Transport { message, attempts } => GraphError::Exhausted(message, attempts),
+                RetryError::Exhausted { status, attempts } => {
+                    GraphError::Exhausted(format!("status {status}"), attempts)
+                }
+            })?;
+        match resp.status().as_u16() {
+            200..=299 => {
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| GraphError::Transport(e.without_url().to_string()))?;
+                serde_json::from_slice(&body).map_err(|e| GraphError::Body(e.to_string()))
             }
-            let resp = req.send().await;
-            let wait = match resp {
-                Err(e) => {
-                    let msg = e.without_url().to_string();
-                    if retries + 1 >= self.retry.attempts {
-                        return Err(GraphError::Exhausted(msg, retries + 1));
-                    }
-                    self.retry.backoff(retries)
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = self.retry.retry_after(resp.headers());
-                    match status {
-                        200..=299 => {
-                            let body = resp
-                                .bytes()
-                                .await
-                                .map_err(|e| GraphError::Transport(e.without_url().to_string()))?;
-                            return serde_json::from_slice(&body).map_err(|e| GraphError::Body(e.to_string()));
-                        }
-                        401 if !refreshed_token => {
-                            self.tokens.forget().await;
-                            refreshed_token = true;
-                            continue;
-                        }
-                        410 => return Err(GraphError::Gone),
-                        403 => return Err(GraphError::Forbidden(error_message(resp).await)),
-                        429 | 503 | 500 | 502 | 504 => {
-                            if retries + 1 >= self.retry.attempts {
-                                return Err(GraphError::Exhausted(format!("status {status}"), retries + 1));
-                            }
-                            if status == 429 {
-                                tracing::info!(?retry_after, "Graph throttled the sync (429)");
-                            }
-                            retry_after.unwrap_or_else(|| self.retry.backoff(retries))
-                        }
-                        _ => {
-                            return Err(GraphError::Status(format!(
-                                "status {status}: {}",
-                                error_message(resp).await
-                            )))
-                        }
-                    }
-                }
-            };
-            retries += 1;
-            tokio::time::sleep(wait).await;
+            410 => Err(GraphError::Gone),
+            403 => Err(GraphError::Forbidden(error_message(resp).await)),
+            status => Err(GraphError::Status(format!(
+                "status {status}: {}",
+                error_message(resp).await
+            ))),
         }
     }
 }

@@ -4,13 +4,13 @@
 //! in field names). Each page is parsed completely, then written; after the last page,
 //! computers Jamf no longer lists are removed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Mutex;
 
-use super::graph::RetryPolicy;
 use super::SyncError;
+use base::retry::{RetryError, RetryPolicy};
+use base::token::TokenCache;
 use base::Secret;
 use store::{AccountType, Computer, InventoryWriter, LocalAccount, PostureStore, RegistrationState, SyncState};
 
@@ -68,7 +68,7 @@ pub struct JamfClient {
     version: ApiVersion,
     http: reqwest::Client,
     retry: RetryPolicy,
-    token: Mutex<Option<(String, Instant)>>,
+    token: TokenCache,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -111,17 +111,17 @@ impl JamfClient {
             version,
             http,
             retry,
-            token: Mutex::new(None),
+            token: TokenCache::default(),
         }
     }
 
     async fn bearer(&self) -> Result<String, JamfError> {
-        let mut slot = self.token.lock().await;
-        if let Some((t, until)) = slot.as_ref() {
-            if Instant::now() < *until {
-                return Ok(t.clone());
-            }
-        }
+        self.token.get(|| self.request_token()).await
+    }
+
+    /// One token request to the API-client endpoint; the token is kept until a minute before
+    /// Jamf says it expires.
+    async fn request_token(&self) -> Result<(String, Duration), JamfError> {
         #[derive(serde::Deserialize)]
         struct Body {
             access_token: String,
@@ -143,55 +143,46 @@ impl JamfClient {
             return Err(JamfError::Token(resp.status().to_string()));
         }
         let b: Body = resp.json().await.map_err(|e| JamfError::Body(e.to_string()))?;
-        let life = Duration::from_secs(b.expires_in.unwrap_or(300).saturating_sub(60).max(10));
-        *slot = Some((b.access_token.clone(), Instant::now() + life));
-        Ok(b.access_token)
+        let keep = Duration::from_secs(b.expires_in.unwrap_or(300).saturating_sub(60).max(10));
+        Ok((b.access_token, keep))
     }
 
     /// GET with the token, retrying 429/5xx (honouring `Retry-After`) and one 401.
     pub async fn get(&self, path_and_query: &str) -> Result<Value, JamfError> {
         let url = format!("{}{path_and_query}", self.base);
-        let mut retries = 0;
-        let mut renewed = false;
-        loop {
-            let token = self.bearer().await?;
-            let resp = self
-                .http
-                .get(&url)
-                .bearer_auth(token)
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await;
-            let wait = match resp {
-                Err(e) if retries + 1 >= self.retry.attempts => {
-                    return Err(JamfError::Transport(e.without_url().to_string()))
-                }
-                Err(_) => self.retry.backoff(retries),
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let retry_after = self.retry.retry_after(r.headers());
-                    match status {
-                        200..=299 => {
-                            let body = r
-                                .bytes()
-                                .await
-                                .map_err(|e| JamfError::Transport(e.without_url().to_string()))?;
-                            return serde_json::from_slice(&body).map_err(|e| JamfError::Body(e.to_string()));
-                        }
-                        401 if !renewed => {
-                            *self.token.lock().await = None;
-                            renewed = true;
-                            continue;
-                        }
-                        429 | 500 | 502 | 503 | 504 if retries + 1 < self.retry.attempts => {
-                            retry_after.unwrap_or_else(|| self.retry.backoff(retries))
-                        }
-                        s => return Err(JamfError::Status(s)),
-                    }
-                }
-            };
-            retries += 1;
-            tokio::time::sleep(wait).await;
+        let (this, url) = (self, url.as_str());
+        let resp = self
+            .retry
+            .run(
+                "jamf",
+                move || async move {
+                    let token = this.bearer().await?;
+                    Ok::<_, JamfError>(
+                        this.http
+                            .get(url)
+                            .bearer_auth(token)
+                            .timeout(Duration::from_secs(60))
+                            .send()
+                            .await,
+                    )
+                },
+                move || this.token.forget(),
+            )
+            .await
+            .map_err(|e| match e {
+                RetryError::Caller(e) => e,
+                RetryError::Transport { message, .. } => JamfError::Transport(message),
+                RetryError::Exhausted { status, .. } => JamfError::Status(status),
+            })?;
+        match resp.status().as_u16() {
+            200..=299 => {
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| JamfError::Transport(e.without_url().to_string()))?;
+                serde_json::from_slice(&body).map_err(|e| JamfError::Body(e.to_string()))
+            }
+            s => Err(JamfError::Status(s)),
         }
     }
 
