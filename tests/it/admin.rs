@@ -1,11 +1,11 @@
 //! The admin API over real HTTP against a running gateway with SQLite and the emulator.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis::emulator::personas;
 use serde_json::json;
 
-use crate::harness::{client, pool, Emulator, Gateway, Upstream};
+use crate::harness::{client, poll_until, pool, Emulator, Gateway, Upstream};
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 const READER: &str = "reader-token-for-tests-0123456789";
@@ -185,8 +185,7 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
             .status(),
         202
     );
-    let started = Instant::now();
-    loop {
+    let (st, _) = poll_until("an Entra sync run reported", Duration::from_secs(10), || async {
         let st: serde_json::Value = c
             .get(url("/api/v1/sync/status"))
             .bearer_auth(READER)
@@ -197,12 +196,13 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
             .await
             .unwrap();
         if st["entra"]["last_success"].is_number() {
-            assert!(st["entra"]["lag_seconds"].as_i64().unwrap() < 60);
-            break;
+            Ok(st)
+        } else {
+            Err(st.to_string())
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(st["entra"]["lag_seconds"].as_i64().unwrap() < 60, "{st}");
     assert!(
         !gw.logs().contains(personas::GATEWAY_CLIENT_SECRET),
         "secrets never reach the logs"
@@ -238,15 +238,14 @@ async fn inventory_state_history_and_posture() {
         }
     };
     // Wait for the first Jamf and Entra runs (and the share that follows).
-    let started = Instant::now();
-    loop {
+    poll_until("inventory history of computer 101", Duration::from_secs(15), || async {
         let (_, h) = get("/api/v1/computers/101/history".into()).await;
-        if h["items"].as_array().is_some_and(|i| !i.is_empty()) {
-            break;
+        match h["items"].as_array() {
+            Some(items) if !items.is_empty() => Ok(()),
+            Some(_) | None => Err(h.to_string()),
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "no inventory yet: {h}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let (s, all) = get("/api/v1/computers".into()).await;
     assert_eq!(s, 200);
     assert_eq!(all["items"].as_array().unwrap().len(), 5, "{all}");
@@ -288,15 +287,15 @@ async fn inventory_state_history_and_posture() {
         .as_str()
         .unwrap()
         .to_string();
-    let started = Instant::now();
-    let done = loop {
+    let (done, _) = poll_until("the Send Update job finished", Duration::from_secs(10), || async {
         let (_, j) = get(format!("/api/v1/jobs/{job}")).await;
         if j["status"] != "running" {
-            break j;
+            Ok(j)
+        } else {
+            Err(j.to_string())
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["result"]["sent"], 1);
     let (_, h2) = get("/api/v1/computers/101/history".into()).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::client;
+use crate::harness::{client, poll_until};
 use crate::identity::Browser;
 
 /// The demo's ports before the offset (DESIGN.md §8).
@@ -140,15 +140,15 @@ async fn start(own_data: bool) -> Demo {
         _data: data,
     };
     let ready = demo.admin("/readyz");
-    loop {
-        if let Ok(r) = client().get(&ready).send().await {
-            if r.status() == 200 {
-                break;
-            }
+    let left = deadline.saturating_duration_since(Instant::now());
+    poll_until("the demo ready", left, || async {
+        match client().get(&ready).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        assert!(Instant::now() < deadline, "the demo never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     demo
 }
 
@@ -267,21 +267,16 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let flipped = Instant::now();
-    loop {
+    let (p, took) = poll_until("alice refused after the flip", Duration::from_secs(15), || async {
         let r = d.call("alice").await;
-        if r.status() == 403 {
-            let p: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(p["reason"], "device_noncompliant");
-            break;
+        match r.status().as_u16() {
+            403 => Ok(r.json::<serde_json::Value>().await.unwrap()),
+            other => Err(other.to_string()),
         }
-        assert!(
-            flipped.elapsed() < Duration::from_secs(15),
-            "alice still allowed 15 s after the flip"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("compliance flip enforced after {:?}", flipped.elapsed());
+    })
+    .await;
+    assert_eq!(p["reason"], "device_noncompliant");
+    eprintln!("compliance flip enforced after {took:?}");
 
     // Ctrl-C: a clean, prompt exit.
     let pid = d.child.id().unwrap().to_string();

@@ -3,14 +3,14 @@
 //! tests/it/sync.rs covers it).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis::emulator::fixtures;
 use portcullis::store::sqlite::SqliteStore;
 use portcullis::store::*;
 use serde_json::json;
 
-use crate::harness::{client, echo, free_port, make_certs, pool, Emulator, Gateway, Upstream};
+use crate::harness::{client, echo, free_port, make_certs, poll_until, pool, Emulator, Gateway, Upstream};
 use crate::tls::tls_listener;
 
 fn now() -> i64 {
@@ -454,30 +454,34 @@ async fn posture_changes_reach_the_next_requests_and_survive_a_restart() {
         .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(false), true, now())])
         .await
         .unwrap();
-    let started = Instant::now();
-    loop {
-        let s = call(&e, "/", Some("persona=alice"), false).await.status();
-        if s == 403 {
-            break;
+    let alice_gets = |want: u16| {
+        let e = &e;
+        move || async move {
+            match call(e, "/", Some("persona=alice"), false).await.status().as_u16() {
+                s if s == want => Ok(()),
+                s => Err(s.to_string()),
+            }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the change did not reach enforcement"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
+    };
+    let (_, took) = poll_until(
+        "the change reached enforcement",
+        Duration::from_secs(5),
+        alice_gets(403),
+    )
+    .await;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
     // And back.
     e.store
         .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(true), true, now())])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(call(&e, "/", Some("persona=alice"), false).await.status(), 200);
+    let (_, took) = poll_until(
+        "the way back reached enforcement",
+        Duration::from_secs(5),
+        alice_gets(200),
+    )
+    .await;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 
     // Restart (kill -9) on the same store: every posture row is still there.
     let Env {

@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
+/// How often [`poll_until`] looks again.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Polls `probe` until it returns `Ok(value)`, and returns the value and how long it took.
+/// After `within`, fails with `what` and the last `Err(observation)`, so a failure says what
+/// was seen. The one way the integration tests wait for something to happen: no fixed sleeps.
+pub async fn poll_until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return (v, started.elapsed()),
+            Err(seen) => assert!(
+                started.elapsed() < within,
+                "{what}: not within {within:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 /// A port that was free a moment ago, and that this test process has not handed out before:
 /// the kernel may give a just-released port straight back, and a gateway whose listener and
 /// admin port collide refuses its configuration.
@@ -140,20 +164,29 @@ impl Gateway {
     }
 
     async fn wait_ready(&mut self) {
-        let client = client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited with {status}:\n{}", self.logs());
+        let (client, url, log) = (client(), format!("http://{}/readyz", self.admin), self.log.clone());
+        let child = &mut self.child;
+        poll_until("gateway ready", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gateway exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            if let Ok(r) = client.get(format!("http://{}/readyz", self.admin)).send().await {
-                if r.status() == 200 {
-                    return;
+            let (client, url, log) = (&client, &url, &log);
+            async move {
+                match client.get(url).send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(format!(
+                        "{}\n{}",
+                        r.status(),
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    )),
+                    Err(e) => Err(format!("{e}\n{}", std::fs::read_to_string(log).unwrap_or_default())),
                 }
             }
-            assert!(Instant::now() < deadline, "gateway not ready:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -173,7 +206,7 @@ impl Gateway {
             if m.contains(needle) || started.elapsed() > Duration::from_secs(5) {
                 return m;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 
-use crate::harness::{client, echo, free_port, pool, Gateway, Upstream};
+use crate::harness::{client, echo, free_port, poll_until, pool, Gateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_longest_prefix() {
@@ -153,24 +153,32 @@ async fn round_robin_then_failover_when_one_upstream_dies() {
         assert_eq!(status, 200, "request {i} after the kill: {body}\n{}", gw.logs());
         assert!(body.contains(r#""app":"a1""#), "{body}");
     }
-    // After a few health-check rounds a2 is marked down and no longer even tried.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let before = gw.metrics().await;
-    for _ in 0..6 {
-        assert_eq!(echo(http.get(gw.url("/")).send().await.unwrap()).await["app"], "a1");
-    }
-    let after = gw.metrics().await;
+    // After a few health-check rounds (200 ms each) a2 is marked down and no longer even
+    // tried: a round of requests then adds no connect failure.
     let refused = |m: &str| {
         m.lines()
             .find(|l| l.starts_with("portcullis_upstream_errors_total") && l.contains("connect_refused"))
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
     };
-    assert!(refused(&before).is_some(), "connect failures are counted: {before}");
-    assert_eq!(
-        refused(&before),
-        refused(&after),
-        "a2 must not be tried once marked down"
+    let round = || async {
+        let before = gw.metrics().await;
+        for _ in 0..6 {
+            assert_eq!(echo(http.get(gw.url("/")).send().await.unwrap()).await["app"], "a1");
+        }
+        let after = gw.metrics().await;
+        assert!(refused(&before).is_some(), "connect failures are counted: {before}");
+        if refused(&before) == refused(&after) {
+            Ok(())
+        } else {
+            Err(format!("{:?} -> {:?}", refused(&before), refused(&after)))
+        }
+    };
+    let (_, took) = poll_until("a2 marked down by the health check", Duration::from_secs(5), round).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "three 200 ms health-check rounds took {took:?}"
     );
+    round().await.expect("a2 must not be tried once marked down");
 }
 
 /// An upstream that reads each request's header and closes the connection without answering,
@@ -475,19 +483,24 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let mut gw = Gateway::start(&body).await;
     let url = gw.url("/slow?ms=1000");
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    poll_until("the slow request in flight", Duration::from_secs(5), || async {
+        let m = gw.metrics().await;
+        match m.lines().find(|l| l.starts_with("portcullis_requests_in_flight ")) {
+            Some(l) if l.ends_with(" 1") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     gw.signal("TERM");
     let status = inflight.await.unwrap();
     let status = status.unwrap_or_else(|e| panic!("in-flight request completes: {e}\n{}", gw.logs()));
     assert_eq!(status, 200);
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "gateway did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let child = &mut gw.child;
+    let (exit, _) = poll_until("the gateway exited", Duration::from_secs(5), || {
+        let exited = child.try_wait().unwrap();
+        async move { exited.ok_or_else(|| "still running".to_string()) }
+    })
+    .await;
     assert!(exit.success(), "{exit}\n{}", gw.logs());
     // The listener is closed: new connections are refused.
     assert!(client().get(gw.url("/")).send().await.is_err());

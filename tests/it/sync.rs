@@ -14,7 +14,7 @@ use portcullis::sync::graph::{GraphClient, RetryPolicy};
 use portcullis::sync::{entra, intune, SyncError};
 use serde_json::{json, Value};
 
-use crate::harness::{client, pool, Emulator, Gateway, Upstream};
+use crate::harness::{client, poll_until, pool, Emulator, Gateway, Upstream};
 
 const ALICE_DEVICE: &str = "d1000000-0000-4000-8000-00000000000a";
 const BOB_DEVICE: &str = "d1000000-0000-4000-8000-00000000000b";
@@ -294,30 +294,29 @@ async fn a_flipped_device_is_enforced_within_one_interval() {
             .status()
             .as_u16()
     };
+    let status_is = |want: u16| {
+        let status = &status;
+        move || async move {
+            match status().await {
+                s if s == want => Ok(()),
+                s => Err(s.to_string()),
+            }
+        }
+    };
     // The fixture rows are ancient (synced at time 0); the sync makes them fresh.
-    let started = Instant::now();
-    while status().await != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the first sync never made alice's posture fresh"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "the first sync made alice's posture fresh",
+        Duration::from_secs(10),
+        status_is(200),
+    )
+    .await;
     control(
         &emu,
         &format!("devices/{ALICE_DEVICE}/compliance"),
         json!({ "isCompliant": false }),
     )
     .await;
-    let flipped = Instant::now();
-    while status().await != 403 {
-        assert!(
-            flipped.elapsed() < Duration::from_secs(10),
-            "the flip never reached enforcement"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = flipped.elapsed();
+    let (_, took) = poll_until("the flip reached enforcement", Duration::from_secs(10), status_is(403)).await;
     assert!(
         took < Duration::from_millis(2500),
         "one interval (1 s) plus the cache follower: took {took:?}"
@@ -663,23 +662,19 @@ async fn jamf_webhooks_trigger_authenticated_re_reads_and_are_never_trusted_as_d
         .unwrap();
     assert_eq!(r.status(), 202);
     let store = SqliteStore::open(&path).await.unwrap();
-    let started = Instant::now();
-    loop {
+    let (c, _) = poll_until("the webhook caused a re-read", Duration::from_secs(5), || async {
         let c = store.computer("103").await.unwrap().unwrap();
-        if c.accounts[0].entra_device_id.is_some() {
-            assert_eq!(
-                c.serial.as_deref(),
-                Some(portcullis::emulator::fixtures::serial("carol").as_str()),
-                "data comes from the API"
-            );
-            break;
+        match c.accounts[0].entra_device_id {
+            Some(_) => Ok(c),
+            None => Err(format!("{:?}", c.accounts[0])),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the webhook did not cause a re-read"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        c.serial.as_deref(),
+        Some(portcullis::emulator::fixtures::serial("carol").as_str()),
+        "data comes from the API"
+    );
     assert!(!gw.logs().contains("hook-pass"), "webhook secrets never reach the logs");
 }
 
@@ -710,15 +705,13 @@ async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
         (n, cursor)
     };
     // Wait until the first round is part-way, then kill the gateway without warning.
-    let started = Instant::now();
-    let (mid, cursor) = loop {
-        let (n, cursor) = count(path.clone()).await;
-        if n >= 200 {
-            break (n, cursor);
+    let ((mid, cursor), _) = poll_until("the sync part-way", Duration::from_secs(20), || async {
+        match count(path.clone()).await {
+            (n, cursor) if n >= 200 => Ok((n, cursor)),
+            (n, _) => Err(format!("{n} devices")),
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the sync did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let gw = {
         let mut gw = gw;
         gw.child.kill().unwrap(); // SIGKILL
@@ -734,19 +727,15 @@ async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
     assert!(after_kill >= mid, "nothing applied was lost");
     // Restart: the round resumes from the last applied page and completes.
     let _gw = gw.restart().await;
-    let started = Instant::now();
-    loop {
+    poll_until("the resumed sync finished", Duration::from_secs(30), || async {
         let (n, cursor) = count(path.clone()).await;
-        if n == 6004 && cursor.as_deref().is_some_and(|c| c.contains("$deltatoken=")) {
-            break;
-        }
         assert!(n <= 6004, "no device was written twice as two rows ({n})");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the resumed sync did not finish ({n})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        match cursor {
+            Some(c) if n == 6004 && c.contains("$deltatoken=") => Ok(()),
+            other => Err(format!("{n} devices, cursor {other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,15 +773,17 @@ async fn conditional_access_settings_apply_without_restart() {
                 .unwrap_or(0)
         }
     };
-    let wait_until = |what: &'static str, secs: u64| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        move || assert!(Instant::now() < deadline, "{what}")
+    // Waits until the count of `ok` (or failed) runs differs from `from`.
+    let runs_past = |ok: bool, from: u64| {
+        let runs = &runs;
+        move || async move {
+            match runs(ok).await {
+                n if n != from => Ok(n),
+                n => Err(format!("{n} runs")),
+            }
+        }
     };
-    let check = wait_until("the first sync", 10);
-    while runs(true).await == 0 {
-        check();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until("the first sync", Duration::from_secs(10), runs_past(true, 0)).await;
     let write = |f: Box<dyn FnOnce(&mut ConditionalAccess) + Send>| {
         let store = &store;
         async move {
@@ -806,7 +797,9 @@ async fn conditional_access_settings_apply_without_restart() {
         }
     };
 
-    // Off: the sync stops; every setting is kept.
+    // Off: the sync stops; every setting is kept. Proving that nothing happens takes time:
+    // the settings follower's second and a run in progress, then two sync intervals (1 s) in
+    // which no run may start.
     write(Box::new(|d| d.enabled = false)).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let stopped = runs(true).await;
@@ -834,11 +827,15 @@ async fn conditional_access_settings_apply_without_restart() {
     };
     assert!(page(dave.clone()).await.contains("Enroll this Mac"));
     write(Box::new(|d| d.landing = LandingChoice::AccessDenied)).await;
-    let check = wait_until("the landing choice did not apply", 5);
-    while !page(dave.clone()).await.contains("Access denied") {
-        check();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until("the landing choice applied", Duration::from_secs(5), || async {
+        let p = page(dave.clone()).await;
+        if p.contains("Access denied") {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    })
+    .await;
 
     // A new client secret (sealed at rest) is used by the next run: a wrong one fails...
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, cookie_key.as_bytes());
@@ -852,22 +849,24 @@ async fn conditional_access_settings_apply_without_restart() {
     settings.set_client_secret(&mut doc, "an-old-revoked-secret").unwrap();
     let errors_before = runs(false).await;
     settings.put(&store, doc.clone(), settings.version()).await.unwrap();
-    let check = wait_until("a wrong secret never failed the sync", 8);
-    while runs(false).await == errors_before {
-        check();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "a wrong secret failed the sync",
+        Duration::from_secs(8),
+        runs_past(false, errors_before),
+    )
+    .await;
     // ...and the right one works again.
     settings
         .set_client_secret(&mut doc, personas::GATEWAY_CLIENT_SECRET)
         .unwrap();
     let ok_before = runs(true).await;
     settings.put(&store, doc, settings.version()).await.unwrap();
-    let check = wait_until("the right secret never synced", 8);
-    while runs(true).await == ok_before {
-        check();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "the right secret synced",
+        Duration::from_secs(8),
+        runs_past(true, ok_before),
+    )
+    .await;
     let raw = [
         std::fs::read(&path).unwrap(),
         std::fs::read(path.with_extension("db-wal")).unwrap_or_default(),
