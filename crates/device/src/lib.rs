@@ -106,3 +106,6 @@ impl Devices {
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

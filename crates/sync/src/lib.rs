@@ -10,6 +10,7 @@ pub mod entra;
 pub mod graph;
 pub mod intune;
 pub mod jamf;
+pub mod schedule;
 pub mod settings;
 pub mod share;
 pub mod test_connection;
@@ -87,10 +88,8 @@ pub(crate) fn parse_time(v: Option<&serde_json::Value>) -> Option<i64> {
 impl<S: store::Store + ?Sized> SyncLoop<S> {
     /// Runs until `stop` turns true.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut last_intune: Option<tokio::time::Instant> = None;
-        let mut last_jamf: Option<tokio::time::Instant> = None;
+        let mut schedule = schedule::Schedule::new(&self.settings, self.jamf.is_some(), tokio::time::Instant::now());
         let mut connected_for = self.ca.as_ref().map(|c| fingerprint(&c.current()));
-        let mut last_full = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -122,37 +121,27 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             };
             match lease {
                 Ok(true) => {
-                    if last_full.elapsed() >= self.settings.full_reconcile {
-                        // Dropping the cursor makes the next round a full one, with a sweep.
+                    let due = schedule.round(tokio::time::Instant::now());
+                    if due.full {
+                        // Dropping the cursor makes this round a full one, with a sweep.
                         if let Err(e) = self.store.set_cursor(entra::SOURCE, None).await {
                             tracing::warn!(error = %e, "cannot start the full reconcile");
                         }
-                        last_full = tokio::time::Instant::now();
                     }
-                    // Failures are recorded and logged by run_entra; the schedule goes on.
+                    // Failures are recorded and logged by each run; the schedule goes on.
                     let _ = self.run_entra().await;
-                    let intune_due = last_intune.is_none_or(|t| t.elapsed() >= self.settings.intune_interval);
-                    if self.settings.intune && intune_due {
+                    if due.intune {
                         let _ = self.run_intune().await;
-                        last_intune = Some(tokio::time::Instant::now());
                     }
-                    let jamf_due = last_jamf.is_none_or(|t| t.elapsed() >= self.settings.jamf_interval);
-                    if self.jamf.is_some() && jamf_due {
-                        if self.run_jamf().await.is_ok() {
-                            let _ = self.run_share(None, false).await;
-                        }
-                        last_jamf = Some(tokio::time::Instant::now());
+                    if due.jamf && self.run_jamf().await.is_ok() {
+                        let _ = self.run_share(None, false).await;
                     }
                 }
                 Ok(false) => tracing::debug!("another node holds the sync lease"),
                 Err(e) => tracing::warn!(error = %e, "cannot take the sync lease"),
             }
-            let jitter = self
-                .settings
-                .interval
-                .mul_f64(f64::from(base::time::unix_now_i64() as u32 % 100) / 1000.0);
             tokio::select! {
-                _ = tokio::time::sleep(self.settings.interval + jitter) => {}
+                _ = tokio::time::sleep(schedule.pause(base::time::jitter_ms(1000))) => {}
                 _ = self.now.notified() => {}
                 _ = stop.changed() => return,
             }

@@ -171,6 +171,8 @@ impl Settings {
         mut stop: tokio::sync::watch::Receiver<bool>,
         changed: impl Fn(&ConditionalAccess),
     ) {
+        // An unreadable version is reported once, not every second until someone fixes it.
+        let mut unreadable = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -180,21 +182,163 @@ impl Settings {
                 return;
             }
             match store.setting(KEY).await {
-                Ok(Some((json, v))) if v != self.version() => match serde_json::from_str::<ConditionalAccess>(&json) {
-                    Ok(doc) => {
-                        tracing::info!(
-                            version = v,
-                            enabled = doc.enabled,
-                            "Conditional Access settings changed; applying"
-                        );
-                        changed(&doc);
-                        self.apply(doc, v);
+                Ok(Some((json, v))) if v != self.version() && unreadable != Some(v) => {
+                    match serde_json::from_str::<ConditionalAccess>(&json) {
+                        Ok(doc) => {
+                            tracing::info!(
+                                version = v,
+                                enabled = doc.enabled,
+                                "Conditional Access settings changed; applying"
+                            );
+                            changed(&doc);
+                            self.apply(doc, v);
+                        }
+                        Err(e) => {
+                            tracing::error!(version = v, error = %e, "stored settings are unreadable; keeping the current ones");
+                            unreadable = Some(v);
+                        }
                     }
-                    Err(e) => tracing::error!(error = %e, "stored settings are unreadable; keeping the current ones"),
-                },
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the settings"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Settings rows in memory, as another node would write them; reads fail on demand.
+    #[derive(Default)]
+    struct Rows {
+        rows: Mutex<HashMap<String, (String, i64)>>,
+        reads: AtomicU32,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl SettingsStore for Rows {
+        async fn setting(&self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Timeout(Duration::from_secs(1)));
+            }
+            Ok(self.rows.lock().unwrap().get(key).cloned())
+        }
+        async fn put_setting(&self, key: &str, value: &str, expected: Option<i64>) -> Result<i64, StoreError> {
+            let mut rows = self.rows.lock().unwrap();
+            let current = rows.get(key).map(|(_, v)| *v);
+            if current != expected {
+                return Err(StoreError::Conflict {
+                    what: key.into(),
+                    current: current.unwrap_or(0),
+                });
+            }
+            let v = current.unwrap_or(0) + 1;
+            rows.insert(key.into(), (value.into(), v));
+            Ok(v)
+        }
+    }
+
+    fn doc() -> ConditionalAccess {
+        ConditionalAccess {
+            enabled: true,
+            connection: ConnectionType::Manual,
+            cloud: "global".into(),
+            tenant_id: "11111111-2222-3333-4444-555555555555".into(),
+            application_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into(),
+            client_secret_sealed: None,
+            secret_changed_at: None,
+            landing: LandingChoice::Registration,
+        }
+    }
+
+    /// Another node's save.
+    fn write(rows: &Rows, f: impl FnOnce(&mut ConditionalAccess)) {
+        let mut r = rows.rows.lock().unwrap();
+        let (json, v) = r.get(KEY).cloned().unwrap();
+        let mut d: ConditionalAccess = serde_json::from_str(&json).unwrap();
+        f(&mut d);
+        r.insert(KEY.into(), (serde_json::to_string(&d).unwrap(), v + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_follower_applies_other_nodes_saves_within_an_interval() {
+        let rows = Arc::new(Rows::default());
+        let settings = Settings::load_or_seed(&*rows, doc(), Sealer::random().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(settings.version(), 1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let follower = {
+            let (rows, settings, seen) = (rows.clone(), settings.clone(), seen.clone());
+            tokio::spawn(async move {
+                settings
+                    .follow(&*rows, Duration::from_secs(1), stop, |d| {
+                        seen.lock().unwrap().push(d.landing.clone())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(seen.lock().unwrap().is_empty(), "nothing changed, nothing applied");
+
+        write(&rows, |d| d.landing = LandingChoice::AccessDenied);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![LandingChoice::AccessDenied]);
+        assert_eq!(
+            (settings.version(), settings.current().landing.clone()),
+            (2, LandingChoice::AccessDenied)
+        );
+
+        // The store is away for a while: the current settings stay; the save made meanwhile
+        // is applied once it is back.
+        rows.failing.store(true, Ordering::SeqCst);
+        write(&rows, |d| d.enabled = false);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(settings.current().enabled);
+        rows.failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!settings.current().enabled);
+        assert_eq!(settings.version(), 3);
+
+        // An unreadable row is skipped (and reported once); the next good save applies.
+        rows.rows.lock().unwrap().insert(KEY.into(), ("{not json".into(), 4));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(settings.version(), 3, "the unreadable version is not applied");
+        rows.rows
+            .lock()
+            .unwrap()
+            .insert(KEY.into(), (serde_json::to_string(&doc()).unwrap(), 5));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!((settings.version(), settings.current().enabled), (5, true));
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), follower)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_save_is_refused_with_the_current_version() {
+        let rows = Rows::default();
+        let settings = Settings::load_or_seed(&rows, doc(), Sealer::random().unwrap())
+            .await
+            .unwrap();
+        write(&rows, |d| d.enabled = false);
+        match settings.put(&rows, doc(), 1).await {
+            Err(SettingsError::Conflict { current }) => assert_eq!(current, 2),
+            other => panic!("{other:?}"),
         }
     }
 }

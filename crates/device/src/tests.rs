@@ -1,0 +1,227 @@
+//! The posture cache and the change follower against a scripted store, on paused tokio time:
+//! single flight, negative entries, the lookup timeout (fail closed), errors never cached,
+//! invalidation, and the follower's polling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use store::{Computer, DeviceEvidence, EntraDevice, PostureStore, StoreError};
+
+use crate::cache::{CacheSettings, Lookup, PostureCache};
+
+/// A store whose evidence reads are counted, take `delay` of (paused) time, and fail on
+/// demand; its change log is a list the test appends to.
+#[derive(Default)]
+struct Scripted {
+    evidence: Mutex<HashMap<String, DeviceEvidence>>,
+    changes: Mutex<Vec<(i64, String)>>,
+    reads: AtomicU32,
+    change_reads: AtomicU32,
+    delay: Mutex<Duration>,
+    failing: AtomicBool,
+}
+
+impl Scripted {
+    fn set(&self, device: &str, compliant: bool) {
+        let e = DeviceEvidence {
+            entra: Some(EntraDevice {
+                device_id: device.into(),
+                object_id: format!("obj-{device}"),
+                display_name: None,
+                account_enabled: Some(true),
+                is_compliant: Some(compliant),
+                is_managed: Some(true),
+                trust_type: None,
+                operating_system: Some("MacMDM".into()),
+                os_version: None,
+                compliance_expiration: None,
+                last_sign_in: None,
+                removed: false,
+                seen_at: base::time::unix_now_i64(),
+            }),
+            ..DeviceEvidence::default()
+        };
+        self.evidence.lock().unwrap().insert(device.into(), e);
+    }
+
+    fn change(&self, device: &str) {
+        let mut c = self.changes.lock().unwrap();
+        let id = c.len() as i64 + 1;
+        c.push((id, device.into()));
+    }
+
+    fn fail(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Timeout(Duration::from_secs(9)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl PostureStore for Scripted {
+    async fn device_evidence(&self, device_id: &str) -> Result<DeviceEvidence, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.fail()?;
+        Ok(self
+            .evidence
+            .lock()
+            .unwrap()
+            .get(device_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+    async fn computers_for_user(&self, _: &str, _: Option<&str>) -> Result<Vec<Computer>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn computer(&self, _: &str) -> Result<Option<Computer>, StoreError> {
+        Ok(None)
+    }
+    async fn computer_by_serial(&self, _: &str) -> Result<Option<Computer>, StoreError> {
+        Ok(None)
+    }
+    async fn computers(&self, _: Option<&str>, _: u32) -> Result<Vec<Computer>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
+        self.change_reads.fetch_add(1, Ordering::SeqCst);
+        self.fail()?;
+        let c = self.changes.lock().unwrap();
+        Ok(c.iter()
+            .filter(|(id, _)| *id > after)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn latest_change(&self) -> Result<i64, StoreError> {
+        self.fail()?;
+        Ok(self.changes.lock().unwrap().last().map_or(0, |(id, _)| *id))
+    }
+}
+
+const ALICE: &str = "d1000000-0000-4000-8000-00000000000a";
+const DAVE: &str = "d1000000-0000-4000-8000-00000000000d";
+
+fn cache(store: &Arc<Scripted>) -> Arc<PostureCache> {
+    Arc::new(PostureCache::new(
+        store.clone(),
+        CacheSettings {
+            lookup_timeout: Duration::from_secs(2),
+            ..CacheSettings::default()
+        },
+    ))
+}
+
+fn compliant(l: &Lookup) -> Option<bool> {
+    match l {
+        Lookup::Found(p) => Some(matches!(p.state, policy::PostureState::Compliant)),
+        Lookup::Unknown => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_miss_reads_the_store_once_however_many_requests_wait() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    *store.delay.lock().unwrap() = Duration::from_millis(500);
+    let cache = cache(&store);
+    let waiting: Vec<_> = (0..16)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(&ALICE.to_ascii_uppercase()).await })
+        })
+        .collect();
+    for w in waiting {
+        assert_eq!(compliant(&w.await.unwrap().unwrap()), Some(true));
+    }
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1, "single flight");
+    // A hit awaits nothing: no time passes, no read.
+    let t = tokio::time::Instant::now();
+    cache.lookup(ALICE).await.unwrap();
+    assert_eq!((t.elapsed(), store.reads.load(Ordering::SeqCst)), (Duration::ZERO, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_devices_are_cached_as_negative_entries() {
+    let store = Arc::new(Scripted::default());
+    let cache = cache(&store);
+    for _ in 0..3 {
+        assert!(matches!(cache.lookup(DAVE).await.unwrap(), Lookup::Unknown));
+    }
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_store_fails_closed_after_the_timeout_and_errors_are_not_cached() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    *store.delay.lock().unwrap() = Duration::from_secs(30);
+    let cache = cache(&store);
+    let t = tokio::time::Instant::now();
+    let e = cache.lookup(ALICE).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Timeout(d) if d == Duration::from_secs(2)),
+        "{e}"
+    );
+    assert_eq!(
+        t.elapsed(),
+        Duration::from_secs(2),
+        "the request waited exactly the timeout"
+    );
+    // The store answers again: the next request reads it (the failure was not cached).
+    *store.delay.lock().unwrap() = Duration::ZERO;
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    store.failing.store(true, Ordering::SeqCst);
+    cache.invalidate(ALICE).await;
+    assert!(cache.lookup(ALICE).await.is_err());
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_follower_invalidates_changed_devices_each_interval_and_rides_out_errors() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    store.change(ALICE); // before the follower starts: not replayed
+    let cache = cache(&store);
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(crate::changes::follow_changes(
+        store.clone(),
+        cache.clone(),
+        Duration::from_secs(1),
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1, "the old change was not replayed");
+
+    // The sync flips alice: within one interval the cache reads the store again.
+    store.set(ALICE, false);
+    store.change(ALICE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(false));
+
+    // The change log cannot be read for a while: the follower keeps polling and catches up.
+    store.failing.store(true, Ordering::SeqCst);
+    let polls = store.change_reads.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(store.change_reads.load(Ordering::SeqCst) >= polls + 3, "kept polling");
+    store.set(ALICE, true);
+    store.change(ALICE);
+    store.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true), "caught up");
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), follower)
+        .await
+        .expect("the follower stops on shutdown")
+        .unwrap();
+}
