@@ -195,6 +195,7 @@ client_certificate_key = "missing-app-key.pem"
 
 [landing]
 assertion_key_file = "not-a-key.pem"
+templates_dir = "no-such-templates"
 
 [[listeners]]
 address = "127.0.0.1:8080"
@@ -212,6 +213,10 @@ upstream = "app"
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("entra.client_certificate"), "{err}");
     assert!(err.contains("landing.assertion_key_file"), "{err}");
+    assert!(
+        err.contains("landing.templates_dir") && err.contains("is not a directory"),
+        "{err}"
+    );
 }
 
 #[test]

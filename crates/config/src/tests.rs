@@ -138,13 +138,13 @@ fn environment_overrides_file_values() {
         ("PORTCULLIS__UPSTREAMS__APP__READ_TIMEOUT".to_string(), "7s".to_string()),
         ("UNRELATED".to_string(), "x".to_string()),
     ];
-    let cfg = Config::parse_with_overrides(GOOD, Path::new("."), env).unwrap();
+    let cfg = Config::parse_with_overrides(GOOD, Path::new("."), env, "node").unwrap();
     assert_eq!(cfg.admin.listen.port(), 9999);
     assert_eq!(cfg.server.threads, 3);
     assert_eq!(cfg.upstreams[0].timeouts.read, Duration::from_secs(7));
 
     let bad = [("PORTCULLIS__SERVER__GRACE_PERIOD__X".to_string(), "1".to_string())];
-    let errs = Config::parse_with_overrides(GOOD, Path::new("."), bad).unwrap_err();
+    let errs = Config::parse_with_overrides(GOOD, Path::new("."), bad, "node").unwrap_err();
     assert_eq!(errs.0[0].key, "PORTCULLIS__SERVER__GRACE_PERIOD__X");
 }
 
@@ -253,4 +253,46 @@ fn one_app_credential_at_most() {
         .unwrap_err()
         .to_string()
         .contains("entra.client_certificate_key"));
+}
+
+#[test]
+fn enumerated_settings_name_every_valid_value() {
+    let text = GOOD.replacen(
+        "require = \"none\"",
+        "require = \"compliant\"\nmode = \"audit\"\non_stale = \"maybe\"",
+        1,
+    ) + "\n[device]\nsources = [\"token\", \"serial\"]\n";
+    let errs = Config::parse(&text, Path::new(".")).unwrap_err().0;
+    let find = |key: &str| {
+        errs.iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("no error for {key}: {errs:?}"))
+            .message
+            .clone()
+    };
+    let m = find("routes[0].require");
+    for name in [
+        "\"compliant_device\"",
+        "\"registered_device\"",
+        "\"authenticated\"",
+        "\"none\"",
+    ] {
+        assert!(m.contains(name), "{m}");
+    }
+    assert!(find("routes[0].mode").contains("\"report_only\""));
+    assert!(find("routes[0].on_stale").contains("\"allow_last_known\""));
+    assert!(find("device.sources[1]").contains("\"certificate\""));
+}
+
+#[test]
+fn parsing_reads_no_files_and_takes_the_node_name_it_is_given() {
+    // A templates directory that does not exist is the landing's to report (check-config
+    // and serve build the landings); parsing only resolves the path.
+    let text = format!("{GOOD}\n[landing]\ntemplates_dir = \"/nonexistent/templates\"\n");
+    let cfg = Config::parse_with_overrides(&text, Path::new("."), std::iter::empty(), "gw-3").unwrap();
+    assert_eq!(
+        cfg.landing.templates_dir.as_deref(),
+        Some(Path::new("/nonexistent/templates"))
+    );
+    assert_eq!(cfg.sync.node_name, "gw-3");
 }

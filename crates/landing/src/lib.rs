@@ -83,6 +83,9 @@ impl Landings {
     }
 
     pub fn new(cfg: LandingConfig, signer: ReturnSigner) -> Result<Self, LandingError> {
+        if let Some(dir) = cfg.templates_dir.as_deref().filter(|d| !d.is_dir()) {
+            return Err(LandingError(format!("{} is not a directory", dir.display())));
+        }
         let mut env = Environment::new();
         for (name, builtin) in TEMPLATES {
             let text = match &cfg.templates_dir {

@@ -21,6 +21,14 @@ pub enum Require {
 }
 
 impl Require {
+    /// Every value, in the order the configuration documents them.
+    pub const ALL: [Self; 4] = [
+        Self::CompliantDevice,
+        Self::RegisteredDevice,
+        Self::Authenticated,
+        Self::Nothing,
+    ];
+
     /// The configuration's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +49,9 @@ pub enum OnStale {
 }
 
 impl OnStale {
+    /// Every value, in the order the configuration documents them.
+    pub const ALL: [Self; 2] = [Self::Deny, Self::AllowLastKnown];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deny => "deny",
@@ -57,6 +68,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every value, in the order the configuration documents them.
+    pub const ALL: [Self; 2] = [Self::Enforce, Self::ReportOnly];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enforce => "enforce",
@@ -128,6 +142,9 @@ pub enum DeviceSource {
 }
 
 impl DeviceSource {
+    /// Every value, in the order the configuration documents them.
+    pub const ALL: [Self; 3] = [Self::TokenClaim, Self::ClientCertificate, Self::Session];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TokenClaim => "token",
