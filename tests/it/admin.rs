@@ -209,43 +209,67 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
     );
 }
 
+/// A gateway syncing the emulated Entra and Jamf Pro (sharing one attribute back), with its
+/// first inventory and history in: the fixture of the inventory, Send Update and CLI tests.
+struct Inventory {
+    emu: Emulator,
+    _app: Upstream,
+    gw: Gateway,
+}
+
+impl Inventory {
+    async fn start() -> Self {
+        use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+        let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+        let body = format!(
+            "{}{}\n[sync]\ninterval = \"1s\"\nintune = false\nshare = {{ extensionAttribute10 = \"jamf:{{managed}}\" }}\n[jamf]\nurl = \"{}\"\nclient_id = \"{JAMF_CLIENT_ID}\"\nclient_secret = \"{JAMF_CLIENT_SECRET}\"\n\n[[routes]]\nupstream = \"app\"\n",
+            emu.entra_section(""),
+            pool("app", &[app.addr], ""),
+            emu.url
+        );
+        let gw = Gateway::start_env(
+            &body,
+            &[
+                ("PORTCULLIS__ADMIN__TOKEN_SHA256", sha256_hex(ADMIN)),
+                ("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER)),
+            ],
+        )
+        .await;
+        let f = Self { emu, _app: app, gw };
+        // Wait for the first Jamf and Entra runs (and the share that follows).
+        poll_until("inventory history of computer 101", Duration::from_secs(15), || async {
+            let (_, h) = f.get("/api/v1/computers/101/history").await;
+            match h["items"].as_array() {
+                Some(items) if !items.is_empty() => Ok(()),
+                Some(_) | None => Err(h.to_string()),
+            }
+        })
+        .await;
+        f
+    }
+
+    /// GET on the admin API as the reader: status and JSON body.
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = client()
+            .get(format!("http://{}{path}", self.gw.admin))
+            .bearer_auth(READER)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_state_history_and_posture() {
-    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
-    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
-    let body = format!(
-        "{}{}\n[sync]\ninterval = \"1s\"\nintune = false\nshare = {{ extensionAttribute10 = \"jamf:{{managed}}\" }}\n[jamf]\nurl = \"{}\"\nclient_id = \"{JAMF_CLIENT_ID}\"\nclient_secret = \"{JAMF_CLIENT_SECRET}\"\n\n[[routes]]\nupstream = \"app\"\n",
-        emu.entra_section(""),
-        pool("app", &[app.addr], ""),
-        emu.url
-    );
-    let gw = Gateway::start_env(
-        &body,
-        &[
-            ("PORTCULLIS__ADMIN__TOKEN_SHA256", sha256_hex(ADMIN)),
-            ("PORTCULLIS__ADMIN__READ_ONLY_TOKEN_SHA256", sha256_hex(READER)),
-        ],
-    )
-    .await;
+async fn inventory_computers_paginate_filter_and_show_state_history_and_posture() {
+    let f = Inventory::start().await;
     let get = |p: String| {
-        let url = format!("http://{}{p}", gw.admin);
-        async move {
-            let r = client().get(url).bearer_auth(READER).send().await.unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
+        let f = &f;
+        async move { f.get(&p).await }
     };
-    // Wait for the first Jamf and Entra runs (and the share that follows).
-    poll_until("inventory history of computer 101", Duration::from_secs(15), || async {
-        let (_, h) = get("/api/v1/computers/101/history".into()).await;
-        match h["items"].as_array() {
-            Some(items) if !items.is_empty() => Ok(()),
-            Some(_) | None => Err(h.to_string()),
-        }
-    })
-    .await;
     let (s, all) = get("/api/v1/computers".into()).await;
     assert_eq!(s, 200);
     assert_eq!(all["items"].as_array().unwrap().len(), 5, "{all}");
@@ -274,6 +298,23 @@ async fn inventory_state_history_and_posture() {
     assert_eq!(h["items"][0]["attributes"]["extensionAttribute10"], "jamf:managed");
     assert_eq!(h["items"][0]["result"], "ok");
 
+    let (_, bob) = get("/api/v1/devices/d1000000-0000-4000-8000-00000000000b/posture".into()).await;
+    assert_eq!(bob["posture"]["state"], "noncompliant", "{bob}");
+    assert!(!bob["posture"]["reasons"].as_array().unwrap().is_empty());
+    assert_eq!(bob["evidence"]["jamf"]["account"], "bob");
+    let (_, nobody) = get("/api/v1/devices/e0000000-0000-4000-8000-0000000000ff/posture".into()).await;
+    assert_eq!(nobody["known"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_update_runs_as_a_job_and_refuses_readers_and_bad_bodies() {
+    let f = Inventory::start().await;
+    let gw = &f.gw;
+    let get = |p: String| {
+        let f = &f;
+        async move { f.get(&p).await }
+    };
+    let (_, h) = get("/api/v1/computers/101/history".into()).await;
     // Send Update for alice's Mac: a job that resends unchanged values and records them.
     let r = client()
         .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
@@ -322,14 +363,12 @@ async fn inventory_state_history_and_posture() {
     assert_eq!(send(r#"{"computr":"101"}"#).await.unwrap().status(), 400);
     assert_eq!(send("{not json").await.unwrap().status(), 400);
     assert_eq!(get("/api/v1/jobs/nope".into()).await.0, 404);
+}
 
-    let (_, bob) = get("/api/v1/devices/d1000000-0000-4000-8000-00000000000b/posture".into()).await;
-    assert_eq!(bob["posture"]["state"], "noncompliant", "{bob}");
-    assert!(!bob["posture"]["reasons"].as_array().unwrap().is_empty());
-    assert_eq!(bob["evidence"]["jamf"]["account"], "bob");
-    let (_, nobody) = get("/api/v1/devices/e0000000-0000-4000-8000-0000000000ff/posture".into()).await;
-    assert_eq!(nobody["known"], false);
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_prints_tables_and_json_with_documented_exit_codes() {
+    let f = Inventory::start().await;
+    let (emu, gw) = (&f.emu, &f.gw);
     // The same through `portcullis admin`: tables, --json, and the documented exit codes.
     let url = format!("http://{}", gw.admin);
     let admin = |token: &str, args: &[&str]| {

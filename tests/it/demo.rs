@@ -153,8 +153,8 @@ async fn start(own_data: bool) -> Demo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
-    let mut d = start(true).await;
+async fn demo_prints_its_summary_and_every_persona_gets_its_outcome() {
+    let d = start(true).await;
     // The summary says where everything is and gives commands to paste.
     for needle in [
         &format!("https://127.0.0.1:{}/", d.port(8443)),
@@ -219,7 +219,11 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_https_with_http2_browser_sign_in_and_the_admin_api() {
+    let d = start(true).await;
     // HTTPS with the printed CA (and HTTP/2).
     let https = reqwest::Client::builder()
         .no_proxy()
@@ -258,7 +262,11 @@ async fn demo_personas_flip_https_browser_admin_and_ctrl_c() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["items"].as_array().unwrap().len() >= 4, "{v}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_enforces_a_compliance_flip_and_exits_cleanly_on_ctrl_c() {
+    let mut d = start(true).await;
     // The compliance flip: alice is refused within seconds (sync interval 2 s).
     let r = client()
         .post(d.emulator("/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance"))

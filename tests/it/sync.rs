@@ -738,76 +738,109 @@ async fn kill_9_in_the_middle_of_a_sync_loses_nothing_and_resumes() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conditional_access_settings_apply_without_restart() {
-    use portcullis::sync::settings::{ConditionalAccess, LandingChoice, Settings, KEY};
-    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
-    let db = tempfile::tempdir().unwrap();
-    let path = db.path().join("p.db");
-    {
-        let s = SqliteStore::open(&path).await.unwrap();
-        portcullis::demo::seed(&s, 0).await.unwrap();
-        s.close().await;
-    }
-    let cookie_key = "c2V0dGluZ3MtYXBwbHktd2l0aG91dC1yZXN0YXJ0LTM=";
-    let body = format!(
-        "{}{}\n[store]\nsqlite_path = \"{}\"\n[sync]\ninterval = \"1s\"\nintune = false\n[session]\ncookie_key = \"{cookie_key}\"\n\n[[routes]]\nupstream = \"app\"\n",
-        emu.entra_section(""),
-        pool("app", &[app.addr], ""),
-        path.display()
-    );
-    let gw = Gateway::start(&body).await;
-    let store = SqliteStore::open(&path).await.unwrap();
-    let runs = |ok: bool| {
-        let m = gw.metrics();
-        async move {
-            let label = if ok { "ok" } else { "error" };
-            m.await
-                .lines()
-                .find(|l| {
-                    l.starts_with(&format!(
-                        "portcullis_sync_runs_total{{result=\"{label}\",source=\"entra\"}}"
-                    ))
-                })
-                .and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
-                .unwrap_or(0)
-        }
-    };
-    // Waits until the count of `ok` (or failed) runs differs from `from`.
-    let runs_past = |ok: bool, from: u64| {
-        let runs = &runs;
-        move || async move {
-            match runs(ok).await {
-                n if n != from => Ok(n),
-                n => Err(format!("{n} runs")),
-            }
-        }
-    };
-    poll_until("the first sync", Duration::from_secs(10), runs_past(true, 0)).await;
-    let write = |f: Box<dyn FnOnce(&mut ConditionalAccess) + Send>| {
-        let store = &store;
-        async move {
-            let (json, v) = store.setting(KEY).await.unwrap().unwrap();
-            let mut doc: ConditionalAccess = serde_json::from_str(&json).unwrap();
-            f(&mut doc);
-            store
-                .put_setting(KEY, &serde_json::to_string(&doc).unwrap(), Some(v))
-                .await
-                .unwrap();
-        }
-    };
+/// A gateway syncing the emulated tenant every second, its settings in a store the test
+/// writes to as another node would: the fixture of the settings tests.
+struct SettingsEnv {
+    emu: Emulator,
+    _app: Upstream,
+    _db: tempfile::TempDir,
+    path: std::path::PathBuf,
+    gw: Gateway,
+    store: SqliteStore,
+}
 
+const SETTINGS_COOKIE_KEY: &str = "c2V0dGluZ3MtYXBwbHktd2l0aG91dC1yZXN0YXJ0LTM=";
+
+impl SettingsEnv {
+    async fn start() -> Self {
+        let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+        let db = tempfile::tempdir().unwrap();
+        let path = db.path().join("p.db");
+        {
+            let s = SqliteStore::open(&path).await.unwrap();
+            portcullis::demo::seed(&s, 0).await.unwrap();
+            s.close().await;
+        }
+        let body = format!(
+            "{}{}\n[store]\nsqlite_path = \"{}\"\n[sync]\ninterval = \"1s\"\nintune = false\n[session]\ncookie_key = \"{SETTINGS_COOKIE_KEY}\"\n\n[[routes]]\nupstream = \"app\"\n",
+            emu.entra_section(""),
+            pool("app", &[app.addr], ""),
+            path.display()
+        );
+        let gw = Gateway::start(&body).await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        let env = Self {
+            emu,
+            _app: app,
+            _db: db,
+            path,
+            gw,
+            store,
+        };
+        poll_until("the first sync", Duration::from_secs(10), || env.runs_past(true, 0)).await;
+        env
+    }
+
+    /// Entra sync runs so far that succeeded (`ok`) or failed.
+    async fn runs(&self, ok: bool) -> u64 {
+        let label = if ok { "ok" } else { "error" };
+        self.gw
+            .metrics()
+            .await
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "portcullis_sync_runs_total{{result=\"{label}\",source=\"entra\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+            .unwrap_or(0)
+    }
+
+    /// For [`poll_until`]: the count of `ok` (or failed) runs once it differs from `from`.
+    async fn runs_past(&self, ok: bool, from: u64) -> Result<u64, String> {
+        match self.runs(ok).await {
+            n if n != from => Ok(n),
+            n => Err(format!("{n} runs")),
+        }
+    }
+
+    /// Another node's save of the settings document.
+    async fn write(&self, f: impl FnOnce(&mut portcullis::sync::settings::ConditionalAccess)) {
+        use portcullis::sync::settings::KEY;
+        let (json, v) = self.store.setting(KEY).await.unwrap().unwrap();
+        let mut doc = serde_json::from_str(&json).unwrap();
+        f(&mut doc);
+        self.store
+            .put_setting(KEY, &serde_json::to_string(&doc).unwrap(), Some(v))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_the_sync_in_the_settings_stops_it_and_keeps_every_setting() {
+    use portcullis::sync::settings::KEY;
+    let env = SettingsEnv::start().await;
+    let store = &env.store;
     // Off: the sync stops; every setting is kept. Proving that nothing happens takes time:
     // the settings follower's second and a run in progress, then two sync intervals (1 s) in
     // which no run may start.
-    write(Box::new(|d| d.enabled = false)).await;
+    env.write(|d| d.enabled = false).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let stopped = runs(true).await;
+    let stopped = env.runs(true).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(runs(true).await, stopped, "no sync while disabled");
+    assert_eq!(env.runs(true).await, stopped, "no sync while disabled");
     let (json, _) = store.setting(KEY).await.unwrap().unwrap();
     assert!(json.contains(personas::TENANT_ID), "settings kept while disabled");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_landing_choice_applies_to_the_next_unrecognized_device() {
+    use portcullis::sync::settings::LandingChoice;
+    let env = SettingsEnv::start().await;
+    let emu = &env.emu;
+    let gw = &env.gw;
     // The landing choice changes for the next unrecognized device.
     let dave = emu.token("persona=dave").await;
     let page = |t: String| {
@@ -826,7 +859,7 @@ async fn conditional_access_settings_apply_without_restart() {
         }
     };
     assert!(page(dave.clone()).await.contains("Enroll this Mac"));
-    write(Box::new(|d| d.landing = LandingChoice::AccessDenied)).await;
+    env.write(|d| d.landing = LandingChoice::AccessDenied).await;
     poll_until("the landing choice applied", Duration::from_secs(5), || async {
         let p = page(dave.clone()).await;
         if p.contains("Access denied") {
@@ -836,36 +869,41 @@ async fn conditional_access_settings_apply_without_restart() {
         }
     })
     .await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_secret_is_sealed_at_rest_and_used_by_the_next_run() {
+    use portcullis::sync::settings::{Settings, KEY};
+    let env = SettingsEnv::start().await;
+    let gw = &env.gw;
+    let store = &env.store;
+    let path = &env.path;
+    let cookie_key = SETTINGS_COOKIE_KEY;
     // A new client secret (sealed at rest) is used by the next run: a wrong one fails...
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, cookie_key.as_bytes());
     let sealer = portcullis::base::seal::Sealer::new(ring::hmac::sign(&key, b"portcullis settings").as_ref()).unwrap();
     let (json, _) = store.setting(KEY).await.unwrap().unwrap();
-    let settings = Settings::load_or_seed(&store, serde_json::from_str(&json).unwrap(), sealer)
+    let settings = Settings::load_or_seed(store, serde_json::from_str(&json).unwrap(), sealer)
         .await
         .unwrap();
     let mut doc = (*settings.current()).clone();
     doc.enabled = true;
     settings.set_client_secret(&mut doc, "an-old-revoked-secret").unwrap();
-    let errors_before = runs(false).await;
-    settings.put(&store, doc.clone(), settings.version()).await.unwrap();
-    poll_until(
-        "a wrong secret failed the sync",
-        Duration::from_secs(8),
-        runs_past(false, errors_before),
-    )
+    let errors_before = env.runs(false).await;
+    settings.put(store, doc.clone(), settings.version()).await.unwrap();
+    poll_until("a wrong secret failed the sync", Duration::from_secs(8), || {
+        env.runs_past(false, errors_before)
+    })
     .await;
     // ...and the right one works again.
     settings
         .set_client_secret(&mut doc, personas::GATEWAY_CLIENT_SECRET)
         .unwrap();
-    let ok_before = runs(true).await;
-    settings.put(&store, doc, settings.version()).await.unwrap();
-    poll_until(
-        "the right secret synced",
-        Duration::from_secs(8),
-        runs_past(true, ok_before),
-    )
+    let ok_before = env.runs(true).await;
+    settings.put(store, doc, settings.version()).await.unwrap();
+    poll_until("the right secret synced", Duration::from_secs(8), || {
+        env.runs_past(true, ok_before)
+    })
     .await;
     let raw = [
         std::fs::read(&path).unwrap(),

@@ -39,8 +39,8 @@ pub struct Verdict {
     pub responded: Option<u16>,
     /// The group check, once made.
     pub groups: Option<Groups>,
-    /// How the posture look-up went: not_needed, unidentified, found, unknown, unavailable.
-    pub lookup: &'static str,
+    /// How the posture look-up went, once made.
+    pub lookup: Option<PostureLookup>,
     /// The registration step a refusal of an unrecognized device names.
     pub registration: Option<Registration>,
     /// The time the decision was taken at (Unix seconds).
@@ -242,7 +242,7 @@ impl Access {
         } else {
             DeviceLookup::NotNeeded
         };
-        v.lookup = lookup.as_str();
+        v.lookup = Some(lookup.kind());
         let device = match &lookup {
             DeviceLookup::NotNeeded | DeviceLookup::Unidentified => Device::Unidentified,
             DeviceLookup::Found(source, p) => Device::Identified {
@@ -390,13 +390,39 @@ enum DeviceLookup {
 }
 
 impl DeviceLookup {
-    fn as_str(&self) -> &'static str {
+    fn kind(&self) -> PostureLookup {
+        match self {
+            Self::NotNeeded => PostureLookup::NotNeeded,
+            Self::Unidentified => PostureLookup::Unidentified,
+            Self::Found(..) => PostureLookup::Found,
+            Self::Unknown(_) => PostureLookup::Unknown,
+            Self::Unavailable(_) => PostureLookup::Unavailable,
+        }
+    }
+}
+
+/// How a request's posture look-up went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostureLookup {
+    /// The route asks for no device.
+    NotNeeded,
+    /// No configured source identified the device.
+    Unidentified,
+    Found,
+    /// Identified, but no source knows the device.
+    Unknown,
+    /// The store could not answer in time (fail closed).
+    Unavailable,
+}
+
+impl PostureLookup {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::NotNeeded => "not_needed",
             Self::Unidentified => "unidentified",
-            Self::Found(..) => "found",
-            Self::Unknown(_) => "unknown",
-            Self::Unavailable(_) => "unavailable",
+            Self::Found => "found",
+            Self::Unknown => "unknown",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::routing::normalize_host;
-use crate::{Access, Problem, Route, RouteTable, Subject, Verdict};
+use crate::{Access, PostureLookup, Problem, Route, RouteTable, Subject, Verdict};
 use config::HostPattern;
 use device::identify::CertIdentity;
 use identity::{Principal, TokenVersion};
@@ -294,7 +294,7 @@ impl<U: Send + Sync> Explainer<U> {
             },
             "groups": v.groups.map(|g| g.as_str()),
             "device": v.device.as_ref().map(|(d, s)| json!({ "id": d, "source": s.as_str() })),
-            "posture_lookup": v.lookup,
+            "posture_lookup": v.lookup.map(PostureLookup::as_str),
             "posture": v.posture.as_deref().map(|p| posture_view(p, v.now)),
             "registration": v.registration.as_ref().map(|r| match r {
                 Registration::Enroll => json!({ "step": "enroll" }),

@@ -22,7 +22,7 @@ mod request;
 mod routes;
 pub mod routing;
 
-pub use decide::{refused_token, refused_token_detail, Access, Early, Subject, Verdict};
+pub use decide::{refused_token, refused_token_detail, Access, Early, PostureLookup, Subject, Verdict};
 pub use identity_headers::identity_values;
 pub use reply::{is_navigation, Problem, Reply};
 pub use request::{host_of, RequestInfo};
