@@ -906,7 +906,7 @@ async fn a_new_client_secret_is_sealed_at_rest_and_used_by_the_next_run() {
     })
     .await;
     let raw = [
-        std::fs::read(&path).unwrap(),
+        std::fs::read(path).unwrap(),
         std::fs::read(path.with_extension("db-wal")).unwrap_or_default(),
     ]
     .concat();
