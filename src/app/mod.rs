@@ -2,9 +2,9 @@
 //! order, checks that the ports are free, runs the pingora server and drains it on
 //! SIGTERM/SIGINT. The only module that reads `Config` as a whole; it decides nothing itself.
 //!
-//! - [`keys`]: every key taken from the environment or derived, in one place that
+//! - `keys`: every key taken from the environment or derived, in one place that
 //!   `check-config` runs too;
-//! - [`services`]: the background tasks (signing keys, posture changes, settings, sync, admin
+//! - `services`: the background tasks (signing keys, posture changes, settings, sync, admin
 //!   listener, drain) as pingora services.
 
 mod keys;

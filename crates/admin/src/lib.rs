@@ -13,8 +13,9 @@
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers ([`openapi`]).
 //! - [`cli`]: `portcullis admin …`, the same API from a shell.
 //!
-//! May depend on `metrics` and on `proxy::explain` (the "What If" entry point); never on other
-//! `proxy` internals.
+//! May depend on `access` (What If, through `access::explain::Explain`), `sync` (Run Test,
+//! Send Update, the settings), `store` (its traits), `identity` (admin bearer tokens),
+//! `device`, `config`, `metrics`, `policy` and `base`. Never on `proxy`: it knows no data plane.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,8 +1,8 @@
 //! Configuration: the only place where strings from the file become typed values.
 //!
 //! [`Config::load`] reads the file (and the host name, the default lease name) and hands the
-//! text to [`Config::parse_with_overrides`], which is pure: environment overrides ([`env`]),
-//! then the file's tables into typed values, section by section ([`build`]), reporting *every*
+//! text to [`Config::parse_with_overrides`], which is pure: environment overrides (`env`),
+//! then the file's tables into typed values, section by section (`build`), reporting *every*
 //! problem with its key path (`routes[2].upstream: ...`). Other crates receive typed values
 //! only; the files the configuration names (certificates, keys, templates) are read by the
 //! components that use them, and `check-config` runs those too.

@@ -816,7 +816,7 @@ pub struct MintParams {
     deviceid: Option<String>,
 }
 
-/// GET /_emulator/token?persona=alice[&exp=UNIX][&aud=..][&kid=..][&ver=1]
+/// `GET /_emulator/token?persona=alice[&exp=UNIX][&aud=..][&kid=..][&ver=1]`
 pub async fn mint_token(State(s): State<Arc<EntraState>>, Query(q): Query<MintParams>) -> Response {
     let name = q.persona.as_deref().unwrap_or("alice");
     let Some(p) = personas::find(name) else {

@@ -1,8 +1,10 @@
 //! Identity: Entra ID token validation against per-tenant signing keys (JWKS), producing a
 //! verified [`Principal`]. Browser sign-in, sessions and group overage build on this.
 //!
-//! May depend on `cloud`; never on `proxy`, `admin`, `store` or `sync`. The request path
-//! calls [`Validator::validate`], which needs no lock and, for a known key, no I/O.
+//! May depend on `base`, `config` (typed values) and `store` (only [`store::SessionRows`], the
+//! opaque rows [`store_sessions`] seals sessions into); never on `access`, `proxy`, `admin` or
+//! `sync`. The request path calls [`Validator::validate`], which needs no lock and, for a known
+//! key, no I/O.
 
 pub mod app_token;
 pub mod credential;

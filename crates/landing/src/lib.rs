@@ -3,7 +3,7 @@
 //! devices, when the admin chose so — a redirect to a custom URL with the reason and a signed
 //! `return_to`. Every page shows the reason, the device id and how old the device data is.
 //!
-//! May depend on `policy` and `config` types; never on `proxy` or the store.
+//! May depend on `policy`, `config` types and `base`; never on `access`, `proxy` or the store.
 
 mod returns;
 

@@ -2,6 +2,8 @@
 //! global default one). Labels are bounded: route names come from the configuration, status
 //! classes and error kinds are fixed sets. Per-route children are resolved once at start so
 //! the request path only touches atomics.
+//!
+//! May depend on `policy` (reason and outcome labels) only.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

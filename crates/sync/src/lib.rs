@@ -3,7 +3,13 @@
 //! in the store). Every write invalidates the posture cache of every node through the store's
 //! change log. Jamf Pro inventory and sharing inventory back to Entra follow.
 //!
-//! May depend on `store`, `identity::app_token`, `config` types and `metrics`; never on `proxy`.
+//! The sync is built from its configuration sections by [`SyncLoop::from_config`]; its
+//! schedule is [`schedule`]; the Conditional Access settings document it follows is
+//! [`settings`].
+//!
+//! May depend on `store` (traits), `identity` (app tokens and credentials), `device` (the
+//! posture rules it shares), `config` types, `metrics` and `base`; never on `access`, `proxy`
+//! or `admin`.
 
 mod build;
 pub mod entra;
