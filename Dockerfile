@@ -18,7 +18,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# Migrations (migrations/sqlite), landing templates and the demo configuration are compiled
+# Migrations (crates/store/migrations/sqlite) and the landing templates are compiled
 # into the binary, so the runtime stage needs only the binary.
 # Release builds carry line-level debug information (Cargo.toml [profile.release] debug = 1);
 # set --build-arg STRIP_DEBUG=false to keep it in the image (readable backtraces, profiling).
