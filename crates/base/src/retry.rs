@@ -42,6 +42,25 @@ pub enum RetryError<E> {
     Exhausted { status: u16, attempts: u32 },
 }
 
+/// Why a successful answer's body could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("{0}")]
+    Json(String),
+}
+
+/// The whole body of an answer as JSON, read completely before anyone uses it: a body cut short
+/// or malformed is an error, never half a page.
+pub async fn json_body(resp: reqwest::Response) -> Result<serde_json::Value, BodyError> {
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| BodyError::Transport(e.without_url().to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| BodyError::Json(e.to_string()))
+}
+
 impl RetryPolicy {
     /// The server's `Retry-After` (delay seconds), capped: a hostile or broken value must not
     /// stall the loop for hours.

@@ -11,8 +11,8 @@ use tokio::sync::Mutex;
 
 use identity::app_token::{AppTokens, TokenRequestError};
 
-use base::retry::RetryError;
 pub use base::retry::RetryPolicy;
+use base::retry::{BodyError, RetryError};
 
 /// Why a Graph call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -150,13 +150,10 @@ impl GraphClient {
                 }
             })?;
         match resp.status().as_u16() {
-            200..=299 => {
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| GraphError::Transport(e.without_url().to_string()))?;
-                serde_json::from_slice(&body).map_err(|e| GraphError::Body(e.to_string()))
-            }
+            200..=299 => base::retry::json_body(resp).await.map_err(|e| match e {
+                BodyError::Transport(m) => GraphError::Transport(m),
+                BodyError::Json(m) => GraphError::Body(m),
+            }),
             410 => Err(GraphError::Gone),
             403 => Err(GraphError::Forbidden(error_message(resp).await)),
             status => Err(GraphError::Status(format!(

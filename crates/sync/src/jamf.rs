@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::SyncError;
-use base::retry::{RetryError, RetryPolicy};
+use base::retry::{BodyError, RetryError, RetryPolicy};
 use base::token::TokenCache;
 use base::Secret;
 use store::{AccountType, Computer, InventoryWriter, LocalAccount, PostureStore, RegistrationState, SyncState};
@@ -175,13 +175,10 @@ impl JamfClient {
                 RetryError::Exhausted { status, .. } => JamfError::Status(status),
             })?;
         match resp.status().as_u16() {
-            200..=299 => {
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| JamfError::Transport(e.without_url().to_string()))?;
-                serde_json::from_slice(&body).map_err(|e| JamfError::Body(e.to_string()))
-            }
+            200..=299 => base::retry::json_body(resp).await.map_err(|e| match e {
+                BodyError::Transport(m) => JamfError::Transport(m),
+                BodyError::Json(m) => JamfError::Body(m),
+            }),
             s => Err(JamfError::Status(s)),
         }
     }
