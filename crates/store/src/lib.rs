@@ -7,6 +7,8 @@
 
 pub mod conformance;
 pub mod model;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

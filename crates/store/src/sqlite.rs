@@ -84,71 +84,7 @@ impl SqliteStore {
     }
 }
 
-fn entra_row(r: &SqliteRow) -> Result<EntraDevice, StoreError> {
-    Ok(EntraDevice {
-        device_id: r.try_get("device_id")?,
-        object_id: r.try_get("object_id")?,
-        display_name: r.try_get("display_name")?,
-        account_enabled: r.try_get("account_enabled")?,
-        is_compliant: r.try_get("is_compliant")?,
-        is_managed: r.try_get("is_managed")?,
-        trust_type: r.try_get("trust_type")?,
-        operating_system: r.try_get("operating_system")?,
-        os_version: r.try_get("os_version")?,
-        compliance_expiration: r.try_get("compliance_expiration")?,
-        last_sign_in: r.try_get("last_sign_in")?,
-        removed: r.try_get("removed")?,
-        seen_at: r.try_get("seen_at")?,
-    })
-}
-
-fn managed_row(r: &SqliteRow) -> Result<ManagedDevice, StoreError> {
-    let state: String = r.try_get("compliance_state")?;
-    Ok(ManagedDevice {
-        intune_id: r.try_get("intune_id")?,
-        azure_ad_device_id: r.try_get("azure_ad_device_id")?,
-        compliance_state: ComplianceState::parse(&state),
-        grace_end: r.try_get("grace_end")?,
-        management_agent: r.try_get("management_agent")?,
-        last_sync: r.try_get("last_sync")?,
-        serial: r.try_get("serial")?,
-        upn: r.try_get("upn")?,
-        seen_at: r.try_get("seen_at")?,
-    })
-}
-
-fn computer_row(r: &SqliteRow) -> Result<Computer, StoreError> {
-    Ok(Computer {
-        jamf_id: r.try_get("jamf_id")?,
-        udid: r.try_get("udid")?,
-        serial: r.try_get("serial")?,
-        name: r.try_get("name")?,
-        model: r.try_get("model")?,
-        os_version: r.try_get("os_version")?,
-        os_build: r.try_get("os_build")?,
-        managed: r.try_get("managed")?,
-        filevault: r.try_get("filevault")?,
-        last_inventory: r.try_get("last_inventory")?,
-        last_contact: r.try_get("last_contact")?,
-        seen_at: r.try_get("seen_at")?,
-        accounts: Vec::new(),
-    })
-}
-
-fn account_row(r: &SqliteRow) -> Result<LocalAccount, StoreError> {
-    let kind: String = r.try_get("account_type")?;
-    let reg: String = r.try_get("registration")?;
-    Ok(LocalAccount {
-        username: r.try_get("username")?,
-        account_type: AccountType::parse(&kind).ok_or_else(|| StoreError::UnknownValue {
-            column: "local_accounts.account_type",
-            value: kind.clone(),
-        })?,
-        entra_user_id: r.try_get("entra_user_id")?,
-        entra_device_id: r.try_get("entra_device_id")?,
-        registration: RegistrationState::parse(&reg),
-    })
-}
+crate::rows::row_mappers!(SqliteRow);
 
 /// Rows per multi-row statement: 13 columns × 400 stays far below SQLite's variable limit.
 const ROWS_PER_STATEMENT: usize = 400;
