@@ -60,7 +60,9 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let mut hash = [0u8; 32];
     hash.copy_from_slice(digest.as_ref());
     cfg.admin.token_sha256 = Some(hash);
-    seed_store(&cfg.store.sqlite_path)?;
+    if let config::StoreConfig::Sqlite { path } = &cfg.store {
+        seed_store(path)?;
+    }
 
     let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
     let emu_listener =
@@ -150,7 +152,9 @@ where
 /// The demo configuration with certificates in `data` and every port shifted by `offset`.
 pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoError> {
     let mut cfg = Config::parse(DEMO_TOML, data).map_err(DemoError::Config)?;
-    cfg.store.sqlite_path = data.join("portcullis.db");
+    cfg.store = config::StoreConfig::Sqlite {
+        path: data.join("portcullis.db"),
+    };
     let emulator = format!("http://127.0.0.1:{}", shift(EMULATOR_PORT, offset)?);
     if let Some(e) = cfg.entra.as_mut() {
         e.authority_url = emulator.clone();

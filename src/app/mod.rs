@@ -7,6 +7,7 @@
 //! - `services`: the background tasks (signing keys, posture changes, settings, sync, admin
 //!   listener, drain) as pingora services.
 
+mod backend;
 mod keys;
 mod services;
 
@@ -27,7 +28,6 @@ use identity::{Identity, IdentityError};
 use landing::{Landings, ReturnSigner};
 use metrics::Metrics;
 use policy::Require;
-use store::sqlite::SqliteStore;
 use store::StoreError;
 use sync::jamf::JamfClient;
 use sync::settings::{ConditionalAccess, ConnectionType, Settings, SettingsError};
@@ -54,7 +54,7 @@ pub enum StartError {
     Pingora(String),
     #[error("identity set-up failed: {0}")]
     Identity(#[from] IdentityError),
-    #[error("store {path}: {source}")]
+    #[error("store ({path}): {source}")]
     Store { path: String, source: StoreError },
     #[error("the Conditional Access settings cannot be loaded: {0}")]
     Settings(#[from] SettingsError),
@@ -99,6 +99,7 @@ pub fn check(cfg: &Config, env: &dyn Env) -> Result<(), ConfigErrors> {
     if let Err(e) = Keys::load(cfg, env) {
         errors.extend(e);
     }
+    errors.extend(backend::check(&cfg.store));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -145,16 +146,8 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let store_path = cfg.store.sqlite_path.display().to_string();
-    let store = Arc::new(
-        store_rt
-            .block_on(SqliteStore::open(&cfg.store.sqlite_path))
-            .map_err(|source| StartError::Store {
-                path: store_path.clone(),
-                source,
-            })?,
-    );
-    tracing::info!(path = %store_path, "store open (SQLite)");
+    let store = backend::open(&cfg.store, &store_rt)?;
+    tracing::info!(store = %cfg.store.describe(), "store open");
 
     let identity = match &cfg.entra {
         Some(e) => {

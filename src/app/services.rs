@@ -17,7 +17,7 @@ use device::PostureCache;
 use identity::Identity;
 use landing::{Landings, ReturnSigner};
 use metrics::Metrics;
-use store::sqlite::SqliteStore;
+use store::Store;
 use sync::settings::{ConditionalAccess, Settings};
 use sync::SyncLoop;
 
@@ -48,7 +48,7 @@ where
 
 /// Keeps the posture cache in step with the store's change log.
 pub fn follow_changes(
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     cache: Arc<PostureCache>,
     interval: Duration,
 ) -> GenBackgroundService<impl BackgroundService> {
@@ -58,7 +58,7 @@ pub fn follow_changes(
 }
 
 /// Runs the sync loop.
-pub fn sync(sync: Arc<SyncLoop<SqliteStore>>) -> GenBackgroundService<impl BackgroundService> {
+pub fn sync(sync: Arc<SyncLoop<dyn Store>>) -> GenBackgroundService<impl BackgroundService> {
     task("sync", move |shutdown| {
         let sync = sync.clone();
         async move { sync.run(shutdown).await }
@@ -90,7 +90,7 @@ impl LandingFollower {
 /// Applies settings changed by any node.
 pub fn follow_settings(
     settings: Arc<Settings>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     landings: LandingFollower,
 ) -> GenBackgroundService<impl BackgroundService> {
     let landings = Arc::new(landings);

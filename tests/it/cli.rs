@@ -248,3 +248,46 @@ fn check_config_checks_the_keys_from_the_environment() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_another_nodes_sqlite_file_is_refused() {
+    let app = crate::harness::Upstream::start("a").await;
+    let db = tempfile::tempdir().unwrap();
+    let store = db.path().join("shared.db");
+    let body = format!(
+        "[store]\nurl = \"sqlite://{}\"\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        store.display(),
+        crate::harness::pool("a", &[app.addr], "")
+    );
+    let gw = crate::harness::Gateway::start(&body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("second.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n{body}",
+            crate::harness::free_port(),
+            crate::harness::free_port(),
+        ),
+    )
+    .unwrap();
+    let second = tokio::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the second gateway must refuse to start, not serve")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another gateway process") && err.contains("postgres://"),
+        "the message says why and what to do instead: {err}"
+    );
+    assert_eq!(
+        crate::harness::client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}

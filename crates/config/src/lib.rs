@@ -253,8 +253,37 @@ pub struct JamfConfig {
 
 /// The store.
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub sqlite_path: PathBuf,
+pub enum StoreConfig {
+    /// The embedded default: one SQLite file, one node.
+    Sqlite { path: PathBuf },
+    /// Several nodes on one PostgreSQL database.
+    Postgres(PostgresConfig),
+}
+
+/// `[store] url = "postgres://…"`.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The URL as written (it may carry `sslmode`, `sslrootcert`, `target_session_attrs`,
+    /// `options`); a secret, as it may hold a password.
+    pub url: Secret,
+    /// `scheme://user@host:port/database`, for logs and `check-config`.
+    pub display: String,
+    /// `store.password` (usually `PORTCULLIS__STORE__PASSWORD`); wins over the URL's.
+    pub password: Option<Secret>,
+    /// `store.password_file`: read at start (and by `check-config`), trailing newline dropped.
+    pub password_file: Option<PathBuf>,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Where the store is, without secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { path } => format!("SQLite {}", path.display()),
+            Self::Postgres(p) => format!("PostgreSQL {}", p.display),
+        }
+    }
 }
 
 /// Entra ID: the tenant and the gateway's own app registration.
@@ -395,12 +424,13 @@ impl Config {
     pub fn summary(&self) -> String {
         let tls = self.listeners.iter().filter(|l| l.tls.is_some()).count();
         format!(
-            "{} listener(s) ({} TLS), {} upstream pool(s), {} route(s), admin on {}",
+            "{} listener(s) ({} TLS), {} upstream pool(s), {} route(s), admin on {}, store {}",
             self.listeners.len(),
             tls,
             self.upstreams.len(),
             self.routes.len(),
-            self.admin.listen
+            self.admin.listen,
+            self.store.describe()
         )
     }
 }

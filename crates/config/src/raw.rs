@@ -169,7 +169,12 @@ pub(super) struct RawJamf {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
+    pub url: Option<String>,
     pub sqlite_path: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub pool_size: Option<i64>,
+    pub connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

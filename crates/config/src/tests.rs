@@ -296,3 +296,51 @@ fn parsing_reads_no_files_and_takes_the_node_name_it_is_given() {
     );
     assert_eq!(cfg.sync.node_name, "gw-3");
 }
+
+#[test]
+fn store_urls_pick_the_backend_and_never_echo_a_password() {
+    let parse = |store: &str| Config::parse(&format!("{GOOD}\n[store]\n{store}\n"), Path::new("/etc/portcullis"));
+    match parse("").unwrap().store {
+        StoreConfig::Sqlite { path } => assert_eq!(path, Path::new("/etc/portcullis/portcullis.db")),
+        other => panic!("{other:?}"),
+    }
+    match parse("url = \"sqlite:///var/lib/p.db\"").unwrap().store {
+        StoreConfig::Sqlite { path } => assert_eq!(path, Path::new("/var/lib/p.db")),
+        other => panic!("{other:?}"),
+    }
+    match parse("sqlite_path = \"p.db\"").unwrap().store {
+        StoreConfig::Sqlite { path } => assert_eq!(path, Path::new("/etc/portcullis/p.db")),
+        other => panic!("{other:?}"),
+    }
+    let cfg = parse(
+        "url = \"postgres://gw:hunter2@db.example.com:5433/portcullis?sslmode=verify-full&target_session_attrs=read-write\"\npool_size = 4\nconnect_timeout = \"3s\"",
+    )
+    .unwrap();
+    let StoreConfig::Postgres(p) = &cfg.store else { panic!() };
+    assert_eq!(p.display, "postgres://gw@db.example.com:5433/portcullis");
+    assert_eq!((p.pool_size, p.connect_timeout), (4, Duration::from_secs(3)));
+    assert!(
+        !format!("{:?} {}", cfg.store, cfg.summary()).contains("hunter2"),
+        "the password never prints"
+    );
+    let p = parse("url = \"postgres://gw@db/p\"\npassword_file = \"pg-pass\"").unwrap();
+    let StoreConfig::Postgres(p) = p.store else { panic!() };
+    assert_eq!(p.password_file.as_deref(), Some(Path::new("/etc/portcullis/pg-pass")));
+
+    let errs = parse("url = \"mysql://root:hunter2@db/p\"").unwrap_err().to_string();
+    assert!(errs.contains("store.url") && !errs.contains("hunter2"), "{errs}");
+    let errs = parse("url = \"postgres://:hunter2@/p\"").unwrap_err().to_string();
+    assert!(errs.contains("store.url") && !errs.contains("hunter2"), "{errs}");
+    let errs = parse("sqlite_path = \"a.db\"\npassword = \"x\"")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("store.password: is for a postgres://"), "{errs}");
+    let errs = parse("url = \"postgres://db/p\"\npassword = \"x\"\npassword_file = \"f\"")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("store.password_file"), "{errs}");
+    let errs = parse("url = \"postgres://db/p\"\npool_size = 0")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("store.pool_size"), "{errs}");
+}

@@ -43,6 +43,28 @@ pub enum StoreError {
     /// The schema could not be brought to this version.
     #[error("store migrations failed: {0}")]
     Migration(#[source] Arc<sqlx::migrate::MigrateError>),
+    /// The database was migrated by a newer version of Portcullis.
+    #[error(
+        "the database's schema is newer than this version of Portcullis knows (migration {found} is applied but \
+         unknown here): upgrade this node, or point it at the database of its own version"
+    )]
+    SchemaTooNew { found: i64 },
+    /// Another gateway process has this SQLite file open; one file serves one node.
+    #[error(
+        "{path} is in use by another gateway process: an SQLite store serves one node; use store.url = \
+         \"postgres://…\" for several"
+    )]
+    InUse { path: String },
+}
+
+impl StoreError {
+    /// Classifies a migration failure: a schema newer than this binary is its own case.
+    pub(crate) fn migration(e: sqlx::migrate::MigrateError) -> Self {
+        match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => Self::SchemaTooNew { found: v },
+            other => Self::Migration(Arc::new(other)),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -67,7 +89,9 @@ impl StoreError {
             | Self::Conflict { .. }
             | Self::Corrupt(_)
             | Self::UnknownValue { .. }
-            | Self::Migration(_) => false,
+            | Self::Migration(_)
+            | Self::SchemaTooNew { .. }
+            | Self::InUse { .. } => false,
         }
     }
 }

@@ -78,7 +78,7 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(std::sync::Arc::new(e)))?;
+            .map_err(StoreError::migration)?;
         Ok(Self { pool })
     }
 

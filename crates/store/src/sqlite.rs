@@ -20,9 +20,38 @@ const RUNS_KEPT: i64 = 1000;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held while a gateway node uses the file ([`SqliteStore::open_for_node`]).
+    _node_lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl SqliteStore {
+    /// Opens the file for a gateway node: refused with [`StoreError::InUse`] while another
+    /// process's node has it (an exclusive lock on `PATH-lock`, released when the process
+    /// ends, however it ends). Tools and tests that read a node's file use [`Self::open`].
+    pub async fn open_for_node(path: &Path) -> Result<Self, StoreError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push("-lock");
+        let io = |e: std::io::Error| StoreError::Unavailable(std::sync::Arc::new(sqlx::Error::Io(e)));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse {
+                    path: path.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let mut s = Self::open(path).await?;
+        s._node_lock = Some(std::sync::Arc::new(lock));
+        Ok(s)
+    }
+
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::new()
@@ -58,8 +87,8 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(std::sync::Arc::new(e)))?;
-        Ok(Self { pool })
+            .map_err(StoreError::migration)?;
+        Ok(Self { pool, _node_lock: None })
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a writer

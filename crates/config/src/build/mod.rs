@@ -8,6 +8,7 @@ mod entra;
 mod network;
 mod routes;
 mod server;
+mod store;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use entra::{build_entra, build_session};
 use network::{build_listener, build_upstream};
 use routes::build_route;
 use server::{build_admin, build_server};
+use store::build_store;
 use sync::{build_jamf, build_sync};
 
 pub(crate) fn toml_message(e: &toml::de::Error) -> String {
@@ -107,16 +109,13 @@ pub(crate) fn build(file: RawFile, base: &Path, host_name: &str, c: &mut Collect
         base,
         c,
     );
-    let store = StoreConfig {
-        sqlite_path: resolve(
-            base,
-            &file
-                .store
-                .and_then(|v| item::<RawStore>(c, "store", v))
-                .and_then(|s| s.sqlite_path)
-                .unwrap_or_else(|| "portcullis.db".into()),
-        ),
-    };
+    let store = build_store(
+        file.store
+            .and_then(|v| item::<RawStore>(c, "store", v))
+            .unwrap_or_default(),
+        base,
+        c,
+    );
     let has_credential = entra.as_ref().is_some_and(|e| e.credential.is_some());
     let sync = build_sync(
         file.sync
