@@ -124,6 +124,11 @@ impl Gateway {
         Self::launch(body, extra, &[]).await
     }
 
+    /// `start_with` and `start_env` at once.
+    pub async fn start_full(body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {
+        Self::launch(body, extra, env).await
+    }
+
     async fn launch(body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -382,6 +382,14 @@ impl Browser {
         }
     }
 
+    /// The same browser (client and cookie jar) talking to `https://localhost:{port}`.
+    pub fn on_port(&self, port: u16) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: format!("https://localhost:{port}"),
+        }
+    }
+
     pub async fn navigate(&self, url: &str) -> reqwest::Response {
         self.http.get(url).header("accept", "text/html").send().await.unwrap()
     }

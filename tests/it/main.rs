@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod demo;
 mod enforcement;
 mod harness;

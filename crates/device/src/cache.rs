@@ -103,6 +103,11 @@ impl PostureCache {
         self.cache.invalidate(&device_id.to_ascii_lowercase()).await;
     }
 
+    /// Drops every cached posture (the follower lost track of the change log).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }

@@ -22,6 +22,8 @@ struct Scripted {
     change_reads: AtomicU32,
     delay: Mutex<Duration>,
     failing: AtomicBool,
+    epoch: Mutex<String>,
+    signal: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Scripted {
@@ -102,6 +104,19 @@ impl PostureStore for Scripted {
     async fn latest_change(&self) -> Result<i64, StoreError> {
         self.fail()?;
         Ok(self.changes.lock().unwrap().last().map_or(0, |(id, _)| *id))
+    }
+    async fn oldest_change(&self) -> Result<i64, StoreError> {
+        self.fail()?;
+        Ok(self.changes.lock().unwrap().first().map_or(0, |(id, _)| *id))
+    }
+    async fn epoch(&self) -> Result<String, StoreError> {
+        // Each catch-up starts here: counted as a read of the change log.
+        self.change_reads.fetch_add(1, Ordering::SeqCst);
+        self.fail()?;
+        Ok(self.epoch.lock().unwrap().clone())
+    }
+    fn change_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.signal.clone()
     }
 }
 
@@ -224,4 +239,71 @@ async fn the_follower_invalidates_changed_devices_each_interval_and_rides_out_er
         .await
         .expect("the follower stops on shutdown")
         .unwrap();
+}
+
+/// A follower with a change signal (PostgreSQL's NOTIFY) invalidates at once, without waiting
+/// for its poll; one that loses track of the log (another epoch, a rewound log) drops the cache.
+#[tokio::test(start_paused = true)]
+async fn signals_wake_the_follower_and_lost_track_drops_the_cache() {
+    let mut scripted = Scripted::default();
+    scripted.signal = Some(Arc::new(tokio::sync::Notify::new()));
+    *scripted.epoch.lock().unwrap() = "e1".into();
+    let store = Arc::new(scripted);
+    store.set(ALICE, true);
+    store.set(DAVE, true);
+    let cache = cache(&store);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // A poll interval far longer than the test: only the signal can wake the follower.
+    let follower = tokio::spawn(crate::changes::follow_changes(
+        store.clone(),
+        cache.clone(),
+        Duration::from_secs(3600),
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(compliant(&cache.lookup(DAVE).await.unwrap()), Some(true));
+    store.set(ALICE, false);
+    store.change(ALICE);
+    store.signal.as_ref().unwrap().notify_one();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        compliant(&cache.lookup(ALICE).await.unwrap()),
+        Some(false),
+        "woken by the signal"
+    );
+
+    // Another database (epoch changed): every cached posture goes, dave's included.
+    store.set(DAVE, false);
+    *store.epoch.lock().unwrap() = "e2".into();
+    store.signal.as_ref().unwrap().notify_one();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        compliant(&cache.lookup(DAVE).await.unwrap()),
+        Some(false),
+        "epoch change dropped the cache"
+    );
+
+    // A rewound log (restored from a backup): the cursor is ahead of it; drop and follow anew.
+    store.set(DAVE, true);
+    store.changes.lock().unwrap().clear();
+    store.signal.as_ref().unwrap().notify_one();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        compliant(&cache.lookup(DAVE).await.unwrap()),
+        Some(true),
+        "rewound log dropped the cache"
+    );
+    store.set(ALICE, true);
+    store.change(ALICE); // id 1 again, in the restored log
+    store.signal.as_ref().unwrap().notify_one();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        compliant(&cache.lookup(ALICE).await.unwrap()),
+        Some(true),
+        "followed from the restored log's end"
+    );
+
+    stop_tx.send(true).unwrap();
+    follower.await.unwrap();
 }

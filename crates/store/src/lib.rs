@@ -110,6 +110,16 @@ pub trait PostureStore: Send + Sync {
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
     /// The newest change id (0 when none).
     async fn latest_change(&self) -> Result<i64, StoreError>;
+    /// The oldest change id still kept (0 when none): a follower whose cursor is older has
+    /// missed changes and must drop what it cached.
+    async fn oldest_change(&self) -> Result<i64, StoreError>;
+    /// The database's epoch, made when it was created: another value means another database.
+    async fn epoch(&self) -> Result<String, StoreError>;
+    /// Wakes a follower when the change log grows (PostgreSQL's LISTEN/NOTIFY); `None` when
+    /// the backend has no such signal and followers poll only.
+    fn change_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Writes of the sync loop. Each call is one transaction.

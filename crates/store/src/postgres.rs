@@ -65,6 +65,9 @@ impl PgSettings {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Notified on every `NOTIFY portcullis_changes` and after every (re)connection of the
+    /// listener (notifications sent while it was away are lost: the follower catches up).
+    signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -79,7 +82,10 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(StoreError::migration)?;
-        Ok(Self { pool })
+        let signal = std::sync::Arc::new(tokio::sync::Notify::new());
+        // The listener lives as long as the runtime the store was opened on.
+        tokio::spawn(listen(pool.clone(), signal.clone()));
+        Ok(Self { pool, signal })
     }
 
     /// The applied schema version (the newest migration).
@@ -106,6 +112,63 @@ impl PgStore {
             .await?;
         c.accounts = rows.iter().map(account_row).collect::<Result<_, _>>()?;
         Ok(c)
+    }
+}
+
+/// How long the listener waits for a notification before it checks its connection.
+const LISTENER_PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps a `LISTEN portcullis_changes` connection and turns its notifications into
+/// `signal.notify_one()`. The connection is pinged when it has been quiet for
+/// [`LISTENER_PING_EVERY`], so a half-open socket is noticed (sqlx sets no TCP keepalive);
+/// after any reconnection the follower is woken to catch up on what it missed. Ends when the
+/// pool closes.
+async fn listen(pool: PgPool, signal: std::sync::Arc<tokio::sync::Notify>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if pool.is_closed() {
+            return;
+        }
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => match l.listen(CHANGES_CHANNEL).await {
+                Ok(()) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for store changes; polling meanwhile");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect the store change listener; polling meanwhile");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::debug!("listening for store changes");
+        // Anything committed while no listener was connected is in the log: catch up.
+        signal.notify_one();
+        loop {
+            match tokio::time::timeout(LISTENER_PING_EVERY, listener.try_recv()).await {
+                Ok(Ok(Some(_))) => signal.notify_one(),
+                // sqlx reconnected (and re-listened): notifications in between are lost.
+                Ok(Ok(None)) => signal.notify_one(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the store change listener failed; reconnecting");
+                    break;
+                }
+                Err(_quiet) => {
+                    let ping =
+                        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&mut listener));
+                    if !matches!(ping.await, Ok(Ok(_))) {
+                        tracing::warn!("the store change listener's connection does not answer; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -272,6 +335,23 @@ impl PostureStore for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(v.unwrap_or(0))
+    }
+
+    async fn oldest_change(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM device_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn epoch(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    fn change_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.signal.clone())
     }
 }
 

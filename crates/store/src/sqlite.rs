@@ -269,6 +269,19 @@ impl PostureStore for SqliteStore {
             .await?;
         Ok(v.unwrap_or(0))
     }
+
+    async fn oldest_change(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM device_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn epoch(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'epoch'")
+            .fetch_one(&self.pool)
+            .await?)
+    }
 }
 
 #[async_trait]

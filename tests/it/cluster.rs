@@ -1,0 +1,216 @@
+//! Several gateway processes on one PostgreSQL database (a fresh schema per test): posture
+//! changes reach every node, settings saved on one node apply on the others, a browser
+//! session started on one node continues on another.
+
+use std::time::Duration;
+
+use portcullis::store::postgres::{testing, PgStore};
+use portcullis::store::*;
+use serde_json::json;
+
+use crate::harness::{client, poll_until, pool, Emulator, Gateway, Upstream};
+use crate::identity::Browser;
+
+const ADMIN: &str = "cluster-admin-token-0123456789";
+/// Every node shares the session key, so a session cookie sealed on one opens on another.
+const COOKIE_KEY: &str = "Y2x1c3Rlci1zZXNzaW9uLWNvb2tpZS1rZXktMzJieXQ=";
+
+const ALICE_DEVICE: &str = "d1000000-0000-4000-8000-00000000000a";
+
+pub struct Cluster {
+    pub emu: Emulator,
+    _app: Upstream,
+    /// With TLS listeners: the directory of the certificates every node serves (one CA).
+    pub certs: Option<tempfile::TempDir>,
+    /// The nodes' TLS ports, when they have TLS listeners.
+    pub tls_ports: Vec<u16>,
+    /// The store, as the leader's sync would write it.
+    pub store: PgStore,
+    pub nodes: Vec<Gateway>,
+}
+
+fn now() -> i64 {
+    portcullis::base::time::unix_now_i64()
+}
+
+impl Cluster {
+    /// `n` nodes, the demo personas' rows in the database; `poll` is each node's change-log
+    /// poll (the fallback to LISTEN/NOTIFY).
+    pub async fn start(n: usize, poll: &str, extra: &str) -> Self {
+        Self::launch(n, poll, extra, false).await
+    }
+
+    /// Like `start`, every node with a TLS listener for `localhost` (certificates from one
+    /// CA, `ca.pem` in `certs`), its callback registered with the emulator.
+    pub async fn start_tls(n: usize) -> Self {
+        Self::launch(n, "1s", "", true).await
+    }
+
+    async fn launch(n: usize, poll: &str, extra: &str, tls: bool) -> Self {
+        let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+        let certs = tls.then(|| {
+            let d = tempfile::tempdir().unwrap();
+            crate::harness::make_certs(d.path(), &["localhost"]);
+            d
+        });
+        let mut tls_ports = Vec::new();
+        let (settings, schema) = testing::fresh_schema().await.expect("PostgreSQL for the tests");
+        let store = PgStore::open(&settings).await.unwrap();
+        portcullis::demo::seed(&store, now()).await.unwrap();
+        let url = testing::url_for_schema(&schema);
+        let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes());
+        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let body = format!(
+                "{}{}\n[store]\nurl = \"{url}\"\n[device]\nchange_poll_interval = \"{poll}\"\n[sync]\nenabled = false\nnode_name = \"node-{i}\"\n[session]\ncookie_key = \"{COOKIE_KEY}\"\n{extra}\n[[routes]]\nupstream = \"app\"\n",
+                emu.entra_section(""),
+                pool("app", &[app.addr], ""),
+            );
+            let env = [("PORTCULLIS__ADMIN__TOKEN_SHA256", hash.clone())];
+            let node = match &certs {
+                Some(dir) => {
+                    let port = crate::harness::free_port();
+                    tls_ports.push(port);
+                    emu.state.register_redirect(
+                        portcullis::emulator::personas::GATEWAY_CLIENT_ID,
+                        &format!("https://localhost:{port}/.portcullis/callback"),
+                    );
+                    let listener = crate::tls::tls_listener(dir.path(), port, &["localhost"]);
+                    Gateway::start_full(&body, |_| listener, &env).await
+                }
+                None => Gateway::start_env(&body, &env).await,
+            };
+            nodes.push(node);
+        }
+        Self {
+            emu,
+            _app: app,
+            certs,
+            tls_ports,
+            store,
+            nodes,
+        }
+    }
+
+    /// The status node `i` gives a persona's bearer request.
+    pub async fn status(&self, i: usize, persona: &str) -> u16 {
+        client()
+            .get(self.nodes[i].url("/"))
+            .bearer_auth(self.emu.token(&format!("persona={persona}")).await)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+fn alice(compliant: bool) -> EntraDevice {
+    EntraDevice {
+        device_id: ALICE_DEVICE.into(),
+        object_id: "0b000000-0000-4000-8000-00000000000a".into(),
+        display_name: Some("Alice's MacBook Pro".into()),
+        account_enabled: Some(true),
+        is_compliant: Some(compliant),
+        is_managed: Some(true),
+        trust_type: Some("Workplace".into()),
+        operating_system: Some("MacMDM".into()),
+        os_version: Some("14.5".into()),
+        compliance_expiration: None,
+        last_sign_in: None,
+        removed: false,
+        seen_at: now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posture_change_reaches_every_node_within_a_second_by_notify() {
+    // A 30 s poll: only LISTEN/NOTIFY can bring the change this fast.
+    let c = Cluster::start(2, "30s", "").await;
+    for i in 0..2 {
+        assert_eq!(c.status(i, "alice").await, 200, "node {i}");
+    }
+    for (round, compliant) in [false, true, false].into_iter().enumerate() {
+        c.store.upsert_entra_devices(&[alice(compliant)]).await.unwrap();
+        let want = if compliant { 200 } else { 403 };
+        for i in 0..2 {
+            let (_, took) = poll_until("the change enforced", Duration::from_secs(5), || async {
+                match c.status(i, "alice").await {
+                    s if s == want => Ok(()),
+                    s => Err(s.to_string()),
+                }
+            })
+            .await;
+            assert!(took < Duration::from_secs(1), "round {round}, node {i}: {took:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_saved_on_one_node_apply_on_the_other() {
+    let c = Cluster::start(2, "1s", "").await;
+    let dave_page = |i: usize| {
+        let c = &c;
+        async move {
+            client()
+                .get(c.nodes[i].url("/"))
+                .bearer_auth(c.emu.token("persona=dave").await)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(dave_page(1).await.contains("Enroll this Mac"));
+    let api = format!("http://{}/api/v1/conditional-access", c.nodes[0].admin);
+    let r = client().get(&api).bearer_auth(ADMIN).send().await.unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let doc: serde_json::Value = r.json().await.unwrap();
+    let body = json!({
+        "enabled": false, "connection_type": "manual", "national_cloud": "global",
+        "tenant_id": doc["tenant_id"], "application_id": doc["application_id"],
+        "landing": { "kind": "access_denied" },
+    });
+    let r = client()
+        .put(&api)
+        .bearer_auth(ADMIN)
+        .header("if-match", etag)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let (_, took) = poll_until("node 1 applied node 0's save", Duration::from_secs(5), || async {
+        let p = dave_page(1).await;
+        if p.contains("Access denied") {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    })
+    .await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "settings reached node 1 after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_started_on_one_node_continues_on_another() {
+    // TLS listeners: the session cookie is `__Host-` and Secure.
+    let c = Cluster::start_tls(2).await;
+    let ca = c.certs.as_ref().unwrap().path().join("ca.pem");
+    let a = Browser::new(&ca, c.tls_ports[0]);
+    let r = a.sign_in("/hello", "alice").await;
+    assert_eq!(r.status(), 200, "signed in on node 0");
+    // The same browser (its cookie jar; cookies do not care for ports) against node 1.
+    let b = a.on_port(c.tls_ports[1]);
+    let r = b.navigate(&format!("{}/hello", b.base)).await;
+    assert_eq!(r.status(), 200, "the session continues on node 1: {:?}", r.headers());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("alice@contoso.test"), "{body}");
+}
