@@ -245,10 +245,11 @@ async fn the_follower_invalidates_changed_devices_each_interval_and_rides_out_er
 /// for its poll; one that loses track of the log (another epoch, a rewound log) drops the cache.
 #[tokio::test(start_paused = true)]
 async fn signals_wake_the_follower_and_lost_track_drops_the_cache() {
-    let mut scripted = Scripted::default();
-    scripted.signal = Some(Arc::new(tokio::sync::Notify::new()));
-    *scripted.epoch.lock().unwrap() = "e1".into();
-    let store = Arc::new(scripted);
+    let store = Arc::new(Scripted {
+        signal: Some(Arc::new(tokio::sync::Notify::new())),
+        epoch: Mutex::new("e1".into()),
+        ..Scripted::default()
+    });
     store.set(ALICE, true);
     store.set(DAVE, true);
     let cache = cache(&store);
