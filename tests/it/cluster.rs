@@ -37,16 +37,21 @@ impl Cluster {
     /// `n` nodes, the demo personas' rows in the database; `poll` is each node's change-log
     /// poll (the fallback to LISTEN/NOTIFY).
     pub async fn start(n: usize, poll: &str, extra: &str) -> Self {
-        Self::launch(n, poll, extra, false).await
+        Self::launch(n, poll, "enabled = false", extra, false).await
+    }
+
+    /// `n` nodes syncing from the emulator (one leads at a time), with `[sync]` settings.
+    pub async fn start_syncing(n: usize, sync: &str) -> Self {
+        Self::launch(n, "1s", sync, "", false).await
     }
 
     /// Like `start`, every node with a TLS listener for `localhost` (certificates from one
     /// CA, `ca.pem` in `certs`), its callback registered with the emulator.
     pub async fn start_tls(n: usize) -> Self {
-        Self::launch(n, "1s", "", true).await
+        Self::launch(n, "1s", "enabled = false", "", true).await
     }
 
-    async fn launch(n: usize, poll: &str, extra: &str, tls: bool) -> Self {
+    async fn launch(n: usize, poll: &str, sync: &str, extra: &str, tls: bool) -> Self {
         let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
         let certs = tls.then(|| {
             let d = tempfile::tempdir().unwrap();
@@ -63,7 +68,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 0..n {
             let body = format!(
-                "{}{}\n[store]\nurl = \"{url}\"\n[device]\nchange_poll_interval = \"{poll}\"\n[sync]\nenabled = false\nnode_name = \"node-{i}\"\n[session]\ncookie_key = \"{COOKIE_KEY}\"\n{extra}\n[[routes]]\nupstream = \"app\"\n",
+                "{}{}\n[store]\nurl = \"{url}\"\n[device]\nchange_poll_interval = \"{poll}\"\n[sync]\n{sync}\nnode_name = \"node-{i}\"\n[session]\ncookie_key = \"{COOKIE_KEY}\"\n{extra}\n[[routes]]\nupstream = \"app\"\n",
                 emu.entra_section(""),
                 pool("app", &[app.addr], ""),
             );
@@ -213,4 +218,124 @@ async fn a_browser_session_started_on_one_node_continues_on_another() {
     assert_eq!(r.status(), 200, "the session continues on node 1: {:?}", r.headers());
     let body = r.text().await.unwrap();
     assert!(body.contains("alice@contoso.test"), "{body}");
+}
+
+/// Entra devices in the store, and the Entra cursor.
+async fn progress(store: &PgStore) -> (i64, Option<String>) {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entra_devices")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let cursor = store.cursor("entra").await.unwrap();
+    (n, cursor)
+}
+
+/// The node whose log says it leads the sync, once one does.
+async fn leader(c: &Cluster, except: Option<usize>) -> (usize, Duration) {
+    poll_until("a node leads the sync", Duration::from_secs(15), || async {
+        (0..c.nodes.len())
+            .filter(|i| Some(*i) != except)
+            .find(|i| c.nodes[*i].logs().contains("this node leads the sync"))
+            .ok_or_else(|| "no leader yet".to_string())
+    })
+    .await
+}
+
+async fn seed_directory(c: &Cluster, devices: u32) {
+    let r = client()
+        .post(format!("{}/_emulator/directory/seed", c.emu.url))
+        .json(&json!({ "devices": devices }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+const SYNCING: &str = "interval = \"1s\"\nlease_ttl = \"3s\"\npage_size = 20\nintune = false";
+
+/// The leader is paused (SIGSTOP) in the middle of a round past its lease: the other node
+/// takes over within the lease time and finishes the round from the stored cursor; resumed
+/// (SIGCONT), the old leader's next write is refused by the term and nothing of it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_out_when_it_resumes() {
+    let c = Cluster::start_syncing(2, SYNCING).await;
+    seed_directory(&c, 6000).await; // 6,004 devices, 300 pages of 20
+    let (old, _) = leader(&c, None).await;
+    poll_until("the first round part-way", Duration::from_secs(20), || async {
+        match progress(&c.store).await {
+            (n, _) if n >= 200 => Ok(()),
+            (n, _) => Err(format!("{n} devices")),
+        }
+    })
+    .await;
+    c.nodes[old].signal("STOP");
+    let (new, took) = leader(&c, Some(old)).await;
+    assert_ne!(new, old);
+    assert!(
+        took < Duration::from_secs(6),
+        "takeover after a 3 s lease took {took:?}"
+    );
+    eprintln!("leader failover (SIGSTOP): {took:?}");
+    c.nodes[old].signal("CONT");
+    poll_until("the resumed leader fenced out", Duration::from_secs(15), || async {
+        let log = c.nodes[old].logs();
+        if log.contains("refused: the sync lease is no longer this node's term") {
+            Ok(())
+        } else {
+            Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+        }
+    })
+    .await;
+    poll_until("the new leader finished the round", Duration::from_secs(40), || async {
+        match progress(&c.store).await {
+            (6004, Some(cursor)) if cursor.contains("$deltatoken=") => Ok(()),
+            (n, cursor) => {
+                assert!(n <= 6004, "no device was written twice as two rows ({n})");
+                Err(format!("{n} devices, cursor {cursor:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+/// kill -9 of the leader: another node takes over within the lease time and resumes from the
+/// stored delta cursor; every device ends up in the store once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_takes_over_from_a_killed_leader_and_resumes() {
+    let mut c = Cluster::start_syncing(2, SYNCING).await;
+    seed_directory(&c, 6000).await;
+    let (old, _) = leader(&c, None).await;
+    poll_until("the first round part-way", Duration::from_secs(20), || async {
+        match progress(&c.store).await {
+            (n, _) if n >= 200 => Ok(()),
+            (n, _) => Err(format!("{n} devices")),
+        }
+    })
+    .await;
+    let (before, cursor) = progress(&c.store).await;
+    assert!(
+        cursor.is_some_and(|c| c.contains("$skiptoken=")),
+        "a mid-round cursor was stored"
+    );
+    c.nodes[old].child.kill().unwrap(); // SIGKILL
+    c.nodes[old].child.wait().unwrap();
+    let (_, took) = leader(&c, Some(old)).await;
+    assert!(
+        took < Duration::from_secs(6),
+        "takeover after a 3 s lease took {took:?}"
+    );
+    eprintln!("leader failover (kill -9): {took:?}");
+    poll_until("the new leader finished the round", Duration::from_secs(40), || async {
+        match progress(&c.store).await {
+            (6004, Some(cursor)) if cursor.contains("$deltatoken=") => Ok(()),
+            (n, cursor) => {
+                assert!(
+                    n >= before && n <= 6004,
+                    "nothing lost, nothing doubled ({before} -> {n})"
+                );
+                Err(format!("{n} devices, cursor {cursor:?}"))
+            }
+        }
+    })
+    .await;
 }

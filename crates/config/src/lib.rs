@@ -232,6 +232,9 @@ pub struct SyncConfig {
     pub requests_per_20s: u32,
     /// This node's name in the leader lease (default: the host name).
     pub node_name: String,
+    /// How long the leader's lease lasts without a renewal (default: three intervals, at
+    /// least 30 s).
+    pub lease_ttl: Duration,
     /// Jamf attributes shared onto Entra devices: `extensionAttributeN` → template.
     pub share: std::collections::BTreeMap<String, String>,
 }

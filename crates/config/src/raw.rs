@@ -148,6 +148,7 @@ pub(super) struct RawSync {
     pub page_size: Option<i64>,
     pub requests_per_20s: Option<i64>,
     pub node_name: Option<String>,
+    pub lease_ttl: Option<String>,
     /// `extensionAttributeN = "template"`: Jamf inventory shared onto Entra devices.
     #[serde(default)]
     pub share: std::collections::BTreeMap<String, String>,

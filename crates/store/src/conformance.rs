@@ -211,15 +211,36 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
         error: (!ok).then(|| "boom".into()),
         detail: "{}".into(),
     };
-    assert!(s.try_lease("sync", "node-a", 60).await.unwrap());
-    assert!(s.try_lease("sync", "node-a", 60).await.unwrap(), "the holder renews");
-    assert!(!s.try_lease("sync", "node-b", 60).await.unwrap(), "another node waits");
-    assert!(s.try_lease("other", "node-b", 60).await.unwrap());
-    assert!(s.try_lease("expired", "node-a", -1).await.unwrap());
-    assert!(
-        s.try_lease("expired", "node-b", 60).await.unwrap(),
-        "an expired lease can be taken"
+    let a = s
+        .try_lease("sync", "node-a", 60)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert_eq!((a.holder.as_str(), a.term), ("node-a", 1));
+    let renewed = s
+        .try_lease("sync", "node-a", 60)
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_eq!(renewed.term, 1, "a renewal keeps the term");
+    assert_eq!(
+        s.try_lease("sync", "node-b", 60).await.unwrap(),
+        None,
+        "another node waits"
     );
+    assert!(s.try_lease("other", "node-b", 60).await.unwrap().is_some());
+    let old = s.try_lease("expired", "node-a", -1).await.unwrap().unwrap();
+    let new = s
+        .try_lease("expired", "node-b", 60)
+        .await
+        .unwrap()
+        .expect("an expired lease can be taken");
+    assert_eq!(
+        (new.holder.as_str(), new.term),
+        ("node-b", old.term + 1),
+        "a takeover starts a new term"
+    );
+    fencing(s, &old, &new).await;
     s.record_run(&run(true, 10)).await.unwrap();
     s.record_run(&run(false, 20)).await.unwrap();
     assert_eq!(s.last_success().await.unwrap().entra, Some(10));
@@ -233,6 +254,48 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
     assert!(kept.len() >= 1000, "{} runs kept", kept.len());
     assert_eq!(s.last_success().await.unwrap().entra, Some(10));
     assert_eq!(s.last_success().await.unwrap().jamf, None);
+}
+
+/// Writes fenced by a term that is over are refused, and nothing of them lands; the new
+/// holder's fenced writes and unfenced writes go through.
+async fn fencing<S: Store + ?Sized>(s: &S, old: &Lease, new: &Lease) {
+    let stale = s.fenced(old);
+    let current = s.fenced(new);
+    let refused = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Fenced { term, .. }) => assert_eq!(term, old.term, "{what}"),
+        other => panic!("{what}: a write from an old term must be refused, got {other:?}"),
+    };
+    let d = "f0000000-0000-4000-8000-000000000001";
+    refused(
+        stale.upsert_entra_devices(&[entra(d, "o-fenced", true, 1)]).await,
+        "upsert",
+    );
+    refused(stale.set_cursor("fenced", Some("x")).await, "cursor");
+    refused(
+        stale
+            .record_run(&SyncRun {
+                source: "fenced".into(),
+                finished_at: 1,
+                ok: true,
+                error: None,
+                detail: "{}".into(),
+            })
+            .await,
+        "run",
+    );
+    refused(stale.sweep_entra(i64::MAX).await.map(|_| ()), "sweep");
+    assert!(
+        s.device_evidence(d).await.unwrap().entra.is_none(),
+        "nothing of the refused write landed"
+    );
+    assert_eq!(s.cursor("fenced").await.unwrap(), None);
+    current.set_cursor("fenced", Some("y")).await.unwrap();
+    assert_eq!(
+        s.cursor("fenced").await.unwrap().as_deref(),
+        Some("y"),
+        "the holder's fenced write lands"
+    );
+    current.set_cursor("fenced", None).await.unwrap();
 }
 
 async fn settings<S: Store + ?Sized>(s: &S) {

@@ -49,6 +49,9 @@ pub enum StoreError {
          unknown here): upgrade this node, or point it at the database of its own version"
     )]
     SchemaTooNew { found: i64 },
+    /// A fenced write from a term that is over: another node holds the lease now.
+    #[error("refused: the {name} lease is no longer this node's term {term}")]
+    Fenced { name: String, term: i64 },
     /// Another gateway process has this SQLite file open; one file serves one node.
     #[error(
         "{path} is in use by another gateway process: an SQLite store serves one node; use store.url = \
@@ -91,6 +94,7 @@ impl StoreError {
             | Self::UnknownValue { .. }
             | Self::Migration(_)
             | Self::SchemaTooNew { .. }
+            | Self::Fenced { .. }
             | Self::InUse { .. } => false,
         }
     }
@@ -143,9 +147,14 @@ pub trait SyncState: Send + Sync {
     async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError>;
     async fn last_runs(&self, source: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError>;
     async fn last_success(&self) -> Result<SourceTimes, StoreError>;
-    /// Takes or renews lease `name` for `holder` until `now + ttl`; false when another holder
-    /// has it and it has not expired.
-    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError>;
+    /// Takes or renews lease `name` for `holder` until `now + ttl` on the database's clock;
+    /// `None` when another holder has it and it has not expired. A takeover (another holder,
+    /// or the same one after expiry) starts a new term; a renewal keeps it.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<Option<Lease>, StoreError>;
+    /// This store with every inventory and sync-state write fenced by `lease`: each checks,
+    /// inside its own transaction, that the lease is still this holder's in this term, and is
+    /// refused with [`StoreError::Fenced`] once another holder took it over.
+    fn fenced(&self, lease: &Lease) -> std::sync::Arc<dyn Store>;
     /// Marks removed the Entra devices not seen since `before` (after a full round); returns
     /// their device ids.
     async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError>;

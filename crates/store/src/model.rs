@@ -220,3 +220,11 @@ pub struct AuditEntry {
     /// JSON with secrets masked.
     pub detail: String,
 }
+
+/// A lease held: its name, holder and term (the fencing token of the holder's writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub term: i64,
+}

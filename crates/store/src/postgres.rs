@@ -68,15 +68,23 @@ pub struct PgStore {
     /// Notified on every `NOTIFY portcullis_changes` and after every (re)connection of the
     /// listener (notifications sent while it was away are lost: the follower catches up).
     signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Set on a [`SyncState::fenced`] view: its inventory writes check the lease first.
+    fence: Option<std::sync::Arc<Lease>>,
 }
 
 impl PgStore {
     /// Connects and applies pending migrations (under sqlx's advisory lock).
     pub async fn open(s: &PgSettings) -> Result<Self, StoreError> {
+        // A node that stops mid-transaction (paused, or cut off) must not hold the change-log
+        // lock or the lease row for everyone: the server ends such a session after 10 s.
+        let connect = s
+            .connect
+            .clone()
+            .options([("idle_in_transaction_session_timeout", "10000")]);
         let pool = PgPoolOptions::new()
             .max_connections(s.max_connections.max(2))
             .acquire_timeout(s.acquire_timeout)
-            .connect_with(s.connect.clone())
+            .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
@@ -85,7 +93,11 @@ impl PgStore {
         let signal = std::sync::Arc::new(tokio::sync::Notify::new());
         // The listener lives as long as the runtime the store was opened on.
         tokio::spawn(listen(pool.clone(), signal.clone()));
-        Ok(Self { pool, signal })
+        Ok(Self {
+            pool,
+            signal,
+            fence: None,
+        })
     }
 
     /// The applied schema version (the newest migration).
@@ -103,6 +115,28 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A write transaction; on a fenced view it first checks that the lease is still this
+    /// holder's in this term, holding the lease row (`FOR SHARE`) so a takeover waits until
+    /// this write has committed: a write is either in the old term or refused.
+    async fn write_tx(&self) -> Result<Tx, StoreError> {
+        let mut tx: Tx = self.pool.begin().await?;
+        if let Some(lease) = &self.fence {
+            let term: Option<i64> =
+                sqlx::query_scalar("SELECT term FROM leases WHERE name = $1 AND holder = $2 FOR SHARE")
+                    .bind(&lease.name)
+                    .bind(&lease.holder)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if term != Some(lease.term) {
+                return Err(StoreError::Fenced {
+                    name: lease.name.clone(),
+                    term: lease.term,
+                });
+            }
+        }
+        Ok(tx)
     }
 
     async fn with_accounts(&self, mut c: Computer) -> Result<Computer, StoreError> {
@@ -367,7 +401,7 @@ impl InventoryWriter for PgStore {
             .filter(|d| seen.insert(d.device_id.to_ascii_lowercase()))
             .collect();
         unique.reverse();
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             // A device id moved to another object (re-registration) replaces the old row.
             let mut del = QueryBuilder::<sqlx::Postgres>::new("DELETE FROM entra_devices WHERE object_id IN (");
@@ -426,7 +460,7 @@ impl InventoryWriter for PgStore {
     }
 
     async fn remove_entra_device(&self, object_id: &str, purge: bool) -> Result<Option<String>, StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let id: Option<String> = sqlx::query_scalar("SELECT device_id FROM entra_devices WHERE object_id = $1")
             .bind(object_id)
             .fetch_optional(&mut *tx)
@@ -449,7 +483,7 @@ impl InventoryWriter for PgStore {
     }
 
     async fn upsert_managed_devices(&self, devices: &[ManagedDevice]) -> Result<(), StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut touched = Vec::new();
         for d in devices {
             sqlx::query(
@@ -478,7 +512,7 @@ impl InventoryWriter for PgStore {
     }
 
     async fn upsert_computers(&self, computers: &[Computer]) -> Result<(), StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut touched = Vec::new();
         for c in computers {
             sqlx::query(
@@ -533,7 +567,7 @@ impl InventoryWriter for PgStore {
     }
 
     async fn remove_computer(&self, jamf_id: &str) -> Result<(), StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let touched = account_devices(&mut tx, jamf_id).await?;
         changed(&mut tx, &touched).await?;
         sqlx::query("DELETE FROM computers WHERE jamf_id = $1")
@@ -555,6 +589,7 @@ impl SyncState for PgStore {
     }
 
     async fn set_cursor(&self, source: &str, cursor: Option<&str>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
         match cursor {
             Some(c) => {
                 sqlx::query(
@@ -564,21 +599,22 @@ impl SyncState for PgStore {
                 .bind(source)
                 .bind(c)
                 .bind(base::time::unix_now_i64())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
             }
             None => {
                 sqlx::query("DELETE FROM sync_cursors WHERE source = $1")
                     .bind(source)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
+        tx.commit().await?;
         Ok(())
     }
 
     async fn record_run(&self, run: &SyncRun) -> Result<(), StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO sync_runs (source, finished_at, ok, error, detail) VALUES ($1,$2,$3,$4,$5)")
             .bind(&run.source)
             .bind(run.finished_at)
@@ -613,27 +649,48 @@ impl SyncState for PgStore {
         .await?)
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<Option<Lease>, StoreError> {
         // The database's clock decides, never a node's: two nodes whose clocks disagree still
-        // agree on who holds the lease.
-        let current: String = sqlx::query_scalar(
-            "WITH now AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::BIGINT AS t) \
-             INSERT INTO leases (name, holder, expires_at) SELECT $1, $2, now.t + $3 FROM now \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+        // agree on who holds the lease. A lease row locked by a stalled holder's write makes
+        // this wait at most 2 s (an error: the next round tries again), never forever.
+        let mut tx: Tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at, term) \
+             VALUES ($1, $2, EXTRACT(EPOCH FROM clock_timestamp())::BIGINT + $3, 1) \
+             ON CONFLICT (name) DO UPDATE SET \
+             term = CASE WHEN leases.holder = excluded.holder \
+                          AND leases.expires_at >= EXTRACT(EPOCH FROM clock_timestamp())::BIGINT \
+                    THEN leases.term ELSE leases.term + 1 END, \
+             holder = excluded.holder, expires_at = excluded.expires_at \
              WHERE leases.holder = excluded.holder OR leases.expires_at < EXTRACT(EPOCH FROM clock_timestamp())::BIGINT \
-             RETURNING holder",
+             RETURNING holder, term",
         )
         .bind(name)
         .bind(holder)
         .bind(ttl_secs)
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or_default();
-        Ok(current == holder)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match row {
+            Some(r) => Some(Lease {
+                name: name.to_string(),
+                holder: r.try_get("holder")?,
+                term: r.try_get("term")?,
+            }),
+            None => None,
+        })
+    }
+
+    fn fenced(&self, lease: &Lease) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(Self {
+            fence: Some(std::sync::Arc::new(lease.clone())),
+            ..self.clone()
+        })
     }
 
     async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE entra_devices SET removed = TRUE WHERE seen_at < $1 AND NOT removed RETURNING device_id",
         )
@@ -646,7 +703,7 @@ impl SyncState for PgStore {
     }
 
     async fn sweep_managed(&self, before: i64) -> Result<u64, StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ids: Vec<Option<String>> =
             sqlx::query_scalar("DELETE FROM managed_devices WHERE seen_at < $1 RETURNING azure_ad_device_id")
                 .bind(before)
@@ -692,7 +749,7 @@ impl SettingsStore for PgStore {
             what: key.to_string(),
             current: current.unwrap_or(0),
         };
-        let mut tx: Tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // The row lock makes a concurrent save wait and then see the new version.
         let current: Option<i64> = sqlx::query_scalar("SELECT version FROM settings WHERE key = $1 FOR UPDATE")
             .bind(key)

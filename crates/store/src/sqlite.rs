@@ -22,6 +22,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Held while a gateway node uses the file ([`SqliteStore::open_for_node`]).
     _node_lock: Option<std::sync::Arc<std::fs::File>>,
+    /// Set on a [`SyncState::fenced`] view: its inventory writes check the lease first.
+    fence: Option<std::sync::Arc<Lease>>,
 }
 
 impl SqliteStore {
@@ -88,7 +90,11 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StoreError::migration)?;
-        Ok(Self { pool, _node_lock: None })
+        Ok(Self {
+            pool,
+            _node_lock: None,
+            fence: None,
+        })
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a writer
@@ -97,7 +103,22 @@ impl SqliteStore {
     /// its read: SQLite answers SQLITE_BUSY at once, without waiting ("database is locked"),
     /// which the admin API met under load.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(lease) = &self.fence {
+            // Under BEGIN IMMEDIATE nobody else writes until this commits: the check holds.
+            let term: Option<i64> = sqlx::query_scalar("SELECT term FROM leases WHERE name = ? AND holder = ?")
+                .bind(&lease.name)
+                .bind(&lease.holder)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if term != Some(lease.term) {
+                return Err(StoreError::Fenced {
+                    name: lease.name.clone(),
+                    term: lease.term,
+                });
+            }
+        }
+        Ok(tx)
     }
 
     /// The applied schema version (the newest migration).
@@ -482,6 +503,7 @@ impl SyncState for SqliteStore {
     }
 
     async fn set_cursor(&self, source: &str, cursor: Option<&str>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
         match cursor {
             Some(c) => {
                 sqlx::query(
@@ -491,16 +513,17 @@ impl SyncState for SqliteStore {
                 .bind(source)
                 .bind(c)
                 .bind(base::time::unix_now_i64())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
             }
             None => {
                 sqlx::query("DELETE FROM sync_cursors WHERE source = ?")
                     .bind(source)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -541,23 +564,36 @@ impl SyncState for SqliteStore {
         .await?)
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<bool, StoreError> {
+    async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<Option<Lease>, StoreError> {
+        // One node on one file: its clock is the database's.
         let now = base::time::unix_now_i64();
-        sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO UPDATE SET \
-             holder = excluded.holder, expires_at = excluded.expires_at WHERE leases.holder = excluded.holder OR leases.expires_at < ?4",
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at, term) VALUES (?1, ?2, ?3, 1) ON CONFLICT(name) DO UPDATE SET \
+             term = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= ?4 THEN leases.term ELSE leases.term + 1 END, \
+             holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < ?4 RETURNING holder, term",
         )
         .bind(name)
         .bind(holder)
         .bind(now + ttl_secs)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT holder FROM leases WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(current.as_deref() == Some(holder))
+        Ok(match row {
+            Some(r) => Some(Lease {
+                name: name.to_string(),
+                holder: r.try_get("holder")?,
+                term: r.try_get("term")?,
+            }),
+            None => None,
+        })
+    }
+
+    fn fenced(&self, lease: &Lease) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(Self {
+            fence: Some(std::sync::Arc::new(lease.clone())),
+            ..self.clone()
+        })
     }
 
     async fn sweep_entra(&self, before: i64) -> Result<Vec<String>, StoreError> {

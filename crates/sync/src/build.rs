@@ -80,8 +80,7 @@ impl SyncSettings {
             intune_interval: s.intune_interval,
             full_reconcile: s.full_reconcile,
             page_size: s.page_size,
-            // Three missed renewals before another node may take over, never under 30 s.
-            lease_ttl: (s.interval * 3).max(Duration::from_secs(30)),
+            lease_ttl: s.lease_ttl,
             jamf_interval: jamf.map_or(Duration::from_secs(900), |j| j.interval),
             jamf_page_size: jamf.map_or(100, |j| j.page_size),
             share: crate::share::ShareSettings {

@@ -95,6 +95,7 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
     /// Runs until `stop` turns true.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut schedule = schedule::Schedule::new(&self.settings, self.jamf.is_some(), tokio::time::Instant::now());
+        let mut leader_term = None;
         let mut connected_for = self.ca.as_ref().map(|c| fingerprint(&c.current()));
         loop {
             if *stop.borrow() {
@@ -117,33 +118,34 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
                     connected_for = Some(fp);
                 }
             }
+            // The lease is good until `acquired + ttl` on the database's clock; this node stops
+            // writing a margin before that by its own monotonic clock, and the term fences any
+            // write that is late anyway (a process paused past its lease).
+            let acquired = tokio::time::Instant::now();
             let lease = if enabled {
                 self.store
                     .try_lease("sync", &self.node, self.settings.lease_ttl.as_secs() as i64)
                     .await
             } else {
                 tracing::debug!("the sync is disabled in the Conditional Access settings");
-                Ok(false)
+                Ok(None)
             };
             match lease {
-                Ok(true) => {
-                    let due = schedule.round(tokio::time::Instant::now());
-                    if due.full {
-                        // Dropping the cursor makes this round a full one, with a sweep.
-                        if let Err(e) = self.store.set_cursor(entra::SOURCE, None).await {
-                            tracing::warn!(error = %e, "cannot start the full reconcile");
-                        }
+                Ok(Some(lease)) => {
+                    if leader_term != Some(lease.term) {
+                        tracing::info!(node = %self.node, term = lease.term, "this node leads the sync");
+                        leader_term = Some(lease.term);
                     }
-                    // Failures are recorded and logged by each run; the schedule goes on.
-                    let _ = self.run_entra().await;
-                    if due.intune {
-                        let _ = self.run_intune().await;
-                    }
-                    if due.jamf && self.run_jamf().await.is_ok() {
-                        let _ = self.run_share(None, false).await;
-                    }
+                    let deadline = acquired + self.settings.lease_ttl.mul_f64(0.8);
+                    let store = self.store.fenced(&lease);
+                    self.round(&*store, &mut schedule, deadline).await;
                 }
-                Ok(false) => tracing::debug!("another node holds the sync lease"),
+                Ok(None) => {
+                    if leader_term.take().is_some() {
+                        tracing::info!(node = %self.node, "another node leads the sync now");
+                    }
+                    tracing::debug!("another node holds the sync lease");
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot take the sync lease"),
             }
             tokio::select! {
@@ -151,6 +153,32 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
                 _ = self.now.notified() => {}
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// One round of the sources due, on the fenced store, while the lease is surely held.
+    async fn round(&self, store: &dyn store::Store, schedule: &mut schedule::Schedule, deadline: tokio::time::Instant) {
+        let held = || {
+            let ok = tokio::time::Instant::now() < deadline;
+            if !ok {
+                tracing::warn!("the sync lease may expire before the next source finishes; stopping this round");
+            }
+            ok
+        };
+        let due = schedule.round(tokio::time::Instant::now());
+        if due.full {
+            // Dropping the cursor makes this round a full one, with a sweep.
+            if let Err(e) = store.set_cursor(entra::SOURCE, None).await {
+                tracing::warn!(error = %e, "cannot start the full reconcile");
+            }
+        }
+        // Failures are recorded and logged by each run; the schedule goes on.
+        let _ = self.entra_on(store).await;
+        if due.intune && held() {
+            let _ = self.intune_on(store).await;
+        }
+        if due.jamf && held() && self.jamf_on(store).await.is_ok() {
+            let _ = self.run_share(None, false).await;
         }
     }
 
@@ -192,13 +220,17 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
 
     /// One Entra run, recorded in the store and the metrics.
     pub async fn run_entra(&self) -> Result<entra::EntraStats, SyncError> {
+        self.entra_on(&*self.store).await
+    }
+
+    async fn entra_on<T: store::Store + ?Sized>(&self, store: &T) -> Result<entra::EntraStats, SyncError> {
         let graph = self.graph.load_full();
-        let r = entra::sync(&graph, &*self.store, self.settings.page_size).await;
+        let r = entra::sync(&graph, store, self.settings.page_size).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(entra::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+        self.record(store, entra::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
             .await;
         if let Ok(s) = &r {
             self.metrics
@@ -208,13 +240,17 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
     }
 
     pub async fn run_intune(&self) -> Result<intune::IntuneStats, SyncError> {
+        self.intune_on(&*self.store).await
+    }
+
+    async fn intune_on<T: store::Store + ?Sized>(&self, store: &T) -> Result<intune::IntuneStats, SyncError> {
         let graph = self.graph.load_full();
-        let r = intune::sync(&graph, &*self.store).await;
+        let r = intune::sync(&graph, store).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(intune::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+        self.record(store, intune::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
             .await;
         if let Ok(s) = &r {
             self.metrics.sync_objects(intune::SOURCE, s.devices, s.swept);
@@ -223,15 +259,19 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
     }
 
     pub async fn run_jamf(&self) -> Result<jamf::JamfStats, SyncError> {
+        self.jamf_on(&*self.store).await
+    }
+
+    async fn jamf_on<T: store::Store + ?Sized>(&self, store: &T) -> Result<jamf::JamfStats, SyncError> {
         let Some(client) = &self.jamf else {
             return Ok(jamf::JamfStats::default());
         };
-        let r = jamf::sync(client, &*self.store, self.settings.jamf_page_size).await;
+        let r = jamf::sync(client, store, self.settings.jamf_page_size).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(jamf::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
+        self.record(store, jamf::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
             .await;
         if let Ok(s) = &r {
             self.metrics.sync_objects(jamf::SOURCE, s.computers, s.removed);
@@ -250,12 +290,23 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),
         };
-        self.record(share::SOURCE, r.as_ref().err().map(ToString::to_string), detail)
-            .await;
+        self.record(
+            &*self.store,
+            share::SOURCE,
+            r.as_ref().err().map(ToString::to_string),
+            detail,
+        )
+        .await;
         r
     }
 
-    async fn record(&self, source: &str, error: Option<String>, detail: String) {
+    async fn record<T: store::SyncState + ?Sized>(
+        &self,
+        store: &T,
+        source: &str,
+        error: Option<String>,
+        detail: String,
+    ) {
         let ok = error.is_none();
         match &error {
             None => tracing::debug!(source, %detail, "sync run finished"),
@@ -269,7 +320,7 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             error,
             detail,
         };
-        if let Err(e) = self.store.record_run(&run).await {
+        if let Err(e) = store.record_run(&run).await {
             tracing::warn!(error = %e, "cannot record the sync run");
         }
     }

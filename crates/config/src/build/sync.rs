@@ -21,9 +21,25 @@ pub(super) fn build_sync(raw: RawSync, has_credential: bool, host_name: &str, c:
             );
         }
     }
+    let interval = dur(c, "sync.interval".into(), raw.interval, Duration::from_secs(60));
+    // Three missed renewals (one per round) before another node may take over, never under 30 s
+    // unless set; the leader stops its round at 80 % of it by its own clock.
+    let lease_ttl = dur(
+        c,
+        "sync.lease_ttl".into(),
+        raw.lease_ttl,
+        (interval * 3).max(Duration::from_secs(30)),
+    );
+    if lease_ttl < interval * 2 || lease_ttl < Duration::from_secs(2) {
+        c.push(
+            "sync.lease_ttl",
+            format!("must be at least twice sync.interval ({interval:?}) and 2 s: the leader renews it once a round"),
+        );
+    }
     SyncConfig {
         enabled,
-        interval: dur(c, "sync.interval".into(), raw.interval, Duration::from_secs(60)),
+        interval,
+        lease_ttl,
         intune: raw.intune.unwrap_or(true),
         intune_interval: dur(
             c,
