@@ -2,7 +2,7 @@
 //! hit, cache miss read from SQLite, negative entry), `policy::decide`, and the whole decision a
 //! request with a bearer token gets after its headers are parsed — token validation (cached),
 //! device identification, posture, policy — through the proxy's own `Access::evaluate`.
-//! `cargo bench --bench decision`.
+//! `cargo bench --features demo --bench decision`.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Token validation cost: a repeated token (cache hit) and a token never seen before (RS256
-//! verification plus claim checks). `cargo bench --bench identity`.
+//! verification plus claim checks). `cargo bench --features demo --bench identity`.
 
 mod common;
 

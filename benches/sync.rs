@@ -2,8 +2,10 @@
 //! `SYNC_BENCH_DEVICES`) over real HTTP on loopback into a fresh SQLite store, with the page
 //! size the gateway uses (999). Prints the wall time and rate of each of three runs, the store's
 //! size on disk, and the memory the posture cache holds when every synced device is in it.
-//! `cargo bench --bench sync`; `SYNC_BENCH_DEVICES=1000000 cargo bench --bench sync` for a
-//! million (`SYNC_BENCH_RUNS=1` for one run).
+//! `cargo bench --features demo --bench sync`; `SYNC_BENCH_DEVICES=1000000 cargo bench --features demo --bench sync` for a
+//! million (`SYNC_BENCH_RUNS=1` for one run). Each run is repeated on PostgreSQL (a fresh schema
+//! on `PORTCULLIS_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`) unless
+//! `SYNC_BENCH_POSTGRES=0`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +70,29 @@ fn main() {
             println!("  store on disk: {:.1} MiB", db_bytes as f64 / 1048576.0);
             store.close().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
+            if std::env::var("SYNC_BENCH_POSTGRES").as_deref() != Ok("0") {
+                let (settings, schema) = portcullis::store::postgres::testing::fresh_schema()
+                    .await
+                    .expect("PostgreSQL (PORTCULLIS_TEST_POSTGRES, or SYNC_BENCH_POSTGRES=0)");
+                let store = portcullis::store::postgres::PgStore::open(&settings)
+                    .await
+                    .expect("store");
+                let started = Instant::now();
+                let stats = entra::sync(&graph, &store, 999).await.expect("sync");
+                let took = started.elapsed();
+                println!(
+                    "run {run} (PostgreSQL, schema {schema}): {} devices in {} pages, {:.2} s, {:.0} devices/s",
+                    stats.upserted,
+                    stats.pages,
+                    took.as_secs_f64(),
+                    stats.upserted as f64 / took.as_secs_f64().max(f64::EPSILON)
+                );
+                sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(store.pool())
+                    .await
+                    .expect("drop the bench schema");
+                store.close().await;
+            }
         }
         cache_memory(devices).await;
     });

@@ -43,6 +43,8 @@ pub enum AuthOutcome {
     Missing,
     /// A bearer token that failed validation.
     Invalid(TokenError),
+    /// A session cookie, but the sessions cannot be read right now (the store is away).
+    SessionsUnavailable,
 }
 
 /// The bearer token of an `Authorization: Bearer …` header. Tokens in query strings are never
@@ -82,8 +84,10 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
     else {
         return AuthOutcome::Missing;
     };
-    let Some(session) = id.sessions.get(&sid).await else {
-        return AuthOutcome::Missing;
+    let session = match id.sessions.get(&sid).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return AuthOutcome::Missing,
+        Err(identity::session::SessionsUnavailable) => return AuthOutcome::SessionsUnavailable,
     };
     let now = unix_now();
     if now.saturating_sub(session.signed_in_at) > id.session_lifetime.as_secs() {
@@ -96,8 +100,11 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
     match id.oidc.refresh(&session).await {
         Ok(renewed) => {
             let p = renewed.principal.clone();
-            id.sessions.put(&sid, renewed).await;
-            AuthOutcome::User(p, AuthSource::Session)
+            match id.sessions.put(&sid, renewed).await {
+                Ok(()) => AuthOutcome::User(p, AuthSource::Session),
+                // The renewed tokens could not be kept; the old refresh token may be spent.
+                Err(identity::session::SessionsUnavailable) => AuthOutcome::SessionsUnavailable,
+            }
         }
         Err(e) => {
             tracing::info!(user = %session.principal.object_id, error = %e, "session renewal failed; signing in again");
@@ -224,7 +231,10 @@ pub async fn callback(id: &Identity, parts: &http::request::Parts, body: &[u8]) 
         }
     };
     let user = session.principal.object_id.clone();
-    id.sessions.put(&sid, session).await;
+    if id.sessions.put(&sid, session).await.is_err() {
+        // A cookie for a session that was never stored would start a sign-in loop.
+        return sessions_unavailable();
+    }
     tracing::info!(%user, "signed in");
     Reply::Redirect {
         status: 303,
@@ -248,6 +258,21 @@ pub async fn sign_out(id: &Identity, parts: &http::request::Parts) -> Reply {
         problem: Problem::new(200, "signed_out", "Signed out", "You are signed out."),
         close: false,
         headers: vec![("set-cookie", session_cookie(id, "", 0))],
+    }
+}
+
+/// The answer when sign-in needs the store and the store is away: a clear page (problem+json
+/// for API clients) with a retry hint, never a redirect that would loop.
+pub fn sessions_unavailable() -> Reply {
+    Reply::Problem {
+        problem: Problem::new(
+            503,
+            "sign_in_unavailable",
+            "Sign-in is unavailable for a moment",
+            "Your session cannot be checked right now. Try again in a few seconds.",
+        ),
+        close: false,
+        headers: vec![("retry-after", "5".to_string())],
     }
 }
 

@@ -163,6 +163,10 @@ impl Access {
                     headers: vec![auth::www_authenticate(false)],
                 });
             }
+            AuthOutcome::SessionsUnavailable => {
+                v.early = Some(Early::Refused("sign_in_unavailable"));
+                return Some(auth::sessions_unavailable());
+            }
             AuthOutcome::Invalid(e) => {
                 v.early = Some(Early::Auth(Reason::TokenInvalid));
                 tracing::info!(route = route_name, error = %e, "bearer token refused");

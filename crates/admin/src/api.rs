@@ -103,7 +103,13 @@ pub(crate) fn problem(
         title: status.canonical_reason().unwrap_or("Error"),
         detail: detail.into(),
     };
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], p.json()).into_response()
+    let mut r = (status, [(header::CONTENT_TYPE, "application/problem+json")], p.json()).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // The store or the sync is away for a moment: say when to try again.
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    r
 }
 
 struct Caller {

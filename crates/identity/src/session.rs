@@ -29,11 +29,19 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The sessions cannot be read or written right now (the store is away or slow): not the same
+/// as "no session", which would send a signed-in user to sign in again, in a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sessions are unavailable for a moment")]
+pub struct SessionsUnavailable;
+
 /// Where sessions live.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn get(&self, id: &str) -> Option<Session>;
-    async fn put(&self, id: &str, session: Session);
+    /// The session, `None` when there is none (or it ended).
+    async fn get(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable>;
+    /// Stores a session; an error means it was not stored (the sign-in must not pretend it was).
+    async fn put(&self, id: &str, session: Session) -> Result<(), SessionsUnavailable>;
     async fn remove(&self, id: &str);
 }
 
@@ -56,12 +64,13 @@ impl MemorySessions {
 
 #[async_trait]
 impl SessionStore for MemorySessions {
-    async fn get(&self, id: &str) -> Option<Session> {
-        self.cache.get(id)
+    async fn get(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable> {
+        Ok(self.cache.get(id))
     }
 
-    async fn put(&self, id: &str, session: Session) {
+    async fn put(&self, id: &str, session: Session) -> Result<(), SessionsUnavailable> {
         self.cache.insert(id.to_string(), session);
+        Ok(())
     }
 
     async fn remove(&self, id: &str) {

@@ -2,7 +2,9 @@
 //! Session data (including the refresh token) is sealed with the cookie key before it is
 //! written: the database never holds it in clear. A short in-memory cache spares a database
 //! read on every request; a session removed on one node ends on the others within
-//! [`CACHE_TTL`].
+//! [`CACHE_TTL`]. Every store read and write runs under a timeout: the request path never waits
+//! on the store without one, and "the store is away" is reported as such, never as "no
+//! session".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 use base::seal::Sealer;
 use store::SessionRows;
 
-use crate::session::{Session, SessionStore};
+use crate::session::{Session, SessionStore, SessionsUnavailable};
 
 /// How long a node trusts its cached copy of a session.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -31,11 +33,25 @@ pub struct StoreSessions<S: SessionRows + ?Sized> {
     sealer: Arc<Sealer>,
     lifetime: Duration,
     idle: Duration,
+    timeout: Duration,
     cache: moka::future::Cache<String, Session>,
 }
 
+/// How long a request waits for the store to read or write a session.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl<S: SessionRows + ?Sized> StoreSessions<S> {
     pub fn new(rows: Arc<S>, sealer: Arc<Sealer>, lifetime: Duration, idle: Duration) -> Self {
+        Self::with_timeout(rows, sealer, lifetime, idle, STORE_TIMEOUT)
+    }
+
+    pub fn with_timeout(
+        rows: Arc<S>,
+        sealer: Arc<Sealer>,
+        lifetime: Duration,
+        idle: Duration,
+        timeout: Duration,
+    ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(CACHE_TTL)
@@ -45,56 +61,75 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
             sealer,
             lifetime,
             idle,
+            timeout,
             cache,
         }
     }
 
-    async fn write(&self, id: &str, row: &Row) {
-        let Ok(json) = serde_json::to_vec(row) else { return };
-        let Ok(sealed) = self.sealer.seal(PURPOSE, &json) else {
-            return;
-        };
+    async fn write(&self, id: &str, row: &Row) -> Result<(), SessionsUnavailable> {
+        let json = serde_json::to_vec(row).map_err(|_| SessionsUnavailable)?;
+        let sealed = self.sealer.seal(PURPOSE, &json).map_err(|_| SessionsUnavailable)?;
         let expires = (row.session.signed_in_at + self.lifetime.as_secs()) as i64;
-        if let Err(e) = self.rows.put_session(id, &sealed, expires).await {
-            tracing::warn!(error = %e, "cannot store a session");
+        match tokio::time::timeout(self.timeout, self.rows.put_session(id, &sealed, expires)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot store a session");
+                Err(SessionsUnavailable)
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "cannot store a session: the store did not answer in time");
+                Err(SessionsUnavailable)
+            }
         }
     }
 }
 
 #[async_trait]
 impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
-    async fn get(&self, id: &str) -> Option<Session> {
+    async fn get(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable> {
         if let Some(s) = self.cache.get(id).await {
-            return Some(s);
+            return Ok(Some(s));
         }
-        let sealed = match self.rows.session(id, base::time::unix_now_i64()).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a session; treating it as absent");
-                return None;
+        let sealed = match tokio::time::timeout(self.timeout, self.rows.session(id, base::time::unix_now_i64())).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read a session");
+                return Err(SessionsUnavailable);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "cannot read a session: the store did not answer in time");
+                return Err(SessionsUnavailable);
             }
         };
         // Rows sealed with another key (rotated cookie key) or corrupt ones are simply absent.
-        let row: Row = serde_json::from_slice(&self.sealer.open(PURPOSE, &sealed)?).ok()?;
+        let Some(row) = self
+            .sealer
+            .open(PURPOSE, &sealed)
+            .and_then(|plain| serde_json::from_slice::<Row>(&plain).ok())
+        else {
+            return Ok(None);
+        };
         if base::time::unix_now_i64() - row.last_seen > self.idle.as_secs() as i64 {
-            let _ = self.rows.remove_session(id).await;
-            return None;
+            self.remove(id).await;
+            return Ok(None);
         }
         let session = row.session;
-        self.write(
-            id,
-            &Row {
-                session: session.clone(),
-                last_seen: base::time::unix_now_i64(),
-            },
-        )
-        .await;
+        // The last-seen refresh is best effort: the session was read, so it is used.
+        let _ = self
+            .write(
+                id,
+                &Row {
+                    session: session.clone(),
+                    last_seen: base::time::unix_now_i64(),
+                },
+            )
+            .await;
         self.cache.insert(id.to_string(), session.clone()).await;
-        Some(session)
+        Ok(Some(session))
     }
 
-    async fn put(&self, id: &str, session: Session) {
+    async fn put(&self, id: &str, session: Session) -> Result<(), SessionsUnavailable> {
         self.write(
             id,
             &Row {
@@ -102,14 +137,124 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
                 last_seen: base::time::unix_now_i64(),
             },
         )
-        .await;
+        .await?;
         self.cache.insert(id.to_string(), session).await;
+        Ok(())
     }
 
     async fn remove(&self, id: &str) {
         self.cache.invalidate(id).await;
-        if let Err(e) = self.rows.remove_session(id).await {
-            tracing::warn!(error = %e, "cannot remove a session");
+        match tokio::time::timeout(self.timeout, self.rows.remove_session(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove a session"),
+            Err(_) => tracing::warn!("cannot remove a session: the store did not answer in time"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use store::StoreError;
+
+    use super::*;
+    use crate::{Principal, TokenVersion};
+
+    /// Session rows in memory that can be made slow (`1`) or failing (`2`).
+    #[derive(Default)]
+    struct Rows {
+        rows: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+        mode: AtomicU8,
+    }
+
+    impl Rows {
+        async fn behave(&self) -> Result<(), StoreError> {
+            match self.mode.load(Ordering::SeqCst) {
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(())
+                }
+                2 => Err(StoreError::Timeout(Duration::from_secs(1))),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl SessionRows for Rows {
+        async fn session(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+            self.behave().await?;
+            let rows = self.rows.lock().unwrap();
+            Ok(rows.get(id).filter(|(_, exp)| *exp > now).map(|(d, _)| d.clone()))
+        }
+        async fn put_session(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError> {
+            self.behave().await?;
+            self.rows.lock().unwrap().insert(id.into(), (data.into(), expires_at));
+            Ok(())
+        }
+        async fn remove_session(&self, id: &str) -> Result<(), StoreError> {
+            self.behave().await?;
+            self.rows.lock().unwrap().remove(id);
+            Ok(())
+        }
+    }
+
+    fn session() -> Session {
+        Session {
+            principal: Arc::new(Principal {
+                tenant: "t".into(),
+                object_id: "o".into(),
+                username: None,
+                name: None,
+                groups: Arc::new([]),
+                groups_overage: false,
+                roles: Arc::new([]),
+                device_id: None,
+                version: TokenVersion::V2,
+                expires_at: base::time::unix_now() + 3600,
+                delegated: true,
+            }),
+            refresh_token: Some("rt".into()),
+            signed_in_at: base::time::unix_now(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_away_store_is_unavailable_within_the_timeout_never_no_session() {
+        let rows = Arc::new(Rows::default());
+        let sealer = Arc::new(Sealer::random().unwrap());
+        let new = || {
+            StoreSessions::new(
+                rows.clone(),
+                sealer.clone(),
+                Duration::from_secs(3600),
+                Duration::from_secs(3600),
+            )
+        };
+        let (a, b) = (new(), new());
+        a.put("s1", session()).await.unwrap();
+        assert!(
+            b.get("s1").await.unwrap().is_some(),
+            "another node reads it from the store"
+        );
+        assert!(matches!(b.get("nope").await, Ok(None)));
+
+        // The store hangs: a node without the session cached answers "unavailable" after the
+        // timeout, not "no session"; a write fails the same way.
+        rows.mode.store(1, Ordering::SeqCst);
+        let c = new();
+        let started = tokio::time::Instant::now();
+        assert_eq!(c.get("s1").await.map(|s| s.is_some()), Err(SessionsUnavailable));
+        assert_eq!(started.elapsed(), STORE_TIMEOUT);
+        assert_eq!(c.put("s2", session()).await, Err(SessionsUnavailable));
+        // A node that has it cached keeps serving it.
+        assert!(b.get("s1").await.unwrap().is_some());
+
+        // The store fails fast: the same answer at once.
+        rows.mode.store(2, Ordering::SeqCst);
+        assert_eq!(c.get("s1").await.map(|s| s.is_some()), Err(SessionsUnavailable));
+        rows.mode.store(0, Ordering::SeqCst);
+        assert!(c.get("s1").await.unwrap().is_some(), "back when the store is");
     }
 }
