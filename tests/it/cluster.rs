@@ -339,3 +339,162 @@ async fn another_node_takes_over_from_a_killed_leader_and_resumes() {
     })
     .await;
 }
+
+/// A TCP relay in front of PostgreSQL that the test can cut (the database "goes away":
+/// every connection is dropped and new ones are refused) and restore on the same port.
+struct Relay {
+    addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        Self {
+            addr,
+            target,
+            task: Some(tokio::spawn(Self::serve(l, target))),
+        }
+    }
+
+    async fn serve(l: tokio::net::TcpListener, target: std::net::SocketAddr) {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut client, _)) = l.accept().await {
+            conns.spawn(async move {
+                if let Ok(mut db) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut db).await;
+                }
+            });
+        }
+    }
+
+    /// The database is away: connections dropped, the port closed.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// The database is back, on the same address.
+    async fn restore(&mut self) {
+        let l = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(Self::serve(l, self.target)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_reported_survived_and_recovered_from() {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let (settings, schema) = testing::fresh_schema().await.expect("PostgreSQL for the tests");
+    let store = PgStore::open(&settings).await.unwrap();
+    portcullis::demo::seed(&store, now()).await.unwrap();
+    let base = url::Url::parse(&testing::url()).unwrap();
+    let target: std::net::SocketAddr = format!("{}:{}", base.host_str().unwrap(), base.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let mut relay = Relay::start(target).await;
+    let mut via = base.clone();
+    via.set_port(Some(relay.addr.port())).unwrap();
+    let url = format!(
+        "{via}{}options=-c%20search_path%3D{schema}",
+        if via.query().is_some() { "&" } else { "?" }
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes());
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let body = format!(
+        "{}{}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n[sync]\nenabled = false\n\n[[routes]]\nupstream = \"app\"\n",
+        emu.entra_section(""),
+        pool("app", &[app.addr], ""),
+    );
+    let gw = Gateway::start_env(&body, &[("PORTCULLIS__ADMIN__TOKEN_SHA256", hash)]).await;
+    let status = |persona: &'static str| {
+        let (gw, emu) = (&gw, &emu);
+        async move {
+            let r = client()
+                .get(gw.url("/"))
+                .bearer_auth(emu.token(&format!("persona={persona}")).await)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (code, body["reason"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let ready = || async {
+        let r = client()
+            .get(format!("http://{}/readyz", gw.admin))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["store"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(ready().await, "ok");
+    assert_eq!(status("alice").await.0, 200, "alice's posture is now cached");
+
+    relay.cut();
+    poll_until("the outage reported", Duration::from_secs(5), || async {
+        match ready().await.as_str() {
+            "unavailable" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    assert!(gw.metrics().await.contains("portcullis_store_up 0"));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        status("alice").await.0,
+        200,
+        "a cached posture keeps serving through the outage"
+    );
+    let (code, reason) = status("erin").await;
+    assert_eq!(
+        reason, "posture_unavailable",
+        "an uncached device fails closed ({code})"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "no request waits on the store: {:?}",
+        started.elapsed()
+    );
+    // An admin write: 503 with a retry hint, not a hang.
+    let api = format!("http://{}/api/v1/conditional-access", gw.admin);
+    let r = client().get(&api).bearer_auth(ADMIN).send().await.unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let doc: serde_json::Value = r.json().await.unwrap();
+    let started = std::time::Instant::now();
+    let r = client()
+        .put(&api)
+        .bearer_auth(ADMIN)
+        .header("if-match", etag)
+        .json(&json!({
+            "enabled": false, "connection_type": "manual", "national_cloud": "global",
+            "tenant_id": doc["tenant_id"], "application_id": doc["application_id"],
+            "landing": { "kind": "access_denied" },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", gw.logs());
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+
+    relay.restore().await;
+    poll_until("the store back", Duration::from_secs(15), || async {
+        match ready().await.as_str() {
+            "ok" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    poll_until("erin served again", Duration::from_secs(10), || async {
+        match status("erin").await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

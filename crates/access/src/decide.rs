@@ -356,7 +356,14 @@ impl Access {
             return Registration::Enroll;
         };
         let username = principal.username.as_deref().map(|u| u.split('@').next().unwrap_or(u));
-        match devices.store.computers_for_user(&principal.object_id, username).await {
+        let timeout = devices.cache.lookup_timeout();
+        let computers = tokio::time::timeout(
+            timeout,
+            devices.store.computers_for_user(&principal.object_id, username),
+        )
+        .await
+        .unwrap_or(Err(store::StoreError::Timeout(timeout)));
+        match computers {
             Ok(computers) => match computers.into_iter().find(|c| c.managed) {
                 Some(c) => Registration::Register {
                     computer: c.name.or(c.serial),

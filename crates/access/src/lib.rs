@@ -9,8 +9,9 @@
 //! call to the pure `policy::decide`, the landing answer through `landing`, the routing table
 //! ([`routing`], [`Route`]) and the signed identity assertion ([`assertion`]).
 //!
-//! May depend on `policy`, `base`, `config` (typed values), `metrics`, `identity`, `device`
-//! and `landing`. Never on `proxy`, `sync`, `admin` or a store backend.
+//! May depend on `policy`, `base`, `config` (typed values), `metrics`, `identity`, `device`,
+//! `landing` and `store` (its read traits and error type; every read under a timeout). Never on
+//! `proxy`, `sync`, `admin` or a store backend.
 
 pub mod assertion;
 pub mod auth;

@@ -65,6 +65,7 @@ struct AdminState {
     metrics: Metrics,
     readiness: Arc<Readiness>,
     webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
+    store: Arc<dyn store::Store>,
 }
 
 /// The admin router.
@@ -74,6 +75,7 @@ pub fn router(
     webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
     api: api::Api,
 ) -> Router {
+    let store = api.store.clone();
     let v1: Router = Router::new()
         .route(
             "/api/v1/conditional-access",
@@ -109,6 +111,7 @@ pub fn router(
             metrics,
             readiness,
             webhooks,
+            store,
         })
         .merge(v1)
 }
@@ -138,11 +141,19 @@ async fn jamf_webhook(
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let r = &s.readiness;
     let ready = r.is_ready();
+    // Reported, not required: every node shares the store, and through an outage the nodes keep
+    // serving what they cached (a load balancer taking every node out would serve nobody).
+    let store_ok = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), s.store.latest_change()).await,
+        Ok(Ok(_))
+    );
+    s.metrics.store_up.set(i64::from(store_ok));
     let body = serde_json::json!({
         "ready": ready,
         "config_loaded": true,
         "listeners_bound": r.listeners_bound.load(Ordering::Acquire),
         "signing_keys_loaded": r.keys_loaded.load(Ordering::Acquire),
+        "store": if store_ok { "ok" } else { "unavailable" },
     });
     let status = if ready {
         StatusCode::OK

@@ -108,6 +108,11 @@ impl PostureCache {
         self.cache.invalidate_all();
     }
 
+    /// How long a request waits for the store (`device.lookup_timeout`).
+    pub fn lookup_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }

@@ -86,19 +86,24 @@ impl Devices {
         for candidate in c.common_name.iter().chain(std::iter::once(&c.serial)) {
             let store = self.store.clone();
             let key = candidate.clone();
+            let timeout = self.cache.lookup_timeout();
+            // Under the look-up timeout; an error is not cached (the next request asks again),
+            // an answer is, negative ones included.
             let found = self
                 .by_serial
-                .get_with(key.clone(), async move {
-                    match store.computer_by_serial(&key).await {
-                        Ok(Some(computer)) => computer.accounts.iter().find_map(|a| a.entra_device_id.clone()),
-                        Ok(None) => None,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "serial look-up failed");
-                            None
-                        }
-                    }
+                .try_get_with(key.clone(), async move {
+                    let computer = tokio::time::timeout(timeout, store.computer_by_serial(&key))
+                        .await
+                        .map_err(|_| store::StoreError::Timeout(timeout))??;
+                    Ok::<_, store::StoreError>(
+                        computer.and_then(|c| c.accounts.iter().find_map(|a| a.entra_device_id.clone())),
+                    )
                 })
-                .await;
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "serial look-up failed");
+                    None
+                });
             if found.is_some() {
                 return found;
             }

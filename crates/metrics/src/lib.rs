@@ -22,6 +22,8 @@ pub struct Metrics {
     sync_objects: IntCounterVec,
     pub active_connections: IntGauge,
     pub requests_in_flight: IntGauge,
+    /// 1 while the store answered the last readiness probe in time, else 0.
+    pub store_up: IntGauge,
 }
 
 /// The children of one route, looked up once.
@@ -124,6 +126,11 @@ impl Metrics {
         .expect("static metric definition");
         let requests_in_flight =
             IntGauge::new("requests_in_flight", "Requests being handled now").expect("static metric definition");
+        let store_up = IntGauge::new(
+            "store_up",
+            "1 when the store answered the last readiness probe within a second, else 0",
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(Opts::new("build_info", "Version of the running binary"), &["version"])
             .expect("static metric definition");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -138,6 +145,7 @@ impl Metrics {
             Box::new(sync_objects.clone()),
             Box::new(active_connections.clone()),
             Box::new(requests_in_flight.clone()),
+            Box::new(store_up.clone()),
             Box::new(build_info),
         ] {
             // Registration only fails on duplicate names, which the definitions above rule out.
@@ -154,6 +162,7 @@ impl Metrics {
             sync_objects,
             active_connections,
             requests_in_flight,
+            store_up,
         }
     }
 
