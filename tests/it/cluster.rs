@@ -271,8 +271,10 @@ async fn a_paused_leader_is_fenced_out_when_it_resumes() {
     c.nodes[old].signal("STOP");
     let (new, took) = leader(&c, Some(old)).await;
     assert_ne!(new, old);
+    // The 3 s lease, plus the 3 s after which PostgreSQL ends the session the paused leader left
+    // in the middle of a transaction (its change-log lock), plus a round.
     assert!(
-        took < Duration::from_secs(6),
+        took < Duration::from_secs(8),
         "takeover after a 3 s lease took {took:?}"
     );
     eprintln!("leader failover (SIGSTOP): {took:?}");

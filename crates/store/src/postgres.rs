@@ -76,11 +76,12 @@ impl PgStore {
     /// Connects and applies pending migrations (under sqlx's advisory lock).
     pub async fn open(s: &PgSettings) -> Result<Self, StoreError> {
         // A node that stops mid-transaction (paused, or cut off) must not hold the change-log
-        // lock or the lease row for everyone: the server ends such a session after 10 s.
+        // lock for everyone: the server ends such a session after 3 s (a write transaction is
+        // a few statements sent back to back; it is never idle that long when healthy).
         let connect = s
             .connect
             .clone()
-            .options([("idle_in_transaction_session_timeout", "10000")]);
+            .options([("idle_in_transaction_session_timeout", "3000")]);
         let pool = PgPoolOptions::new()
             .max_connections(s.max_connections.max(2))
             .acquire_timeout(s.acquire_timeout)
@@ -117,11 +118,17 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    /// A write transaction; on a fenced view it first checks that the lease is still this
-    /// holder's in this term, holding the lease row (`FOR SHARE`) so a takeover waits until
-    /// this write has committed: a write is either in the old term or refused.
+    /// A write transaction; commit it with [`Self::commit`].
     async fn write_tx(&self) -> Result<Tx, StoreError> {
-        let mut tx: Tx = self.pool.begin().await?;
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a write. On a fenced view it first checks that the lease is still this holder's
+    /// in this term, holding the lease row (`FOR SHARE`) for the instant until the commit, so
+    /// a takeover waits for this write and a write lands in the old term or not at all. The
+    /// check comes last so that a holder stalled in the middle of its writes (paused, cut off)
+    /// does not hold the lease row meanwhile.
+    async fn commit(&self, mut tx: Tx) -> Result<(), StoreError> {
         if let Some(lease) = &self.fence {
             let term: Option<i64> =
                 sqlx::query_scalar("SELECT term FROM leases WHERE name = $1 AND holder = $2 FOR SHARE")
@@ -136,7 +143,8 @@ impl PgStore {
                 });
             }
         }
-        Ok(tx)
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn with_accounts(&self, mut c: Computer) -> Result<Computer, StoreError> {
@@ -455,7 +463,7 @@ impl InventoryWriter for PgStore {
             changed(&mut tx, &ids).await?;
         }
         prune_changes(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -478,7 +486,7 @@ impl InventoryWriter for PgStore {
                 .await?;
         }
         changed(&mut tx, id.as_slice()).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(id)
     }
 
@@ -507,7 +515,7 @@ impl InventoryWriter for PgStore {
             touched.extend(d.azure_ad_device_id.clone());
         }
         changed(&mut tx, &touched).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -562,7 +570,7 @@ impl InventoryWriter for PgStore {
         touched.sort();
         touched.dedup();
         changed(&mut tx, &touched).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -574,7 +582,7 @@ impl InventoryWriter for PgStore {
             .bind(jamf_id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }
@@ -609,7 +617,7 @@ impl SyncState for PgStore {
                     .await?;
             }
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -635,7 +643,7 @@ impl SyncState for PgStore {
         .bind(RUNS_KEPT)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -698,7 +706,7 @@ impl SyncState for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         changed(&mut tx, &ids).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(ids)
     }
 
@@ -712,7 +720,7 @@ impl SyncState for PgStore {
         let n = ids.len() as u64;
         let touched: Vec<String> = ids.into_iter().flatten().collect();
         changed(&mut tx, &touched).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(n)
     }
 
