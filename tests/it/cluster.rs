@@ -406,7 +406,7 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes());
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let body = format!(
-        "{}{}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n[sync]\nenabled = false\n\n[[routes]]\nupstream = \"app\"\n",
+        "{}{}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n[device]\nposture_cache_ttl = \"1s\"\n[sync]\nenabled = false\n\n[[routes]]\nupstream = \"app\"\n",
         emu.entra_section(""),
         pool("app", &[app.addr], ""),
     );
@@ -446,12 +446,28 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     })
     .await;
     assert!(gw.metrics().await.contains("portcullis_store_up 0"));
-    let started = std::time::Instant::now();
     assert_eq!(
         status("alice").await.0,
         200,
         "a cached posture keeps serving through the outage"
     );
+    // Past its 1 s freshness too: the re-read fails, the last known posture is served.
+    let cut = std::time::Instant::now();
+    poll_until(
+        "alice served past her posture's freshness",
+        Duration::from_secs(5),
+        || async {
+            let (code, reason) = status("alice").await;
+            assert_eq!(code, 200, "the last known posture is served, not {reason}");
+            if cut.elapsed() > Duration::from_millis(1500) {
+                Ok(())
+            } else {
+                Err("within the freshness still".into())
+            }
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
     let (code, reason) = status("erin").await;
     assert_eq!(
         reason, "posture_unavailable",

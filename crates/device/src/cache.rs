@@ -1,6 +1,12 @@
 //! The posture cache over the store: bounded, single-flight on a miss (one store read per
 //! device however many requests wait), explicit negative entries for unknown devices with a
 //! shorter lifetime, store reads under a timeout, invalidation by device id.
+//!
+//! A posture is *fresh* for `positive_ttl`; after that the next request re-reads it (one read
+//! however many wait). When that read fails — the store is away — the last known posture is
+//! kept and served, for up to `retain`: its age (`as_of`, from the store) is what each route's
+//! `max_posture_age` and `on_stale` judge, exactly as for a fresh one. Only a device never seen
+//! before (or changed since: the change follower drops it) gets `posture_unavailable`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +27,13 @@ pub enum Lookup {
 /// Cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
+    /// How long a posture is fresh (re-read after it).
     pub positive_ttl: Duration,
     pub negative_ttl: Duration,
     pub lookup_timeout: Duration,
     pub capacity: u64,
+    /// How long a posture is kept to be served while the store cannot be read.
+    pub retain: Duration,
 }
 
 impl Default for CacheSettings {
@@ -34,29 +43,65 @@ impl Default for CacheSettings {
             negative_ttl: Duration::from_secs(5),
             lookup_timeout: Duration::from_secs(2),
             capacity: 1_000_000,
+            retain: Duration::from_secs(24 * 3600),
         }
     }
 }
 
+/// How long a stale posture whose re-read failed is served before the store is tried again.
+const RETRY_STALE: Duration = Duration::from_secs(5);
+
+/// A cached look-up and when it was read from the store.
+#[derive(Debug, Clone)]
+struct Entry {
+    lookup: Lookup,
+    read_at: tokio::time::Instant,
+}
+
 struct Ttl {
-    positive: Duration,
+    retain: Duration,
     negative: Duration,
 }
 
-impl moka::Expiry<String, Lookup> for Ttl {
-    fn expire_after_create(&self, _k: &String, v: &Lookup, _now: Instant) -> Option<Duration> {
-        Some(match v {
-            Lookup::Found(_) => self.positive,
+impl Ttl {
+    fn of(&self, v: &Entry) -> Duration {
+        match v.lookup {
+            Lookup::Found(_) => self.retain,
             Lookup::Unknown => self.negative,
-        })
+        }
+    }
+}
+
+impl moka::Expiry<String, Entry> for Ttl {
+    fn expire_after_create(&self, _k: &String, v: &Entry, _now: Instant) -> Option<Duration> {
+        Some(self.of(v))
+    }
+
+    fn expire_after_update(&self, _k: &String, v: &Entry, _now: Instant, _left: Option<Duration>) -> Option<Duration> {
+        Some(self.of(v))
     }
 }
 
 /// Posture by Entra device id.
 pub struct PostureCache {
     store: Arc<dyn PostureStore>,
-    cache: Cache<String, Lookup>,
+    cache: Cache<String, Entry>,
     timeout: Duration,
+    fresh: Duration,
+}
+
+/// One store read, under the timeout, turned into a look-up.
+async fn read(store: Arc<dyn PostureStore>, key: String, timeout: Duration) -> Result<Entry, StoreError> {
+    let evidence = tokio::time::timeout(timeout, store.device_evidence(&key))
+        .await
+        .map_err(|_| StoreError::Timeout(timeout))??;
+    Ok(Entry {
+        lookup: match posture_from(&key, &evidence, base::time::unix_now_i64()) {
+            Some(p) => Lookup::Found(Arc::new(p)),
+            None => Lookup::Unknown,
+        },
+        read_at: tokio::time::Instant::now(),
+    })
 }
 
 impl PostureCache {
@@ -64,7 +109,7 @@ impl PostureCache {
         let cache = Cache::builder()
             .max_capacity(s.capacity)
             .expire_after(Ttl {
-                positive: s.positive_ttl,
+                retain: s.retain.max(s.positive_ttl),
                 negative: s.negative_ttl,
             })
             .build();
@@ -72,31 +117,76 @@ impl PostureCache {
             store,
             cache,
             timeout: s.lookup_timeout,
+            fresh: s.positive_ttl,
         }
     }
 
     /// The posture of `device_id` (any case). A miss reads the store once, under the timeout;
-    /// errors are not cached.
+    /// errors are not cached. A known posture past its freshness is re-read; if that fails it
+    /// is served as it was (its age tells the policy how old it is).
     pub async fn lookup(&self, device_id: &str) -> Result<Lookup, StoreError> {
         let key = device_id.to_ascii_lowercase();
-        if let Some(hit) = self.cache.get(&key).await {
-            return Ok(hit);
-        }
-        let store = self.store.clone();
-        let timeout = self.timeout;
-        let k = key.clone();
-        self.cache
-            .try_get_with(key, async move {
-                let evidence = tokio::time::timeout(timeout, store.device_evidence(&k))
+        let hit = self.cache.get(&key).await;
+        match hit {
+            Some(e) if e.read_at.elapsed() < self.fresh || matches!(e.lookup, Lookup::Unknown) => Ok(e.lookup),
+            Some(stale) => match self.refresh(key).await {
+                Ok(fresh) => Ok(fresh),
+                Err(err) => {
+                    tracing::warn!(device = device_id, error = %err, "posture re-read failed; serving the last known posture");
+                    // Not again for a few seconds: while the store is away, requests for this
+                    // device are served at once instead of each waiting out the timeout.
+                    let pause = RETRY_STALE.min(self.fresh);
+                    let now = tokio::time::Instant::now();
+                    let read_at = now.checked_sub(self.fresh.saturating_sub(pause)).unwrap_or(now);
+                    self.cache
+                        .insert(
+                            device_id.to_ascii_lowercase(),
+                            Entry {
+                                lookup: stale.lookup.clone(),
+                                read_at,
+                            },
+                        )
+                        .await;
+                    Ok(stale.lookup)
+                }
+            },
+            None => {
+                let (store, timeout) = (self.store.clone(), self.timeout);
+                self.cache
+                    .try_get_with(key.clone(), read(store, key, timeout))
                     .await
-                    .map_err(|_| StoreError::Timeout(timeout))??;
-                Ok::<_, StoreError>(match posture_from(&k, &evidence, base::time::unix_now_i64()) {
-                    Some(p) => Lookup::Found(Arc::new(p)),
-                    None => Lookup::Unknown,
-                })
+                    .map(|e| e.lookup)
+                    .map_err(|e: Arc<StoreError>| (*e).clone())
+            }
+        }
+    }
+
+    /// Re-reads a stale entry: one read however many requests find it stale (the others wait
+    /// for it and take its result).
+    async fn refresh(&self, key: String) -> Result<Lookup, StoreError> {
+        use moka::ops::compute::{CompResult, Op};
+        let (store, timeout, fresh) = (self.store.clone(), self.timeout, self.fresh);
+        let (k, again) = (key.clone(), key.clone());
+        let r = self
+            .cache
+            .entry(key)
+            .and_try_compute_with(|current| async move {
+                if current.as_ref().is_some_and(|c| c.value().read_at.elapsed() < fresh) {
+                    // Another request refreshed it meanwhile.
+                    return Ok::<_, StoreError>(Op::Nop);
+                }
+                Ok(Op::Put(read(store, k, timeout).await?))
             })
-            .await
-            .map_err(|e: Arc<StoreError>| (*e).clone())
+            .await?;
+        match r {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                Ok(e.into_value().lookup)
+            }
+            // Invalidated while it was read (the device changed): this request reads it anew.
+            CompResult::StillNone(_) | CompResult::Removed(_) => {
+                Ok(read(self.store.clone(), again, self.timeout).await?.lookup)
+            }
+        }
     }
 
     pub async fn invalidate(&self, device_id: &str) {

@@ -36,6 +36,7 @@ impl Devices {
                 negative_ttl: cfg.unknown_cache_ttl,
                 lookup_timeout: cfg.lookup_timeout,
                 capacity: 1_000_000,
+                ..CacheSettings::default()
             },
         ));
         Self::new(store, cache, cfg.sources.clone())

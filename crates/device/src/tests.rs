@@ -308,3 +308,51 @@ async fn signals_wake_the_follower_and_lost_track_drops_the_cache() {
     stop_tx.send(true).unwrap();
     follower.await.unwrap();
 }
+
+/// Through an outage a known posture keeps being served after its freshness (its `as_of` lets
+/// the policy judge its age); a device never seen gets the error (fail closed); when the store
+/// is back, a stale entry is re-read once however many requests find it stale.
+#[tokio::test(start_paused = true)]
+async fn known_postures_outlive_an_outage_and_are_refreshed_once() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    let cache = cache(&store);
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+
+    tokio::time::advance(Duration::from_secs(61)).await; // past the 60 s freshness
+    store.failing.store(true, Ordering::SeqCst);
+    assert_eq!(
+        compliant(&cache.lookup(ALICE).await.unwrap()),
+        Some(true),
+        "the last known posture, not posture_unavailable"
+    );
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2, "a re-read was tried");
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        2,
+        "not again at once: served without waiting"
+    );
+    assert!(cache.lookup(DAVE).await.is_err(), "a device never seen fails closed");
+
+    store.failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(6)).await; // the pause after a failed re-read
+    store.set(ALICE, false);
+    *store.delay.lock().unwrap() = Duration::from_millis(300);
+    let reads = store.reads.load(Ordering::SeqCst);
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(ALICE).await })
+        })
+        .collect();
+    for w in waiting {
+        assert_eq!(compliant(&w.await.unwrap().unwrap()), Some(false), "refreshed");
+    }
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        reads + 1,
+        "one re-read for eight requests"
+    );
+}
