@@ -516,3 +516,34 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     })
     .await;
 }
+
+/// A session whose tokens are due on every use (60 s ID tokens, renewal starts two minutes
+/// before expiry), used by one browser on two nodes at once: each renewal happens once, so the
+/// rotated refresh token is never used twice (the emulator, like Entra, refuses a spent one,
+/// and that would sign the user out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_requests_on_two_nodes_renew_a_session_once() {
+    use std::sync::atomic::Ordering;
+    let c = Cluster::start_tls(2).await;
+    c.emu.state.token_lifetime.store(60, Ordering::Relaxed);
+    let ca = c.certs.as_ref().unwrap().path().join("ca.pem");
+    let a = Browser::new(&ca, c.tls_ports[0]);
+    assert_eq!(a.sign_in("/hello", "alice").await.status(), 200);
+    let b = a.on_port(c.tls_ports[1]);
+    let (ua, ub) = (format!("{}/hello", a.base), format!("{}/hello", b.base));
+    for round in 0..8 {
+        let (ra, rb, ra2, rb2) = tokio::join!(a.navigate(&ua), b.navigate(&ub), a.navigate(&ua), b.navigate(&ub));
+        for (who, r) in [("node 0", ra), ("node 1", rb), ("node 0", ra2), ("node 1", rb2)] {
+            assert_eq!(
+                r.status(),
+                200,
+                "round {round}, {who}: signed out? {:?}",
+                r.headers().get("location")
+            );
+        }
+    }
+    assert!(
+        c.emu.state.refresh_grants.load(Ordering::Relaxed) >= 1,
+        "the session was renewed"
+    );
+}

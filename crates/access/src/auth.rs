@@ -97,10 +97,44 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
     if session.principal.expires_at > now + RENEW_BEFORE_SECS {
         return AuthOutcome::User(session.principal, AuthSource::Session);
     }
+    let Some(claim) = id.sessions.claim_renewal(&sid).await else {
+        // Another request renews it (on this node or another): a rotated refresh token must be
+        // used once. The current tokens are still good, unless they already expired; then wait
+        // a moment for the renewed ones.
+        if session.principal.expires_at > now {
+            return AuthOutcome::User(session.principal, AuthSource::Session);
+        }
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Ok(Some(s)) = id.sessions.reload(&sid).await {
+                if s.principal.expires_at > unix_now() {
+                    return AuthOutcome::User(s.principal, AuthSource::Session);
+                }
+            }
+        }
+        return AuthOutcome::SessionsUnavailable;
+    };
+    let outcome = renew(id, &sid, session, now).await;
+    id.sessions.release_renewal(&sid, claim).await;
+    outcome
+}
+
+/// Renews a due session under a won claim. The stored session is read again first: another
+/// request may have renewed it just before this claim (then its refresh token is spent, and
+/// the renewed session is the one to use).
+async fn renew(id: &Identity, sid: &str, cached: identity::session::Session, now: u64) -> AuthOutcome {
+    let session = match id.sessions.reload(sid).await {
+        Ok(Some(s)) if s.principal.expires_at > now + RENEW_BEFORE_SECS => {
+            return AuthOutcome::User(s.principal, AuthSource::Session);
+        }
+        Ok(Some(s)) => s,
+        Ok(None) => return AuthOutcome::Missing,
+        Err(identity::session::SessionsUnavailable) => cached,
+    };
     match id.oidc.refresh(&session).await {
         Ok(renewed) => {
             let p = renewed.principal.clone();
-            match id.sessions.put(&sid, renewed).await {
+            match id.sessions.put(sid, renewed).await {
                 Ok(()) => AuthOutcome::User(p, AuthSource::Session),
                 // The renewed tokens could not be kept; the old refresh token may be spent.
                 Err(identity::session::SessionsUnavailable) => AuthOutcome::SessionsUnavailable,
@@ -108,7 +142,7 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
         }
         Err(e) => {
             tracing::info!(user = %session.principal.object_id, error = %e, "session renewal failed; signing in again");
-            id.sessions.remove(&sid).await;
+            id.sessions.remove(sid).await;
             AuthOutcome::Missing
         }
     }

@@ -35,6 +35,10 @@ impl std::fmt::Debug for Session {
 #[error("sessions are unavailable for a moment")]
 pub struct SessionsUnavailable;
 
+/// A won claim on a session's renewal (see [`SessionStore::claim_renewal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalClaim(pub String);
+
 /// Where sessions live.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -43,6 +47,18 @@ pub trait SessionStore: Send + Sync {
     /// Stores a session; an error means it was not stored (the sign-in must not pretend it was).
     async fn put(&self, id: &str, session: Session) -> Result<(), SessionsUnavailable>;
     async fn remove(&self, id: &str);
+    /// Claims the renewal of a session that is due: true for one request across every node;
+    /// the others keep using the current tokens (still valid: renewal starts two minutes before
+    /// they expire) or wait for the renewed ones.
+    async fn claim_renewal(&self, _id: &str) -> Option<RenewalClaim> {
+        Some(RenewalClaim(String::new()))
+    }
+    /// Ends a claim once the renewal is done (or failed).
+    async fn release_renewal(&self, _id: &str, _claim: RenewalClaim) {}
+    /// The session as stored now, past any cached copy (after another node renewed it).
+    async fn reload(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable> {
+        self.get(id).await
+    }
 }
 
 /// In-process sessions (one node; lost at restart).

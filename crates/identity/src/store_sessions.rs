@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use base::seal::Sealer;
 use store::SessionRows;
 
-use crate::session::{Session, SessionStore, SessionsUnavailable};
+use crate::session::{RenewalClaim, Session, SessionStore, SessionsUnavailable};
 
 /// How long a node trusts its cached copy of a session.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -115,16 +115,22 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
             return Ok(None);
         }
         let session = row.session;
-        // The last-seen refresh is best effort: the session was read, so it is used.
-        let _ = self
-            .write(
-                id,
-                &Row {
-                    session: session.clone(),
-                    last_seen: base::time::unix_now_i64(),
-                },
-            )
-            .await;
+        // The last-seen refresh is best effort, and only over the row as read: a renewal
+        // stored by another node meanwhile must not be overwritten with the old tokens (their
+        // refresh token is spent; using it again would sign the user out).
+        let touched = Row {
+            session: session.clone(),
+            last_seen: base::time::unix_now_i64(),
+        };
+        if let (Ok(json), expires) = (
+            serde_json::to_vec(&touched),
+            (session.signed_in_at + self.lifetime.as_secs()) as i64,
+        ) {
+            if let Ok(data) = self.sealer.seal(PURPOSE, &json) {
+                let _ =
+                    tokio::time::timeout(self.timeout, self.rows.replace_session(id, &sealed, &data, expires)).await;
+            }
+        }
         self.cache.insert(id.to_string(), session.clone()).await;
         Ok(Some(session))
     }
@@ -140,6 +146,34 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
         .await?;
         self.cache.insert(id.to_string(), session).await;
         Ok(())
+    }
+
+    async fn claim_renewal(&self, id: &str) -> Option<RenewalClaim> {
+        // A claimant of its own per attempt, so two requests on one node do not both win.
+        let claimant = base::seal::random_token(12).ok()?;
+        match tokio::time::timeout(self.timeout, self.rows.claim_session_renewal(id, &claimant, 30)).await {
+            Ok(Ok(true)) => Some(RenewalClaim(claimant)),
+            Ok(Ok(false)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot claim a session renewal");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn release_renewal(&self, id: &str, claim: RenewalClaim) {
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.timeout, self.rows.release_session_renewal(id, &claim.0))
+            .await
+            .map_err(|_| store::StoreError::Timeout(self.timeout))
+        {
+            tracing::debug!(error = %e, "cannot release a session renewal claim (it expires by itself)");
+        }
+    }
+
+    async fn reload(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable> {
+        self.cache.invalidate(id).await;
+        self.get(id).await
     }
 
     async fn remove(&self, id: &str) {
@@ -197,6 +231,24 @@ mod tests {
             self.behave().await?;
             self.rows.lock().unwrap().remove(id);
             Ok(())
+        }
+        async fn claim_session_renewal(&self, _: &str, _: &str, _: i64) -> Result<bool, StoreError> {
+            self.behave().await?;
+            Ok(true)
+        }
+        async fn release_session_renewal(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn replace_session(&self, id: &str, expected: &str, data: &str, exp: i64) -> Result<bool, StoreError> {
+            self.behave().await?;
+            let mut rows = self.rows.lock().unwrap();
+            match rows.get(id) {
+                Some((d, _)) if d == expected => {
+                    rows.insert(id.into(), (data.into(), exp));
+                    Ok(true)
+                }
+                Some(_) | None => Ok(false),
+            }
         }
     }
 
@@ -256,5 +308,45 @@ mod tests {
         assert_eq!(c.get("s1").await.map(|s| s.is_some()), Err(SessionsUnavailable));
         rows.mode.store(0, Ordering::SeqCst);
         assert!(c.get("s1").await.unwrap().is_some(), "back when the store is");
+    }
+
+    /// Two nodes over one store: a due renewal is claimed by one request only, across nodes and
+    /// within one node; the claim is the store's, so it holds for every node.
+    #[tokio::test]
+    async fn one_renewal_claim_per_session_across_nodes() {
+        let store = Arc::new(store::sqlite::SqliteStore::in_memory().await.unwrap());
+        let sealer = Arc::new(Sealer::random().unwrap());
+        let node = || {
+            StoreSessions::new(
+                store.clone(),
+                sealer.clone(),
+                Duration::from_secs(3600),
+                Duration::from_secs(3600),
+            )
+        };
+        let (a, b) = (node(), node());
+        a.put("s1", session()).await.unwrap();
+        let won = a.claim_renewal("s1").await.expect("the first claim wins");
+        assert_eq!(b.claim_renewal("s1").await, None, "not on another node");
+        assert_eq!(
+            a.claim_renewal("s1").await,
+            None,
+            "not by another request on the same node"
+        );
+        assert!(
+            b.claim_renewal("s2").await.is_some(),
+            "another session is claimed on its own"
+        );
+        a.release_renewal("s1", won).await;
+        assert!(
+            b.claim_renewal("s1").await.is_some(),
+            "released: the next renewal can be claimed"
+        );
+        // The winner's renewed session reaches the other node by reload (past its cache).
+        let mut renewed = session();
+        renewed.refresh_token = Some("rotated".into());
+        a.put("s1", renewed).await.unwrap();
+        let seen = b.reload("s1").await.unwrap().unwrap();
+        assert_eq!(seen.refresh_token.as_deref(), Some("rotated"));
     }
 }

@@ -348,8 +348,33 @@ async fn sessions<S: Store + ?Sized>(s: &S) {
         None,
         "expired sessions are gone"
     );
+    s.put_session("s9", "old", now + 100).await.unwrap();
+    assert!(s.replace_session("s9", "old", "touched", now + 100).await.unwrap());
+    assert!(
+        !s.replace_session("s9", "old", "stale", now + 100).await.unwrap(),
+        "only over the data as read"
+    );
+    assert_eq!(s.session("s9", now).await.unwrap().as_deref(), Some("touched"));
     s.remove_session("s1").await.unwrap();
     assert_eq!(s.session("s1", 0).await.unwrap(), None);
+    assert!(s.claim_session_renewal("s1", "req-a", 30).await.unwrap());
+    assert!(
+        !s.claim_session_renewal("s1", "req-b", 30).await.unwrap(),
+        "one claim at a time"
+    );
+    assert!(s.claim_session_renewal("s2", "req-b", 30).await.unwrap());
+    assert!(s.claim_session_renewal("s3", "req-c", -1).await.unwrap());
+    assert!(
+        s.claim_session_renewal("s3", "req-d", 30).await.unwrap(),
+        "an expired claim can be taken"
+    );
+    s.release_session_renewal("s1", "req-b").await.unwrap();
+    assert!(
+        !s.claim_session_renewal("s1", "req-e", 30).await.unwrap(),
+        "only the claimant releases"
+    );
+    s.release_session_renewal("s1", "req-a").await.unwrap();
+    assert!(s.claim_session_renewal("s1", "req-e", 30).await.unwrap(), "released");
 }
 
 #[cfg(test)]

@@ -194,6 +194,15 @@ pub trait SessionRows: Send + Sync {
     async fn session(&self, id: &str, now: i64) -> Result<Option<String>, StoreError>;
     async fn put_session(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError>;
     async fn remove_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Replaces session `id`'s data only if it is still `expected` (a last-seen refresh must
+    /// never overwrite a renewal another node stored meanwhile); false when it was not.
+    async fn replace_session(&self, id: &str, expected: &str, data: &str, expires_at: i64) -> Result<bool, StoreError>;
+    /// Claims the renewal of session `id` for `claimant` for `ttl_secs`: true for exactly one
+    /// claimant across every node until the claim expires, so a rotated refresh token is used
+    /// once (two uses log the user out).
+    async fn claim_session_renewal(&self, id: &str, claimant: &str, ttl_secs: i64) -> Result<bool, StoreError>;
+    /// Ends `claimant`'s claim (the renewal is done, or failed).
+    async fn release_session_renewal(&self, id: &str, claimant: &str) -> Result<(), StoreError>;
 }
 
 /// Everything a backend provides.

@@ -883,12 +883,44 @@ impl SessionRows for PgStore {
             .bind(base::time::unix_now_i64())
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM leases WHERE name LIKE 'renew-session:%' AND expires_at < $1")
+            .bind(base::time::unix_now_i64())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn remove_session(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn replace_session(&self, id: &str, expected: &str, data: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE sessions SET data = $1, expires_at = $2 WHERE id = $3 AND data = $4")
+            .bind(data)
+            .bind(expires_at)
+            .bind(id)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn claim_session_renewal(&self, id: &str, claimant: &str, ttl_secs: i64) -> Result<bool, StoreError> {
+        // A lease of its own per session, on the same clock as the sync's.
+        Ok(self
+            .try_lease(&format!("renew-session:{id}"), claimant, ttl_secs)
+            .await?
+            .is_some_and(|l| l.holder == claimant))
+    }
+
+    async fn release_session_renewal(&self, id: &str, claimant: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(format!("renew-session:{id}"))
+            .bind(claimant)
             .execute(&self.pool)
             .await?;
         Ok(())
