@@ -137,29 +137,13 @@ async fn a_second_gateway_cannot_share_a_running_gateways_port() {
         crate::harness::pool("a", &[app.addr], "")
     );
     let gw = crate::harness::Gateway::start(&body).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"{}\"\n\
-             [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-            crate::harness::free_port(),
-            gw.http
-        ),
-    )
-    .unwrap();
-    let second = tokio::process::Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), second)
-        .await
-        .expect("the second gateway must refuse to start, not serve")
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_second_gateway(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"{}\"\n\
+         [upstreams.a]\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        crate::harness::free_port(),
+        gw.http
+    ))
+    .await;
     assert!(err.contains("listeners[0]") && err.contains("in use"), "{err}");
     // Every connection still reaches the first gateway.
     for _ in 0..20 {
@@ -260,17 +244,27 @@ async fn a_second_gateway_on_another_nodes_sqlite_file_is_refused() {
         crate::harness::pool("a", &[app.addr], "")
     );
     let gw = crate::harness::Gateway::start(&body).await;
+    let err = refused_second_gateway(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n{body}",
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+    ))
+    .await;
+    assert!(
+        err.contains("in use by another gateway process") && err.contains("postgres://"),
+        "the message says why and what to do instead: {err}"
+    );
+    assert_eq!(
+        crate::harness::client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
+
+/// Starts a second gateway with `config`, which must refuse to start (not serve); its stderr.
+async fn refused_second_gateway(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("second.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:{}\"\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n{body}",
-            crate::harness::free_port(),
-            crate::harness::free_port(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config).unwrap();
     let second = tokio::process::Command::new(bin())
         .args(["serve", "--config"])
         .arg(&path)
@@ -281,13 +275,5 @@ async fn a_second_gateway_on_another_nodes_sqlite_file_is_refused() {
         .expect("the second gateway must refuse to start, not serve")
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("in use by another gateway process") && err.contains("postgres://"),
-        "the message says why and what to do instead: {err}"
-    );
-    assert_eq!(
-        crate::harness::client().get(gw.url("/")).send().await.unwrap().status(),
-        200
-    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
