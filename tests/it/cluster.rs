@@ -112,21 +112,7 @@ impl Cluster {
 }
 
 fn alice(compliant: bool) -> EntraDevice {
-    EntraDevice {
-        device_id: ALICE_DEVICE.into(),
-        object_id: "0b000000-0000-4000-8000-00000000000a".into(),
-        display_name: Some("Alice's MacBook Pro".into()),
-        account_enabled: Some(true),
-        is_compliant: Some(compliant),
-        is_managed: Some(true),
-        trust_type: Some("Workplace".into()),
-        operating_system: Some("MacMDM".into()),
-        os_version: Some("14.5".into()),
-        compliance_expiration: None,
-        last_sign_in: None,
-        removed: false,
-        seen_at: now(),
-    }
+    crate::enforcement::entra(ALICE_DEVICE, Some(compliant), true, now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn entra(device: &str, compliant: Option<bool>, enabled: bool, seen_at: i64) -> EntraDevice {
+pub fn entra(device: &str, compliant: Option<bool>, enabled: bool, seen_at: i64) -> EntraDevice {
     EntraDevice {
         device_id: device.into(),
         object_id: format!("obj-{device}"),

@@ -42,16 +42,6 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<S: SessionRows + ?Sized> StoreSessions<S> {
     pub fn new(rows: Arc<S>, sealer: Arc<Sealer>, lifetime: Duration, idle: Duration) -> Self {
-        Self::with_timeout(rows, sealer, lifetime, idle, STORE_TIMEOUT)
-    }
-
-    pub fn with_timeout(
-        rows: Arc<S>,
-        sealer: Arc<Sealer>,
-        lifetime: Duration,
-        idle: Duration,
-        timeout: Duration,
-    ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(CACHE_TTL)
@@ -61,7 +51,7 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
             sealer,
             lifetime,
             idle,
-            timeout,
+            timeout: STORE_TIMEOUT,
             cache,
         }
     }
