@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use config::{ConfigError, PostgresConfig, StoreConfig};
+use store::deadline::Deadline;
 use store::postgres::{PgSettings, PgStore};
 use store::sqlite::SqliteStore;
 use store::{Store, StoreError};
@@ -28,7 +29,10 @@ pub fn open(cfg: &StoreConfig, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn S
         StoreConfig::Sqlite { path } => Arc::new(rt.block_on(SqliteStore::open_for_node(path)).map_err(failed)?),
         StoreConfig::Postgres(p) => {
             let settings = pg_settings(p).map_err(|e| super::StartError::Config(config::ConfigErrors(vec![e])))?;
-            Arc::new(rt.block_on(PgStore::open(&settings)).map_err(failed)?)
+            let pg: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open(&settings)).map_err(failed)?);
+            // sqlx bounds taking a connection (and pings it first), not a statement once sent:
+            // a network that black-holes mid-statement would hang the call for minutes.
+            Arc::new(Deadline::new(pg, p.query_timeout))
         }
     })
 }

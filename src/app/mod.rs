@@ -147,6 +147,15 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         .build()
         .map_err(StartError::Runtime)?;
     let store = backend::open(&cfg.store, &store_rt)?;
+    // Jobs this node was running when it last stopped will never finish: say so.
+    match store_rt.block_on(store.interrupt_jobs(&cfg.sync.node_name, base::time::unix_now_i64())) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "jobs this node ran before it restarted are marked interrupted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot mark the jobs interrupted by the last restart"),
+    }
     tracing::info!(store = %cfg.store.describe(), "store open");
 
     let identity = match &cfg.entra {
@@ -266,7 +275,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         store: store.clone(),
         settings,
         sync: sync_control,
-        jobs: Arc::new(admin::api::Jobs::default()),
+        node: cfg.sync.node_name.clone(),
         file_credential: cfg
             .entra
             .as_ref()

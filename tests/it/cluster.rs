@@ -65,6 +65,8 @@ impl Cluster {
         let url = testing::url_for_schema(&schema);
         let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes());
         let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        // `{emulator}` in the extra sections is the emulator's base URL (for `[jamf] url`).
+        let extra = extra.replace("{emulator}", &emu.url);
         let mut nodes = Vec::new();
         for i in 0..n {
             let body = format!(
@@ -328,31 +330,127 @@ async fn another_node_takes_over_from_a_killed_leader_and_resumes() {
     .await;
 }
 
+/// A Send Update job started on one node is reported by the other: jobs live in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_on_one_node_is_reported_by_the_other() {
+    use portcullis::emulator::jamf::{JAMF_CLIENT_ID, JAMF_CLIENT_SECRET};
+    let jamf = format!(
+        "[jamf]\nurl = \"{{emulator}}\"\nclient_id = \"{JAMF_CLIENT_ID}\"\nclient_secret = \"{JAMF_CLIENT_SECRET}\"\n"
+    );
+    let sync =
+        "interval = \"1s\"\nlease_ttl = \"3s\"\nintune = false\nshare = { extensionAttribute10 = \"jamf:{managed}\" }";
+    let c = Cluster::launch(2, "1s", sync, &jamf, false).await;
+    // Computer 101 (alice's Mac) comes from the leader's first Jamf run.
+    poll_until("computer 101 synced", Duration::from_secs(15), || async {
+        match c.store.computer("101").await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let r = client()
+        .post(format!(
+            "http://{}/api/v1/conditional-access/send-update",
+            c.nodes[1].admin
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "computer": "101" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", c.nodes[1].logs());
+    let job = r.json::<serde_json::Value>().await.unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |i: usize| {
+        let (c, job) = (&c, &job);
+        async move {
+            let r = client()
+                .get(format!("http://{}/api/v1/jobs/{job}", c.nodes[i].admin))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "node {i} knows job {job}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let (done, _) = poll_until(
+        "node 0 reports node 1's job finished",
+        Duration::from_secs(15),
+        || async {
+            let j = get(0).await;
+            if j["status"] == "running" {
+                Err(j.to_string())
+            } else {
+                Ok(j)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            &done["status"],
+            &done["node"],
+            &done["computer"],
+            &done["result"]["sent"]
+        ),
+        (&json!("succeeded"), &json!("node-1"), &json!("101"), &json!(1)),
+        "{done}"
+    );
+    assert_eq!(get(1).await, done, "both nodes report the same job");
+}
+
 /// A TCP relay in front of PostgreSQL that the test can cut (the database "goes away":
-/// every connection is dropped and new ones are refused) and restore on the same port.
+/// every connection is dropped and new ones are refused) and restore on the same port, or
+/// freeze (a black-holed network: connections stay open and new ones are accepted, but nothing
+/// is answered) and thaw.
 struct Relay {
     addr: std::net::SocketAddr,
     target: std::net::SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relay {
     async fn start(target: std::net::SocketAddr) -> Self {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
+        let frozen = tokio::sync::watch::Sender::new(false);
         Self {
             addr,
             target,
-            task: Some(tokio::spawn(Self::serve(l, target))),
+            task: Some(tokio::spawn(Self::serve(l, target, frozen.subscribe()))),
+            frozen,
         }
     }
 
-    async fn serve(l: tokio::net::TcpListener, target: std::net::SocketAddr) {
+    async fn serve(
+        l: tokio::net::TcpListener,
+        target: std::net::SocketAddr,
+        frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((mut client, _)) = l.accept().await {
+            let mut frozen = frozen.clone();
             conns.spawn(async move {
-                if let Ok(mut db) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut db).await;
+                // Frozen: hold what is open, answer nothing; thawed, the half-done exchanges
+                // are dropped (as a network that came back after TCP gave up).
+                let now_frozen = *frozen.borrow();
+                if now_frozen {
+                    let _ = frozen.wait_for(|f| !*f).await.map(|_| ());
+                    return;
+                }
+                let Ok(mut db) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let mut on_freeze = frozen.clone();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut db) => {}
+                    _ = async { on_freeze.wait_for(|f| *f).await.map(|_| ()) } => {
+                        let _ = frozen.wait_for(|f| !*f).await.map(|_| ());
+                    }
                 }
             });
         }
@@ -368,12 +466,38 @@ impl Relay {
     /// The database is back, on the same address.
     async fn restore(&mut self) {
         let l = tokio::net::TcpListener::bind(self.addr).await.unwrap();
-        self.task = Some(tokio::spawn(Self::serve(l, self.target)));
+        self.task = Some(tokio::spawn(Self::serve(l, self.target, self.frozen.subscribe())));
     }
+
+    /// The network to the database black-holes.
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// PostgreSQL goes away: connections reset, the port refuses.
+    Down,
+    /// The network black-holes: nothing answers, nothing is refused.
+    BlackHole,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_reported_survived_and_recovered_from() {
+    outage(Outage::Down).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_database_is_survived_without_a_hung_request() {
+    outage(Outage::BlackHole).await;
+}
+
+async fn outage(kind: Outage) {
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let (settings, schema) = testing::fresh_schema().await.expect("PostgreSQL for the tests");
     let store = PgStore::open(&settings).await.unwrap();
@@ -392,7 +516,7 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     let digest = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes());
     let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let body = format!(
-        "{}{}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n[device]\nposture_cache_ttl = \"1s\"\n[sync]\nenabled = false\n\n[[routes]]\nupstream = \"app\"\n",
+        "{}{}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\nquery_timeout = \"3s\"\n[device]\nposture_cache_ttl = \"1s\"\n[sync]\nenabled = false\n\n[[routes]]\nupstream = \"app\"\n",
         emu.entra_section(""),
         pool("app", &[app.addr], ""),
     );
@@ -423,7 +547,65 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     assert_eq!(ready().await, "ok");
     assert_eq!(status("alice").await.0, 200, "alice's posture is now cached");
 
-    relay.cut();
+    match kind {
+        Outage::Down => relay.cut(),
+        Outage::BlackHole => {
+            // A statement in flight when the network goes (sqlx bounds only taking a
+            // connection): a save waits on a row lock the test holds, the network black-holes,
+            // the lock is let go, and the answer never comes back. The call must fail at
+            // store.query_timeout, not when TCP gives up minutes later.
+            let api = format!("http://{}/api/v1/conditional-access", gw.admin);
+            let r = client().get(&api).bearer_auth(ADMIN).send().await.unwrap();
+            let etag = r.headers()["etag"].to_str().unwrap().to_string();
+            let doc: serde_json::Value = r.json().await.unwrap();
+            let mut lock = store.pool().begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM settings FOR UPDATE")
+                .execute(&mut *lock)
+                .await
+                .unwrap();
+            let started = std::time::Instant::now();
+            let put = tokio::spawn(
+                client()
+                    .put(&api)
+                    .bearer_auth(ADMIN)
+                    .header("if-match", etag)
+                    .json(&json!({
+                        "enabled": false, "connection_type": "manual", "national_cloud": "global",
+                        "tenant_id": doc["tenant_id"], "application_id": doc["application_id"],
+                        "landing": { "kind": "access_denied" },
+                    }))
+                    .send(),
+            );
+            poll_until("the save waiting on the lock", Duration::from_secs(5), || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND query LIKE '%FROM settings WHERE key%'",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            })
+            .await;
+            relay.freeze();
+            lock.commit().await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(30), put)
+                .await
+                .expect("the save hung on a black-holed statement")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.status(), 503, "{}", gw.logs());
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "the save waited {:?} (query_timeout 3 s)",
+                started.elapsed()
+            );
+        }
+    }
     poll_until("the outage reported", Duration::from_secs(5), || async {
         match ready().await.as_str() {
             "unavailable" => Ok(()),
@@ -456,8 +638,9 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
     let started = std::time::Instant::now();
     let (code, reason) = status("erin").await;
     assert_eq!(
-        reason, "posture_unavailable",
-        "an uncached device fails closed ({code})"
+        (code, reason.as_str()),
+        (403, "posture_unavailable"),
+        "an uncached device fails closed, and not with a 5xx"
     );
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -482,11 +665,36 @@ async fn a_database_outage_is_reported_survived_and_recovered_from() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503, "{}", gw.logs());
+    assert_eq!(r.status(), 503, "{kind:?}: {}", gw.logs());
     assert_eq!(r.headers()["retry-after"], "5");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{kind:?}: the write waited {:?} (query_timeout 3 s)",
+        started.elapsed()
+    );
+    // Reads of the API too: 503 with the hint, within the query timeout.
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(format!("http://{}/api/v1/jobs/some-job", gw.admin))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers().contains_key("retry-after")),
+        (503, true),
+        "{kind:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{kind:?}: {:?}",
+        started.elapsed()
+    );
 
-    relay.restore().await;
+    match kind {
+        Outage::Down => relay.restore().await,
+        Outage::BlackHole => relay.thaw(),
+    }
     poll_until("the store back", Duration::from_secs(15), || async {
         match ready().await.as_str() {
             "ok" => Ok(()),

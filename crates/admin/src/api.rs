@@ -48,7 +48,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub settings: Option<Arc<Settings>>,
     pub sync: Option<Arc<dyn SyncControl>>,
-    pub jobs: Arc<Jobs>,
+    /// This node's name (`sync.node_name`): who runs the jobs it starts.
+    pub node: String,
     /// The credential the configuration file provides (`client_secret`, `certificate`,
     /// `assertion_file`), used while the settings hold no secret of their own.
     pub file_credential: Option<&'static str>,
@@ -56,32 +57,39 @@ pub struct Api {
     pub explainer: Option<Arc<dyn access::explain::Explain>>,
 }
 
-/// Background jobs started through the API (Send Update), kept in memory for an hour.
-pub struct Jobs {
-    jobs: moka::sync::Cache<String, Arc<Job>>,
+/// A job as `GET /api/v1/jobs/{id}` shows it.
+fn job_json(j: &store::Job) -> Value {
+    json!({
+        "id": j.id,
+        "kind": j.kind,
+        "status": j.status,
+        "node": j.node,
+        "started_at": j.started_at,
+        "finished_at": j.finished_at,
+        "computer": j.computer,
+        // Written by this code as JSON; a row that is not reads as its text.
+        "result": j.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| json!(r))),
+    })
 }
 
-/// One job as `GET /api/v1/jobs/{id}` shows it.
-#[derive(serde::Serialize)]
-pub struct Job {
-    id: String,
-    kind: &'static str,
-    /// running, succeeded or failed.
-    status: &'static str,
-    started_at: i64,
-    finished_at: Option<i64>,
-    computer: Option<String>,
-    result: Option<Value>,
-}
-
-impl Default for Jobs {
-    fn default() -> Self {
-        Self {
-            jobs: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(std::time::Duration::from_secs(3600))
-                .build(),
+/// Stores a finished job's outcome, retrying while the store is away (the result must not be
+/// lost: the job has run, and Microsoft has the inventory).
+async fn finish_job(store: Arc<dyn Store>, job: store::Job) {
+    let mut wait = std::time::Duration::from_millis(500);
+    for attempt in 1.. {
+        // Every store call is bounded (`store.query_timeout`), so this loop cannot hang.
+        match store.put_job(&job).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && attempt < 20 => {
+                tracing::warn!(job = %job.id, error = %e, "cannot store the job's outcome yet; retrying")
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, status = job.status.as_str(), "the job's outcome is lost");
+                return;
+            }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
     }
 }
 
@@ -110,6 +118,17 @@ pub(crate) fn problem(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
     r
+}
+
+/// A store failure as the API answers it: 503 with a retry hint while the database is away or
+/// slow; 500 when it refused or returned what this version cannot read.
+pub(crate) fn store_problem(e: &store::StoreError) -> Response {
+    if e.is_transient() {
+        problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+    } else {
+        tracing::error!(error = %e, "store failure in the admin API");
+        problem(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string())
+    }
 }
 
 struct Caller {
@@ -339,7 +358,11 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
                 format!("The settings changed meanwhile (now version {current}); read them again."),
             )
         }
-        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(sync::settings::SettingsError::Store(e)) => return store_problem(&e),
+        Err(e @ (sync::settings::SettingsError::Corrupt(_) | sync::settings::SettingsError::Seal)) => {
+            tracing::error!(error = %e, "cannot save the settings");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "settings_failed", e.to_string());
+        }
     };
     let mut audit = view(&doc, api.file_credential);
     audit["client_secret"] = json!(if b.client_secret.is_some() {
@@ -395,7 +418,7 @@ pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response
     for source in ["entra", "intune", "jamf", "share"] {
         let runs = match api.store.last_runs(source, 50).await {
             Ok(r) => r,
-            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            Err(e) => return store_problem(&e),
         };
         let success = runs.iter().find(|r| r.ok);
         let failure = runs.iter().find(|r| !r.ok);
@@ -466,7 +489,7 @@ pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<P
                 .flatten();
             Json(json!({ "items": entries, "next_before": next })).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => store_problem(&e),
     }
 }
 
@@ -540,7 +563,7 @@ pub async fn computers(State(api): State<Api>, headers: HeaderMap, Query(q): Que
     'pages: loop {
         let batch = match api.store.computers(after.as_deref(), 500).await {
             Ok(b) => b,
-            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            Err(e) => return store_problem(&e),
         };
         let Some(last) = batch.last().map(|c| c.jamf_id.clone()) else {
             break;
@@ -586,7 +609,7 @@ pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path
     match api.store.computer(&id).await {
         Ok(Some(c)) => Json(computer_view(&api, &c).await).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", format!("No computer {id}.")),
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => store_problem(&e),
     }
 }
 
@@ -613,7 +636,7 @@ pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<
                 .collect();
             Json(json!({ "computer": id, "items": items })).into_response()
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => store_problem(&e),
     }
 }
 
@@ -630,7 +653,7 @@ pub async fn posture(State(api): State<Api>, headers: HeaderMap, Path(device): P
     }
     let e = match api.store.device_evidence(&device).await {
         Ok(e) => e,
-        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => return store_problem(&e),
     };
     let now = base::time::unix_now_i64();
     let p = device::posture::posture_from(&device, &e, now);
@@ -759,7 +782,7 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
         match api.store.computer(id).await {
             Ok(Some(_)) => {}
             Ok(None) => return problem(StatusCode::NOT_FOUND, "not_found", format!("No computer {id}.")),
-            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+            Err(e) => return store_problem(&e),
         }
     }
     let Ok(id) = base::seal::random_token(12) else {
@@ -769,17 +792,20 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
             "The system random source failed; try again.",
         );
     };
-    let started = base::time::unix_now_i64();
-    let running = Job {
+    let running = store::Job {
         id: id.clone(),
-        kind: "send_update",
-        status: "running",
-        started_at: started,
+        kind: "send_update".into(),
+        status: store::JobStatus::Running,
+        node: api.node.clone(),
+        started_at: base::time::unix_now_i64(),
         finished_at: None,
         computer: b.computer.clone(),
         result: None,
     };
-    api.jobs.jobs.insert(id.clone(), Arc::new(running));
+    // Stored before it starts: a job nobody could ask about is never acknowledged.
+    if let Err(e) = api.store.put_job(&running).await {
+        return store_problem(&e);
+    }
     if let Err(e) = api
         .store
         .record_audit(
@@ -791,22 +817,19 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
     {
         tracing::error!(error = %e, "cannot record the audit entry");
     }
-    let (jobs, job_id, only) = (api.jobs.clone(), id.clone(), b.computer);
+    let store = api.store.clone();
     tokio::spawn(async move {
-        let (status, result) = match sync.send_update(only.clone()).await {
-            Ok(stats) => ("succeeded", json!(stats)),
-            Err(e) => ("failed", json!({ "error": e.to_string() })),
+        let (status, result) = match sync.send_update(running.computer.clone()).await {
+            Ok(stats) => (store::JobStatus::Succeeded, json!(stats)),
+            Err(e) => (store::JobStatus::Failed, json!({ "error": e.to_string() })),
         };
-        let done = Job {
-            id: job_id.clone(),
-            kind: "send_update",
+        let done = store::Job {
             status,
-            started_at: started,
             finished_at: Some(base::time::unix_now_i64()),
-            computer: only,
-            result: Some(result),
+            result: Some(result.to_string()),
+            ..running
         };
-        jobs.jobs.insert(job_id, Arc::new(done));
+        finish_job(store, done).await;
     });
     (
         StatusCode::ACCEPTED,
@@ -820,19 +843,20 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
 #[utoipa::path(
     get, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "Status (running, succeeded, failed) and outcome"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such job (kept an hour)"))
+    responses((status = 200, description = "Status (running, succeeded, failed) and outcome"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such job (kept a week)"), (status = 503, description = "The store is unavailable (problem+json, Retry-After)"))
 )]
 pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
-    match api.jobs.jobs.get(&id) {
-        Some(j) => Json(&*j).into_response(),
-        None => problem(
+    match api.store.job(&id).await {
+        Ok(Some(j)) => Json(job_json(&j)).into_response(),
+        Ok(None) => problem(
             StatusCode::NOT_FOUND,
             "not_found",
-            "No such job (jobs are kept for an hour).",
+            "No such job (jobs are kept for a week).",
         ),
+        Err(e) => store_problem(&e),
     }
 }
 

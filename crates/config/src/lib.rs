@@ -277,6 +277,10 @@ pub struct PostgresConfig {
     pub password_file: Option<PathBuf>,
     pub pool_size: u32,
     pub connect_timeout: Duration,
+    /// `store.query_timeout`: the longest any store call may take, from taking a connection to
+    /// the answer, so a database that stops answering (a black-holed network) fails calls
+    /// instead of hanging them.
+    pub query_timeout: Duration,
 }
 
 impl StoreConfig {

@@ -176,6 +176,7 @@ pub(super) struct RawStore {
     pub password_file: Option<String>,
     pub pool_size: Option<i64>,
     pub connect_timeout: Option<String>,
+    pub query_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

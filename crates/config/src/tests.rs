@@ -318,7 +318,10 @@ fn store_urls_pick_the_backend_and_never_echo_a_password() {
     .unwrap();
     let StoreConfig::Postgres(p) = &cfg.store else { panic!() };
     assert_eq!(p.display, "postgres://gw@db.example.com:5433/portcullis");
-    assert_eq!((p.pool_size, p.connect_timeout), (4, Duration::from_secs(3)));
+    assert_eq!(
+        (p.pool_size, p.connect_timeout, p.query_timeout),
+        (4, Duration::from_secs(3), Duration::from_secs(10))
+    );
     assert!(
         !format!("{:?} {}", cfg.store, cfg.summary()).contains("hunter2"),
         "the password never prints"
@@ -343,4 +346,15 @@ fn store_urls_pick_the_backend_and_never_echo_a_password() {
         .unwrap_err()
         .to_string();
     assert!(errs.contains("store.pool_size"), "{errs}");
+    let errs = parse("url = \"postgres://db/p\"\nquery_timeout = \"5s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("store.query_timeout: must be longer than store.connect_timeout"),
+        "{errs}"
+    );
+    let errs = parse("sqlite_path = \"a.db\"\nquery_timeout = \"20s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("store.query_timeout: is for a postgres://"), "{errs}");
 }

@@ -232,11 +232,13 @@ impl Landings {
                 None,
             ),
             Kind::Stale => match r.reason {
+                // A refusal, not a failure of the gateway: 403, so load balancers and error-rate
+                // alerts do not count a database outage as the gateway's 5xx (issue 12).
                 Reason::PostureUnavailable => (
-                    503,
+                    403,
                     "stale.html",
                     "Device status unavailable",
-                    "The status of your device could not be checked right now.",
+                    "The status of your device could not be checked right now. Try again in a moment.",
                     None,
                 ),
                 _ => (

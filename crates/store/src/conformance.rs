@@ -58,6 +58,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     settings(store).await;
     history_and_audit(store).await;
     sessions(store).await;
+    jobs(store).await;
 }
 
 async fn devices<S: Store + ?Sized>(s: &S) {
@@ -375,6 +376,54 @@ async fn sessions<S: Store + ?Sized>(s: &S) {
     );
     s.release_session_renewal("s1", "req-a").await.unwrap();
     assert!(s.claim_session_renewal("s1", "req-e", 30).await.unwrap(), "released");
+}
+
+async fn jobs<S: Store + ?Sized>(s: &S) {
+    let now = base::time::unix_now_i64();
+    let job = |id: &str, node: &str, started_at: i64| Job {
+        id: id.into(),
+        kind: "send_update".into(),
+        status: JobStatus::Running,
+        node: node.into(),
+        started_at,
+        finished_at: None,
+        computer: Some("7".into()),
+        result: None,
+    };
+    assert_eq!(s.job("j1").await.unwrap(), None);
+    s.put_job(&job("old", "gw-1", now - JOB_RETENTION_SECS - 10))
+        .await
+        .unwrap();
+    s.put_job(&job("j1", "gw-1", now)).await.unwrap();
+    s.put_job(&job("j2", "gw-2", now)).await.unwrap();
+    s.put_job(&job("j3", "gw-1", now)).await.unwrap();
+    assert_eq!(s.job("j1").await.unwrap(), Some(job("j1", "gw-1", now)));
+    assert_eq!(s.job("old").await.unwrap(), None, "jobs past the retention are dropped");
+    let done = Job {
+        status: JobStatus::Succeeded,
+        finished_at: Some(now + 3),
+        result: Some(r#"{"sent":4}"#.into()),
+        ..job("j1", "gw-1", now)
+    };
+    s.put_job(&done).await.unwrap();
+    assert_eq!(
+        s.job("j1").await.unwrap(),
+        Some(done.clone()),
+        "a finished job replaces the running one"
+    );
+    assert_eq!(
+        s.interrupt_jobs("gw-1", now + 5).await.unwrap(),
+        1,
+        "only gw-1's running job"
+    );
+    let j3 = s.job("j3").await.unwrap().unwrap();
+    assert_eq!((j3.status, j3.finished_at), (JobStatus::Interrupted, Some(now + 5)));
+    assert_eq!(
+        s.job("j2").await.unwrap().unwrap().status,
+        JobStatus::Running,
+        "other nodes' jobs untouched"
+    );
+    assert_eq!(s.job("j1").await.unwrap(), Some(done), "finished jobs untouched");
 }
 
 #[cfg(test)]

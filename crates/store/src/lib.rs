@@ -6,6 +6,7 @@
 //! seals and opens them.
 
 pub mod conformance;
+pub mod deadline;
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -188,6 +189,20 @@ pub trait AuditStore: Send + Sync {
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// Background jobs (Send Update), kept for [`JOB_RETENTION_SECS`] after they start.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Inserts or replaces job `job.id`; drops jobs older than the retention on the way.
+    async fn put_job(&self, job: &Job) -> Result<(), StoreError>;
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// Marks `node`'s jobs still running as interrupted (called when `node` starts: whatever it
+    /// ran before is gone); returns how many.
+    async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError>;
+}
+
+/// How long a job stays readable.
+pub const JOB_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
 /// Server-side browser sessions as opaque JSON.
 #[async_trait]
 pub trait SessionRows: Send + Sync {
@@ -207,11 +222,11 @@ pub trait SessionRows: Send + Sync {
 
 /// Everything a backend provides.
 pub trait Store:
-    PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows
+    PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows + JobStore
 {
 }
 
 impl<T> Store for T where
-    T: PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows
+    T: PostureStore + InventoryWriter + SyncState + SettingsStore + HistoryStore + AuditStore + SessionRows + JobStore
 {
 }

@@ -228,3 +228,53 @@ pub struct Lease {
     pub holder: String,
     pub term: i64,
 }
+
+/// Where a background job (Send Update) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// The node running it stopped before it finished (found so when that node started again).
+    Interrupted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(Self::Running),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "interrupted" => Some(Self::Interrupted),
+            _ => None,
+        }
+    }
+}
+
+/// A background job started through the admin API, in the store so that every node can
+/// report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    /// What it does: `send_update`.
+    pub kind: String,
+    pub status: JobStatus,
+    /// The node that runs it.
+    pub node: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// The one computer it is about; `None`: every computer.
+    pub computer: Option<String>,
+    /// Its outcome as JSON, once finished.
+    pub result: Option<String>,
+}

@@ -2,7 +2,7 @@
 //! the same in SQLite and PostgreSQL (text, 64-bit integers, booleans), so the mappers are
 //! written once and instantiated per backend's row type.
 
-/// Defines `entra_row`, `managed_row`, `computer_row` and `account_row` for a row type.
+/// Defines `entra_row`, `managed_row`, `computer_row`, `account_row` and `job_row` for a row type.
 macro_rules! row_mappers {
     ($row:ty) => {
         fn entra_row(r: &$row) -> Result<EntraDevice, StoreError> {
@@ -68,6 +68,23 @@ macro_rules! row_mappers {
                 entra_user_id: r.try_get("entra_user_id")?,
                 entra_device_id: r.try_get("entra_device_id")?,
                 registration: RegistrationState::parse(&reg),
+            })
+        }
+
+        fn job_row(r: &$row) -> Result<Job, StoreError> {
+            let status: String = r.try_get("status")?;
+            Ok(Job {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                status: JobStatus::parse(&status).ok_or_else(|| StoreError::UnknownValue {
+                    column: "jobs.status",
+                    value: status.clone(),
+                })?,
+                node: r.try_get("node")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                computer: r.try_get("computer")?,
+                result: r.try_get("result")?,
             })
         }
     };

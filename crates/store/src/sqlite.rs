@@ -743,6 +743,56 @@ impl AuditStore for SqliteStore {
 }
 
 #[async_trait]
+impl JobStore for SqliteStore {
+    async fn put_job(&self, j: &Job) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM jobs WHERE started_at < ?")
+            .bind(j.started_at - JOB_RETENTION_SECS)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, status, node, started_at, finished_at, computer, result) \
+             VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, \
+             status = excluded.status, node = excluded.node, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at, computer = excluded.computer, result = excluded.result",
+        )
+        .bind(&j.id)
+        .bind(&j.kind)
+        .bind(j.status.as_str())
+        .bind(&j.node)
+        .bind(j.started_at)
+        .bind(j.finished_at)
+        .bind(&j.computer)
+        .bind(&j.result)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_row)
+            .transpose()
+    }
+
+    async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'interrupted', finished_at = ? WHERE node = ? AND status = 'running'",
+        )
+        .bind(now)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[async_trait]
 impl SessionRows for SqliteStore {
     async fn session(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
         Ok(

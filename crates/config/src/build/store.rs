@@ -24,6 +24,7 @@ pub(super) fn build_store(raw: RawStore, base: &Path, c: &mut Collector) -> Stor
         ("store.password_file", raw.password_file.is_some()),
         ("store.pool_size", raw.pool_size.is_some()),
         ("store.connect_timeout", raw.connect_timeout.is_some()),
+        ("store.query_timeout", raw.query_timeout.is_some()),
     ];
     let url = match (raw.url, raw.sqlite_path) {
         (Some(_), Some(_)) => {
@@ -91,6 +92,18 @@ pub(super) fn build_store(raw: RawStore, base: &Path, c: &mut Collector) -> Stor
         raw.connect_timeout,
         Duration::from_secs(5),
     );
+    let query_timeout = dur(
+        c,
+        "store.query_timeout".into(),
+        raw.query_timeout,
+        Duration::from_secs(10),
+    );
+    if query_timeout <= connect_timeout {
+        c.push(
+            "store.query_timeout",
+            "must be longer than store.connect_timeout (a call includes waiting for a connection)",
+        );
+    }
     StoreConfig::Postgres(PostgresConfig {
         url: Secret::new(url),
         display,
@@ -98,5 +111,6 @@ pub(super) fn build_store(raw: RawStore, base: &Path, c: &mut Collector) -> Stor
         password_file: raw.password_file.map(|p| resolve(base, &p)),
         pool_size,
         connect_timeout,
+        query_timeout,
     })
 }
