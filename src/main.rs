@@ -71,6 +71,17 @@ enum Command {
         /// Keep the demo's data (certificates) here instead of a fresh temporary directory.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Gateway nodes to run (1 to 9), node I on the demo's gateway and admin ports + 100·I,
+        /// sharing the emulator and the demo app; more than one needs `--store postgres://…`.
+        #[arg(long, default_value_t = 1)]
+        nodes: u16,
+        /// The store: `postgres://USER@HOST:PORT/DATABASE` (several nodes) or `sqlite://PATH`;
+        /// default: SQLite in the data directory.
+        #[arg(long)]
+        store: Option<String>,
+        /// Internal: run as node I of a demo cluster another `portcullis demo` started.
+        #[arg(long, hide = true)]
+        node: Option<u16>,
     },
 }
 
@@ -119,8 +130,21 @@ fn main() -> ExitCode {
             command,
         } => ExitCode::from(portcullis::admin::cli::run(&url, &token, json, command) as u8),
         #[cfg(feature = "demo")]
-        Command::Demo { port_offset, data } => {
-            match portcullis::demo::run(portcullis::demo::DemoOptions { port_offset, data }) {
+        Command::Demo {
+            port_offset,
+            data,
+            nodes,
+            store,
+            node,
+        } => {
+            let opts = portcullis::demo::DemoOptions {
+                port_offset,
+                data,
+                nodes,
+                store,
+                node,
+            };
+            match portcullis::demo::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis demo: {e}");

@@ -115,6 +115,14 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
 
 /// [`serve`], with the environment the keys come from and hooks run when the gateway exits
 /// after draining (it ends the process itself, so code after this call does not run then).
+/// Opens the store `cfg` names, migrated (the demo seeds it before the gateway starts).
+pub fn open_store(
+    cfg: &config::StoreConfig,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Arc<dyn store::Store>, StartError> {
+    backend::open(cfg, rt)
+}
+
 pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<(), StartError> {
     // The first rustls config built picks the process-wide provider; make it ring, always.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -414,6 +414,14 @@ async fn admin_cli_prints_tables_and_json_with_documented_exit_codes() {
     let (code, out, _) = admin(READER, &["status"]).await;
     assert_eq!(code, Some(0));
     assert!(out.lines().any(|l| l.starts_with("jamf")), "{out}");
+    // One node syncing: it leads, under the host name it runs on.
+    let leader = out.lines().find(|l| l.starts_with("sync leader: ")).unwrap_or_default();
+    let (led_by, this) = leader
+        .strip_prefix("sync leader: ")
+        .and_then(|l| l.split_once(" (term "))
+        .map(|(node, rest)| (node, rest.rsplit("this node: ").next().unwrap_or_default()))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!led_by.is_empty() && led_by == this, "{out}");
     let (code, out, _) = admin(READER, &["settings", "get"]).await;
     assert_eq!(code, Some(0));
     let secret_row = out.lines().find(|l| l.starts_with("client_secret")).unwrap_or_default();

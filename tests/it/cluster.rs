@@ -315,6 +315,21 @@ async fn another_node_takes_over_from_a_killed_leader_and_resumes() {
         "takeover after a 3 s lease took {took:?}"
     );
     eprintln!("leader failover (kill -9): {took:?}");
+    let new = (0..c.nodes.len()).find(|i| *i != old).unwrap();
+    let status: serde_json::Value = client()
+        .get(format!("http://{}/api/v1/sync/status", c.nodes[new].admin))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&status["leader"]["node"], &status["this_node"]),
+        (&json!(format!("node-{new}")), &json!(format!("node-{new}"))),
+        "the survivor reports itself as the leader: {status}"
+    );
     poll_until("the new leader finished the round", Duration::from_secs(40), || async {
         match progress(&c.store).await {
             (6004, Some(cursor)) if cursor.contains("$deltatoken=") => Ok(()),

@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::harness::{client, poll_until};
 use crate::identity::Browser;
 
-/// The demo's ports before the offset (DESIGN.md §8).
-const PORTS: [u16; 5] = [8443, 8080, 9090, 8900, 8901];
+/// The demo's ports before the offset (DESIGN.md §8), and node-1's of a two-node demo.
+const PORTS: [u16; 8] = [8443, 8080, 9090, 8900, 8901, 8543, 8180, 9190];
 
 struct Demo {
     child: tokio::process::Child,
@@ -23,6 +23,8 @@ struct Demo {
     ca: PathBuf,
     admin_token: String,
     summary: String,
+    /// What the demo printed after its summary (node readiness, the sync leader).
+    later: std::sync::Arc<std::sync::Mutex<String>>,
     _data: tempfile::TempDir,
 }
 
@@ -88,10 +90,14 @@ fn rand_u16() -> u16 {
 /// Starts the demo; with `own_data`, in a directory of the test's (`--data`), else in the
 /// demo's own fresh temporary directory.
 async fn start(own_data: bool) -> Demo {
+    start_with(own_data, &[]).await
+}
+
+async fn start_with(own_data: bool, args: &[&str]) -> Demo {
     let data = tempfile::tempdir().unwrap();
     let offset = free_offset();
     let mut cmd = tokio::process::Command::new(crate::harness::bin());
-    cmd.args(["demo", "--port-offset", &offset.to_string()]);
+    cmd.args(["demo", "--port-offset", &offset.to_string()]).args(args);
     if own_data {
         cmd.arg("--data").arg(data.path());
     }
@@ -124,7 +130,15 @@ async fn start(own_data: bool) -> Demo {
     }
     let admin_token = admin_token.expect("the summary has an `admin token: …` line");
     // Keep draining stdout so the demo never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let later = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = later.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
     let ca = summary
         .split("development CA: ")
         .nth(1)
@@ -137,6 +151,7 @@ async fn start(own_data: bool) -> Demo {
         ca,
         admin_token,
         summary,
+        later,
         _data: data,
     };
     let ready = demo.admin("/readyz");
@@ -322,4 +337,98 @@ async fn demo_removes_its_temporary_directory_on_ctrl_c() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(!dir.exists(), "{} is left behind", dir.display());
+}
+
+/// `portcullis demo --nodes 2 --store postgres://…`: two gateway processes on one database
+/// (a fresh schema), both enforcing, the compliance flip reaching both, the leader named; a
+/// second node without PostgreSQL is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_two_nodes_on_one_postgres() {
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["demo", "--nodes", "2", "--port-offset", &free_offset().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--nodes 2 or more needs --store postgres://"),
+        "{err}"
+    );
+
+    let (_, schema) = portcullis::store::postgres::testing::fresh_schema()
+        .await
+        .expect("PostgreSQL for the tests");
+    let url = portcullis::store::postgres::testing::url_for_schema(&schema);
+    let mut d = start_with(false, &["--nodes", "2", "--store", &url]).await;
+    assert!(
+        d.summary
+            .contains(&format!("node-1: https://127.0.0.1:{}/", d.port(8543))),
+        "{}",
+        d.summary
+    );
+    let node1 = format!("http://127.0.0.1:{}/hello", d.port(8180));
+    let call = |url: String, persona: &'static str| {
+        let d = &d;
+        async move {
+            // 0: not listening (yet).
+            match client().get(url).bearer_auth(d.token(persona).await).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    poll_until("node-1 serving", Duration::from_secs(30), || async {
+        match call(node1.clone(), "alice").await {
+            200 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(call(d.http("/hello"), "alice").await, 200);
+    assert_eq!(call(node1.clone(), "bob").await, 403);
+    let (leader, _) = poll_until("the leader named", Duration::from_secs(15), || async {
+        let later = d.later.lock().unwrap().clone();
+        later
+            .lines()
+            .find_map(|l| l.strip_prefix("sync leader: ").map(str::to_string))
+            .ok_or(later)
+    })
+    .await;
+    assert!(leader == "node-0" || leader == "node-1", "{leader}");
+    // The flip, synced by whichever node leads, is enforced by both.
+    let r = client()
+        .post(d.emulator("/_emulator/devices/d1000000-0000-4000-8000-00000000000a/compliance"))
+        .json(&json!({ "isCompliant": false }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    poll_until("alice refused on both nodes", Duration::from_secs(15), || async {
+        match (
+            call(d.http("/hello"), "alice").await,
+            call(node1.clone(), "alice").await,
+        ) {
+            (403, 403) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Ctrl-C stops the cluster: node-1 goes with node-0.
+    let pid = d.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(15), d.child.wait())
+        .await
+        .expect("the demo stopped")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    poll_until("node-1 gone", Duration::from_secs(10), || async {
+        match client().get(&node1).send().await {
+            Err(_) => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+        }
+    })
+    .await;
 }

@@ -407,7 +407,7 @@ pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
 /// GET /api/v1/sync/status
 #[utoipa::path(
     get, path = "/api/v1/sync/status", tag = "sync",
-    responses((status = 200, description = "Per source: last success, lag, last error, counts"), (status = 401, description = "No or unknown credential (problem+json)"))
+    responses((status = 200, description = "Per source: last success, lag, last error, counts; the sync leader (node, term, seconds left of its lease; null when none) and this node's name"), (status = 503, description = "The store is unavailable (problem+json, Retry-After)"), (status = 401, description = "No or unknown credential (problem+json)"))
 )]
 pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
@@ -432,6 +432,13 @@ pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response
             }),
         );
     }
+    // Who syncs: one node at a time, holding the lease (by the database's clock).
+    let leader = match api.store.lease_holder("sync").await {
+        Ok(l) => l.map(|(lease, left)| json!({ "node": lease.holder, "term": lease.term, "lease_left_seconds": left })),
+        Err(e) => return store_problem(&e),
+    };
+    out.insert("leader".into(), leader.unwrap_or(Value::Null));
+    out.insert("this_node".into(), json!(api.node));
     Json(Value::Object(out)).into_response()
 }
 

@@ -227,6 +227,18 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
                 }
                 t
             });
+            if !json {
+                match v["leader"].as_object() {
+                    Some(l) => println!(
+                        "sync leader: {} (term {}, lease {} s left); this node: {}",
+                        text(&l["node"]),
+                        text(&l["term"]),
+                        text(&l["lease_left_seconds"]),
+                        text(&v["this_node"])
+                    ),
+                    None => println!("sync leader: none; this node: {}", text(&v["this_node"])),
+                }
+            }
             Ok(Exit::Ok)
         }
         AdminCommand::TestConnection => {

@@ -230,7 +230,16 @@ async fn sync_state<S: Store + ?Sized>(s: &S) {
         "another node waits"
     );
     assert!(s.try_lease("other", "node-b", 60).await.unwrap().is_some());
+    let (held, left) = s.lease_holder("sync").await.unwrap().expect("node-a holds sync");
+    assert_eq!((held.holder.as_str(), held.term), ("node-a", 1));
+    assert!((55..=60).contains(&left), "{left} s left of 60");
+    assert_eq!(s.lease_holder("nobody").await.unwrap(), None);
     let old = s.try_lease("expired", "node-a", -1).await.unwrap().unwrap();
+    assert_eq!(
+        s.lease_holder("expired").await.unwrap(),
+        None,
+        "an expired lease is nobody's"
+    );
     let new = s
         .try_lease("expired", "node-b", 60)
         .await

@@ -84,6 +84,7 @@ bounded! {
             fn last_runs(&self, source: &str, limit: u32) -> Vec<SyncRun>;
             fn last_success(&self) -> SourceTimes;
             fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Option<Lease>;
+            fn lease_holder(&self, name: &str) -> Option<(Lease, i64)>;
             fn sweep_entra(&self, before: i64) -> Vec<String>;
             fn sweep_managed(&self, before: i64) -> u64;
     }
@@ -180,6 +181,7 @@ mod tests {
                 fn last_runs(&self, a: &str, b: u32) -> Vec<SyncRun>;
                 fn last_success(&self) -> SourceTimes;
                 fn try_lease(&self, a: &str, b: &str, c: i64) -> Option<Lease>;
+            fn lease_holder(&self, a: &str) -> Option<(Lease, i64)>;
                 fn sweep_entra(&self, a: i64) -> Vec<String>;
                 fn sweep_managed(&self, a: i64) -> u64;
         }

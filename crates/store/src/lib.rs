@@ -152,6 +152,9 @@ pub trait SyncState: Send + Sync {
     /// `None` when another holder has it and it has not expired. A takeover (another holder,
     /// or the same one after expiry) starts a new term; a renewal keeps it.
     async fn try_lease(&self, name: &str, holder: &str, ttl_secs: i64) -> Result<Option<Lease>, StoreError>;
+    /// Who holds lease `name` now (by the database's clock) and for how many more seconds;
+    /// `None` when nobody does.
+    async fn lease_holder(&self, name: &str) -> Result<Option<(Lease, i64)>, StoreError>;
     /// This store with every inventory and sync-state write fenced by `lease`: each checks,
     /// inside its own transaction, that the lease is still this holder's in this term, and is
     /// refused with [`StoreError::Fenced`] once another holder took it over.

@@ -690,6 +690,27 @@ impl SyncState for PgStore {
         })
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<(Lease, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT holder, term, expires_at - EXTRACT(EPOCH FROM clock_timestamp())::BIGINT AS left_secs \
+             FROM leases WHERE name = $1 AND expires_at >= EXTRACT(EPOCH FROM clock_timestamp())::BIGINT",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                Lease {
+                    name: name.to_string(),
+                    holder: r.try_get("holder")?,
+                    term: r.try_get("term")?,
+                },
+                r.try_get("left_secs")?,
+            ))
+        })
+        .transpose()
+    }
+
     fn fenced(&self, lease: &Lease) -> std::sync::Arc<dyn Store> {
         std::sync::Arc::new(Self {
             fence: Some(std::sync::Arc::new(lease.clone())),

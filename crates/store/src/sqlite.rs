@@ -589,6 +589,27 @@ impl SyncState for SqliteStore {
         })
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<(Lease, i64)>, StoreError> {
+        let now = base::time::unix_now_i64();
+        let row = sqlx::query("SELECT holder, term, expires_at FROM leases WHERE name = ? AND expires_at >= ?")
+            .bind(name)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let expires_at: i64 = r.try_get("expires_at")?;
+            Ok((
+                Lease {
+                    name: name.to_string(),
+                    holder: r.try_get("holder")?,
+                    term: r.try_get("term")?,
+                },
+                expires_at - now,
+            ))
+        })
+        .transpose()
+    }
+
     fn fenced(&self, lease: &Lease) -> std::sync::Arc<dyn Store> {
         std::sync::Arc::new(Self {
             fence: Some(std::sync::Arc::new(lease.clone())),

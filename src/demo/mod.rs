@@ -11,8 +11,10 @@ use config::{Config, ConfigErrors};
 use emulator::{personas, EntraState};
 use identity::oidc::CALLBACK_PATH;
 
+mod nodes;
+
 /// The embedded demo configuration.
-pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
 /// Where the demo upstream app listens, before the port offset.
 pub const APP_PORT: u16 = 8901;
 /// Where the emulator listens, before the port offset.
@@ -22,6 +24,12 @@ pub const EMULATOR_PORT: u16 = 8900;
 pub struct DemoOptions {
     pub port_offset: u16,
     pub data: Option<PathBuf>,
+    /// Gateway nodes (1 to 9); more than one needs a PostgreSQL `store`.
+    pub nodes: u16,
+    /// The store URL (`sqlite://…` or `postgres://…`); `None`: SQLite in the data directory.
+    pub store: Option<String>,
+    /// Run as node `I` of a demo cluster another `portcullis demo` started (internal).
+    pub node: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +46,20 @@ pub enum DemoError {
     App { addr: SocketAddr, source: std::io::Error },
     #[error("emulator: {0}")]
     Emulator(String),
+    #[error("{0}")]
+    Nodes(String),
+    #[error("seeding the demo store: {0}")]
+    Seed(String),
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
 }
 
 /// Runs the demo until Ctrl-C.
 pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
+    if let Some(i) = opts.node {
+        return nodes::run_node(&opts, i);
+    }
+    nodes::check(&opts)?;
     let data = match &opts.data {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id())),
@@ -53,22 +69,29 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
         source,
     })?;
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
-    let mut cfg = demo_config(&data, opts.port_offset)?;
+    let mut cfg = demo_config(&data, opts.port_offset, opts.store.as_deref())?;
     // A fresh admin token at every start; only its SHA-256 is held, as in a real deployment.
     let admin_token = base::seal::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, admin_token.as_bytes());
     let mut hash = [0u8; 32];
     hash.copy_from_slice(digest.as_ref());
     cfg.admin.token_sha256 = Some(hash);
-    if let config::StoreConfig::Sqlite { path } = &cfg.store {
-        seed_store(path)?;
-    }
+    let cluster = nodes::Shared::new(&opts, hash)?;
+    cluster.apply(&mut cfg, 0);
+    seed_store(&cfg.store)?;
+    let node_cfgs = (1..opts.nodes)
+        .map(|i| {
+            let mut c = cfg.clone();
+            nodes::shift_node(&mut c, i)?;
+            Ok(c)
+        })
+        .collect::<Result<Vec<_>, DemoError>>()?;
 
     let emu_addr = SocketAddr::from(([127, 0, 0, 1], shift(EMULATOR_PORT, opts.port_offset)?));
     let emu_listener =
         std::net::TcpListener::bind(emu_addr).map_err(|source| DemoError::App { addr: emu_addr, source })?;
     let emu = Arc::new(EntraState::new(&format!("http://{emu_addr}")).map_err(|e| DemoError::Emulator(e.to_string()))?);
-    for l in &cfg.listeners {
+    for l in std::iter::once(&cfg).chain(&node_cfgs).flat_map(|c| &c.listeners) {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         let port = l.address.port();
         for host in ["127.0.0.1", "localhost"] {
@@ -87,8 +110,14 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     spawn_server("demo-app", app_listener, |l| emulator::upstream::serve(l, "demo-app"))
         .map_err(|source| DemoError::App { addr: app_addr, source })?;
 
-    print_summary(&cfg, &certs.ca_cert, &data, &admin_token);
     let mut on_exit: Vec<crate::app::ExitHook> = Vec::new();
+    if opts.nodes > 1 {
+        let children = nodes::spawn(&opts, &data, &cluster)?;
+        nodes::watch(&cfg, &node_cfgs, &admin_token, children.clone());
+        // The other nodes stop first: the temporary directory holds their certificates.
+        on_exit.push(Box::new(move || children.stop()));
+    }
+    print_summary(&cfg, &node_cfgs, &certs.ca_cert, &data, &admin_token);
     if opts.data.is_none() {
         // The fresh directory (development CA key, store) was ours; a --data directory is the
         // user's to keep.
@@ -103,22 +132,20 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
 
 /// Writes the personas' devices and computers into the demo store (the sync loop will keep
 /// them current from the emulator once it runs).
-fn seed_store(path: &std::path::Path) -> Result<(), DemoError> {
+fn seed_store(cfg: &config::StoreConfig) -> Result<(), DemoError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| DemoError::Emulator(e.to_string()))?;
+        .map_err(|e| DemoError::Seed(e.to_string()))?;
+    let store = crate::app::open_store(cfg, &rt).map_err(|e| DemoError::Seed(e.to_string()))?;
     rt.block_on(async {
-        let store = store::sqlite::SqliteStore::open(path)
+        seed(&*store, base::time::unix_now_i64())
             .await
-            .map_err(|e| DemoError::Emulator(e.to_string()))?;
-        let now = base::time::unix_now_i64();
-        seed(&store, now)
-            .await
-            .map_err(|e| DemoError::Emulator(e.to_string()))?;
-        store.close().await;
-        Ok(())
-    })
+            .map_err(|e| DemoError::Seed(e.to_string()))
+    })?;
+    // Closed here: an SQLite file is locked for the one gateway that opens it next.
+    drop(store);
+    Ok(())
 }
 
 /// Runs an axum server on its own thread and runtime.
@@ -149,12 +176,24 @@ where
     Ok(())
 }
 
-/// The demo configuration with certificates in `data` and every port shifted by `offset`.
-pub fn demo_config(data: &std::path::Path, offset: u16) -> Result<Config, DemoError> {
-    let mut cfg = Config::parse(DEMO_TOML, data).map_err(DemoError::Config)?;
-    cfg.store = config::StoreConfig::Sqlite {
-        path: data.join("portcullis.db"),
+/// The demo configuration with certificates in `data`, every port shifted by `offset`, and the
+/// store `store` names (default: SQLite in `data`).
+pub fn demo_config(data: &std::path::Path, offset: u16, store: Option<&str>) -> Result<Config, DemoError> {
+    let text = match store {
+        // Through the configuration parser, so the URL is checked (and never echoed) as any
+        // operator's is.
+        Some(url) => format!(
+            "{DEMO_TOML}\n[store]\nurl = \"{}\"\n",
+            url.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
+        None => DEMO_TOML.to_string(),
     };
+    let mut cfg = Config::parse(&text, data).map_err(DemoError::Config)?;
+    if store.is_none() {
+        cfg.store = config::StoreConfig::Sqlite {
+            path: data.join("portcullis.db"),
+        };
+    }
     let emulator = format!("http://127.0.0.1:{}", shift(EMULATOR_PORT, offset)?);
     if let Some(e) = cfg.entra.as_mut() {
         e.authority_url = emulator.clone();
@@ -179,7 +218,7 @@ fn shift(port: u16, offset: u16) -> Result<u16, DemoError> {
     port.checked_add(offset).ok_or(DemoError::Offset(offset))
 }
 
-fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, admin_token: &str) {
+fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &std::path::Path, admin_token: &str) {
     let find = |name: &str| cfg.listeners.iter().find(|l| l.name == name).map(|l| l.address);
     let (https, http) = (find("https"), find("http"));
     let admin = cfg.admin.listen;
@@ -197,6 +236,9 @@ fn print_summary(cfg: &Config, ca: &std::path::Path, data: &std::path::Path, adm
         println!("  demo app:        http://{u}/");
     }
     println!("  emulator:        {emu}/  (Entra ID, Graph, Jamf Pro; control under /_emulator/)");
+    if !others.is_empty() {
+        nodes::print_nodes(cfg, others);
+    }
     println!("  personas:        alice (compliant), bob (not compliant), carol (not registered),");
     println!("                   dave (not managed), erin (in grace)");
     let exe = std::env::current_exe().map_or_else(|_| "portcullis".to_string(), |p| p.display().to_string());
