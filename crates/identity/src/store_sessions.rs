@@ -5,6 +5,12 @@
 //! [`CACHE_TTL`]. Every store read and write runs under a timeout: the request path never waits
 //! on the store without one, and "the store is away" is reported as such, never as "no
 //! session".
+//!
+//! Through a store outage a node keeps the sessions it has cached (as the posture cache keeps
+//! postures): once a read fails, the store counts as away for [`AWAY_FOR`], cached sessions are
+//! served as they are without asking it, and only sessions this node never saw answer
+//! "unavailable" — at once, not after a timeout each. The price: a sign-out on another node
+//! reaches this one only when the store is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +22,20 @@ use store::SessionRows;
 
 use crate::session::{RenewalClaim, Session, SessionStore, SessionsUnavailable};
 
-/// How long a node trusts its cached copy of a session.
+/// How long a node trusts its cached copy of a session while the store answers.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// After a failed read, how long the store counts as away (no read is tried; cached sessions
+/// are served as they are).
+pub const AWAY_FOR: Duration = Duration::from_secs(5);
+/// The longest a cached session is kept (the session's own idle limit ends it sooner).
+const CACHE_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone)]
+struct Cached {
+    session: Session,
+    /// When it was last read from (or written to) the store.
+    read_at: tokio::time::Instant,
+}
 const PURPOSE: &str = "portcullis-session-row";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -34,7 +52,10 @@ pub struct StoreSessions<S: SessionRows + ?Sized> {
     lifetime: Duration,
     idle: Duration,
     timeout: Duration,
-    cache: moka::future::Cache<String, Session>,
+    cache: moka::future::Cache<String, Cached>,
+    /// Milliseconds after `epoch` until which the store counts as away (0: it answers).
+    away_until: std::sync::atomic::AtomicU64,
+    epoch: tokio::time::Instant,
 }
 
 /// How long a request waits for the store to read or write a session.
@@ -44,7 +65,7 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
     pub fn new(rows: Arc<S>, sealer: Arc<Sealer>, lifetime: Duration, idle: Duration) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(100_000)
-            .time_to_live(CACHE_TTL)
+            .time_to_live(idle.clamp(CACHE_TTL, CACHE_KEEP))
             .build();
         Self {
             rows,
@@ -53,7 +74,27 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
             idle,
             timeout: STORE_TIMEOUT,
             cache,
+            away_until: std::sync::atomic::AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn store_away(&self) -> bool {
+        self.now_ms() < self.away_until.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_away(&self) {
+        let until = self.now_ms().saturating_add(AWAY_FOR.as_millis() as u64);
+        self.away_until.store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn remember(&self, id: &str, session: Session) {
+        let read_at = tokio::time::Instant::now();
+        self.cache.insert(id.to_string(), Cached { session, read_at }).await;
     }
 
     async fn write(&self, id: &str, row: &Row) -> Result<(), SessionsUnavailable> {
@@ -77,19 +118,30 @@ impl<S: SessionRows + ?Sized> StoreSessions<S> {
 #[async_trait]
 impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
     async fn get(&self, id: &str) -> Result<Option<Session>, SessionsUnavailable> {
-        if let Some(s) = self.cache.get(id).await {
-            return Ok(Some(s));
+        let cached = self.cache.get(id).await;
+        match &cached {
+            Some(c) if c.read_at.elapsed() < CACHE_TTL => return Ok(Some(c.session.clone())),
+            Some(c) if self.store_away() => return Ok(Some(c.session.clone())),
+            Some(_) => {}
+            None if self.store_away() => return Err(SessionsUnavailable),
+            None => {}
         }
-        let sealed = match tokio::time::timeout(self.timeout, self.rows.session(id, base::time::unix_now_i64())).await {
+        let read = tokio::time::timeout(self.timeout, self.rows.session(id, base::time::unix_now_i64())).await;
+        let sealed = match read {
             Ok(Ok(Some(s))) => s,
-            Ok(Ok(None)) => return Ok(None),
+            Ok(Ok(None)) => {
+                self.cache.invalidate(id).await;
+                return Ok(None);
+            }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read a session");
-                return Err(SessionsUnavailable);
+                tracing::warn!(error = %e, "cannot read a session; serving cached sessions as they are for now");
+                self.mark_away();
+                return cached.map(|c| Some(c.session)).ok_or(SessionsUnavailable);
             }
             Err(_) => {
-                tracing::warn!(timeout = ?self.timeout, "cannot read a session: the store did not answer in time");
-                return Err(SessionsUnavailable);
+                tracing::warn!(timeout = ?self.timeout, "cannot read a session: the store did not answer in time; serving cached sessions as they are for now");
+                self.mark_away();
+                return cached.map(|c| Some(c.session)).ok_or(SessionsUnavailable);
             }
         };
         // Rows sealed with another key (rotated cookie key) or corrupt ones are simply absent.
@@ -98,6 +150,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
             .open(PURPOSE, &sealed)
             .and_then(|plain| serde_json::from_slice::<Row>(&plain).ok())
         else {
+            self.cache.invalidate(id).await;
             return Ok(None);
         };
         if base::time::unix_now_i64() - row.last_seen > self.idle.as_secs() as i64 {
@@ -121,7 +174,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
                     tokio::time::timeout(self.timeout, self.rows.replace_session(id, &sealed, &data, expires)).await;
             }
         }
-        self.cache.insert(id.to_string(), session.clone()).await;
+        self.remember(id, session.clone()).await;
         Ok(Some(session))
     }
 
@@ -134,7 +187,7 @@ impl<S: SessionRows + ?Sized + 'static> SessionStore for StoreSessions<S> {
             },
         )
         .await?;
-        self.cache.insert(id.to_string(), session).await;
+        self.remember(id, session).await;
         Ok(())
     }
 
@@ -297,7 +350,61 @@ mod tests {
         rows.mode.store(2, Ordering::SeqCst);
         assert_eq!(c.get("s1").await.map(|s| s.is_some()), Err(SessionsUnavailable));
         rows.mode.store(0, Ordering::SeqCst);
-        assert!(c.get("s1").await.unwrap().is_some(), "back when the store is");
+        tokio::time::advance(AWAY_FOR).await;
+        assert!(
+            c.get("s1").await.unwrap().is_some(),
+            "back when the store is (tried again after AWAY_FOR)"
+        );
+    }
+
+    /// Through an outage longer than the cache's freshness, cached sessions keep working; a
+    /// session this node never saw is unavailable at once (the store counts as away, no timeout
+    /// per request); when the store is back, a session removed meanwhile ends.
+    #[tokio::test(start_paused = true)]
+    async fn cached_sessions_outlive_their_freshness_while_the_store_is_away() {
+        let rows = Arc::new(Rows::default());
+        let sealer = Arc::new(Sealer::random().unwrap());
+        let new = || {
+            StoreSessions::new(
+                rows.clone(),
+                sealer.clone(),
+                Duration::from_secs(3600),
+                Duration::from_secs(3600),
+            )
+        };
+        let (a, b) = (new(), new());
+        a.put("s1", session()).await.unwrap();
+        a.put("s2", session()).await.unwrap();
+        assert!(b.get("s1").await.unwrap().is_some());
+
+        rows.mode.store(1, Ordering::SeqCst); // hangs
+        tokio::time::advance(CACHE_TTL + Duration::from_secs(1)).await;
+        let started = tokio::time::Instant::now();
+        assert!(b.get("s1").await.unwrap().is_some(), "stale but served");
+        assert_eq!(started.elapsed(), STORE_TIMEOUT, "the first read finds out");
+        let started = tokio::time::Instant::now();
+        assert!(b.get("s1").await.unwrap().is_some());
+        assert_eq!(
+            b.get("s2").await.map(|s| s.is_some()),
+            Err(SessionsUnavailable),
+            "never seen here"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "while away, nobody waits");
+        for _ in 0..20 {
+            tokio::time::advance(AWAY_FOR).await;
+            assert!(b.get("s1").await.unwrap().is_some(), "a minute on, still served");
+        }
+
+        // Back, with s1 signed out on another node meanwhile.
+        rows.mode.store(0, Ordering::SeqCst);
+        rows.rows.lock().unwrap().remove("s1");
+        tokio::time::advance(AWAY_FOR).await;
+        assert_eq!(
+            b.get("s1").await.map(|s| s.is_some()),
+            Ok(false),
+            "ended once the store answers"
+        );
+        assert!(b.get("s2").await.unwrap().is_some());
     }
 
     /// Two nodes over one store: a due renewal is claimed by one request only, across nodes and
