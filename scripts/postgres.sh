@@ -57,6 +57,10 @@ pg_throwaway() {
     return 1
   }
   PG_STOP=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -m fast stop)
+  # For benches/load/outage.sh: the same server started again, and stopped as by a crash.
+  PG_START=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w
+    -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off" start)
+  PG_CRASH=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -m immediate stop)
   "$psql" -h 127.0.0.1 -p "$port" -U postgres -q -c "CREATE DATABASE test" postgres
   export PORTCULLIS_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/test"
   echo "setup: throwaway PostgreSQL on 127.0.0.1:$port (stopped when the tests end)" >&2

@@ -706,6 +706,11 @@ async fn outage(kind: Outage) {
         started.elapsed()
     );
 
+    // A change the node cannot see: written while its path to the database is away (another
+    // node's sync would write it the same way).
+    store.upsert_entra_devices(&[alice(false)]).await.unwrap();
+    assert_eq!(status("alice").await.0, 200, "still the last known posture");
+
     match kind {
         Outage::Down => relay.restore().await,
         Outage::BlackHole => relay.thaw(),
@@ -720,6 +725,13 @@ async fn outage(kind: Outage) {
     poll_until("erin served again", Duration::from_secs(10), || async {
         match status("erin").await {
             (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    poll_until("the missed change enforced", Duration::from_secs(10), || async {
+        match status("alice").await {
+            (403, reason) if reason == "device_noncompliant" => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
