@@ -214,6 +214,13 @@ pub fn services(
 /// serves pingora's binary upgrade (SIGQUIT), which the gateway does not use.
 pub struct Worker<A>(Service<A>);
 
+impl<A> Worker<A> {
+    /// `service` on a thread of its own (also the floor benchmark's minimal pingora proxy).
+    pub fn new(service: Service<A>) -> Self {
+        Self(service)
+    }
+}
+
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Worker<A> {
     async fn start_service(&mut self, _fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
@@ -234,7 +241,7 @@ impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for Worker
 /// twice; 16 KiB lets both go out in one. pingora buffers only bodies of known length and
 /// flushes at their end, and flushes every chunk of a chunked (streaming) body, so nothing
 /// real-time waits in it. Measured in docs/benchmarks.md.
-fn buffers() -> L4BufferSettings {
+pub fn buffers() -> L4BufferSettings {
     L4BufferSettings {
         read: None,
         write: Some(16 * 1024),
