@@ -130,13 +130,13 @@ measure() { # round label ticks-command url header|@distinct
   echo "  round $1, $2: $requests requests" >&2
 }
 bearer="Authorization: Bearer $token"
-for r in $(seq 1 "$rounds"); do
-  measure "$r" "nginx pass-through" nginx_ticks "http://127.0.0.1:$nginx_port/hello" "$bearer"
-  measure "minimal hyper 1" "ticks $hyper" "http://127.0.0.1:$hyper_port/hello" "$bearer"
-  measure "minimal pingora 0.9" "ticks $pingora" "http://127.0.0.1:$pingora_port/hello" "$bearer"
-  measure "Portcullis, cached token" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "$bearer"
-  measure "Portcullis, distinct tokens" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "@distinct"
-  measure "Portcullis, browser session" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "Cookie: $cookie"
+for round_no in $(seq 1 "$rounds"); do
+  measure "$round_no" "nginx pass-through" nginx_ticks "http://127.0.0.1:$nginx_port/hello" "$bearer"
+  measure "$round_no" "minimal hyper 1" "ticks $hyper" "http://127.0.0.1:$hyper_port/hello" "$bearer"
+  measure "$round_no" "minimal pingora 0.9" "ticks $pingora" "http://127.0.0.1:$pingora_port/hello" "$bearer"
+  measure "$round_no" "Portcullis, cached token" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "$bearer"
+  measure "$round_no" "Portcullis, distinct tokens" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "@distinct"
+  measure "$round_no" "Portcullis, browser session" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "Cookie: $cookie"
 done
 echo "Portcullis $(git rev-parse --short HEAD), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $rounds rounds of wrk -t2 -c$conns -d${duration}s, $workers workers each"
 python3 "$root/benches/load/floor_report.py" "$results" "$(getconf CLK_TCK)" "$duration"

@@ -6,7 +6,6 @@ header value, for load tests of requests that carry a browser session.
 Usage: session.py GATEWAY_BASE_URL PERSONA [PATH]
 """
 import html
-import http.cookiejar
 import re
 import sys
 import urllib.parse
@@ -21,15 +20,28 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def main():
     base, persona = sys.argv[1], sys.argv[2]
     path = sys.argv[3] if len(sys.argv) > 3 else "/hello"
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    # Cookies by hand: the gateway's are `__Host-` (Secure), which a cookie jar keeps off plain
+    # HTTP; the load test sends them to the plain-HTTP listener, as a TLS-terminating front would.
+    jar = {}
+    opener = urllib.request.build_opener(NoRedirect)
 
     def call(url, data=None):
-        req = urllib.request.Request(url, data=data, headers={"Accept": "text/html"})
+        headers = {"Accept": "text/html"}
+        if url.startswith(base) and jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+        req = urllib.request.Request(url, data=data, headers=headers)
         try:
             r = opener.open(req, timeout=10)
         except urllib.error.HTTPError as e:
             r = e
+        if url.startswith(base):
+            for c in r.headers.get_all("Set-Cookie") or []:
+                name, _, rest = c.partition("=")
+                value = rest.split(";", 1)[0]
+                if value and "max-age=0" not in c.lower():
+                    jar[name.strip()] = value
+                else:
+                    jar.pop(name.strip(), None)
         return r.status, r.headers, r.read().decode()
 
     def inputs(page):
@@ -55,7 +67,7 @@ def main():
     assert status == 303, f"callback: {status}"
     status, _, _ = call(base + path)
     assert status == 200, f"with the session: {status}"
-    print("; ".join(f"{c.name}={c.value}" for c in jar))
+    print("; ".join(f"{k}={v}" for k, v in jar.items()))
 
 
 if __name__ == "__main__":
