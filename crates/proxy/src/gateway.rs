@@ -377,6 +377,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        headers::drop_header_case(upstream_request)?;
         let host = access::host_of(session.req_header().as_ref()).map(str::to_owned);
         if upstream_request.headers.get(http::header::HOST).is_none() {
             // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need Host.
