@@ -7,7 +7,11 @@
 //! kept and served, for up to `retain`: its age (`as_of`, from the store) is what each route's
 //! `max_posture_age` and `on_stale` judge, exactly as for a fresh one. Only a device never seen
 //! before (or changed since: the change follower drops it) gets `posture_unavailable`.
+//! After a read fails because the store is away, the store counts as away for a few seconds:
+//! stale postures are served and misses refused at once, without asking it, so an outage costs
+//! one timeout per node rather than one per device.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +54,10 @@ impl Default for CacheSettings {
 
 /// How long a stale posture whose re-read failed is served before the store is tried again.
 const RETRY_STALE: Duration = Duration::from_secs(5);
+/// After a read failed because the store is away, how long it counts as away: stale postures
+/// are served and misses refused without asking it, so an outage costs one timeout per node,
+/// not one per device.
+const AWAY_FOR: Duration = Duration::from_secs(5);
 
 /// A cached look-up and when it was read from the store.
 #[derive(Debug, Clone)]
@@ -88,6 +96,9 @@ pub struct PostureCache {
     cache: Cache<String, Entry>,
     timeout: Duration,
     fresh: Duration,
+    /// Milliseconds after `epoch` until which the store counts as away (0: it answers).
+    away_until: AtomicU64,
+    epoch: tokio::time::Instant,
 }
 
 /// One store read, under the timeout, turned into a look-up.
@@ -118,6 +129,24 @@ impl PostureCache {
             cache,
             timeout: s.lookup_timeout,
             fresh: s.positive_ttl,
+            away_until: AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn store_away(&self) -> bool {
+        self.now_ms() < self.away_until.load(Ordering::Relaxed)
+    }
+
+    /// Notes a failed read: a transient one (the store away or slow) starts [`AWAY_FOR`].
+    fn failed(&self, e: &StoreError) {
+        if e.is_transient() {
+            let until = self.now_ms().saturating_add(AWAY_FOR.as_millis() as u64);
+            self.away_until.store(until, Ordering::Relaxed);
         }
     }
 
@@ -129,9 +158,11 @@ impl PostureCache {
         let hit = self.cache.get(&key).await;
         match hit {
             Some(e) if e.read_at.elapsed() < self.fresh || matches!(e.lookup, Lookup::Unknown) => Ok(e.lookup),
+            Some(stale) if self.store_away() => Ok(stale.lookup),
             Some(stale) => match self.refresh(key).await {
                 Ok(fresh) => Ok(fresh),
                 Err(err) => {
+                    self.failed(&err);
                     tracing::warn!(device = device_id, error = %err, "posture re-read failed; serving the last known posture");
                     // Not again for a few seconds: while the store is away, requests for this
                     // device are served at once instead of each waiting out the timeout.
@@ -150,13 +181,17 @@ impl PostureCache {
                     Ok(stale.lookup)
                 }
             },
+            None if self.store_away() => Err(StoreError::Away),
             None => {
                 let (store, timeout) = (self.store.clone(), self.timeout);
                 self.cache
                     .try_get_with(key.clone(), read(store, key, timeout))
                     .await
                     .map(|e| e.lookup)
-                    .map_err(|e: Arc<StoreError>| (*e).clone())
+                    .map_err(|e: Arc<StoreError>| {
+                        self.failed(&e);
+                        (*e).clone()
+                    })
             }
         }
     }

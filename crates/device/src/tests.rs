@@ -122,6 +122,7 @@ impl PostureStore for Scripted {
 
 const ALICE: &str = "d1000000-0000-4000-8000-00000000000a";
 const DAVE: &str = "d1000000-0000-4000-8000-00000000000d";
+const BOB: &str = "d1000000-0000-4000-8000-00000000000b";
 
 fn cache(store: &Arc<Scripted>) -> Arc<PostureCache> {
     Arc::new(PostureCache::new(
@@ -189,13 +190,20 @@ async fn a_slow_store_fails_closed_after_the_timeout_and_errors_are_not_cached()
         Duration::from_secs(2),
         "the request waited exactly the timeout"
     );
-    // The store answers again: the next request reads it (the failure was not cached).
+    // The store answers again: once the few seconds it counts as away are over, the next
+    // request reads it (the failure itself was not cached).
     *store.delay.lock().unwrap() = Duration::ZERO;
+    assert!(
+        matches!(cache.lookup(ALICE).await, Err(StoreError::Away)),
+        "not asked yet"
+    );
+    tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
     store.failing.store(true, Ordering::SeqCst);
     cache.invalidate(ALICE).await;
     assert!(cache.lookup(ALICE).await.is_err());
     store.failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
 }
 
@@ -355,4 +363,48 @@ async fn known_postures_outlive_an_outage_and_are_refreshed_once() {
         reads + 1,
         "one re-read for eight requests"
     );
+}
+
+/// One failed read makes the store count as away: other devices' stale postures are served and
+/// misses refused at once, without a read or a wait each; after a few seconds it is asked again.
+#[tokio::test(start_paused = true)]
+async fn an_away_store_costs_one_timeout_per_node_not_one_per_device() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    store.set(BOB, false);
+    let cache = cache(&store);
+    cache.lookup(ALICE).await.unwrap();
+    cache.lookup(BOB).await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await; // both past their freshness
+    *store.delay.lock().unwrap() = Duration::from_secs(3600); // the store hangs
+    let started = tokio::time::Instant::now();
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "the first finds out, at the timeout"
+    );
+    let (started, reads) = (tokio::time::Instant::now(), store.reads.load(Ordering::SeqCst));
+    assert_eq!(
+        compliant(&cache.lookup(BOB).await.unwrap()),
+        Some(false),
+        "bob's last known posture"
+    );
+    assert!(
+        matches!(cache.lookup(DAVE).await, Err(StoreError::Away)),
+        "a device never seen fails closed, at once"
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "nobody else waits");
+    assert_eq!(store.reads.load(Ordering::SeqCst), reads, "and the store is not asked");
+
+    *store.delay.lock().unwrap() = Duration::ZERO; // back
+    store.set(BOB, true);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        compliant(&cache.lookup(BOB).await.unwrap()),
+        Some(true),
+        "re-read once back"
+    );
+    store.set(DAVE, true);
+    assert_eq!(compliant(&cache.lookup(DAVE).await.unwrap()), Some(true));
 }

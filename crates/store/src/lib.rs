@@ -29,6 +29,9 @@ pub enum StoreError {
     /// The caller's deadline passed before the store answered.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
+    /// Not asked: it failed moments ago, and callers give it a few seconds before trying again.
+    #[error("store unavailable (it failed moments ago; not asked again yet)")]
+    Away,
     /// The database refused a statement.
     #[error("store query failed: {0}")]
     Query(#[source] Arc<sqlx::Error>),
@@ -88,7 +91,7 @@ impl StoreError {
     /// unreadable request.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) | Self::Timeout(_) => true,
+            Self::Unavailable(_) | Self::Timeout(_) | Self::Away => true,
             Self::Query(_)
             | Self::Conflict { .. }
             | Self::Corrupt(_)
