@@ -19,6 +19,7 @@ const TIERS: &[(&str, u8)] = &[
     ("access", 3),
     ("sync", 3),
     ("proxy", 4),
+    ("edge", 4),
     ("admin", 4),
     ("emulator", 5),
 ];
