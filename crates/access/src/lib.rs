@@ -22,6 +22,7 @@ mod reply;
 mod request;
 mod routes;
 pub mod routing;
+pub mod upstream_headers;
 
 pub use decide::{refused_token, refused_token_detail, Access, Early, PostureLookup, Subject, Verdict};
 pub use identity_headers::identity_values;

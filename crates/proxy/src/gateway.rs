@@ -23,7 +23,9 @@ use config::IpNet;
 use metrics::Metrics;
 use policy::{Reason, Require};
 
-use crate::headers::{self, Downstream};
+use access::upstream_headers::{self, Downstream};
+
+use crate::headers;
 use crate::respond::{self, Failure};
 use crate::tls::ClientCert;
 use crate::upstream::UpstreamPool;
@@ -377,29 +379,15 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        headers::drop_header_case(upstream_request)?;
         let host = access::host_of(session.req_header().as_ref()).map(str::to_owned);
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need Host.
-            if let Some(h) = &host {
-                upstream_request.insert_header(http::header::HOST, h.as_str())?;
-            }
-        }
-        headers::sanitize(
-            upstream_request,
-            Downstream {
-                client_ip: ctx.client_ip,
-                trusted: self.is_trusted(ctx.client_ip),
-                tls: ctx.tls,
-                host: host.as_deref(),
-            },
-        )?;
-        if let Some(id) = &self.access.identity {
-            headers::strip_own_cookies(upstream_request, &[&id.cookie_name, &id.login_cookie_name])?;
-        }
-        headers::identity_headers(upstream_request, ctx.verdict.principal.as_deref(), &ctx.verdict)?;
-        if let (Some(route), Some(p)) = (ctx.route.as_ref(), ctx.verdict.principal.as_ref()) {
-            if route.assertion {
+        let downstream = Downstream {
+            client_ip: ctx.client_ip,
+            trusted: self.is_trusted(ctx.client_ip),
+            tls: ctx.tls,
+            host: host.as_deref(),
+        };
+        let assertion = match (ctx.route.as_ref(), ctx.verdict.principal.as_ref()) {
+            (Some(route), Some(p)) if route.assertion => {
                 let v = &ctx.verdict;
                 let claims = serde_json::json!({
                     "aud": route.name, "sub": &*p.object_id, "tid": &*p.tenant, "upn": p.username.as_deref(),
@@ -409,12 +397,30 @@ impl ProxyHttp for Gateway {
                     "posture_as_of": v.posture.as_ref().map(|p| p.as_of),
                     "decision": v.reason(),
                 });
-                if let Some(jwt) = self.access.assertions.sign(claims, base::time::unix_now()) {
-                    upstream_request.insert_header("x-portcullis-assertion", jwt)?;
+                self.access.assertions.sign(claims, base::time::unix_now())
+            }
+            (Some(_) | None, _) => None,
+        };
+        let verdict = &ctx.verdict;
+        let identity = self.access.identity.as_ref();
+        headers::edit_parts(upstream_request, |parts| {
+            let h = &mut parts.headers;
+            if !h.contains_key(http::header::HOST) {
+                // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need Host.
+                if let Some(v) = downstream.host.and_then(|h| http::HeaderValue::from_str(h).ok()) {
+                    h.insert(http::header::HOST, v);
                 }
             }
-        }
-        Ok(())
+            upstream_headers::sanitize(h, downstream);
+            if let Some(id) = identity {
+                upstream_headers::strip_own_cookies(h, &[&id.cookie_name, &id.login_cookie_name]);
+            }
+            upstream_headers::identity_headers(h, verdict.principal.as_deref(), verdict);
+            // A signed JWT: always a valid header value.
+            if let Some(v) = assertion.and_then(|jwt| http::HeaderValue::try_from(jwt).ok()) {
+                h.insert(http::HeaderName::from_static("x-portcullis-assertion"), v);
+            }
+        })
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {

@@ -1,0 +1,247 @@
+//! Header hygiene between client and upstream, on a plain `http::HeaderMap` so that every data
+//! plane shares it: client-sent `X-Portcullis-*` headers removed, `X-Forwarded-For/Proto/Host`
+//! set (appended to only for trusted proxies), `Forwarded` dropped from untrusted clients,
+//! split `Cookie` fields joined, the gateway's own cookies removed, and the verified identity
+//! headers added. Hop-by-hop fields are the data plane's to remove.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
+
+/// Prefix of every header the gateway vouches for; clients may never set one.
+pub const IDENTITY_PREFIX: &str = "x-portcullis-";
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Facts about the downstream connection needed to rewrite forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    pub client_ip: Option<IpAddr>,
+    /// The client address is one of `server.trusted_proxies`.
+    pub trusted: bool,
+    pub tls: bool,
+    /// The `Host` (or `:authority`) the client asked for.
+    pub host: Option<&'a str>,
+}
+
+/// Applies every forwarding rule to the headers of a request about to be sent upstream.
+pub fn sanitize(h: &mut HeaderMap, d: Downstream<'_>) {
+    strip_identity_headers(h);
+    forwarding_headers(h, d);
+    join_cookies(h);
+}
+
+/// Adds [`crate::identity_values`] (after every client-sent copy was removed).
+pub fn identity_headers(h: &mut HeaderMap, p: Option<&identity::Principal>, v: &crate::Verdict) {
+    for (name, value) in crate::identity_values(p, v) {
+        // Verified claims are plain text; one that is not a valid header value is left out
+        // rather than mangled.
+        match HeaderValue::from_str(&value) {
+            Ok(v) => {
+                h.insert(HeaderName::from_static(name), v);
+            }
+            Err(_) => tracing::warn!(header = name, "identity value is not a valid header value; not sent"),
+        }
+    }
+}
+
+pub fn strip_identity_headers(h: &mut HeaderMap) {
+    if !h.keys().any(|k| k.as_str().starts_with(IDENTITY_PREFIX)) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        h.remove(&name);
+    }
+}
+
+fn forwarding_headers(h: &mut HeaderMap, d: Downstream<'_>) {
+    let ip = d.client_ip.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    });
+    let prior: Option<String> = if d.trusted {
+        let all: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (!all.is_empty()).then(|| all.join(", "))
+    } else {
+        None
+    };
+    let xff = match (prior, ip) {
+        (Some(p), Some(ip)) => Some(format!("{p}, {ip}")),
+        (Some(p), None) => Some(p),
+        (None, Some(ip)) => Some(ip.to_string()),
+        (None, None) => None,
+    };
+    h.remove(&X_FORWARDED_FOR);
+    // Built from header values and an address: always a valid value.
+    if let Some(v) = xff.and_then(|x| HeaderValue::try_from(x).ok()) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if !(d.trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        h.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if d.tls { "https" } else { "http" }),
+        );
+    }
+    if !(d.trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        h.remove(&X_FORWARDED_HOST);
+        if let Some(v) = d.host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+    }
+    if !d.trusted {
+        h.remove(&FORWARDED);
+    }
+}
+
+/// HTTP/2 clients send one `cookie` field per cookie; HTTP/1.1 upstreams need one field
+/// (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut HeaderMap) {
+    let all = h.get_all(COOKIE);
+    if all.iter().nth(1).is_none() {
+        return;
+    }
+    let joined = all
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    // Joined valid values with "; ": a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(COOKIE, v);
+    }
+}
+
+/// Removes the gateway's own cookies from the `Cookie` header sent upstream: they are
+/// credentials for the gateway, not for the app.
+pub fn strip_own_cookies(h: &mut HeaderMap, names: &[&str]) {
+    let Some(v) = h.get(COOKIE).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let own = |pair: &str| pair.split_once('=').is_some_and(|(k, _)| names.contains(&k.trim()));
+    if !v.split(';').any(own) {
+        return;
+    }
+    let kept: Vec<&str> = v
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !own(pair))
+        .collect();
+    match HeaderValue::from_str(&kept.join("; ")) {
+        Ok(v) if !v.is_empty() => {
+            h.insert(COOKIE, v);
+        }
+        Ok(_) | Err(_) => {
+            h.remove(COOKIE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn get(h: &HeaderMap, k: &str) -> Option<String> {
+        h.get(k).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+
+    #[test]
+    fn untrusted_client_headers_are_replaced() {
+        let mut h = map(&[
+            ("X-Portcullis-User", "admin@evil"),
+            ("x-portcullis-device-id", "x"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil"),
+            ("Forwarded", "for=1.2.3.4"),
+        ]);
+        let d = Downstream {
+            client_ip: IP,
+            trusted: false,
+            tls: false,
+            host: Some("app"),
+        };
+        sanitize(&mut h, d);
+        assert!(h.keys().all(|k| !k.as_str().starts_with("x-portcullis-")));
+        assert_eq!(get(&h, "x-forwarded-for").unwrap(), "192.0.2.7");
+        assert_eq!(get(&h, "x-forwarded-proto").unwrap(), "http");
+        assert_eq!(get(&h, "x-forwarded-host").unwrap(), "app");
+        assert!(get(&h, "forwarded").is_none());
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_appended() {
+        let mut h = map(&[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let d = Downstream {
+            client_ip: IP,
+            trusted: true,
+            tls: false,
+            host: Some("app"),
+        };
+        sanitize(&mut h, d);
+        assert_eq!(get(&h, "x-forwarded-for").unwrap(), "1.2.3.4, 5.6.7.8, 192.0.2.7");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(get(&h, "x-forwarded-proto").unwrap(), "https");
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        let d = Downstream {
+            client_ip: None,
+            trusted: false,
+            tls: true,
+            host: None,
+        };
+        sanitize(&mut h, d);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(get(&h, "cookie").unwrap(), "a=1; b=2");
+        assert_eq!(get(&h, "x-forwarded-proto").unwrap(), "https");
+        assert!(get(&h, "x-forwarded-for").is_none() && get(&h, "x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn own_cookies_are_removed() {
+        let names = ["__Host-portcullis", "__Host-portcullis-login"];
+        let mut h = map(&[("cookie", "a=1; __Host-portcullis=s; __Host-portcullis-login=l; b=2")]);
+        strip_own_cookies(&mut h, &names);
+        assert_eq!(get(&h, "cookie").unwrap(), "a=1; b=2");
+        let mut h = map(&[("cookie", "a=1; b=2")]);
+        strip_own_cookies(&mut h, &names);
+        assert_eq!(get(&h, "cookie").unwrap(), "a=1; b=2", "none of ours: untouched");
+        let mut h = map(&[("cookie", "__Host-portcullis=s")]);
+        strip_own_cookies(&mut h, &names);
+        assert!(get(&h, "cookie").is_none());
+    }
+}
