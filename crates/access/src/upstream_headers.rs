@@ -34,6 +34,45 @@ pub fn sanitize(h: &mut HeaderMap, d: Downstream<'_>) {
     join_cookies(h);
 }
 
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1): those `Connection` names, and the fixed
+/// set. An upgrade request (`Connection: upgrade` with `Upgrade`) keeps both, so that the data
+/// plane can pass the upgrade on.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let upgrade = h.contains_key(http::header::UPGRADE)
+        && h.get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let named: Vec<HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == http::header::UPGRADE))
+        .collect();
+    for n in named {
+        h.remove(&n);
+    }
+    for n in [
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::TRANSFER_ENCODING,
+        http::header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(http::header::CONNECTION);
+        h.remove(http::header::UPGRADE);
+    }
+}
+
 /// Adds [`crate::identity_values`] (after every client-sent copy was removed).
 pub fn identity_headers(h: &mut HeaderMap, p: Option<&identity::Principal>, v: &crate::Verdict) {
     for (name, value) in crate::identity_values(p, v) {
@@ -229,6 +268,34 @@ mod tests {
         assert_eq!(get(&h, "cookie").unwrap(), "a=1; b=2");
         assert_eq!(get(&h, "x-forwarded-proto").unwrap(), "https");
         assert!(get(&h, "x-forwarded-for").is_none() && get(&h, "x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed_and_upgrades_kept() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(get(&h, "connection").unwrap(), "upgrade");
+        assert_eq!(get(&h, "upgrade").unwrap(), "websocket");
+        assert!(get(&h, "sec-websocket-key").is_some());
+        let mut h = map(&[("upgrade", "h2c")]);
+        strip_hop_by_hop(&mut h);
+        assert!(get(&h, "upgrade").is_none(), "no upgrade without Connection: upgrade");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! floor benchmark showed reaches nginx's CPU per request: one thread per worker, each a
 //! current-thread tokio runtime with its own `SO_REUSEPORT` copy of every listener; TLS with
 //! rustls (the gateway's own `ServerConfig`: SNI resolver, client certificates, ALPN);
-//! HTTP/1.1 and HTTP/2 (with upgrades) by hyper-util's auto builder; a graceful drain.
+//! HTTP/1.1 and HTTP/2 (with upgrades) by hyper-util's auto builder; a graceful drain; and
+//! forwarding to an upstream over per-worker connection pools, upgrades passed through.
 //!
 //! Depends on nothing of the gateway: requests go to a [`serve::Handler`] with the facts of
 //! their connection ([`serve::Conn`]).
 
+pub mod forward;
 pub mod serve;
