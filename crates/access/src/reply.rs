@@ -53,6 +53,78 @@ impl Reply {
     }
 }
 
+/// A [`Reply`] as a response: what every data plane writes, so they cannot differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    /// In order; the data plane adds nothing but framing (`content-length`, `date`).
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    /// End the connection after it (the request body may not have been read).
+    pub close: bool,
+}
+
+/// What the gateway's own responses always carry.
+const NO_STORE: (&str, &str) = ("cache-control", "no-store");
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+impl Reply {
+    /// The response for a request that `navigation` says is a browser navigation: a problem
+    /// becomes a page then, problem+json otherwise.
+    pub fn render(&self, navigation: bool) -> Rendered {
+        let own = |status: u16, content_type: &'static str, body: String, extra: &[(&'static str, String)], close| {
+            let mut headers = vec![
+                ("content-type", content_type.to_string()),
+                (NO_STORE.0, NO_STORE.1.to_string()),
+                ("x-content-type-options", "nosniff".to_string()),
+            ];
+            if content_type.starts_with("text/html") {
+                headers.push(("content-security-policy", PAGE_CSP.to_string()));
+            }
+            headers.extend(extra.iter().cloned());
+            Rendered {
+                status,
+                headers,
+                body,
+                close,
+            }
+        };
+        match self {
+            Self::Problem {
+                problem,
+                close,
+                headers,
+            } => {
+                let (body, ctype) = if navigation {
+                    (problem.html(), "text/html; charset=utf-8")
+                } else {
+                    (problem.json(), "application/problem+json")
+                };
+                own(problem.status, ctype, body, headers, *close)
+            }
+            Self::Redirect {
+                status,
+                location,
+                headers,
+            } => {
+                let mut all = vec![("location", location.clone()), (NO_STORE.0, NO_STORE.1.to_string())];
+                all.extend(headers.iter().cloned());
+                Rendered {
+                    status: *status,
+                    headers: all,
+                    body: String::new(),
+                    close: false,
+                }
+            }
+            Self::Body {
+                status,
+                content_type,
+                body,
+            } => own(*status, content_type, body.clone(), &[], false),
+        }
+    }
+}
+
 /// A top-level browser navigation (as opposed to XHR/fetch or an API client): only these
 /// ever get HTML pages or redirects.
 pub fn is_navigation(req: &http::request::Parts) -> bool {
@@ -72,6 +144,42 @@ pub fn is_navigation(req: &http::request::Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_render_with_their_headers() {
+        let p = Reply::Problem {
+            problem: Problem::new(503, "x", "Unavailable", "<later>"),
+            close: true,
+            headers: vec![("retry-after", "5".into())],
+        };
+        let page = p.render(true);
+        assert_eq!((page.status, page.close), (503, true));
+        assert!(page.body.contains("&lt;later&gt;"));
+        let names: Vec<&str> = page.headers.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "cache-control",
+                "x-content-type-options",
+                "content-security-policy",
+                "retry-after"
+            ]
+        );
+        let api = p.render(false);
+        assert_eq!(api.headers[0].1, "application/problem+json");
+        assert!(api.headers.iter().all(|(k, _)| *k != "content-security-policy"));
+        let r = Reply::Redirect {
+            status: 302,
+            location: "/there".into(),
+            headers: vec![("set-cookie", "a=1".into())],
+        }
+        .render(true);
+        assert_eq!(
+            (r.status, r.body.as_str(), r.headers[0].1.as_str(), r.headers[2].0),
+            (302, "", "/there", "set-cookie")
+        );
+    }
 
     #[test]
     fn navigation_detection() {

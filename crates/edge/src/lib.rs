@@ -6,8 +6,10 @@
 //! HTTP/1.1 and HTTP/2 (with upgrades) by hyper-util's auto builder; a graceful drain; and
 //! forwarding to an upstream over per-worker connection pools, upgrades passed through.
 //!
-//! Depends on nothing of the gateway: requests go to a [`serve::Handler`] with the facts of
-//! their connection ([`serve::Conn`]).
+//! May depend on `access` (the framework-free decision, header hygiene and rendered replies)
+//! and what `proxy` may use; requests go to a [`serve::Handler`] with the facts of their
+//! connection ([`serve::Conn`]).
 
 pub mod forward;
+pub mod respond;
 pub mod serve;

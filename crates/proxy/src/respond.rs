@@ -122,82 +122,32 @@ pub fn problem_for(f: Failure) -> Problem {
     }
 }
 
-/// Writes a reply. Problems become a page for browser navigations and problem+json otherwise.
+/// Writes a reply ([`Reply::render`]: problems become a page for browser navigations and
+/// problem+json otherwise).
 pub async fn write_reply(session: &mut Session, reply: &Reply) -> pingora::Result<()> {
-    match reply {
-        Reply::Problem {
-            problem,
-            close,
-            headers,
-        } => {
-            let html = access::is_navigation(session.req_header().as_ref());
-            let (body, ctype) = if html {
-                (problem.html(), "text/html; charset=utf-8")
-            } else {
-                (problem.json(), "application/problem+json")
-            };
-            if *close {
-                // pingora writes the Connection header from the session's keep-alive state; a
-                // header set in the response alone would be overwritten and the client would
-                // reuse a closing socket.
-                session.set_keepalive(None);
-            }
-            write_response(session, problem.status, ctype, body, headers).await
-        }
-        Reply::Redirect {
-            status,
-            location,
-            headers,
-        } => {
-            let mut resp = ResponseHeader::build(*status, Some(4 + headers.len()))?;
-            resp.insert_header("location", location.as_str())?;
-            resp.insert_header("content-length", "0")?;
-            resp.insert_header("cache-control", "no-store")?;
-            for (k, v) in headers {
-                resp.append_header(*k, v.as_str())?;
-            }
-            session.write_response_header(Box::new(resp), true).await
-        }
-        Reply::Body {
-            status,
-            content_type,
-            body,
-        } => write_response(session, *status, content_type, body.clone(), &[]).await,
+    let r = reply.render(access::is_navigation(session.req_header().as_ref()));
+    if r.close {
+        // pingora writes the Connection header from the session's keep-alive state; a header
+        // set in the response alone would be overwritten and the client would reuse a closing
+        // socket.
+        session.set_keepalive(None);
     }
+    let mut resp = ResponseHeader::build(r.status, Some(r.headers.len() + 1))?;
+    for (k, v) in &r.headers {
+        resp.append_header(*k, v.as_str())?;
+    }
+    resp.insert_header("content-length", r.body.len().to_string())?;
+    let head_only = r.body.is_empty() || session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(Bytes::from(r.body)), true).await?;
+    }
+    Ok(())
 }
 
 /// Writes `problem` as a page or problem+json, keeping the connection open.
 pub async fn write_problem(session: &mut Session, problem: Problem) -> pingora::Result<()> {
     write_reply(session, &Reply::problem(problem)).await
-}
-
-async fn write_response(
-    session: &mut Session,
-    status: u16,
-    content_type: &'static str,
-    body: String,
-    extra: &[(&'static str, String)],
-) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
-    resp.insert_header("content-type", content_type)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-content-type-options", "nosniff")?;
-    if content_type.starts_with("text/html") {
-        resp.insert_header(
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-        )?;
-    }
-    for (k, v) in extra {
-        resp.append_header(*k, v.as_str())?;
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
-    if !head_only {
-        session.write_response_body(Some(Bytes::from(body)), true).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
