@@ -6,7 +6,9 @@
 # same demo app, in ROUNDS interleaved rounds of `wrk -t2 -cCONNS -dSECONDS`. CPU is user +
 # system ticks of the proxy's own threads (/proc/PID/task/*/stat; Portcullis: the demo process
 # minus its demo-app and emulator threads). Alice's token goes to every proxy, so request sizes
-# match. Prints one table with ratios to nginx and to the best minimal proxy, same round.
+# match. Prints one table with ratios to nginx and to the best minimal proxy, same round; then,
+# with oha, p50/p99 at a fixed rate (half of nginx's saturation) and what each adds over the
+# app served directly.
 #
 # Usage: benches/load/floor.sh [-r ROUNDS] [-d SECONDS] [-c CONNS] [-n DISTINCT_TOKENS] [-o OFFSET]
 # Installs nginx, wrk and python3 when missing.
@@ -138,5 +140,26 @@ for round_no in $(seq 1 "$rounds"); do
   measure "$round_no" "Portcullis, distinct tokens" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "@distinct"
   measure "$round_no" "Portcullis, browser session" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "Cookie: $cookie"
 done
+# Latency at a fixed rate: half of nginx's median saturation rate, with oha correcting for
+# coordinated omission (each request timed from when it was due, not when it was sent).
+latency="$work/latency.tsv"
+: >"$latency"
+export PATH="$PATH:$HOME/.cargo/bin"
+if command -v oha >/dev/null 2>&1; then
+  rate=$(awk -F'\t' -v d="$duration" '$2 == "nginx pass-through" { print $3 / d }' "$results" | sort -n | awk '{ v[NR] = $1 } END { print int(v[int((NR + 1) / 2)] / 2) }')
+  echo "  fixed rate: $rate req/s (half of nginx's median), $conns connections, ${duration}s each" >&2
+  for target in "direct|http://127.0.0.1:$app/hello|$bearer" \
+                "nginx pass-through|http://127.0.0.1:$nginx_port/hello|$bearer" \
+                "minimal hyper 1|http://127.0.0.1:$hyper_port/hello|$bearer" \
+                "minimal pingora 0.9|http://127.0.0.1:$pingora_port/hello|$bearer" \
+                "Portcullis, cached token|http://127.0.0.1:$gw/hello|$bearer" \
+                "Portcullis, browser session|http://127.0.0.1:$gw/hello|Cookie: $cookie"; do
+    IFS='|' read -r label url header <<<"$target"
+    out=$(oha --no-tui --output-format json --latency-correction -z "${duration}s" -c "$conns" -q "$rate" -H "$header" "$url")
+    printf '%s\t%s\t%s\n' "$label" "$rate" "$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["statusCodeDistribution"]; print("%.3f\t%.3f\t%d" % (p["p50"]*1000, p["p99"]*1000, sum(v for k,v in s.items() if k != "200")))')" >>"$latency"
+  done
+else
+  echo "floor: oha not found (cargo install oha --locked); the fixed-rate latency step is skipped" >&2
+fi
 echo "Portcullis $(git rev-parse --short HEAD), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $rounds rounds of wrk -t2 -c$conns -d${duration}s, $workers workers each"
-python3 "$root/benches/load/floor_report.py" "$results" "$(getconf CLK_TCK)" "$duration"
+python3 "$root/benches/load/floor_report.py" "$results" "$(getconf CLK_TCK)" "$duration" "$latency"
