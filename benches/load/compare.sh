@@ -165,22 +165,6 @@ for target in "haproxy http://127.0.0.1:$haproxy_port/hello" "portcullis http://
   [ "$(check "$1" "$2")" = 401 ] || { echo "compare: $1 lets a request without a token through" >&2; exit 1; }
 done
 
-cat >"$work/distinct.lua" <<'LUA'
--- A different token for every request: thread n starts n/threads of the way into the list.
-local tokens, i, threads = {}, 0, 0
-function setup(thread)
-  thread:set("id", threads)
-  threads = threads + 1
-end
-function init(args)
-  for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-  i = (id or 0) * math.floor(#tokens / 2)
-end
-function request()
-  i = (i + 1) % #tokens
-  return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. tokens[i + 1] })
-end
-LUA
 
 results="$work/results.tsv"
 : >"$results"
@@ -188,7 +172,7 @@ run() { # label connections url [header-token | @distinct]
   local label=$1 c=$2 url=$3 auth=${4:-}
   local out
   if [ "$auth" = "@distinct" ]; then
-    out=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$c" -d"${duration}s" --latency -s "$work/distinct.lua" "$url")
+    out=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$c" -d"${duration}s" --latency -s "benches/load/distinct.lua" "$url")
   elif [ -n "$auth" ]; then
     out=$(wrk -t2 -c"$c" -d"${duration}s" --latency -H "Authorization: Bearer $auth" "$url")
   else

@@ -47,18 +47,9 @@ nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -g 'daemon off;' &
 nginx=$!; pids+=("$nginx")
 sleep 1
 
-# ticks PID [EXCLUDE_REGEX] -> "user system" clock ticks of PID's threads not named EXCLUDE
-ticks() {
-  local u=0 s=0 f comm
-  for f in /proc/"$1"/task/*/stat; do
-    comm=$(cut -d'(' -f2 "$f" | cut -d')' -f1)
-    if [ -n "${2:-}" ] && [[ $comm =~ $2 ]]; then continue; fi
-    read -r -a fields <<<"$(cut -d')' -f2 "$f")"
-    u=$((u + fields[11])); s=$((s + fields[12]))
-  done
-  echo "$u $s"
-}
-nginx_ticks() { local u=0 s=0 p; for p in $(pgrep -P "$nginx"); do read -r a b <<<"$(ticks "$p")"; u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+# shellcheck source=ticks.sh
+source benches/load/ticks.sh
+nginx_ticks() { children_ticks "$nginx"; }
 hz=$(getconf CLK_TCK)
 measure() { # label ticks-fn url [token]
   local before after requests

@@ -86,41 +86,17 @@ done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "http://127.0.0.1:$gw/hello")" = 200 ] \
   || { echo "floor: the browser session does not get 200" >&2; exit 1; }
 
-cat >"$work/distinct.lua" <<'LUA'
-local tokens, i, threads = {}, 0, 0
-function setup(thread)
-  thread:set("id", threads)
-  threads = threads + 1
-end
-function init(args)
-  for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-  i = (id or 0) * math.floor(#tokens / 2)
-end
-function request()
-  i = (i + 1) % #tokens
-  return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. tokens[i + 1] })
-end
-LUA
 
-# ticks PID [EXCLUDE_REGEX] -> "user system" clock ticks of PID's threads not named EXCLUDE
-ticks() {
-  local u=0 s=0 f comm
-  for f in /proc/"$1"/task/*/stat; do
-    comm=$(cut -d'(' -f2 "$f" | cut -d')' -f1)
-    if [ -n "${2:-}" ] && [[ $comm =~ $2 ]]; then continue; fi
-    read -r -a fields <<<"$(cut -d')' -f2 "$f")"
-    u=$((u + fields[11])); s=$((s + fields[12]))
-  done
-  echo "$u $s"
-}
-nginx_ticks() { local u=0 s=0 p a b; for p in $(pgrep -P "$nginx"); do read -r a b <<<"$(ticks "$p")"; u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+# shellcheck source=ticks.sh
+source benches/load/ticks.sh
+nginx_ticks() { children_ticks "$nginx"; }
 results="$work/results.tsv"
 : >"$results"
 measure() { # round label ticks-command url header|@distinct
   local before after out requests u0 s0 u1 s1
   before=$($3)
   if [ "$5" = "@distinct" ]; then
-    out=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$conns" -d"${duration}s" -s "$work/distinct.lua" "$4")
+    out=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$conns" -d"${duration}s" -s "benches/load/distinct.lua" "$4")
   else
     out=$(wrk -t2 -c"$conns" -d"${duration}s" -H "$5" "$4")
   fi

@@ -84,6 +84,13 @@ def main():
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
+    def summary(rs):
+        """Latencies in ms, and the outcomes counted ("200:12 503:1")."""
+        counts = {}
+        for r in rs:
+            counts[r[2]] = counts.get(r[2], 0) + 1
+        return [r[3] * 1000 for r in rs], " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+
     print(f"database down at {marks.get('down', 0):.1f} s, up at {marks.get('up', 0):.1f} s (client clock)")
     print(f"{'window':>9}  {'phase':7}  {'stream':13}  {'reqs':>5}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  outcomes")
     streams = sorted({r[1] for r in results})
@@ -92,11 +99,7 @@ def main():
             rs = [r for r in results if r[1] == s and w0 <= r[0] < w0 + window]
             if not rs:
                 continue
-            counts = {}
-            for r in rs:
-                counts[r[2]] = counts.get(r[2], 0) + 1
-            lats = [r[3] * 1000 for r in rs]
-            oc = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+            lats, oc = summary(rs)
             print(f"{w0:>4}-{w0 + window:<4}  {phase(w0 + window / 2):7}  {s:13}  {len(rs):>5}  {pct(lats, .5):7.1f}  {pct(lats, .99):7.1f}  {max(lats):7.1f}  {oc}")
     print()
     print("per phase")
@@ -105,11 +108,7 @@ def main():
             rs = [r for r in results if r[1] == s and phase(r[0]) == ph]
             if not rs:
                 continue
-            counts = {}
-            for r in rs:
-                counts[r[2]] = counts.get(r[2], 0) + 1
-            lats = [r[3] * 1000 for r in rs]
-            oc = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+            lats, oc = summary(rs)
             print(f"  {ph:7}  {s:13}  {len(rs):>5} reqs  p50 {pct(lats, .5):7.1f} ms  p99 {pct(lats, .99):7.1f} ms  max {max(lats):7.1f} ms  {oc}")
 
 if __name__ == "__main__":

@@ -75,9 +75,11 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let digest = ring::digest::digest(&ring::digest::SHA256, admin_token.as_bytes());
     let mut hash = [0u8; 32];
     hash.copy_from_slice(digest.as_ref());
-    cfg.admin.token_sha256 = Some(hash);
     let cluster = nodes::Shared::new(&opts, hash)?;
-    cluster.apply(&mut cfg, 0);
+    cluster.apply(&mut cfg);
+    if opts.nodes > 1 {
+        nodes::shift_node(&mut cfg, 0)?;
+    }
     seed_store(&cfg.store)?;
     let node_cfgs = (1..opts.nodes)
         .map(|i| {

@@ -77,16 +77,8 @@ impl Shared {
                 ))
             })
         };
-        let hex = var(ADMIN_HASH_ENV)?;
-        let mut admin_sha256 = [0u8; 32];
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .filter_map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-            .collect();
-        if bytes.len() != 32 {
-            return Err(DemoError::Nodes(format!("{ADMIN_HASH_ENV} is not a SHA-256 in hex")));
-        }
-        admin_sha256.copy_from_slice(&bytes);
+        let admin_sha256 = base::sha256_from_hex(&var(ADMIN_HASH_ENV)?)
+            .ok_or_else(|| DemoError::Nodes(format!("{ADMIN_HASH_ENV} is not a SHA-256 in hex")))?;
         Ok(Self {
             store: Some(var(STORE_ENV)?),
             admin_sha256,
@@ -94,18 +86,17 @@ impl Shared {
         })
     }
 
-    /// Node `i`'s name, admin token and session key.
-    pub fn apply(&self, cfg: &mut Config, i: u16) {
+    /// Every node's admin token and session key.
+    pub fn apply(&self, cfg: &mut Config) {
         cfg.admin.token_sha256 = Some(self.admin_sha256);
         if let Some(k) = &self.cookie_key {
             cfg.session.cookie_key = Some(base::Secret::new(k.clone()));
-            cfg.sync.node_name = format!("node-{i}");
         }
     }
 }
 
-/// Moves node `i`'s listeners and admin API to its own ports; the emulator and the demo app
-/// stay node 0's.
+/// Names node `i` and moves its listeners and admin API to its own ports (none for node 0);
+/// the emulator and the demo app stay node 0's.
 pub fn shift_node(cfg: &mut Config, i: u16) -> Result<(), DemoError> {
     let by = NODE_PORT_STEP * i;
     let shift = |p: u16| p.checked_add(by).ok_or(DemoError::Offset(by));
@@ -125,7 +116,7 @@ pub fn run_node(opts: &super::DemoOptions, i: u16) -> Result<(), DemoError> {
         .ok_or_else(|| DemoError::Nodes("--node needs --data".into()))?;
     let shared = Shared::from_env()?;
     let mut cfg = super::demo_config(&data, opts.port_offset, shared.store.as_deref())?;
-    shared.apply(&mut cfg, i);
+    shared.apply(&mut cfg);
     shift_node(&mut cfg, i)?;
     std::thread::Builder::new()
         .name("demo-parent".into())
@@ -185,7 +176,7 @@ impl Children {
 /// Starts nodes 1…N-1 as children of this process.
 pub fn spawn(opts: &super::DemoOptions, data: &std::path::Path, shared: &Shared) -> Result<Children, DemoError> {
     let exe = std::env::current_exe().map_err(|e| DemoError::Nodes(format!("cannot find this program: {e}")))?;
-    let hex: String = shared.admin_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = base::to_hex(&shared.admin_sha256);
     let mut children = Vec::new();
     for i in 1..opts.nodes {
         let child = Command::new(&exe)

@@ -37,6 +37,24 @@ pub fn is_guid(s: &str) -> bool {
         })
 }
 
+/// A SHA-256 written as 64 hex digits (either case); `None` for anything else.
+pub fn sha256_from_hex(s: &str) -> Option<[u8; 32]> {
+    // Byte slicing below needs ASCII; from_str_radix alone would also take a leading '+'.
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `bytes` as lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +67,14 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn sha256_hex_round_trip() {
+        let h = [0xabu8; 32];
+        assert_eq!(sha256_from_hex(&to_hex(&h)), Some(h));
+        assert_eq!(sha256_from_hex(&to_hex(&h).to_uppercase()), Some(h));
+        assert_eq!(sha256_from_hex(&format!("+{}", &to_hex(&h)[1..])), None);
+        assert_eq!(sha256_from_hex("abc"), None);
     }
 }

@@ -295,6 +295,16 @@ mod tests {
         }
     }
 
+    /// One node's sessions over `rows`, hour-long lifetime and idle limit.
+    fn node(rows: &Arc<Rows>, sealer: &Arc<Sealer>) -> StoreSessions<Rows> {
+        StoreSessions::new(
+            rows.clone(),
+            sealer.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+    }
+
     fn session() -> Session {
         Session {
             principal: Arc::new(Principal {
@@ -319,14 +329,7 @@ mod tests {
     async fn an_away_store_is_unavailable_within_the_timeout_never_no_session() {
         let rows = Arc::new(Rows::default());
         let sealer = Arc::new(Sealer::random().unwrap());
-        let new = || {
-            StoreSessions::new(
-                rows.clone(),
-                sealer.clone(),
-                Duration::from_secs(3600),
-                Duration::from_secs(3600),
-            )
-        };
+        let new = || node(&rows, &sealer);
         let (a, b) = (new(), new());
         a.put("s1", session()).await.unwrap();
         assert!(
@@ -364,14 +367,7 @@ mod tests {
     async fn cached_sessions_outlive_their_freshness_while_the_store_is_away() {
         let rows = Arc::new(Rows::default());
         let sealer = Arc::new(Sealer::random().unwrap());
-        let new = || {
-            StoreSessions::new(
-                rows.clone(),
-                sealer.clone(),
-                Duration::from_secs(3600),
-                Duration::from_secs(3600),
-            )
-        };
+        let new = || node(&rows, &sealer);
         let (a, b) = (new(), new());
         a.put("s1", session()).await.unwrap();
         a.put("s2", session()).await.unwrap();

@@ -81,15 +81,7 @@ pub(super) fn build_admin(v: Option<toml::Value>, c: &mut Collector) -> AdminSet
     };
     let mut hash = |key: &str, v: Option<String>| -> Option<[u8; 32]> {
         let v = v?;
-        // Byte slicing below needs ASCII; from_str_radix alone would also take a leading '+'.
-        let bytes: Option<Vec<u8>> = (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| {
-                (0..32)
-                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
-            .flatten();
-        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        match base::sha256_from_hex(&v) {
             Some(h) => Some(h),
             None => {
                 c.push(key, "must be 64 hex digits: the SHA-256 of the token (sha256sum)");
