@@ -12,10 +12,7 @@
 
 # --- build ------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# pingora builds zlib-ng with cmake; the C compiler and make are already in this image.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
- && rm -rf /var/lib/apt/lists/*
+# The C compiler ring and aws-lc-sys need is already in this image.
 WORKDIR /src
 COPY . .
 # Migrations (crates/store/migrations/sqlite) and the landing templates are compiled

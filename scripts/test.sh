@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2: run every test (unit and integration, over real sockets, against real
-# SQLite and PostgreSQL). Installs what the tests need when it is missing (a C toolchain and
-# cmake; PostgreSQL, as a throwaway cluster of its own — see scripts/postgres.sh).
+# SQLite and PostgreSQL). Installs what the tests need when it is missing (a C compiler;
+# PostgreSQL, as a throwaway cluster of its own — see scripts/postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -20,12 +20,12 @@ pub use admin;
 pub use base;
 pub use config;
 pub use device;
+pub use edge;
 #[cfg(feature = "demo")]
 pub use emulator;
 pub use identity;
 pub use landing;
 pub use metrics;
 pub use policy;
-pub use proxy;
 pub use store;
 pub use sync;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The data plane's floor (issue 13): CPU per request and requests/s of nginx pass-through, a
-# minimal hyper 1 proxy and a minimal pingora 0.9 proxy (examples/floor_*.rs: forwarding only,
-# served the way Portcullis serves) and Portcullis in the demo configuration — alice's cached
+# minimal hyper 1 proxy (examples/floor_hyper.rs: forwarding only, served the way Portcullis
+# serves) and Portcullis in the demo configuration — alice's cached
 # token, a distinct valid token per request, a browser session — every proxy in front of the
 # same demo app, in ROUNDS interleaved rounds of `wrk -t2 -cCONNS -dSECONDS`. CPU is user +
 # system ticks of the proxy's own threads (/proc/PID/task/*/stat; Portcullis: the demo process
@@ -32,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk nginx python3 curl >/dev/null
 fi
-cargo build --release --locked --features "demo floor" --bin portcullis --example floor_hyper --example floor_pingora >&2
+cargo build --release --locked --features "demo floor" --bin portcullis --example floor_hyper >&2
 bin=$root/target/release/portcullis
 examples=$root/target/release/examples
 
@@ -42,7 +42,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 gw=$((8080 + offset)) app=$((8901 + offset)) emu_port=$((8900 + offset)) admin=$((9090 + offset))
-nginx_port=$((8180 + offset)) hyper_port=$((8280 + offset)) pingora_port=$((8380 + offset))
+nginx_port=$((8180 + offset)) hyper_port=$((8280 + offset))
 emu="http://127.0.0.1:$emu_port"
 workers=$(grep -m1 '^threads' config/demo.toml | tr -dc '0-9')
 
@@ -68,14 +68,12 @@ nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -g 'daemon off;' &
 nginx=$!; pids+=("$nginx")
 "$examples/floor_hyper" "127.0.0.1:$hyper_port" "127.0.0.1:$app" "$workers" 2>"$work/hyper.log" &
 hyper=$!; pids+=("$hyper")
-RUST_LOG=warn "$examples/floor_pingora" "127.0.0.1:$pingora_port" "127.0.0.1:$app" "$workers" 2>"$work/pingora.log" &
-pingora=$!; pids+=("$pingora")
 
 tenant=$(grep -m1 '^tenant_id' config/demo.toml | cut -d'"' -f2)
 python3 "$root/benches/load/prepare.py" "$emu" "$tenant" "$distinct" "$work" >&2
 token=$(head -n1 "$work/tokens.txt")
 cookie=$(python3 "$root/benches/load/session.py" "http://127.0.0.1:$gw" alice)
-for port in "$nginx_port" "$hyper_port" "$pingora_port" "$gw"; do
+for port in "$nginx_port" "$hyper_port" "$gw"; do
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/hello")" = 200 ] && break
     sleep 0.1
@@ -111,7 +109,6 @@ bearer="Authorization: Bearer $token"
 for round_no in $(seq 1 "$rounds"); do
   measure "$round_no" "nginx pass-through" nginx_ticks "http://127.0.0.1:$nginx_port/hello" "$bearer"
   measure "$round_no" "minimal hyper 1" "ticks $hyper" "http://127.0.0.1:$hyper_port/hello" "$bearer"
-  measure "$round_no" "minimal pingora 0.9" "ticks $pingora" "http://127.0.0.1:$pingora_port/hello" "$bearer"
   measure "$round_no" "Portcullis, cached token" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "$bearer"
   measure "$round_no" "Portcullis, distinct tokens" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "@distinct"
   measure "$round_no" "Portcullis, browser session" "ticks $demo demo-app|emulator" "http://127.0.0.1:$gw/hello" "Cookie: $cookie"
@@ -127,7 +124,6 @@ if command -v oha >/dev/null 2>&1; then
   for target in "direct|http://127.0.0.1:$app/hello|$bearer" \
                 "nginx pass-through|http://127.0.0.1:$nginx_port/hello|$bearer" \
                 "minimal hyper 1|http://127.0.0.1:$hyper_port/hello|$bearer" \
-                "minimal pingora 0.9|http://127.0.0.1:$pingora_port/hello|$bearer" \
                 "Portcullis, cached token|http://127.0.0.1:$gw/hello|$bearer" \
                 "Portcullis, browser session|http://127.0.0.1:$gw/hello|Cookie: $cookie"; do
     IFS='|' read -r label url header <<<"$target"

@@ -1,11 +1,12 @@
 //! Wiring: builds every component from its own section of the [`Config`], in dependency
-//! order, checks that the ports are free, runs the pingora server and drains it on
-//! SIGTERM/SIGINT. The only module that reads `Config` as a whole; it decides nothing itself.
+//! order, checks that the ports are free, starts the background tasks and the data plane
+//! (`edge`), and drains both on SIGTERM/SIGINT. The only module that reads `Config` as a
+//! whole; it decides nothing itself.
 //!
 //! - `keys`: every key taken from the environment or derived, in one place that
 //!   `check-config` runs too;
 //! - `services`: the background tasks (signing keys, posture changes, settings, sync, admin
-//!   listener, drain) as pingora services.
+//!   listener) and the signals.
 
 mod backend;
 mod keys;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora::server::{RunArgs, Server};
+use tokio::sync::watch;
 
 use access::assertion::AssertionSigner;
 use access::Access;
@@ -49,9 +50,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Pool(#[from] proxy::upstream::PoolError),
-    #[error("proxy set-up failed: {0}")]
-    Pingora(String),
+    Pool(#[from] edge::upstream::PoolError),
+    #[error("{0}")]
+    Serve(#[from] edge::serve::ServeError),
+    #[error("cannot watch SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     #[error("identity set-up failed: {0}")]
     Identity(#[from] IdentityError),
     #[error("store ({path}): {source}")]
@@ -73,7 +76,7 @@ pub enum StartError {
 /// the environment.
 pub fn check(cfg: &Config, env: &dyn Env) -> Result<(), ConfigErrors> {
     let mut errors: Vec<ConfigError> = Vec::new();
-    if let Err(e) = proxy::load_tls(cfg) {
+    if let Err(e) = edge::tls::load(cfg) {
         errors.extend(e);
     }
     if let Err(e) = Landings::new(cfg.landing.clone(), ReturnSigner::new(b"check")) {
@@ -127,7 +130,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     // The first rustls config built picks the process-wide provider; make it ring, always.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let resolvers = proxy::load_tls(&cfg).map_err(|e| StartError::Config(ConfigErrors(e)))?;
+    let tls = edge::tls::load(&cfg).map_err(|e| StartError::Config(ConfigErrors(e)))?;
     let keys = Keys::load(&cfg, env).map_err(|e| StartError::Config(ConfigErrors(e)))?;
     if !keys.settings_persistent {
         tracing::warn!(
@@ -138,11 +141,27 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     let admin_listener = check_ports(&cfg)?;
 
     let metrics = Metrics::new();
-    let mut server = Server::new_with_opt_and_conf(None, proxy::server_conf(&cfg.server));
-    server.bootstrap();
+    // Background tasks (admin, sync, followers, health checks) run here; the data plane has
+    // its own threads.
+    let bg = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("portcullis-bg")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let signals = {
+        let _rt = bg.enter();
+        services::signals().map_err(StartError::Signals)?
+    };
+    let (stop, shutdown) = watch::channel(false);
 
-    let pools = proxy::build_pools(&cfg.upstreams, &mut server)?;
-    let routes = Arc::new(ArcSwap::from_pointee(proxy::route_table(&cfg, &pools, &metrics)));
+    let pools = edge::build_pools(&cfg.upstreams)?;
+    for pool in &pools {
+        if let Some(hc) = pool.health_check.clone() {
+            bg.spawn(pool.clone().run_checks(hc, shutdown.clone()));
+        }
+    }
+    let routes = Arc::new(ArcSwap::from_pointee(edge::route_table(&cfg, &pools, &metrics)));
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
@@ -180,10 +199,11 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         None => None,
     };
     let devices = Arc::new(Devices::from_config(&cfg.device, store.clone()));
-    server.add_service(services::follow_changes(
+    bg.spawn(services::follow_changes(
         store.clone(),
         devices.cache.clone(),
         cfg.device.change_poll_interval,
+        shutdown.clone(),
     ));
 
     let settings = match &cfg.entra {
@@ -212,7 +232,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
                 http.clone(),
             )?);
             sync_control = Some(sync.clone() as Arc<dyn sync::SyncControl>);
-            server.add_service(services::sync(sync));
+            bg.spawn(services::sync(sync, shutdown.clone()));
         }
         (true, _, None) => return Err(StartError::SyncWithoutEntra),
         (true, None, Some(_)) | (false, _, _) => {
@@ -241,7 +261,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             landings: landings.clone(),
         };
         follower.apply(&s.current());
-        server.add_service(services::follow_settings(s.clone(), store.clone(), follower));
+        bg.spawn(services::follow_settings(
+            s.clone(),
+            store.clone(),
+            follower,
+            shutdown.clone(),
+        ));
     }
     let access = Arc::new(Access {
         identity: identity.clone(),
@@ -253,11 +278,8 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         routes: routes.clone(),
         access: access.clone(),
     });
-    let proxies = proxy::services(&cfg, &server.configuration, routes, resolvers, &metrics, access)
-        .map_err(|e| StartError::Pingora(e.to_string()))?;
-    for service in proxies {
-        server.add_service(service);
-    }
+    let (serve_settings, proxy_settings) = edge::settings(&cfg.server, &metrics);
+    let gateway = Arc::new(edge::Gateway::new(routes, proxy_settings, metrics.clone(), access));
 
     let webhooks = match (&jamf, cfg.jamf.as_ref().and_then(|j| j.webhook.clone())) {
         (Some((_, client)), Some((username, password))) => {
@@ -273,7 +295,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     };
     let readiness = Arc::new(admin::Readiness::new(identity.is_some()));
     if let Some(id) = &identity {
-        server.add_service(services::signing_keys(id.clone(), readiness.clone()));
+        bg.spawn(services::signing_keys(id.clone(), readiness.clone(), shutdown.clone()));
     }
     let api = admin::api::Api {
         auth: Arc::new(admin::api::ApiAuth::from_config(
@@ -291,29 +313,53 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             .map(config::ClientCredentialConfig::kind),
         explainer: Some(explainer),
     };
-    server.add_service(services::admin(
+    bg.spawn(services::admin(
         admin_listener,
         admin::router(metrics.clone(), readiness.clone(), webhooks, api),
         readiness,
         cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
+        shutdown.clone(),
     ));
-    server.add_service(services::drain(metrics, cfg.server.grace_period, on_exit));
 
     tracing::info!(summary = %cfg.summary(), "portcullis starting");
+    let listeners: Vec<edge::serve::Listener> = cfg
+        .listeners
+        .iter()
+        .zip(tls)
+        .map(|(l, tls)| edge::serve::Listener {
+            address: l.address,
+            tls,
+        })
+        .collect();
+    let running = edge::serve::start(serve_settings, &listeners, gateway, shutdown)?;
     for l in &cfg.listeners {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         tracing::info!(listener = %l.name, "listening on {scheme}://{}", l.address);
     }
     tracing::info!("admin API on http://{}", cfg.admin.listen);
-    server.run(RunArgs {
-        shutdown_signal: Box::new(services::Signals),
-    });
-    Ok(())
+
+    let signal = bg.block_on(signals);
+    tracing::info!("{signal} received: no new connections; draining in-flight requests");
+    // The workers stop accepting and give open requests `grace_period`; the background tasks
+    // stop with them.
+    let _ = stop.send(true);
+    running.join();
+    let left = metrics.requests_in_flight.get();
+    if left > 0 {
+        tracing::warn!(requests = left, "grace period over; closing the remaining requests");
+    } else {
+        tracing::info!("drained; exiting");
+    }
+    bg.shutdown_timeout(cfg.server.graceful_shutdown_timeout);
+    for hook in on_exit {
+        hook();
+    }
+    // The store's runtime and what it holds need no flushing (every write is committed).
+    std::process::exit(0);
 }
 
-/// Binds the admin listener and test-binds every proxy listener: pingora retries a failed bind
-/// for 30 s and then panics inside its service while the process lives on
-/// (reference/pingora-0.9.md §6.3), so taken ports are found first, with their keys.
+/// Binds the admin listener and test-binds every proxy listener, so that a taken port is
+/// reported with its key before the store is opened or anything starts.
 fn check_ports(cfg: &Config) -> Result<TcpListener, StartError> {
     let admin = TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
         what: "admin.listen".into(),

@@ -18,7 +18,6 @@ const TIERS: &[(&str, u8)] = &[
     ("landing", 2),
     ("access", 3),
     ("sync", 3),
-    ("proxy", 4),
     ("edge", 4),
     ("admin", 4),
     ("emulator", 5),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
 
 /// How a backend is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +60,15 @@ impl Pool {
             .map(|b| b.addr)
     }
 
-    /// One round of checks, every backend at once; logs each change of state.
-    pub async fn check(&self, check: &Check, timeout: Duration) {
+    /// One round of checks, every backend at once, each `probe` given `timeout`; logs each
+    /// change of state.
+    pub async fn check<F, Fut>(&self, probe: &F, timeout: Duration)
+    where
+        F: Fn(SocketAddr) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let rounds = self.backends.iter().map(|b| async move {
-            let up = tokio::time::timeout(timeout, probe(b.addr, check))
+            let up = tokio::time::timeout(timeout, probe(b.addr))
                 .await
                 .unwrap_or(Err("no answer in time".into()));
             let was = b.healthy.swap(up.is_ok(), Ordering::Relaxed);
@@ -77,37 +82,23 @@ impl Pool {
     }
 
     /// Checks every `interval` until `stop` turns true.
-    pub async fn run_checks(&self, check: Check, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_checks<F, Fut>(
+        &self,
+        probe: F,
+        interval: Duration,
+        timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
+        F: Fn(SocketAddr) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
         loop {
-            self.check(&check, interval.min(Duration::from_secs(5))).await;
+            self.check(&probe, timeout).await;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = stop.changed() => return,
             }
         }
-    }
-}
-
-async fn probe(addr: SocketAddr, check: &Check) -> Result<(), String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let Check::Http { path, host } = check else {
-        return Ok(());
-    };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portcullis-health\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await.map_err(|e| e.to_string())?;
-    // "HTTP/1.1 200"
-    let status = std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| head.starts_with(b"HTTP/1."))
-        .ok_or("not an HTTP response")?;
-    if (200..400).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("answered {status}"))
     }
 }
 
@@ -137,48 +128,36 @@ mod tests {
         assert_eq!(pool.pick(&[a[1]]), None, "no healthy backend left to try");
     }
 
-    /// A backend answering `status` to every connection.
-    async fn answering(status: u16) -> SocketAddr {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n").as_bytes())
-                    .await;
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
-    async fn checks_mark_backends_down_and_up() {
-        let ok = answering(200).await;
-        let failing = answering(500).await;
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let pool = Pool::new("app", &[ok, failing, closed]);
-        let http = Check::Http {
-            path: "/healthz".into(),
-            host: "app".into(),
+    async fn checks_mark_backends_down_and_up_and_a_slow_probe_is_down() {
+        let a = addrs(3);
+        let pool = Pool::new("app", &a);
+        let (up, down, slow) = (a[0], a[1], a[2]);
+        let probe = |addr: SocketAddr| async move {
+            if addr == slow {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            if addr == down {
+                Err("refused".to_string())
+            } else {
+                Ok(())
+            }
         };
-        pool.check(&http, Duration::from_secs(2)).await;
-        let up: Vec<bool> = pool
+        pool.check(&probe, Duration::from_millis(50)).await;
+        let state: Vec<bool> = pool
             .backends
             .iter()
             .map(|b| b.healthy.load(Ordering::Relaxed))
             .collect();
-        assert_eq!(up, [true, false, false]);
-        pool.check(&Check::Tcp, Duration::from_secs(2)).await;
-        let up: Vec<bool> = pool
+        assert_eq!(state, [true, false, false]);
+        assert_eq!(pool.pick(&[]), Some(up));
+        let all_up = |_: SocketAddr| async { Ok(()) };
+        pool.check(&all_up, Duration::from_millis(50)).await;
+        let state: Vec<bool> = pool
             .backends
             .iter()
             .map(|b| b.healthy.load(Ordering::Relaxed))
             .collect();
-        assert_eq!(up, [true, true, false], "TCP only asks for a connection");
+        assert_eq!(state, [true, true, true], "back up once a probe succeeds");
     }
 }

@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
@@ -23,7 +24,7 @@ pub struct Listener {
 }
 
 /// What a request knows of its connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// The listener it came in on.
@@ -31,24 +32,112 @@ pub struct Conn {
     pub tls: bool,
     /// The client's certificate (the leaf), when it presented one the verifier accepted.
     pub client_cert: Option<CertificateDer<'static>>,
+    /// That certificate as the device identity reads it, parsed once per connection.
+    pub client_identity: Option<device::identify::CertIdentity>,
+    /// Requests started on the connection so far.
+    pub requests: AtomicU64,
+    started: std::time::Instant,
+    /// Requests whose response is not done yet.
+    open_streams: AtomicU64,
+    /// When the last stream ended, in milliseconds since `started`.
+    last_end_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (known from its first request).
+    h2: std::sync::atomic::AtomicBool,
+}
+
+impl Conn {
+    fn new(peer: SocketAddr, local: SocketAddr, client_cert: Option<CertificateDer<'static>>, tls: bool) -> Self {
+        let client_identity = client_cert
+            .as_ref()
+            .and_then(|c| device::identify::cert_identity(c.as_ref()));
+        Self {
+            peer,
+            local,
+            tls,
+            client_cert,
+            client_identity,
+            requests: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            open_streams: AtomicU64::new(0),
+            last_end_ms: AtomicU64::new(0),
+            h2: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves once this is an HTTP/2 connection with no open stream for `limit`; checked
+    /// every `limit`, so a connection is closed between one and two `limit`s after its last
+    /// stream.
+    async fn idle_h2(&self, limit: Duration) {
+        loop {
+            tokio::time::sleep(limit).await;
+            let since_last = self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed)));
+            if self.h2.load(Ordering::Relaxed) && self.open_streams.load(Ordering::Relaxed) == 0 && since_last >= limit
+            {
+                return;
+            }
+        }
+    }
 }
 
 /// Answers requests. One handler serves every worker; it is called on the worker's thread.
 pub trait Handler: Send + Sync + 'static {
-    type Body: hyper::body::Body<Data = bytes::Bytes, Error = Self::Error> + Send + 'static;
+    type Body: hyper::body::Body<Data = bytes::Bytes, Error = Self::Error> + Send + Unpin + 'static;
     type Error: Into<Box<dyn std::error::Error + Send + Sync>>;
 
     fn call(&self, req: Request<Incoming>, conn: Arc<Conn>) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
 /// Serving settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub workers: usize,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// At shutdown, how long open connections get to finish their requests.
     pub drain: Duration,
+    /// HTTP/1.1: the wait for a request's header, on a new connection and between two
+    /// requests of a kept-alive one (hyper starts the one timer for both).
+    pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed (`GOAWAY`).
+    pub h2_idle_timeout: Duration,
+    /// Counts open client connections.
+    pub connections: Option<prometheus::IntGauge>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            handshake_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(60),
+            h2_idle_timeout: Duration::from_secs(180),
+            connections: None,
+        }
+    }
+}
+
+/// Keeps the open-connections gauge right however a connection ends.
+struct Open(Option<prometheus::IntGauge>);
+
+impl Open {
+    fn new(gauge: &Option<prometheus::IntGauge>) -> Self {
+        if let Some(g) = gauge {
+            g.inc();
+        }
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.dec();
+        }
+    }
 }
 
 /// Why serving could not start.
@@ -102,7 +191,10 @@ pub fn start<H: Handler>(
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         let t = std::thread::Builder::new()
             .name(format!("portcullis-edge-{worker}"))
-            .spawn(move || run_worker(settings, mine, handler, shutdown))
+            .spawn({
+                let settings = settings.clone();
+                move || run_worker(settings, mine, handler, shutdown)
+            })
             .map_err(|source| ServeError::Worker { worker, source })?;
         threads.push(t);
     }
@@ -112,20 +204,16 @@ pub fn start<H: Handler>(
 /// A listening socket of this worker's own (`SO_REUSEPORT` when there are several workers, so
 /// the kernel spreads connections over them as it does over nginx's).
 fn bind(address: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListener, ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| ServeError::Bind { address, source };
-    let socket = if address.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
     if reuse_port {
-        socket.set_reuseport(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
     }
-    socket.bind(address).map_err(err)?;
-    let listener = socket.listen(1024).map_err(err)?;
-    listener.into_std().map_err(err)
+    socket.bind(&address.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(socket.into())
 }
 
 fn run_worker<H: Handler>(
@@ -142,7 +230,8 @@ fn run_worker<H: Handler>(
         }
     };
     rt.block_on(async move {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Every connection task holds a sender; the drain waits until all are dropped.
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accepting = tokio::task::JoinSet::new();
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -179,7 +268,13 @@ fn run_worker<H: Handler>(
             });
         }
         drop(conn_tx);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
         loop {
             tokio::select! {
                 next = conn_rx.recv() => {
@@ -187,16 +282,18 @@ fn run_worker<H: Handler>(
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(peer);
                     let (handler, builder) = (handler.clone(), builder.clone());
-                    let watcher = graceful.watcher();
                     let handshake = settings.handshake_timeout;
+                    let h2_idle = settings.h2_idle_timeout;
                     let mut stopping = stop_rx.clone();
+                    let open = (Open::new(&settings.connections), open_tx.clone());
                     tokio::spawn(async move {
+                        let _open = open;
                         match tls {
                             None => {
-                                let conn = Arc::new(Conn { peer, local, tls: false, client_cert: None });
+                                let conn = Arc::new(Conn::new(peer, local, None, false));
                                 let io = TokioIo::new(stream);
-                                let service = service(handler, conn);
-                                let _ = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned()).await;
+                                let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
+                                drive(served.into_owned(), &conn, h2_idle, stopping).await;
                             }
                             Some(config) => {
                                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
@@ -222,10 +319,10 @@ fn run_worker<H: Handler>(
                                     .peer_certificates()
                                     .and_then(|c| c.first())
                                     .map(|c| c.clone().into_owned());
-                                let conn = Arc::new(Conn { peer, local, tls: true, client_cert });
+                                let conn = Arc::new(Conn::new(peer, local, client_cert, true));
                                 let io = TokioIo::new(stream);
-                                let service = service(handler, conn);
-                                let _ = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned()).await;
+                                let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
+                                drive(served.into_owned(), &conn, h2_idle, stopping).await;
                             }
                         }
                     });
@@ -241,8 +338,9 @@ fn run_worker<H: Handler>(
         let _ = stop_tx.send(true);
         drop(stop_rx);
         while accepting.join_next().await.is_some() {}
+        drop(open_tx);
         tokio::select! {
-            () = graceful.shutdown() => {}
+            _ = open_rx.recv() => {}
             () = tokio::time::sleep(settings.drain) => {
                 tracing::warn!(drain = ?settings.drain, "connections still open at the end of the drain; closing them");
             }
@@ -250,19 +348,106 @@ fn run_worker<H: Handler>(
     });
 }
 
+/// Serves one connection until it ends: at shutdown, or when an HTTP/2 connection has had no
+/// open stream for `h2_idle`, it is asked to finish gracefully (HTTP/1.1: after the response
+/// in progress; HTTP/2: `GOAWAY`, open streams complete). An idle HTTP/1.1 connection is
+/// closed by hyper's header-read timer ([`Settings::header_read_timeout`]).
+async fn drive<C>(conn: C, state: &Conn, h2_idle: Duration, mut stop: watch::Receiver<bool>)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(client = %state.peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = state.idle_h2(h2_idle), if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+type Served<B> = Result<Response<Tracked<B>>, std::convert::Infallible>;
+
 fn service<H: Handler>(
     handler: Arc<H>,
     conn: Arc<Conn>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = Response<H::Body>,
+    Response = Response<Tracked<H::Body>>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<Response<H::Body>, std::convert::Infallible>> + Send,
+    Future = impl Future<Output = Served<H::Body>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |req| {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         let (handler, conn) = (handler.clone(), conn.clone());
-        async move { Ok::<_, std::convert::Infallible>(handler.call(req, conn).await) }
+        async move {
+            let stream = Stream::start(conn.clone(), req.version());
+            let resp = handler.call(req, conn).await;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _stream: stream }))
+        }
     })
+}
+
+/// One request on a connection, open until its response body is done with (or the request
+/// was dropped before it had one: the client reset the stream or went away).
+struct Stream(Arc<Conn>);
+
+impl Stream {
+    fn start(conn: Arc<Conn>, version: hyper::Version) -> Self {
+        if version == hyper::Version::HTTP_2 {
+            conn.h2.store(true, Ordering::Relaxed);
+        }
+        conn.open_streams.fetch_add(1, Ordering::Relaxed);
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        Self(conn)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let c = &self.0;
+        let now = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        c.last_end_ms.store(now, Ordering::Relaxed);
+        c.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request's [`Stream`] open.
+pub struct Tracked<B> {
+    body: B,
+    _stream: Stream,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +503,7 @@ mod tests {
             workers,
             handshake_timeout: Duration::from_secs(5),
             drain: Duration::from_secs(5),
+            ..Settings::default()
         }
     }
 
@@ -491,5 +677,39 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("bound a port in use"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_http2_connection_is_closed_once_idle_and_not_while_a_stream_is_open() {
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let (_stop, shutdown) = watch::channel(false);
+        let echo = Arc::new(Echo {
+            calls: AtomicUsize::new(0),
+        });
+        let mut s = settings(1);
+        s.h2_idle_timeout = Duration::from_millis(300);
+        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let started = std::time::Instant::now();
+        // One stream open for 1 s, more than three idle periods.
+        let req = Request::builder()
+            .uri(format!("http://{address}/"))
+            .header("x-delay-ms", "1000")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.expect("the stream is not cut while open");
+        assert_eq!(resp.status(), 200);
+        // Then idle: GOAWAY within two idle periods, and the connection ends.
+        let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        assert!(ended.is_ok(), "an idle HTTP/2 connection is closed");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1300) && took < Duration::from_millis(2000),
+            "closed {took:?} after the start"
+        );
     }
 }

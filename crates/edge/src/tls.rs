@@ -1,8 +1,8 @@
 //! Downstream TLS: certificate loading and SNI selection for the HTTPS listeners.
 //!
-//! Files are read and checked here, with errors naming the config key, because pingora's own
-//! `TlsSettings::build` panics on a bad file (reference/pingora-0.9.md §2). Depends on
-//! `config` only.
+//! Files are read and checked here, every problem reported with its config key; the rustls
+//! server configuration of each listener (certificates by SNI, the MDM CA's client-certificate
+//! verifier, ALPN) is built once at start.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -141,27 +141,6 @@ fn san_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// A verified client certificate, as the device identity sees it; attached to the TLS
-/// connection at handshake and read by every request on it (HTTP/2 streams included).
-#[derive(Debug, Clone)]
-pub struct ClientCert(pub device::identify::CertIdentity);
-
-/// The handshake hook that captures the client certificate (the verifier already checked it
-/// against the MDM CA; connections without one are allowed and simply carry none).
-pub struct CaptureClientCert;
-
-#[async_trait::async_trait]
-impl pingora::listeners::TlsAccept for CaptureClientCert {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &pingora::protocols::tls::TlsRef,
-    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let der = tls.peer_certificate_der()?;
-        let id = device::identify::cert_identity(der)?;
-        Some(Arc::new(ClientCert(id)))
-    }
-}
-
 /// A client-certificate verifier for the MDM CA in `path`; clients without a certificate are
 /// let through the handshake (they may still sign in with a device claim).
 pub fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
@@ -178,4 +157,53 @@ pub fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::Cl
     .allow_unauthenticated()
     .build()
     .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The server configuration of one TLS listener: certificates by SNI, client certificates
+/// checked against the MDM CA when one is configured, ALPN `h2` (when HTTP/2 is on) and
+/// `http/1.1`.
+pub fn server_config(t: &ListenerTls, resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &t.client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = if t.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+/// Loads every listener's TLS configuration (`None` for a plain listener); all problems are
+/// returned with their keys.
+pub fn load(cfg: &config::Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let Some(t) = &l.tls else {
+            out.push(None);
+            continue;
+        };
+        match SniResolver::load(t) {
+            Ok(r) => match server_config(t, Arc::new(r)) {
+                Ok(c) => out.push(Some(Arc::new(c))),
+                Err(message) => errors.push(ConfigError {
+                    key: format!("listeners[{i}].tls.client_ca"),
+                    message,
+                }),
+            },
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }

@@ -1,0 +1,553 @@
+//! The request path: the [`serve::Handler`] every worker calls.
+//!
+//! Order per request: limits → the gateway's own endpoints → route → access decision
+//! ([`access::Access`]) → header hygiene and verified identity headers → a backend of the pool,
+//! with connect failover and the idempotent-retry rule → the response streamed back → one
+//! access-and-decision log line and the route's metrics when the response body ends
+//! ([`AccessLog`]). Shared state is an immutable [`RouteTable`] snapshot behind an `ArcSwap`:
+//! the request path takes no lock.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, HOST};
+use http::request::Parts;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::{Request, Response, Version};
+
+use access::auth::{self, AuthSource};
+use access::routing;
+use access::upstream_headers::{self, Downstream};
+use access::{Access, Early, Problem, Reply, RequestInfo, Verdict};
+use config::IpNet;
+use metrics::{Metrics, RouteMetrics};
+use policy::{Reason, Require};
+
+use crate::body::{BoxError, Idle, Progress, ReqBody};
+use crate::failure::ForwardError;
+use crate::forward::forward;
+use crate::serve::{self, Conn};
+use crate::upstream::UpstreamPool;
+
+/// A route as the request path sees it: the access decision's route, forwarding to a pool.
+pub type Route = access::Route<Arc<UpstreamPool>>;
+
+/// The routing snapshot the request path reads.
+pub type RouteTable = access::RouteTable<Arc<UpstreamPool>>;
+
+/// Settings of the request path that do not change without a restart.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_request_header_bytes: usize,
+    /// The longest wait for the next piece of a request body.
+    pub client_read_timeout: Duration,
+    /// HTTP/1.1 requests served on one connection before it is closed.
+    pub client_keepalive_requests: Option<u32>,
+}
+
+/// The proxy application.
+pub struct Gateway {
+    routes: Arc<ArcSwap<RouteTable>>,
+    settings: ProxySettings,
+    metrics: Metrics,
+    access: Arc<Access>,
+}
+
+impl serve::Handler for Gateway {
+    type Body = GatewayBody;
+    type Error = BoxError;
+
+    async fn call(&self, req: Request<Incoming>, conn: Arc<Conn>) -> Response<GatewayBody> {
+        // This request included (counted when the connection took it).
+        let served = conn.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let mut log = AccessLog::start(&self.metrics, &req, &conn);
+        let h1 = req.version() <= Version::HTTP_11;
+        let (mut resp, close) = self.handle(req, &conn, &mut log).await;
+        let limit_reached = self
+            .settings
+            .client_keepalive_requests
+            .is_some_and(|n| served >= u64::from(n));
+        if h1 && (close || limit_reached) {
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        } else if !h1 {
+            // Connection-specific fields are not allowed in HTTP/2 (RFC 9113 §8.2.2).
+            resp.headers_mut().remove(CONNECTION);
+        }
+        log.status = resp.status().as_u16();
+        resp.map(|inner| GatewayBody { inner, log: Some(log) })
+    }
+}
+
+/// A response before its log is attached; `bool`: close the connection after it.
+type Answer = (Response<Inner>, bool);
+
+impl Gateway {
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        settings: ProxySettings,
+        metrics: Metrics,
+        access: Arc<Access>,
+    ) -> Self {
+        Self {
+            routes,
+            settings,
+            metrics,
+            access,
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, conn: &Conn, log: &mut AccessLog) -> Answer {
+        let (parts, body) = req.into_parts();
+        log.navigation = access::is_navigation(&parts);
+        if header_bytes(&parts) > self.settings.max_request_header_bytes {
+            return self.refuse(&body, log, Problem::for_status(431));
+        }
+        if parts.uri.path().starts_with("/.portcullis/") {
+            return self.own_endpoint(parts, body, log).await;
+        }
+        if !routing::path_is_safe(parts.uri.path()) {
+            let p = Problem::new(
+                400,
+                "bad_path",
+                "Bad Request",
+                "The path has dot segments or encoded separators; send it normalised.",
+            );
+            return self.refuse(&body, log, p);
+        }
+        let route = {
+            let table = self.routes.load();
+            let host = access::host_of(&parts).and_then(routing::normalize_host);
+            host.as_deref()
+                .and_then(|h| table.router.find(h, parts.uri.path()))
+                .cloned()
+        };
+        let Some(route) = route else {
+            let p = Problem::new(
+                404,
+                "no_route",
+                "Not Found",
+                "No application is configured for this address.",
+            );
+            return self.refuse(&body, log, p);
+        };
+        log.route = Some(route.clone());
+
+        // The access decision is taken here, before any upstream connection is made.
+        if route.policy.require == Require::Nothing {
+            log.verdict.early = Some(Early::OpenRoute);
+            route.metrics.decided_early(Reason::OpenRoute, true);
+        } else {
+            let info = RequestInfo::new(&parts, conn.tls, conn.client_identity.as_ref());
+            let reply = self
+                .access
+                .decide(&info, &mut log.verdict, &route.name, &route.policy, &route.groups_any)
+                .await;
+            match (&log.verdict.decision, log.verdict.early) {
+                (Some(d), _) => route.metrics.decision(d),
+                // Authentication answered first: sign-in, 401, or a refused token.
+                (None, Some(Early::Auth(reason))) => route.metrics.decided_early(reason, false),
+                (None, Some(Early::OpenRoute | Early::GatewayEndpoint | Early::Refused(_)) | None) => {}
+            }
+            if let Some(reply) = reply {
+                return self.reply(log, &reply, !body.is_end_stream());
+            }
+        }
+        self.proxy(parts, body, conn, &route, log).await
+    }
+
+    /// Forwards to a backend of the route's pool: a connect failure goes to the next backend
+    /// whatever the method (nothing was sent); a backend that ends the connection without
+    /// answering gets an idempotent request without a body sent to the next one; anything else
+    /// is answered with its problem.
+    async fn proxy(&self, mut parts: Parts, body: Incoming, conn: &Conn, route: &Route, log: &mut AccessLog) -> Answer {
+        self.upstream_headers(&mut parts, conn, route, log);
+        let mut upgrade = parts
+            .headers
+            .contains_key(http::header::UPGRADE)
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
+        let pool = &route.upstream;
+        let empty = body.is_end_stream();
+        let replayable = parts.method.is_idempotent() && empty;
+        let progress = (!empty).then(|| Arc::new(Progress::default()));
+        let mut unsent = (!empty).then(|| Idle::new(body, self.settings.client_read_timeout));
+        // A second try needs the request again; only a pool with another backend can have one.
+        let again = (pool.size() > 1).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let mut first = Some(parts);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let result = loop {
+            let Some(addr) = pool.pool.pick(&tried) else {
+                break Err(ForwardError::NoBackend(pool.name.clone()));
+            };
+            log.upstream = Some(addr);
+            let body = match (&progress, unsent.take()) {
+                (Some(p), Some(b)) => ReqBody::streamed(b, p.clone()),
+                (None, _) | (Some(_), None) => ReqBody::empty(),
+            };
+            let req = match (first.take(), &again) {
+                (Some(parts), _) => Request::from_parts(parts, body),
+                (None, Some((method, uri, headers))) => {
+                    let mut r = Request::new(body);
+                    *r.method_mut() = method.clone();
+                    *r.uri_mut() = uri.clone();
+                    *r.headers_mut() = headers.clone();
+                    r
+                }
+                // Only reached with `again` set: a retry happens only when the pool has more.
+                (None, None) => break Err(ForwardError::NoBackend(pool.name.clone())),
+            };
+            match forward(pool, req, addr, progress.as_ref(), &mut upgrade).await {
+                Ok(resp) => break Ok(resp),
+                Err(e) => {
+                    let mut next =
+                        tried.len() + 1 < pool.size() && (e.is_connect() || (replayable && e.is_unanswered()));
+                    if let (true, Some(p)) = (next, &progress) {
+                        // The body goes to the next backend only if none of it was sent.
+                        unsent = p.take_unsent();
+                        next = unsent.is_some();
+                    }
+                    if !next {
+                        break Err(e);
+                    }
+                    route.metrics.upstream_error(e.classify().1);
+                    tracing::warn!(route = %route.name, error = %e, "upstream failed; trying the next backend");
+                    tried.push(addr);
+                }
+            }
+        };
+        match result {
+            Ok(resp) => {
+                let (mut head, body) = resp.into_parts();
+                upstream_headers::strip_hop_by_hop(&mut head.headers);
+                let body = Inner::Upstream(Idle::new(body, pool.timeouts.read));
+                (Response::from_parts(head, body), false)
+            }
+            Err(e) => {
+                let (_, kind) = e.classify();
+                route.metrics.upstream_error(kind);
+                log.error = Some(kind.as_str());
+                tracing::warn!(route = %route.name, error = %e, "upstream failed");
+                let reply = Reply::Problem {
+                    problem: e.problem(),
+                    close: true,
+                    headers: Vec::new(),
+                };
+                own(reply.render(log.navigation), log.head)
+            }
+        }
+    }
+
+    /// Header hygiene, forwarding headers and the verified identity, on the request about to
+    /// go upstream. Hop-by-hop fields go first: a client naming an identity header in
+    /// `Connection` must not get to remove the gateway's own.
+    fn upstream_headers(&self, parts: &mut Parts, conn: &Conn, route: &Route, log: &AccessLog) {
+        let host: Option<HeaderValue> = match parts.headers.get(HOST) {
+            Some(v) => Some(v.clone()),
+            // HTTP/2 clients send :authority only; HTTP/1.1 upstreams need Host.
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let client_ip = Some(conn.peer.ip());
+        let downstream = Downstream {
+            client_ip,
+            trusted: self.is_trusted(client_ip),
+            tls: conn.tls,
+            host: host.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        let verdict = &log.verdict;
+        let assertion = match verdict.principal.as_ref() {
+            Some(p) if route.assertion => {
+                let claims = serde_json::json!({
+                    "aud": route.name, "sub": &*p.object_id, "tid": &*p.tenant, "upn": p.username.as_deref(),
+                    "device_id": verdict.device.as_ref().map(|(d, _)| d.as_str()),
+                    "device_source": verdict.device.as_ref().map(|(_, s)| s.as_str()),
+                    "posture": verdict.posture.as_ref().map(|p| p.state.as_str()),
+                    "posture_as_of": verdict.posture.as_ref().map(|p| p.as_of),
+                    "decision": verdict.reason(),
+                });
+                self.access.assertions.sign(claims, base::time::unix_now())
+            }
+            Some(_) | None => None,
+        };
+        let h = &mut parts.headers;
+        upstream_headers::strip_hop_by_hop(h);
+        if let (false, Some(v)) = (h.contains_key(HOST), &host) {
+            h.insert(HOST, v.clone());
+        }
+        upstream_headers::sanitize(h, downstream);
+        if let Some(id) = self.access.identity.as_ref() {
+            upstream_headers::strip_own_cookies(h, &[&id.cookie_name, &id.login_cookie_name]);
+        }
+        upstream_headers::identity_headers(h, verdict.principal.as_deref(), verdict);
+        // A signed JWT: always a valid header value.
+        if let Some(v) = assertion.and_then(|jwt| HeaderValue::try_from(jwt).ok()) {
+            h.insert(http::HeaderName::from_static("x-portcullis-assertion"), v);
+        }
+    }
+
+    /// `/.portcullis/…`: the gateway's own endpoints, on every host.
+    async fn own_endpoint(&self, parts: Parts, body: Incoming, log: &mut AccessLog) -> Answer {
+        log.verdict.early = Some(Early::GatewayEndpoint);
+        let reply = match (&self.access.identity, parts.uri.path()) {
+            (Some(id), identity::oidc::CALLBACK_PATH) => {
+                let reply = match read_form(&parts, body, self.settings.client_read_timeout).await {
+                    Ok(form) => auth::callback(id, &parts, &form).await,
+                    Err(status) => Reply::Problem {
+                        problem: Problem::for_status(status),
+                        close: true,
+                        headers: Vec::new(),
+                    },
+                };
+                // The body was read whole (or the reply closes the connection).
+                return self.reply(log, &reply, false);
+            }
+            (Some(id), identity::oidc::SIGN_OUT_PATH) => auth::sign_out(id, &parts).await,
+            (_, "/.portcullis/continue") => self.continue_to(&parts),
+            (_, "/.portcullis/jwks.json") => Reply::Body {
+                status: 200,
+                content_type: "application/json",
+                body: self.access.assertions.jwks().to_string(),
+            },
+            (Some(_), _) | (None, _) => Reply::problem(Problem::new(404, "no_route", "Not Found", "")),
+        };
+        self.reply(log, &reply, !body.is_end_stream())
+    }
+
+    /// `/.portcullis/continue?return_to=URL&sig=SIG`: back from a custom landing page, only to a
+    /// URL this gateway signed, on the host the request came to (and that the gateway serves).
+    fn continue_to(&self, parts: &Parts) -> Reply {
+        let params: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let table = self.routes.load();
+        let landings = self.access.landings.load();
+        // Only back to the host the user is on (the signed URL's host comes from a request's
+        // Host header, so with a host-less route anyone could get one signed for any name),
+        // or to a host the configuration names.
+        let here = access::host_of(parts)
+            .and_then(routing::normalize_host)
+            .map(|h| h.into_owned());
+        let served = |host: &str| {
+            // normalize_host drops a trailing dot; the signed URL keeps the one it was sent with.
+            let host = host.trim_end_matches('.');
+            (here.as_deref() == Some(host) && table.router.serves(host)) || landings.allows_return_host(host)
+        };
+        let target = match (get("return_to"), get("sig")) {
+            (Some(url), Some(sig)) => landings.signer().verify(url, sig, served).map(str::to_string),
+            (Some(_), None) | (None, Some(_)) | (None, None) => None,
+        };
+        match target {
+            Some(location) => Reply::Redirect {
+                status: 302,
+                location,
+                headers: Vec::new(),
+            },
+            None => Reply::problem(Problem::new(
+                400,
+                "bad_return_url",
+                "Bad Request",
+                "The return address is not one this gateway issued.",
+            )),
+        }
+    }
+
+    fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.settings.trusted_proxies.iter().any(|n| n.contains(ip)))
+    }
+
+    /// A reply of the gateway's own. A request body it did not read (`unread`) closes the
+    /// connection (HTTP/1.1): the unread bytes must never be parsed as the next request.
+    fn reply(&self, log: &mut AccessLog, reply: &Reply, unread: bool) -> Answer {
+        log.verdict.responded = Some(reply.status());
+        if log.route.is_none() {
+            log.unrouted = Some(self.routes.load().unrouted.clone());
+        }
+        let (resp, close) = own(reply.render(log.navigation), log.head);
+        (resp, close || unread)
+    }
+
+    /// Refuses a request before routing or access, with `problem`.
+    fn refuse(&self, body: &Incoming, log: &mut AccessLog, problem: Problem) -> Answer {
+        log.verdict.early = Some(Early::Refused(problem.reason));
+        self.reply(log, &Reply::problem(problem), !body.is_end_stream())
+    }
+}
+
+/// A rendered reply as a response, and whether it closes the connection.
+fn own(rendered: access::Rendered, head: bool) -> Answer {
+    let close = rendered.close;
+    let resp = crate::respond::response(rendered, head);
+    (resp.map(|full| Inner::Own(Some(full))), close)
+}
+
+/// The sign-in callback's form body, read whole: at most [`auth::MAX_CALLBACK_BODY`] bytes
+/// (else 413), each piece within `timeout` (else 408); empty for anything but a POST.
+async fn read_form(parts: &Parts, body: Incoming, timeout: Duration) -> Result<Vec<u8>, u16> {
+    use http_body_util::BodyExt;
+    if parts.method != http::Method::POST {
+        return Ok(Vec::new());
+    }
+    match http_body_util::Limited::new(Idle::new(body, timeout), auth::MAX_CALLBACK_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(413),
+        Err(e) if e.is::<crate::body::IdleTimeout>() => Err(408),
+        Err(_) => Err(400),
+    }
+}
+
+fn header_bytes(parts: &Parts) -> usize {
+    let line = parts.method.as_str().len() + parts.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    parts
+        .headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// A response body: the gateway's own (whole) or the upstream's (streamed), carrying the
+/// request's [`AccessLog`], written when the body is done with.
+pub struct GatewayBody {
+    inner: Inner,
+    log: Option<AccessLog>,
+}
+
+enum Inner {
+    Own(Option<http_body_util::Full<Bytes>>),
+    Upstream(Idle<Incoming>),
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Own(full) => match full {
+                Some(f) => match Pin::new(f).poll_frame(cx) {
+                    Poll::Ready(frame) => Poll::Ready(frame.map(|r| r.map_err(|never| match never {}))),
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Ready(None),
+            },
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Err(e))), Some(log)) = (&polled, this.log.as_mut()) {
+            log.error = Some(if e.is::<crate::body::IdleTimeout>() {
+                "upstream_body_timeout"
+            } else {
+                "upstream_body"
+            });
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Own(full) => full.as_ref().is_none_or(Body::is_end_stream),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Own(full) => full.as_ref().map_or(SizeHint::with_exact(0), Body::size_hint),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// What one request's log line and metrics need; written when dropped (the response body
+/// finished, failed, or the client went away), so the duration and the in-flight gauge cover
+/// the whole response.
+pub struct AccessLog {
+    started: Instant,
+    requests_in_flight: prometheus::IntGauge,
+    unrouted: Option<RouteMetrics>,
+    route: Option<Arc<Route>>,
+    method: http::Method,
+    uri: http::Uri,
+    navigation: bool,
+    head: bool,
+    client: IpAddr,
+    upstream: Option<SocketAddr>,
+    /// 0 until a response head exists: the client went away before it.
+    status: u16,
+    error: Option<&'static str>,
+    verdict: Verdict,
+}
+
+impl AccessLog {
+    fn start(metrics: &Metrics, req: &Request<Incoming>, conn: &Conn) -> Self {
+        metrics.requests_in_flight.inc();
+        Self {
+            started: Instant::now(),
+            requests_in_flight: metrics.requests_in_flight.clone(),
+            unrouted: None,
+            route: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            navigation: false,
+            head: req.method() == http::Method::HEAD,
+            client: conn.peer.ip(),
+            upstream: None,
+            status: 0,
+            error: None,
+            verdict: Verdict::default(),
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.requests_in_flight.dec();
+        let elapsed = self.started.elapsed();
+        let (route_name, metrics) = match (&self.route, &self.unrouted) {
+            (Some(r), _) => (r.name.as_str(), Some(&r.metrics)),
+            (None, unrouted) => ("none", unrouted.as_ref()),
+        };
+        if let Some(m) = metrics {
+            m.observe(self.status, elapsed.as_secs_f64());
+        }
+        let v = &self.verdict;
+        tracing::info!(
+            target: "access",
+            route = route_name,
+            method = %self.method,
+            path = self.uri.path(),
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = self.upstream.map(tracing::field::display),
+            client = %self.client,
+            user = v.principal.as_ref().map(|p| tracing::field::display(&p.object_id)),
+            auth = v.auth_source.map(AuthSource::as_str),
+            outcome = match v.decision {
+                Some(d) if d.would_deny.is_some() => "report_only",
+                Some(d) if d.is_allowed() => "allow",
+                Some(_) => "deny",
+                None if v.early == Some(Early::GatewayEndpoint) => "gateway",
+                None if v.responded.is_some() => "deny",
+                None => "allow",
+            },
+            reason = v.reason(),
+            device = v.device.as_ref().map(|(d, _)| d.as_str()),
+            device_source = v.device.as_ref().map(|(_, s)| s.as_str()),
+            posture = v.posture.as_ref().map(|p| p.state.as_str()),
+            posture_age = v.posture.as_ref().map(|p| base::time::unix_now().saturating_sub(p.as_of)),
+            error = self.error,
+        );
+    }
+}
