@@ -723,7 +723,7 @@ async fn groups_with_overage_resolved_through_graph() {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["reason"], "group_denied");
 }
 
-/// pingora does not reuse a connection whose request body was left unread; this guards that
+/// The gateway does not reuse a connection whose request body was left unread; this guards that
 /// property, which every early answer (401, 302, 403) relies on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_answer_to_a_request_with_a_body_does_not_corrupt_the_connection() {

@@ -1,5 +1,5 @@
 //! Integration tests: the real `portcullis` binary over real sockets. One test binary so that
-//! pingora is linked once.
+//! the gateway is linked once.
 
 mod admin;
 mod cli;

@@ -505,3 +505,28 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     // The listener is closed: new connections are refused.
     assert!(client().get(gw.url("/")).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_after_client_keepalive_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "[server]\nclient_keepalive_requests = 2\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let gw = Gateway::start(&body).await;
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    // Three requests at once; the gateway answers two and closes.
+    let one = "GET /get HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    s.write_all(one.repeat(3).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the gateway must close the connection, not hang");
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert_eq!(text.matches("http/1.1 200").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("connection: close").count(),
+        1,
+        "only the last one says close: {text}"
+    );
+}

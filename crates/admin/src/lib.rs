@@ -171,8 +171,8 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 /// Marks the listeners bound once each of `addrs` answers: a TCP connection for plain
-/// listeners, a TLS handshake for TLS ones (`true`). pingora binds its listeners inside its
-/// own service start and reports nothing back, so this asks the sockets themselves.
+/// listeners, a TLS handshake for TLS ones (`true`): readiness is what a client would see,
+/// asked of the sockets themselves rather than taken from the data plane's word.
 pub async fn watch_listeners(readiness: Arc<Readiness>, addrs: Vec<(SocketAddr, bool)>) {
     for (addr, tls) in addrs {
         let target = loopback_for(addr);

@@ -27,8 +27,33 @@ use crate::pool::{Check, Pool};
 /// TCP connect, then TLS when the pool has it, bounded as a whole by `total_connect`.
 #[derive(Clone)]
 pub struct Connector {
-    inner: HttpsConnector<HttpConnector>,
+    inner: HttpsConnector<Tcp>,
     total: Duration,
+}
+
+/// The TCP step, with its failures marked as [`TcpFailed`] so that a TLS failure after it
+/// can be told apart.
+#[derive(Clone)]
+pub struct Tcp(HttpConnector);
+
+/// The TCP connection could not be made (refused, unreachable, timed out).
+#[derive(Debug, thiserror::Error)]
+#[error("TCP connect: {0}")]
+pub struct TcpFailed(#[source] pub BoxError);
+
+impl tower_service::Service<Uri> for Tcp {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = TcpFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, TcpFailed>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TcpFailed>> {
+        self.0.poll_ready(cx).map_err(|e| TcpFailed(Box::new(e)))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { connecting.await.map_err(|e| TcpFailed(Box::new(e))) })
+    }
 }
 
 /// The connect step took longer than the pool's `total_connect`.
@@ -145,9 +170,9 @@ impl UpstreamPool {
         };
         let http2 = cfg.tls.as_ref().is_some_and(|t| t.http2);
         let inner = if http2 {
-            builder.enable_http1().enable_http2().wrap_connector(http)
+            builder.enable_http1().enable_http2().wrap_connector(Tcp(http))
         } else {
-            builder.enable_http1().wrap_connector(http)
+            builder.enable_http1().wrap_connector(Tcp(http))
         };
         let health_check = cfg.health_check.as_ref().map(|hc| HealthCheck {
             check: match &hc.kind {
