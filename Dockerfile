@@ -28,9 +28,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # --- runtime ----------------------------------------------------------------------------
 FROM debian:bookworm-slim
-# ca-certificates: the system roots that upstream TLS is verified against when an upstream
-# pool sets no tls.ca_file. (Entra ID, Graph and Jamf Pro are verified against the Mozilla
-# roots built into the binary.)
+# ca-certificates: not read by the binary. Upstream TLS (a pool without tls.ca_file) and the
+# calls to Entra ID, Graph and Jamf Pro are verified against the Mozilla roots built into it
+# (webpki-roots). The package is kept for tools an operator adds to the image, or to one
+# built on it, to debug TLS from inside the container (curl, openssl s_client); this image
+# ships none of them.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -154,11 +154,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         services::signals().map_err(StartError::Signals)?
     };
     let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
 
     let pools = edge::build_pools(&cfg.upstreams)?;
     for pool in &pools {
         if let Some(hc) = pool.health_check.clone() {
-            bg.spawn(pool.clone().run_checks(hc, shutdown.clone()));
+            tasks.push(bg.spawn(pool.clone().run_checks(hc, shutdown.clone())));
         }
     }
     let routes = Arc::new(ArcSwap::from_pointee(edge::route_table(&cfg, &pools, &metrics)));
@@ -199,12 +200,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         None => None,
     };
     let devices = Arc::new(Devices::from_config(&cfg.device, store.clone()));
-    bg.spawn(services::follow_changes(
+    tasks.push(bg.spawn(services::follow_changes(
         store.clone(),
         devices.cache.clone(),
         cfg.device.change_poll_interval,
         shutdown.clone(),
-    ));
+    )));
 
     let settings = match &cfg.entra {
         Some(_) => Some(store_rt.block_on(Settings::load_or_seed(&*store, initial_settings(&cfg), keys.settings))?),
@@ -232,7 +233,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
                 http.clone(),
             )?);
             sync_control = Some(sync.clone() as Arc<dyn sync::SyncControl>);
-            bg.spawn(services::sync(sync, shutdown.clone()));
+            tasks.push(bg.spawn(services::sync(sync, shutdown.clone())));
         }
         (true, _, None) => return Err(StartError::SyncWithoutEntra),
         (true, None, Some(_)) | (false, _, _) => {
@@ -261,12 +262,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             landings: landings.clone(),
         };
         follower.apply(&s.current());
-        bg.spawn(services::follow_settings(
+        tasks.push(bg.spawn(services::follow_settings(
             s.clone(),
             store.clone(),
             follower,
             shutdown.clone(),
-        ));
+        )));
     }
     let access = Arc::new(Access {
         identity: identity.clone(),
@@ -295,7 +296,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     };
     let readiness = Arc::new(admin::Readiness::new(identity.is_some()));
     if let Some(id) = &identity {
-        bg.spawn(services::signing_keys(id.clone(), readiness.clone(), shutdown.clone()));
+        tasks.push(bg.spawn(services::signing_keys(id.clone(), readiness.clone(), shutdown.clone())));
     }
     let api = admin::api::Api {
         auth: Arc::new(admin::api::ApiAuth::from_config(
@@ -313,13 +314,13 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             .map(config::ClientCredentialConfig::kind),
         explainer: Some(explainer),
     };
-    bg.spawn(services::admin(
+    tasks.push(bg.spawn(services::admin(
         admin_listener,
         admin::router(metrics.clone(), readiness.clone(), webhooks, api),
         readiness,
         cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
         shutdown.clone(),
-    ));
+    )));
 
     tracing::info!(summary = %cfg.summary(), "portcullis starting");
     let listeners: Vec<edge::serve::Listener> = cfg
@@ -343,14 +344,22 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     // The workers stop accepting and give open requests `grace_period`; the background tasks
     // stop with them.
     let _ = stop.send(true);
-    running.join();
-    let left = metrics.requests_in_flight.get();
-    if left > 0 {
-        tracing::warn!(requests = left, "grace period over; closing the remaining requests");
-    } else {
+    if running.join() {
         tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("grace period over; the remaining connections were closed");
     }
-    bg.shutdown_timeout(cfg.server.graceful_shutdown_timeout);
+    // The background tasks saw the same signal; give them `graceful_shutdown_timeout` to end.
+    let all_stopped = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    let stopped = bg.block_on(async { tokio::time::timeout(cfg.server.graceful_shutdown_timeout, all_stopped).await });
+    if stopped.is_err() {
+        tracing::warn!("background tasks still running after server.graceful_shutdown_timeout; stopping them");
+    }
+    bg.shutdown_timeout(Duration::from_millis(100));
     for hook in on_exit {
         hook();
     }

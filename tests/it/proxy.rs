@@ -530,3 +530,48 @@ async fn a_connection_is_closed_after_client_keepalive_requests() {
         "only the last one says close: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_open_at_sigterm_lives_through_the_grace_period_then_is_closed() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "[server]\ngrace_period = \"1500ms\"\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    );
+    let mut gw = Gateway::start(&body).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http))
+        .await
+        .unwrap();
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("portcullis_active_connections 1"),
+        "the upgraded connection counts: {m}"
+    );
+    let started = Instant::now();
+    gw.signal("TERM");
+    // Draining: the socket still carries messages.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text("still here"))
+        .await
+        .unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+    // Then the grace period ends: the connection is closed and the process exits.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the WebSocket is closed at the end of the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    let child = &mut gw.child;
+    let (exit, _) = poll_until("the gateway exited", Duration::from_secs(5), || {
+        let exited = child.try_wait().unwrap();
+        async move { exited.ok_or_else(|| "still running".to_string()) }
+    })
+    .await;
+    assert!(exit.success(), "{exit}\n{}", gw.logs());
+}

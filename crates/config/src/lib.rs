@@ -54,23 +54,33 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Worker threads of the proxy service.
+    /// Data-plane workers: one thread each, a current-thread runtime with its own
+    /// `SO_REUSEPORT` listeners and its own upstream connections.
     pub threads: usize,
-    /// After SIGTERM/SIGINT: time in-flight requests get to finish.
+    /// After SIGTERM/SIGINT: how long open connections get to finish their requests (and
+    /// upgraded WebSocket connections, which are then closed). Any duration.
     pub grace_period: Duration,
-    /// After the grace period: time the runtimes get to stop.
+    /// After the drain: how long the background tasks (sync loop, followers, admin API) get
+    /// to stop before the process exits. Any duration.
     pub graceful_shutdown_timeout: Duration,
     /// Clients whose `X-Forwarded-*` headers are trusted and appended to.
     pub trusted_proxies: Vec<IpNet>,
-    /// Request line plus headers; larger requests get 431.
+    /// Request line plus headers; larger requests get 431. (hyper also answers 431 to a
+    /// header beyond its read buffer, about 400 KB, or with more than 100 fields.)
     pub max_request_header_bytes: usize,
-    /// Reading a request's header and body from the client.
+    /// The TLS handshake, and each wait for the next piece of a request body (a client that
+    /// stops sending mid-body). Not the request header: see `client_keepalive_timeout`.
     pub client_read_timeout: Duration,
-    /// Idle time allowed between two requests on one HTTP/1.1 connection.
+    /// HTTP/1.1: the wait for a request's header, on a new connection and between two
+    /// requests of a kept-alive one (hyper starts one timer for both). Also how long a new
+    /// plain-HTTP connection may stay silent before its first bytes.
     pub client_keepalive_timeout: Duration,
-    /// Requests served on one HTTP/1.1 connection before it is closed; `None`: unlimited.
+    /// Requests served on one HTTP/1.1 connection before it is closed (`Connection: close` on
+    /// the last response); `None`: unlimited.
     pub client_keepalive_requests: Option<u32>,
-    /// Idle time after which an HTTP/2 connection with no open stream is closed.
+    /// An HTTP/2 connection with no open stream for this long is closed with `GOAWAY`;
+    /// checked once per period, so it closes between one and two periods after its last
+    /// stream ends. A connection that never sent a request is closed after it too.
     pub h2_idle_timeout: Duration,
 }
 
@@ -125,7 +135,8 @@ pub struct UpstreamConfig {
 pub struct UpstreamTls {
     /// Server name sent in SNI and verified against the certificate.
     pub sni: String,
-    /// CA bundle to verify the upstream with; `None`: the system roots.
+    /// CA bundle to verify the upstream with; `None`: Mozilla's root set built into the
+    /// binary (`webpki-roots`), not the system store.
     pub ca_file: Option<PathBuf>,
     /// `false` turns certificate and hostname verification off (logged as a warning at start).
     pub verify: bool,
@@ -151,10 +162,14 @@ pub enum HealthCheckKind {
 
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTimeouts {
+    /// TCP connect.
     pub connect: Duration,
     /// TCP connect plus TLS handshake.
     pub total_connect: Duration,
+    /// The wait for the response head once the request body is sent, and each wait for the
+    /// next piece of the response body.
     pub read: Duration,
+    /// The wait while the upstream takes none of the request body.
     pub write: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub idle: Duration,

@@ -13,19 +13,20 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{Progress, ReqBody};
 use crate::failure::ForwardError;
+use crate::serve::Held;
 use crate::upstream::UpstreamPool;
 
 /// Sends `req` (its path and query kept) to `addr` of `pool`. The wait for the response head
 /// is bounded by the pool's read timeout once the request body is sent, and by its write
 /// timeout while the upstream takes none of the body. On `101 Switching Protocols` to an
 /// upgrade request, `downstream` (the client's side) is joined with the upstream's until
-/// either closes.
+/// either closes, holding its connection's place in the drain.
 pub async fn forward(
     pool: &UpstreamPool,
     mut req: Request<ReqBody>,
     addr: SocketAddr,
     progress: Option<&Arc<Progress>>,
-    downstream: &mut Option<OnUpgrade>,
+    downstream: &mut Option<(OnUpgrade, Held)>,
 ) -> Result<Response<Incoming>, ForwardError> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
@@ -58,9 +59,10 @@ pub async fn forward(
         }
     };
     if let (StatusCode::SWITCHING_PROTOCOLS, true) = (resp.status(), upgrading) {
-        if let Some(down) = downstream.take() {
+        if let Some((down, held)) = downstream.take() {
             let up = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
+                let _held = held;
                 match tokio::try_join!(down, up) {
                     Ok((down, up)) => {
                         let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));

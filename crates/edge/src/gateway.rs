@@ -171,7 +171,8 @@ impl Gateway {
             .headers
             .contains_key(http::header::UPGRADE)
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-            .flatten();
+            .flatten()
+            .map(|on| (on, conn.hold()));
         let pool = &route.upstream;
         let empty = body.is_end_stream();
         let replayable = parts.method.is_idempotent() && empty;

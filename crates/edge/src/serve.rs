@@ -43,10 +43,27 @@ pub struct Conn {
     last_end_ms: AtomicU64,
     /// The connection speaks HTTP/2 (known from its first request).
     h2: std::sync::atomic::AtomicBool,
+    /// What an upgraded connection holds while it lives on past its HTTP exchange.
+    drain: tokio::sync::mpsc::Sender<()>,
+    gauge: Option<prometheus::IntGauge>,
+}
+
+/// Keeps an upgraded (WebSocket) connection inside the drain and the open-connections count
+/// after hyper let go of it.
+pub struct Held {
+    _open: Open,
+    _drain: tokio::sync::mpsc::Sender<()>,
 }
 
 impl Conn {
-    fn new(peer: SocketAddr, local: SocketAddr, client_cert: Option<CertificateDer<'static>>, tls: bool) -> Self {
+    fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        client_cert: Option<CertificateDer<'static>>,
+        tls: bool,
+        drain: tokio::sync::mpsc::Sender<()>,
+        gauge: Option<prometheus::IntGauge>,
+    ) -> Self {
         let client_identity = client_cert
             .as_ref()
             .and_then(|c| device::identify::cert_identity(c.as_ref()));
@@ -61,6 +78,27 @@ impl Conn {
             open_streams: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
             h2: std::sync::atomic::AtomicBool::new(false),
+            drain,
+            gauge,
+        }
+    }
+
+    /// For a connection that was upgraded: the drain waits for it (until the grace period
+    /// ends) and it is counted as open, as long as the returned value lives.
+    pub fn hold(&self) -> Held {
+        Held {
+            _open: Open::new(&self.gauge),
+            _drain: self.drain.clone(),
+        }
+    }
+
+    /// Resolves when no request started within `limit` of the connection's start (a client
+    /// that connects and stays silent, or an HTTP/2 client that never opens a stream: hyper
+    /// reads the first bytes, which tell HTTP/1.1 from HTTP/2, with no timer of its own).
+    async fn silent(&self, limit: Duration) {
+        tokio::time::sleep(limit).await;
+        if self.requests.load(Ordering::Relaxed) > 0 {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -154,17 +192,24 @@ pub enum ServeError {
 
 /// The running workers.
 pub struct Running {
-    threads: Vec<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<bool>>,
 }
 
 impl Running {
-    /// Waits until every worker has drained and stopped.
-    pub fn join(self) {
+    /// Waits until every worker has drained and stopped; `true` when every connection finished
+    /// within the drain (none had to be cut).
+    pub fn join(self) -> bool {
+        let mut clean = true;
         for t in self.threads {
-            if t.join().is_err() {
-                tracing::error!("a data-plane worker panicked");
+            match t.join() {
+                Ok(drained) => clean &= drained,
+                Err(_) => {
+                    tracing::error!("a data-plane worker panicked");
+                    clean = false;
+                }
             }
         }
+        clean
     }
 }
 
@@ -221,12 +266,12 @@ fn run_worker<H: Handler>(
     listeners: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> bool {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build a data-plane worker's runtime");
-            return;
+            return false;
         }
     };
     rt.block_on(async move {
@@ -285,15 +330,17 @@ fn run_worker<H: Handler>(
                     let handshake = settings.handshake_timeout;
                     let h2_idle = settings.h2_idle_timeout;
                     let mut stopping = stop_rx.clone();
+                    let first_request = settings.header_read_timeout;
+                    let (drain, gauge) = (open_tx.clone(), settings.connections.clone());
                     let open = (Open::new(&settings.connections), open_tx.clone());
                     tokio::spawn(async move {
                         let _open = open;
                         match tls {
                             None => {
-                                let conn = Arc::new(Conn::new(peer, local, None, false));
+                                let conn = Arc::new(Conn::new(peer, local, None, false, drain, gauge));
                                 let io = TokioIo::new(stream);
                                 let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, h2_idle, stopping).await;
+                                drive(served.into_owned(), &conn, first_request, h2_idle, stopping).await;
                             }
                             Some(config) => {
                                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
@@ -319,10 +366,10 @@ fn run_worker<H: Handler>(
                                     .peer_certificates()
                                     .and_then(|c| c.first())
                                     .map(|c| c.clone().into_owned());
-                                let conn = Arc::new(Conn::new(peer, local, client_cert, true));
+                                let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
                                 let io = TokioIo::new(stream);
                                 let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, h2_idle, stopping).await;
+                                drive(served.into_owned(), &conn, first_request, h2_idle, stopping).await;
                             }
                         }
                     });
@@ -340,19 +387,21 @@ fn run_worker<H: Handler>(
         while accepting.join_next().await.is_some() {}
         drop(open_tx);
         tokio::select! {
-            _ = open_rx.recv() => {}
+            _ = open_rx.recv() => true,
             () = tokio::time::sleep(settings.drain) => {
                 tracing::warn!(drain = ?settings.drain, "connections still open at the end of the drain; closing them");
+                false
             }
         }
-    });
+    })
 }
 
 /// Serves one connection until it ends: at shutdown, or when an HTTP/2 connection has had no
 /// open stream for `h2_idle`, it is asked to finish gracefully (HTTP/1.1: after the response
-/// in progress; HTTP/2: `GOAWAY`, open streams complete). An idle HTTP/1.1 connection is
-/// closed by hyper's header-read timer ([`Settings::header_read_timeout`]).
-async fn drive<C>(conn: C, state: &Conn, h2_idle: Duration, mut stop: watch::Receiver<bool>)
+/// in progress; HTTP/2: `GOAWAY`, open streams complete). A connection with no request within
+/// `first_request` is dropped; an idle HTTP/1.1 connection is closed by hyper's header-read
+/// timer ([`Settings::header_read_timeout`]).
+async fn drive<C>(conn: C, state: &Conn, first_request: Duration, h2_idle: Duration, mut stop: watch::Receiver<bool>)
 where
     C: hyper_util::server::graceful::GracefulConnection,
     C::Error: std::fmt::Display,
@@ -374,6 +423,10 @@ where
             () = state.idle_h2(h2_idle), if !finishing => {
                 finishing = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            () = state.silent(first_request), if !finishing => {
+                tracing::debug!(client = %state.peer, "no request in time; closing the connection");
+                return;
             }
         }
     }
@@ -710,6 +763,29 @@ mod tests {
         assert!(
             took >= Duration::from_millis(1300) && took < Duration::from_millis(2000),
             "closed {took:?} after the start"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_stays_silent_is_dropped() {
+        use tokio::io::AsyncReadExt;
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let (_stop, shutdown) = watch::channel(false);
+        let echo = Arc::new(Echo {
+            calls: AtomicUsize::new(0),
+        });
+        let mut s = settings(1);
+        s.header_read_timeout = Duration::from_millis(300);
+        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let started = std::time::Instant::now();
+        let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed, not held: {read:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
         );
     }
 }
