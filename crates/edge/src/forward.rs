@@ -28,18 +28,21 @@ pub async fn forward(
     progress: Option<&Arc<Progress>>,
     downstream: &mut Option<(OnUpgrade, Held)>,
 ) -> Result<Response<Incoming>, ForwardError> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme(pool.scheme().clone())
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build();
-    *req.uri_mut() = uri.map_err(|_| ForwardError::Uri)?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(pool.scheme().clone());
+    uri.authority = pool.pool.authority(addr).cloned();
+    uri.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    *req.uri_mut() = Uri::from_parts(uri).map_err(|_| ForwardError::Uri)?;
     // HTTP/2 clients too: the client speaks HTTP/1.1 to the upstream, or HTTP/2 when ALPN says.
     *req.version_mut() = Version::HTTP_11;
     let upgrading = downstream.is_some();
     let t = pool.timeouts;
-    let mut sending = std::pin::pin!(pool.client().request(req));
+    let mut sending = std::pin::pin!(pool.request(req));
     let mut frames = progress.map_or(0, |p| p.frames());
     let mut resp = loop {
         let body_done = progress.is_none_or(|p| p.done());

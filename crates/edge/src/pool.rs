@@ -19,6 +19,8 @@ pub enum Check {
 
 struct Backend {
     addr: SocketAddr,
+    /// `addr` as a URI authority, made once (a request's upstream URI reuses it).
+    authority: http::uri::Authority,
     healthy: AtomicBool,
 }
 
@@ -36,9 +38,14 @@ impl Pool {
             name: name.into(),
             backends: addrs
                 .iter()
-                .map(|&addr| Backend {
-                    addr,
-                    healthy: AtomicBool::new(true),
+                .filter_map(|&addr| {
+                    // An address always makes an authority.
+                    let authority = http::uri::Authority::try_from(addr.to_string()).ok()?;
+                    Some(Backend {
+                        addr,
+                        authority,
+                        healthy: AtomicBool::new(true),
+                    })
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -58,6 +65,11 @@ impl Pool {
             .map(|i| &self.backends[(start + i) % n])
             .find(|b| b.healthy.load(Ordering::Relaxed) && !tried.contains(&b.addr))
             .map(|b| b.addr)
+    }
+
+    /// The URI authority of backend `addr`.
+    pub fn authority(&self, addr: SocketAddr) -> Option<&http::uri::Authority> {
+        self.backends.iter().find(|b| b.addr == addr).map(|b| &b.authority)
     }
 
     /// One round of checks, every backend at once, each `probe` given `timeout`; logs each

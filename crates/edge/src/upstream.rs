@@ -213,14 +213,14 @@ impl UpstreamPool {
         &self.scheme
     }
 
-    /// This worker's client for the pool (made on first use).
-    pub fn client(&self) -> UpstreamClient {
+    /// Sends `req` on this worker's client for the pool (made on first use).
+    pub fn request(&self, req: http::Request<ReqBody>) -> hyper_util::client::legacy::ResponseFuture {
         CLIENTS.with(|clients| {
             let mut clients = clients.borrow_mut();
             if clients.len() <= self.id {
                 clients.resize(self.id + 1, None);
             }
-            clients[self.id].get_or_insert_with(|| self.new_client()).clone()
+            clients[self.id].get_or_insert_with(|| self.new_client()).request(req)
         })
     }
 

@@ -55,7 +55,7 @@ pub struct Validator {
     validation: Validation,
     /// jsonwebtoken's `decode` takes a key even with signature checks off; never used.
     unused_key: jsonwebtoken::DecodingKey,
-    cache: Cache<String, Arc<Principal>>,
+    cache: Cache<String, Arc<Principal>, TailHash>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +96,7 @@ impl Validator {
     }
 
     pub fn new(cfg: ValidatorConfig, jwks: Arc<Jwks>) -> Self {
+        // (See [`TailHash`] for why the cache hashes only the end of a token.)
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = cfg.leeway.as_secs();
         validation.validate_nbf = true;
@@ -106,7 +107,7 @@ impl Validator {
         let cache = Cache::builder()
             .max_capacity(cfg.cache_capacity)
             .expire_after(UntilExpiry)
-            .build();
+            .build_with_hasher(TailHash::default());
         Self {
             cfg,
             jwks,
@@ -304,6 +305,40 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
         // ErrorKind is #[non_exhaustive]: every remaining kind (bad base64, JSON, UTF-8, key
         // format, crypto) means the token cannot be what it claims.
         _ => TokenError::Malformed,
+    }
+}
+
+/// Hashes a token by its length and its last [`TailHash::TAIL`] bytes (inside the signature),
+/// with the process's random SipHash keys: hashing a whole token (about 1 KB) with SipHash was
+/// the largest single cost of a cached lookup. Equality still compares the whole token. Only
+/// tokens whose signature verified are ever inserted, and no one but the issuer can make two
+/// such tokens end alike, so the shorter input gives an attacker no way to crowd one bucket.
+#[derive(Clone, Default)]
+pub struct TailHash(std::collections::hash_map::RandomState);
+
+impl TailHash {
+    const TAIL: usize = 48;
+}
+
+impl std::hash::BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+/// The hasher of [`TailHash`].
+pub struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        self.0.write(&bytes[bytes.len().saturating_sub(TailHash::TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 

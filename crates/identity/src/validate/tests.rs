@@ -250,3 +250,22 @@ fn guids() {
     assert!(!is_guid("1111111-2222-3333-4444-5555555555555"));
     assert!(!is_guid("common"));
 }
+
+#[test]
+fn tokens_that_end_alike_share_a_hash_but_never_an_entry() {
+    use std::hash::BuildHasher;
+    let h = TailHash::default();
+    let tail = "x".repeat(TailHash::TAIL);
+    let (a, b) = (format!("aaaa.{tail}"), format!("bbbb.{tail}"));
+    assert_eq!(
+        h.hash_one(a.as_str()),
+        h.hash_one(b.as_str()),
+        "only the tail is hashed"
+    );
+    assert_ne!(h.hash_one(a.as_str()), h.hash_one(format!("aaaa.{tail}y").as_str()));
+    let cache: moka::sync::Cache<String, u32, TailHash> = moka::sync::Cache::builder().build_with_hasher(h);
+    cache.insert(a.clone(), 1);
+    cache.insert(b.clone(), 2);
+    assert_eq!(cache.get(a.as_str()), Some(1));
+    assert_eq!(cache.get(b.as_str()), Some(2), "equality still compares whole tokens");
+}
