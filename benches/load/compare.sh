@@ -45,7 +45,7 @@ if ! command -v oha >/dev/null 2>&1; then
   cargo install oha --locked >/dev/null 2>&1 || echo "compare: oha unavailable; the fixed-rate latency step is skipped" >&2
 fi
 
-cargo build --release --locked
+cargo build --release --locked --features demo --bin portcullis
 bin=$root/target/release/portcullis
 
 work=$(mktemp -d)
