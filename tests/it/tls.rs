@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::harness::{client, echo, free_port, make_certs, pool, Gateway, Upstream};
+use crate::harness::{client, echo, free_port, make_certs, poll_until, pool, Gateway, Upstream};
 
 pub fn tls_listener(dir: &Path, port: u16, names: &[&str]) -> String {
     let certs: Vec<String> = names
@@ -86,7 +87,7 @@ async fn tls_upstream_is_verified_with_its_ca_and_sni() {
         "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
         pool("app", &[app.addr], "")
     );
-    let _b = Gateway::start_with(&body_b, |dir| {
+    let b = Gateway::start_with(&body_b, |dir| {
         make_certs(dir, &["b.test"]);
         dir_b = Some(dir.to_path_buf());
         tls_listener(dir, b_port, &["b.test"])
@@ -95,11 +96,16 @@ async fn tls_upstream_is_verified_with_its_ca_and_sni() {
     let ca = dir_b.unwrap().join("ca.pem");
     let upstream: SocketAddr = format!("127.0.0.1:{b_port}").parse().unwrap();
     let body_a = format!(
-        "{}{}
+        "{}{}{}
 [[routes]]
 require = \"none\"
 path_prefix = \"/good\"
 upstream = \"good\"
+
+[[routes]]
+require = \"none\"
+path_prefix = \"/over-h2\"
+upstream = \"h2\"
 
 [[routes]]
 require = \"none\"
@@ -116,6 +122,14 @@ upstream = \"wrong\"
             &[upstream],
             &format!("tls = {{ sni = \"other.test\", ca_file = \"{}\" }}", ca.display())
         ),
+        pool(
+            "h2",
+            &[upstream],
+            &format!(
+                "tls = {{ sni = \"b.test\", ca_file = \"{}\", http2 = true }}",
+                ca.display()
+            )
+        ),
     );
     let a = Gateway::start(&body_a).await;
     let e = echo(client().get(a.url("/good")).send().await.unwrap()).await;
@@ -124,4 +138,23 @@ upstream = \"wrong\"
     assert_eq!(r.status(), 502, "a certificate for another name must be refused");
     let m = a.metrics().await;
     assert!(m.contains(r#"kind="tls""#), "{m}");
+    // `http2 = true`: the upstream leg speaks HTTP/2 (ALPN), whatever the client spoke.
+    let e = echo(client().get(a.url("/over-h2")).send().await.unwrap()).await;
+    assert_eq!(e["app"], "app");
+    // The client's leg is HTTP/1.1 at A; B got HTTP/2 from A.
+    poll_until("both gateways logged the request", Duration::from_secs(5), || {
+        let line = |logs: String| {
+            logs.lines()
+                .find(|l| l.contains("path=\"/over-h2\""))
+                .map(str::to_string)
+        };
+        let (at_a, at_b) = (line(a.logs()), line(b.logs()));
+        async move {
+            match (&at_a, &at_b) {
+                (Some(x), Some(y)) if x.contains("protocol=HTTP/1.1") && y.contains("protocol=HTTP/2.0") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
 }
