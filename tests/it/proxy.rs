@@ -267,10 +267,7 @@ async fn idempotent_requests_go_to_the_next_backend_when_one_closes_unanswered()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_and_forwarding_from_untrusted_client() {
     let a = Upstream::start("a").await;
-    let body = format!(
-        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("", &a);
     let gw = Gateway::start(&body).await;
     let e = echo(
         client()
@@ -388,10 +385,7 @@ upstream = \"slow\"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_gateway() {
     let a = Upstream::start("a").await;
-    let body = format!(
-        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("", &a);
     let gw = Gateway::start(&body).await;
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http))
         .await
@@ -411,10 +405,7 @@ async fn websocket_echo_through_the_gateway() {
 async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let a = Upstream::start("a").await;
-    let body = format!(
-        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("", &a);
     let gw = Gateway::start(&body).await;
     let baseline = gw.peak_rss_kib();
 
@@ -452,10 +443,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431() {
     let a = Upstream::start("a").await;
-    let body = format!(
-        "[server]\nmax_request_header_bytes = 4096\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("[server]\nmax_request_header_bytes = 4096\n\n", &a);
     let gw = Gateway::start(&body).await;
     let r = client()
         .get(gw.url("/"))
@@ -476,10 +464,7 @@ async fn oversized_headers_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let a = Upstream::start("a").await;
-    let body = format!(
-        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("", &a);
     let mut gw = Gateway::start(&body).await;
     let url = gw.url("/slow?ms=1000");
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
@@ -495,12 +480,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let status = inflight.await.unwrap();
     let status = status.unwrap_or_else(|e| panic!("in-flight request completes: {e}\n{}", gw.logs()));
     assert_eq!(status, 200);
-    let child = &mut gw.child;
-    let (exit, _) = poll_until("the gateway exited", Duration::from_secs(5), || {
-        let exited = child.try_wait().unwrap();
-        async move { exited.ok_or_else(|| "still running".to_string()) }
-    })
-    .await;
+    let exit = exited(&mut gw).await;
     assert!(exit.success(), "{exit}\n{}", gw.logs());
     // The listener is closed: new connections are refused.
     assert!(client().get(gw.url("/")).send().await.is_err());
@@ -510,10 +490,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 async fn a_connection_is_closed_after_client_keepalive_requests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Upstream::start("a").await;
-    let body = format!(
-        "[server]\nclient_keepalive_requests = 2\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("[server]\nclient_keepalive_requests = 2\n\n", &a);
     let gw = Gateway::start(&body).await;
     let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     // Three requests at once; the gateway answers two and closes.
@@ -534,10 +511,7 @@ async fn a_connection_is_closed_after_client_keepalive_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_open_at_sigterm_lives_through_the_grace_period_then_is_closed() {
     let a = Upstream::start("a").await;
-    let body = format!(
-        "[server]\ngrace_period = \"1500ms\"\n\n{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
-        pool("a", &[a.addr], "")
-    );
+    let body = one_open_route("[server]\ngrace_period = \"1500ms\"\n\n", &a);
     let mut gw = Gateway::start(&body).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http))
         .await
@@ -567,11 +541,25 @@ async fn a_websocket_open_at_sigterm_lives_through_the_grace_period_then_is_clos
         "{:?}",
         started.elapsed()
     );
+    let exit = exited(&mut gw).await;
+    assert!(exit.success(), "{exit}\n{}", gw.logs());
+}
+
+/// `[server]` lines (may be empty), pool `a` and one open route to it.
+fn one_open_route(server: &str, a: &Upstream) -> String {
+    format!(
+        "{server}{}\n[[routes]]\nrequire = \"none\"\nupstream = \"a\"\n",
+        pool("a", &[a.addr], "")
+    )
+}
+
+/// The gateway's exit status, once it exited (at most 5 s).
+async fn exited(gw: &mut Gateway) -> std::process::ExitStatus {
     let child = &mut gw.child;
     let (exit, _) = poll_until("the gateway exited", Duration::from_secs(5), || {
         let exited = child.try_wait().unwrap();
         async move { exited.ok_or_else(|| "still running".to_string()) }
     })
     .await;
-    assert!(exit.success(), "{exit}\n{}", gw.logs());
+    exit
 }
