@@ -71,9 +71,9 @@ pub struct ServerSettings {
     /// The TLS handshake, and each wait for the next piece of a request body (a client that
     /// stops sending mid-body). Not the request header: see `client_keepalive_timeout`.
     pub client_read_timeout: Duration,
-    /// HTTP/1.1: the wait for a request's header, on a new connection and between two
-    /// requests of a kept-alive one (hyper starts one timer for both). Also how long a new
-    /// plain-HTTP connection may stay silent before its first bytes.
+    /// How long a connection may have no request in progress before it is closed: between
+    /// two requests of a kept-alive HTTP/1.1 connection, before a new connection's first
+    /// request, or while a request header trickles in.
     pub client_keepalive_timeout: Duration,
     /// Requests served on one HTTP/1.1 connection before it is closed (`Connection: close` on
     /// the last response); `None`: unlimited.

@@ -65,7 +65,7 @@ pub fn settings(s: &config::ServerSettings, metrics: &Metrics) -> (serve::Settin
             workers: s.threads.max(1),
             handshake_timeout: s.client_read_timeout,
             drain: s.grace_period,
-            header_read_timeout: s.client_keepalive_timeout,
+            h1_idle_timeout: s.client_keepalive_timeout,
             h2_idle_timeout: s.h2_idle_timeout,
             connections: Some(metrics.active_connections.clone()),
         },

@@ -92,28 +92,21 @@ impl Conn {
         }
     }
 
-    /// Resolves when no request started within `limit` of the connection's start (a client
-    /// that connects and stays silent, or an HTTP/2 client that never opens a stream: hyper
-    /// reads the first bytes, which tell HTTP/1.1 from HTTP/2, with no timer of its own).
-    async fn silent(&self, limit: Duration) {
-        tokio::time::sleep(limit).await;
-        if self.requests.load(Ordering::Relaxed) > 0 {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Resolves once this is an HTTP/2 connection with no open stream for `limit`; checked
-    /// every `limit`, so a connection is closed between one and two `limit`s after its last
-    /// stream.
-    async fn idle_h2(&self, limit: Duration) {
+    /// Resolves once the connection has had no request in progress for its idle limit (`h1`
+    /// for HTTP/1.1, `h2` for HTTP/2), counted from the end of its last response or, before
+    /// its first request, from its start. Checked every `min(h1, h2)` (the protocol is known
+    /// only from the first request), so an idle connection is found within that much after
+    /// its limit. One timer per connection and period, rather than hyper's header-read timer,
+    /// which costs a timer per request.
+    async fn idle(&self, h1: Duration, h2: Duration) {
+        let limit = |c: &Self| if c.h2.load(Ordering::Relaxed) { h2 } else { h1 };
         loop {
-            tokio::time::sleep(limit).await;
+            tokio::time::sleep(h1.min(h2)).await;
             let since_last = self
                 .started
                 .elapsed()
                 .saturating_sub(Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed)));
-            if self.h2.load(Ordering::Relaxed) && self.open_streams.load(Ordering::Relaxed) == 0 && since_last >= limit
-            {
+            if self.open_streams.load(Ordering::Relaxed) == 0 && since_last >= limit(self) {
                 return;
             }
         }
@@ -136,9 +129,10 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// At shutdown, how long open connections get to finish their requests.
     pub drain: Duration,
-    /// HTTP/1.1: the wait for a request's header, on a new connection and between two
-    /// requests of a kept-alive one (hyper starts the one timer for both).
-    pub header_read_timeout: Duration,
+    /// How long a connection may go with no request in progress (HTTP/1.1 keep-alive
+    /// between requests, a new connection before its first request, a request header sent
+    /// too slowly) before it is closed ([`Conn::idle`]).
+    pub h1_idle_timeout: Duration,
     /// An HTTP/2 connection with no open stream for this long is closed (`GOAWAY`).
     pub h2_idle_timeout: Duration,
     /// Counts open client connections.
@@ -151,7 +145,7 @@ impl Default for Settings {
             workers: 1,
             handshake_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(60),
+            h1_idle_timeout: Duration::from_secs(60),
             h2_idle_timeout: Duration::from_secs(180),
             connections: None,
         }
@@ -314,10 +308,9 @@ fn run_worker<H: Handler>(
         }
         drop(conn_tx);
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout);
+        // No hyper header-read timer: `drive` closes idle and trickling connections with one
+        // timer per connection ([`Conn::idle`]).
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         loop {
@@ -330,7 +323,7 @@ fn run_worker<H: Handler>(
                     let handshake = settings.handshake_timeout;
                     let h2_idle = settings.h2_idle_timeout;
                     let mut stopping = stop_rx.clone();
-                    let first_request = settings.header_read_timeout;
+                    let h1_idle = settings.h1_idle_timeout;
                     let (drain, gauge) = (open_tx.clone(), settings.connections.clone());
                     let open = (Open::new(&settings.connections), open_tx.clone());
                     tokio::spawn(async move {
@@ -340,7 +333,7 @@ fn run_worker<H: Handler>(
                                 let conn = Arc::new(Conn::new(peer, local, None, false, drain, gauge));
                                 let io = TokioIo::new(stream);
                                 let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, first_request, h2_idle, stopping).await;
+                                drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
                             }
                             Some(config) => {
                                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
@@ -369,7 +362,7 @@ fn run_worker<H: Handler>(
                                 let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
                                 let io = TokioIo::new(stream);
                                 let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, first_request, h2_idle, stopping).await;
+                                drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
                             }
                         }
                     });
@@ -396,18 +389,19 @@ fn run_worker<H: Handler>(
     })
 }
 
-/// Serves one connection until it ends: at shutdown, or when an HTTP/2 connection has had no
-/// open stream for `h2_idle`, it is asked to finish gracefully (HTTP/1.1: after the response
-/// in progress; HTTP/2: `GOAWAY`, open streams complete). A connection with no request within
-/// `first_request` is dropped; an idle HTTP/1.1 connection is closed by hyper's header-read
-/// timer ([`Settings::header_read_timeout`]).
-async fn drive<C>(conn: C, state: &Conn, first_request: Duration, h2_idle: Duration, mut stop: watch::Receiver<bool>)
+/// Serves one connection until it ends. At shutdown, or once it is idle ([`Conn::idle`]: a
+/// kept-alive HTTP/1.1 connection between requests, a client that connected and sent nothing
+/// or trickles a request header, an HTTP/2 connection with no open stream), it is asked to
+/// finish gracefully (HTTP/1.1: after the response in progress; HTTP/2: `GOAWAY`, open
+/// streams complete); an idle one that has not ended one `h1_idle` later is dropped.
+async fn drive<C>(conn: C, state: &Conn, h1_idle: Duration, h2_idle: Duration, mut stop: watch::Receiver<bool>)
 where
     C: hyper_util::server::graceful::GracefulConnection,
     C::Error: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
     let mut finishing = false;
+    let mut cut_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -420,12 +414,13 @@ where
                 finishing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = state.idle_h2(h2_idle), if !finishing => {
+            () = state.idle(h1_idle, h2_idle), if !finishing => {
                 finishing = true;
+                cut_at = Some(tokio::time::Instant::now() + h1_idle);
                 conn.as_mut().graceful_shutdown();
             }
-            () = state.silent(first_request), if !finishing => {
-                tracing::debug!(client = %state.peer, "no request in time; closing the connection");
+            () = tokio::time::sleep_until(cut_at.unwrap_or_else(tokio::time::Instant::now)), if cut_at.is_some() => {
+                tracing::debug!(client = %state.peer, "idle connection did not finish; closing it");
                 return;
             }
         }
@@ -775,7 +770,7 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         let mut s = settings(1);
-        s.header_read_timeout = Duration::from_millis(300);
+        s.h1_idle_timeout = Duration::from_millis(300);
         let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
         let started = std::time::Instant::now();
         let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -787,5 +782,36 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_kept_alive_connection_and_a_trickled_header_are_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let (_stop, shutdown) = watch::channel(false);
+        let echo = Arc::new(Echo {
+            calls: AtomicUsize::new(0),
+        });
+        let mut s = settings(1);
+        s.h1_idle_timeout = Duration::from_millis(300);
+        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+
+        // One request answered, then nothing: closed once idle, not before.
+        let mut kept = tokio::net::TcpStream::connect(address).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), kept.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "an idle kept-alive connection is closed");
+        assert!(
+            String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"),
+            "answered first"
+        );
+
+        // A header that never ends.
+        let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a trickled header does not hold the connection");
     }
 }
