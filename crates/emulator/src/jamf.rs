@@ -44,8 +44,8 @@ fn rfc3339(t: Option<i64>) -> Value {
     }
 }
 
-/// A computer as `computers-inventory` returns it (`version` 1 or 3).
-pub fn computer_json(c: &Computer, version: u8) -> Value {
+/// A computer as `computers-inventory` (v1 and v3) returns it.
+pub fn computer_json(c: &Computer) -> Value {
     let accounts: Vec<Value> = c
         .accounts
         .iter()
@@ -59,17 +59,14 @@ pub fn computer_json(c: &Computer, version: u8) -> Value {
             })
         })
         .collect();
-    let mut general = json!({
+    // v1 and v3 name the last check-in alike (Jamf's schema and the jamf-pro-sdk models).
+    let general = json!({
         "name": c.name,
         "reportDate": rfc3339(c.last_inventory),
+        "lastContactTime": rfc3339(c.last_contact),
         "remoteManagement": { "managed": c.managed, "managementUsername": "jamfadmin" },
         "platform": "Mac",
     });
-    // v3 renamed the last check-in field; v1 kept the older name.
-    match version {
-        1 => general["lastContactDate"] = rfc3339(c.last_contact),
-        _ => general["lastContactTime"] = rfc3339(c.last_contact),
-    }
     json!({
         "id": c.jamf_id,
         "udid": c.udid,
@@ -132,11 +129,10 @@ pub async fn inventory(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    let version = match version.as_str() {
-        "v1" => 1,
-        "v3" => 3,
-        _ => return StatusCode::NOT_FOUND.into_response(),
-    };
+    // v1 and v3 serve the same record shape for the fields emulated here.
+    if !matches!(version.as_str(), "v1" | "v3") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     if !authorized(&s, &headers) {
         return unauthorized();
     }
@@ -155,7 +151,7 @@ pub async fn inventory(
         .iter()
         .skip(page * size)
         .take(size)
-        .map(|c| computer_json(c, version))
+        .map(computer_json)
         .collect();
     Json(json!({ "totalCount": data.computers.len(), "results": results })).into_response()
 }
@@ -170,7 +166,7 @@ pub async fn detail(State(s): State<Arc<EntraState>>, Path(id): Path<String>, he
     }
     let data = s.jamf.lock().unwrap_or_else(|e| e.into_inner());
     match data.computers.iter().find(|c| c.jamf_id == id) {
-        Some(c) => Json(computer_json(c, 3)).into_response(),
+        Some(c) => Json(computer_json(c)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({ "httpStatus": 404, "errors": [{ "code": "NOT_FOUND" }] })),

@@ -37,14 +37,6 @@ impl ApiVersion {
             Self::V3 => "/api/v3/computers-inventory",
         }
     }
-
-    /// The last check-in field of `general` (renamed in v3).
-    fn last_contact(self) -> &'static str {
-        match self {
-            Self::V1 => "lastContactDate",
-            Self::V3 => "lastContactTime",
-        }
-    }
 }
 
 /// Why Jamf could not be read.
@@ -203,8 +195,9 @@ impl JamfClient {
     }
 }
 
-/// Parses one inventory record.
-pub fn computer_from(v: &Value, version: ApiVersion, seen_at: i64) -> Result<Computer, SyncError> {
+/// Parses one inventory record. Both `computers-inventory` versions use the same record shape for the fields read here
+/// (Jamf's published schema: the last check-in is `general.lastContactTime` in v1 too).
+pub fn computer_from(v: &Value, seen_at: i64) -> Result<Computer, SyncError> {
     let bad = |m: String| SyncError::Malformed(format!("computers-inventory: {m}"));
     let id = match v.get("id") {
         Some(Value::String(s)) => s.clone(),
@@ -264,7 +257,7 @@ pub fn computer_from(v: &Value, version: ApiVersion, seen_at: i64) -> Result<Com
             .unwrap_or(false),
         filevault: str_at(os, "fileVault2Status"),
         last_inventory: super::parse_time(general.and_then(|g| g.get("reportDate"))),
-        last_contact: super::parse_time(general.and_then(|g| g.get(version.last_contact()))),
+        last_contact: super::parse_time(general.and_then(|g| g.get("lastContactTime"))),
         seen_at,
         accounts,
     })
@@ -295,7 +288,7 @@ pub async fn sync<S: InventoryWriter + SyncState + PostureStore + ?Sized>(
             .ok_or_else(|| SyncError::Malformed("no results".into()))?;
         let computers = results
             .iter()
-            .map(|r| computer_from(r, jamf.version(), started))
+            .map(|r| computer_from(r, started))
             .collect::<Result<Vec<_>, _>>()?;
         ids.extend(computers.iter().map(|c| c.jamf_id.clone()));
         store.upsert_computers(&computers).await?;
@@ -320,4 +313,38 @@ pub async fn sync<S: InventoryWriter + SyncState + PostureStore + ?Sized>(
         after = Some(last);
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as Jamf Pro's `computers-inventory` v1 documents it (and the jamf-pro-sdk models
+    /// it): the last check-in is `general.lastContactTime`, as in v3.
+    #[test]
+    fn the_last_check_in_is_read_from_jamf_s_own_field_name() {
+        let v1 = serde_json::json!({
+            "id": "7",
+            "udid": "55900BDC-347C-58B1-D249-F32244B11D30",
+            "general": {
+                "name": "Carol's MacBook",
+                "lastContactTime": "2026-11-30T09:15:00.123Z",
+                "reportDate": "2026-11-30T08:00:00Z",
+                "remoteManagement": { "managed": true }
+            },
+            "hardware": { "serialNumber": "C02XYZ" },
+            "operatingSystem": { "version": "15.1", "fileVault2Status": "ALL_ENCRYPTED" }
+        });
+        let c = computer_from(&v1, 1_796_040_000).unwrap();
+        assert_eq!(c.last_contact, Some(1_796_030_100));
+        assert_eq!(c.last_inventory, Some(1_796_025_600));
+        assert!(c.managed);
+        assert_eq!(c.filevault.as_deref(), Some("ALL_ENCRYPTED"));
+
+        // The name the emulator used to invent for v1 is not Jamf's: it is not read.
+        let mut invented = v1.clone();
+        invented["general"].as_object_mut().unwrap().remove("lastContactTime");
+        invented["general"]["lastContactDate"] = serde_json::json!("2026-11-30T09:15:00Z");
+        assert_eq!(computer_from(&invented, 0).unwrap().last_contact, None);
+    }
 }

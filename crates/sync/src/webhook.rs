@@ -104,7 +104,7 @@ pub async fn reread<S: Store + ?Sized>(jamf: &JamfClient, store: &S, id: &str) -
     let now = base::time::unix_now_i64();
     match jamf.computer(id).await {
         Ok(v) => {
-            let c = computer_from(&v, super::jamf::ApiVersion::V3, now).map_err(|e| e.to_string())?;
+            let c = computer_from(&v, now).map_err(|e| e.to_string())?;
             store.upsert_computers(&[c]).await.map_err(|e| e.to_string())
         }
         Err(super::jamf::JamfError::Status(404)) => store.remove_computer(id).await.map_err(|e| e.to_string()),
