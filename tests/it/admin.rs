@@ -207,6 +207,23 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
         !gw.logs().contains(personas::GATEWAY_CLIENT_SECRET),
         "secrets never reach the logs"
     );
+
+    // `If-Match: *` saves over whatever version is current (RFC 9110); only an absent one is 428.
+    body["enabled"] = json!(true);
+    let r = put(ADMIN, Some("*".to_string()), body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // Authentication comes before the query is read; a bad query is problem+json.
+    let r = c.get(url("/api/v1/audit?limit=-1")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no credential: 401 whatever the query");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    for bad in ["/api/v1/audit?limit=-1", "/api/v1/computers?limit=x"] {
+        let r = c.get(url(bad)).bearer_auth(READER).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{bad}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["reason"], "invalid_query", "{bad}: {p}");
+    }
 }
 
 /// A gateway syncing the emulated Entra and Jamf Pro (sharing one attribute back), with its

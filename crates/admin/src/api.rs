@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::Uri;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -134,6 +135,14 @@ pub(crate) fn store_problem(e: &store::StoreError) -> Response {
 struct Caller {
     role: Role,
     name: String,
+}
+
+/// The query string as `T`, read after the caller is authorized (so a request without a
+/// credential gets 401 whatever its query), a bad one answered with problem+json.
+fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Box<Response>> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())))
 }
 
 async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller, Response> {
@@ -274,7 +283,7 @@ pub struct SettingsBody {
     put, path = "/api/v1/conditional-access", tag = "conditional-access",
     request_body(content_type = "application/json", description = "enabled, connection_type, national_cloud, tenant_id, application_id, client_secret (write-only, optional), landing"),
     params(("If-Match" = String, Header, description = "The ETag of the settings read")),
-    responses((status = 200, description = "Saved and applied: version, settings, Run Test report"), (status = 400, description = "Invalid body or value; the detail names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 412, description = "Stale ETag"), (status = 428, description = "If-Match missing"))
+    responses((status = 200, description = "Saved and applied: version, settings, Run Test report"), (status = 400, description = "Invalid body or value; the detail names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 412, description = "Stale ETag"), (status = 428, description = "If-Match missing (send the ETag, or * for any version)"))
 )]
 pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
@@ -284,11 +293,18 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
     let Some(s) = &api.settings else {
         return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
     };
-    let Some(expected) = headers
+    // `If-Match: *` (RFC 9110 §13.1.1): any current version; only an absent or unusable
+    // If-Match is refused.
+    let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().trim_start_matches("W/").trim_matches('"').parse::<i64>().ok())
-    else {
+        .map(str::trim);
+    let expected = match if_match {
+        Some("*") => Some(s.version()),
+        Some(v) => v.trim_start_matches("W/").trim_matches('"').parse::<i64>().ok(),
+        None => None,
+    };
+    let Some(expected) = expected else {
         return problem(
             StatusCode::PRECONDITION_REQUIRED,
             "if_match_required",
@@ -484,10 +500,14 @@ pub struct Page {
     params(("before" = Option<i64>, Query, description = "Entries older than this id"), ("limit" = Option<u32>, Query, description = "Page size")),
     responses((status = 200, description = "Audit entries, newest first, and next_before"), (status = 401, description = "No or unknown credential (problem+json)"))
 )]
-pub async fn audit(State(api): State<Api>, headers: HeaderMap, Query(p): Query<Page>) -> Response {
+pub async fn audit(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let p: Page = match query(&uri) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
     let limit = p.limit.unwrap_or(50).clamp(1, 500);
     match api.store.audit_log(p.before, limit).await {
         Ok(entries) => {
@@ -556,10 +576,14 @@ pub struct ComputerQuery {
     params(("after" = Option<String>, Query, description = "Keyset cursor (next_after)"), ("limit" = Option<u32>, Query, description = "Page size"), ("filter" = Option<String>, Query, description = "Substring of name, serial or username"), ("state" = Option<String>, Query, description = "ACTIVATED, DEACTIVATED, UNRESPONSIVE or UNKNOWN")),
     responses((status = 200, description = "Computers with each account's Conditional Access inventory state, and next_after"), (status = 400, description = "Bad filter or cursor"), (status = 401, description = "No or unknown credential (problem+json)"))
 )]
-pub async fn computers(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ComputerQuery>) -> Response {
+pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let q: ComputerQuery = match query(&uri) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
     let needle = q.filter.as_deref().map(str::to_ascii_lowercase);
     let state = q.state.as_deref().map(str::to_ascii_uppercase);
@@ -705,10 +729,14 @@ pub struct ConsentQuery {
     params(("redirect_uri" = Option<String>, Query, description = "Where Entra returns after consent")),
     responses((status = 200, description = "The v2 admin-consent URL for the cloud and app, and its state"), (status = 400, description = "Bad redirect URI"), (status = 401, description = "No or unknown credential (problem+json)"))
 )]
-pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, Query(q): Query<ConsentQuery>) -> Response {
+pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let q: ConsentQuery = match query(&uri) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let Some(s) = &api.settings else {
         return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
     };
