@@ -993,3 +993,74 @@ async fn saving_settings_runs_the_test_like_jamf_pro() {
     assert_eq!(sync.run_entra().await.unwrap().upserted, 4);
     assert!(sync.test_connection().await.ok);
 }
+
+/// Paths Microsoft's and Jamf's own clients use, and unknown paths answered in each service's
+/// error shape (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_services() {
+    let emu = Emulator::start().await;
+    let http = reqwest::Client::new();
+    let graph: Value = http
+        .post(format!("{}/{}/oauth2/v2.0/token", emu.url, personas::TENANT_ID))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", personas::GATEWAY_CLIENT_ID),
+            ("client_secret", personas::GATEWAY_CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = graph["access_token"].as_str().expect("a Graph app token").to_string();
+    // `delta()` as the Graph SDKs send it: the same first page as `delta`.
+    let page = |path: &'static str| {
+        let (http, url, token) = (http.clone(), emu.url.clone(), token.clone());
+        async move {
+            let r = http
+                .get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (plain, fn_form) = (page("/v1.0/devices/delta").await, page("/v1.0/devices/delta()").await);
+    assert_eq!((plain.0, fn_form.0), (200, 200));
+    assert_eq!(
+        plain.1["value"].as_array().map(Vec::len),
+        fn_form.1["value"].as_array().map(Vec::len)
+    );
+    // An unknown segment: Graph's OData error.
+    let (status, e) = page("/v1.0/notAThing").await;
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["code"], "BadRequest", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("'notAThing'"), "{e}");
+
+    // Jamf Pro's current token path, and its error body for an unknown path.
+    let jamf = |path: &'static str| {
+        let (http, url) = (http.clone(), emu.url.clone());
+        async move {
+            http.post(format!("{url}{path}"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", portcullis::emulator::jamf::JAMF_CLIENT_ID),
+                    ("client_secret", portcullis::emulator::jamf::JAMF_CLIENT_SECRET),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for path in ["/api/v1/oauth/token", "/api/oauth/token"] {
+        let r = jamf(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.json::<Value>().await.unwrap()["access_token"].is_string(), "{path}");
+    }
+    let r = jamf("/api/v9/nothing").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["httpStatus"], 404);
+}

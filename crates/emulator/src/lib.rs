@@ -48,6 +48,8 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
         .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
         .route("/v1.0/devices/delta", get(graph::devices_delta))
+        // The function-call form Microsoft's Graph SDKs send.
+        .route("/v1.0/devices/delta()", get(graph::devices_delta))
         .route("/v1.0/devices", get(graph::devices_list))
         .route("/v1.0/$batch", post(graph::batch))
         .route("/_emulator/devices/{device_id}", get(graph::device_state))
@@ -61,6 +63,8 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/_emulator/devices/{device_id}/remove", post(graph::remove_device))
         .route("/_emulator/delta/expire", post(graph::expire_delta))
         .route("/_emulator/directory/seed", post(graph::seed_directory))
+        // The current token path, and the deprecated one Jamf Pro still serves.
+        .route("/api/v1/oauth/token", post(jamf::token))
         .route("/api/oauth/token", post(jamf::token))
         .route("/api/{version}/computers-inventory", get(jamf::inventory))
         .route("/api/v3/computers-inventory-detail/{id}", get(jamf::detail))
@@ -71,7 +75,33 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/_emulator/stats", get(entra::stats))
         .route("/_emulator/settings", post(entra::settings))
         .route("/_emulator/faults", post(set_fault).delete(clear_faults))
+        .fallback(unknown)
         .with_state(state)
+}
+
+/// A path nothing here serves, answered in the shape of the service it belongs to: Graph's
+/// OData error (400 `BadRequest`, "Resource not found for the segment …", as Graph answers an
+/// unknown segment) under `/v1.0/` and `/beta/`; Jamf Pro's error body under `/api/`; an empty
+/// 404 elsewhere.
+async fn unknown(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/v1.0/").or_else(|| path.strip_prefix("/beta/")) {
+        let segment = rest.split('/').next().unwrap_or_default();
+        let body = serde_json::json!({ "error": {
+            "code": "BadRequest",
+            "message": format!("Resource not found for the segment '{segment}'."),
+            "innerError": { "request-id": entra::random_text(12) },
+        }});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    if path.starts_with("/api/") {
+        let body = serde_json::json!({ "httpStatus": 404, "errors": [
+            { "code": "INVALID_PATH", "description": "The requested resource was not found", "id": "0", "field": null }
+        ]});
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
 }
 
 async fn set_fault(State(s): State<Arc<EntraState>>, Json(f): Json<faults::Fault>) -> StatusCode {
