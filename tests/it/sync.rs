@@ -1063,4 +1063,19 @@ async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_ser
     let r = jamf("/api/v9/nothing").await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["httpStatus"], 404);
+
+    // Discovery advertises only the PKCE method authorize accepts.
+    let d: Value = http
+        .get(format!(
+            "{}/{}/v2.0/.well-known/openid-configuration",
+            emu.url,
+            personas::TENANT_ID
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]), "{d}");
 }

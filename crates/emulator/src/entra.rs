@@ -318,7 +318,8 @@ pub async fn discovery_v2(State(s): State<Arc<EntraState>>, Path(tenant): Path<S
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "code_challenge_methods_supported": ["plain", "S256"],
+        // Only what `authorize` accepts (it refuses `plain`).
+        "code_challenge_methods_supported": ["S256"],
         "tenant_region_scope": "EU",
         "cloud_instance_name": "microsoftonline.com",
     }))
