@@ -335,6 +335,26 @@ impl Emulator {
         v["access_token"].as_str().unwrap().to_string()
     }
 
+    /// An app-only token by client credentials (the gateway's app) for `scope`.
+    pub async fn app_token(&self, scope: &str) -> String {
+        use portcullis::emulator::personas::*;
+        let v: serde_json::Value = client()
+            .post(format!("{}/{TENANT_ID}/oauth2/v2.0/token", self.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", GATEWAY_CLIENT_ID),
+                ("client_secret", GATEWAY_CLIENT_SECRET),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().expect("an app token").to_string()
+    }
+
     pub async fn jwks_fetches(&self) -> u64 {
         self.state.jwks_fetches.load(std::sync::atomic::Ordering::Relaxed)
     }

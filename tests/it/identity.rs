@@ -127,21 +127,9 @@ async fn bad_tokens_get_401_never_5xx() {
     let tampered = format!("{header}.{}.{sig}", URL_SAFE_NO_PAD.encode(tampered_claims.to_string()));
     let v2_issuer = format!("{}/{}/v2.0", emu.url, personas::TENANT_ID);
     // An app-only token for the gateway's own audience (client credentials): valid, but no user.
-    let app_only: serde_json::Value = client()
-        .post(format!("{}/{}/oauth2/v2.0/token", emu.url, personas::TENANT_ID))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", personas::GATEWAY_CLIENT_ID),
-            ("client_secret", personas::GATEWAY_CLIENT_SECRET),
-            ("scope", &format!("{}/.default", personas::GATEWAY_CLIENT_ID)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let app_only = app_only["access_token"].as_str().unwrap().to_string();
+    let app_only = emu
+        .app_token(&format!("{}/.default", personas::GATEWAY_CLIENT_ID))
+        .await;
 
     let cases: Vec<(&str, Option<String>)> = vec![
         ("app-only token (no scp)", Some(format!("Bearer {app_only}"))),

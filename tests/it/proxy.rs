@@ -525,8 +525,15 @@ async fn a_websocket_open_at_sigterm_lives_through_the_grace_period_then_is_clos
     );
     let started = Instant::now();
     gw.signal("TERM");
-    // Draining: the socket still carries messages.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining (the listener no longer accepts): the socket still carries messages.
+    let http = gw.http;
+    poll_until("the drain began", Duration::from_secs(5), || async move {
+        match tokio::net::TcpStream::connect(http).await {
+            Ok(_) => Err("still accepting".to_string()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
     ws.send(tokio_tungstenite::tungstenite::Message::text("still here"))
         .await
         .unwrap();

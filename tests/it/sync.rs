@@ -1000,21 +1000,7 @@ async fn saving_settings_runs_the_test_like_jamf_pro() {
 async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_services() {
     let emu = Emulator::start().await;
     let http = reqwest::Client::new();
-    let graph: Value = http
-        .post(format!("{}/{}/oauth2/v2.0/token", emu.url, personas::TENANT_ID))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", personas::GATEWAY_CLIENT_ID),
-            ("client_secret", personas::GATEWAY_CLIENT_SECRET),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = graph["access_token"].as_str().expect("a Graph app token").to_string();
+    let token = emu.app_token("https://graph.microsoft.com/.default").await;
     // `delta()` as the Graph SDKs send it: the same first page as `delta`.
     let page = |path: &'static str| {
         let (http, url, token) = (http.clone(), emu.url.clone(), token.clone());

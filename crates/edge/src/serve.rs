@@ -555,6 +555,20 @@ mod tests {
         }
     }
 
+    /// An echo server on a free loopback port with `settings(1)` changed by `edit`; the
+    /// sender keeps it running.
+    fn plain_echo(edit: impl FnOnce(&mut Settings)) -> (SocketAddr, (watch::Sender<bool>, Running)) {
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let (stop, shutdown) = watch::channel(false);
+        let echo = Arc::new(Echo {
+            calls: AtomicUsize::new(0),
+        });
+        let mut s = settings(1);
+        edit(&mut s);
+        let running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        (address, (stop, running))
+    }
+
     struct Pki {
         ca_pem: String,
         server: rustls::ServerConfig,
@@ -729,14 +743,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_http2_connection_is_closed_once_idle_and_not_while_a_stream_is_open() {
-        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (_stop, shutdown) = watch::channel(false);
-        let echo = Arc::new(Echo {
-            calls: AtomicUsize::new(0),
-        });
-        let mut s = settings(1);
-        s.h2_idle_timeout = Duration::from_millis(300);
-        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let (address, _server) = plain_echo(|s| s.h2_idle_timeout = Duration::from_millis(300));
         let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
@@ -764,14 +771,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_that_stays_silent_is_dropped() {
         use tokio::io::AsyncReadExt;
-        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (_stop, shutdown) = watch::channel(false);
-        let echo = Arc::new(Echo {
-            calls: AtomicUsize::new(0),
-        });
-        let mut s = settings(1);
-        s.h1_idle_timeout = Duration::from_millis(300);
-        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let (address, _server) = plain_echo(|s| s.h1_idle_timeout = Duration::from_millis(300));
         let started = std::time::Instant::now();
         let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
         let mut buf = [0u8; 16];
@@ -787,17 +787,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_kept_alive_connection_and_a_trickled_header_are_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let (_stop, shutdown) = watch::channel(false);
-        let echo = Arc::new(Echo {
-            calls: AtomicUsize::new(0),
-        });
-        let mut s = settings(1);
-        s.h1_idle_timeout = Duration::from_millis(300);
-        let _running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let (address, _server) = plain_echo(|s| s.h1_idle_timeout = Duration::from_millis(300));
 
         // One request answered, then nothing: closed once idle, not before.
         let mut kept = tokio::net::TcpStream::connect(address).await.unwrap();
+        let asked = std::time::Instant::now();
         kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(3), kept.read_to_end(&mut out)).await;
@@ -805,6 +799,11 @@ mod tests {
         assert!(
             String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"),
             "answered first"
+        );
+        assert!(
+            asked.elapsed() >= Duration::from_millis(300),
+            "kept open until idle: {:?}",
+            asked.elapsed()
         );
 
         // A header that never ends.
