@@ -3,6 +3,7 @@
 //! `application/problem+json` (DESIGN.md §2).
 
 pub use base::problem::Problem;
+use http::header::{HeaderName, HeaderValue};
 
 /// A response the gateway writes itself.
 #[derive(Debug, Clone)]
@@ -128,17 +129,23 @@ impl Reply {
 /// A top-level browser navigation (as opposed to XHR/fetch or an API client): only these
 /// ever get HTML pages or redirects.
 pub fn is_navigation(req: &http::request::Parts) -> bool {
+    const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
     if req.method != http::Method::GET && req.method != http::Method::HEAD {
         return false;
     }
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(mode) = header("sec-fetch-mode") {
-        return mode.eq_ignore_ascii_case("navigate");
+    let header = |n: &HeaderName| req.headers.get(n).map(HeaderValue::as_bytes);
+    if let Some(mode) = header(&SEC_FETCH_MODE) {
+        return mode.eq_ignore_ascii_case(b"navigate");
     }
-    if header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest")) {
+    if header(&X_REQUESTED_WITH).is_some_and(|v| v.eq_ignore_ascii_case(b"xmlhttprequest")) {
         return false;
     }
-    header("accept").is_some_and(|a| a.contains("text/html"))
+    // A media range list; browsers put text/html first on a navigation.
+    header(&http::header::ACCEPT).is_some_and(|a| {
+        a.split(|&c| c == b',')
+            .any(|range| range.trim_ascii_start().starts_with(b"text/html"))
+    })
 }
 
 #[cfg(test)]

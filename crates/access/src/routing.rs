@@ -89,17 +89,32 @@ fn first_match<'a, R: Prefixed>(routes: &'a [Arc<R>], path: &str) -> Option<&'a 
 /// reach `/admin` unchecked. So dot segments (also percent-encoded) and encoded or raw
 /// backslashes and slashes inside a segment are refused, not rewritten.
 pub fn path_is_safe(path: &str) -> bool {
-    if path.contains('\\') {
+    // One pass over the bytes, no copy: this runs on every request.
+    let b = path.as_bytes();
+    if b.contains(&b'\\') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
+    let encoded = |i: usize, hi: u8, lo: u8| {
+        b.get(i + 1) == Some(&hi) && b.get(i + 2).is_some_and(|c| c.eq_ignore_ascii_case(&lo))
+    };
+    if (0..b.len()).any(|i| b[i] == b'%' && (encoded(i, b'2', b'f') || encoded(i, b'5', b'c'))) {
         return false;
     }
-    lower.split('/').all(|seg| {
-        let seg = seg.replace("%2e", ".");
-        seg != "." && seg != ".."
-    })
+    b.split(|&c| c == b'/').all(|seg| !is_dot_segment(seg))
+}
+
+/// `.` or `..`, each dot possibly sent as `%2e` (any case).
+fn is_dot_segment(mut seg: &[u8]) -> bool {
+    let mut dots = 0;
+    while !seg.is_empty() {
+        seg = match seg {
+            [b'.', rest @ ..] => rest,
+            [b'%', b'2', e, rest @ ..] if e.eq_ignore_ascii_case(&b'e') => rest,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// Segment-aware prefix match.
@@ -170,6 +185,39 @@ mod tests {
     }
 
     use super::*;
+
+    /// The rule as first written (lower-case copy, substring search, per-segment decoding):
+    /// the one-pass version must agree with it on every path over the characters that matter.
+    fn reference(path: &str) -> bool {
+        if path.contains('\\') {
+            return false;
+        }
+        let lower = path.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            return false;
+        }
+        lower.split('/').all(|seg| {
+            let seg = seg.replace("%2e", ".");
+            seg != "." && seg != ".."
+        })
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_reference_rule_on_every_short_path() {
+        const ALPHABET: &[u8] = b"/.%2eEfF5cCx\\";
+        let mut path = Vec::new();
+        for len in 0..=5u32 {
+            for mut n in 0..ALPHABET.len().pow(len) {
+                path.clear();
+                for _ in 0..len {
+                    path.push(ALPHABET[n % ALPHABET.len()]);
+                    n /= ALPHABET.len();
+                }
+                let p = std::str::from_utf8(&path).unwrap();
+                assert_eq!(path_is_safe(p), reference(p), "{p:?}");
+            }
+        }
+    }
 
     #[derive(Debug)]
     struct R(&'static str, &'static str);

@@ -19,12 +19,24 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Facts about the downstream connection needed to rewrite forwarding headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Downstream<'a> {
-    pub client_ip: Option<IpAddr>,
+    /// The client's address as `X-Forwarded-For` names it ([`client_value`]; the data plane
+    /// makes it once per connection).
+    pub client: Option<&'a HeaderValue>,
     /// The client address is one of `server.trusted_proxies`.
     pub trusted: bool,
     pub tls: bool,
     /// The `Host` (or `:authority`) the client asked for.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// A client address as forwarding headers name it: an IPv4-mapped IPv6 address as IPv4.
+pub fn client_value(ip: IpAddr) -> HeaderValue {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    // An address's text form is always a valid header value.
+    HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Applies every forwarding rule to the headers of a request about to be sent upstream.
@@ -38,6 +50,11 @@ pub fn sanitize(h: &mut HeaderMap, d: Downstream<'_>) {
 /// set. An upgrade request (`Connection: upgrade` with `Upgrade`) keeps both, so that the data
 /// plane can pass the upgrade on.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names instead of a removal (a hash
+    // and a probe) per field.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let upgrade = h.contains_key(http::header::UPGRADE)
         && h.get_all(http::header::CONNECTION)
             .iter()
@@ -60,8 +77,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         http::header::TRAILER,
         http::header::TRANSFER_ENCODING,
         http::header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
     ] {
         h.remove(n);
     }
@@ -73,18 +90,29 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Adds [`crate::identity_values`] (after every client-sent copy was removed).
-pub fn identity_headers(h: &mut HeaderMap, p: Option<&identity::Principal>, v: &crate::Verdict) {
-    for (name, value) in crate::identity_values(p, v) {
-        // Verified claims are plain text; one that is not a valid header value is left out
-        // rather than mangled.
-        match HeaderValue::from_str(&value) {
-            Ok(v) => {
-                h.insert(HeaderName::from_static(name), v);
-            }
-            Err(_) => tracing::warn!(header = name, "identity value is not a valid header value; not sent"),
-        }
-    }
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// A field [`strip_hop_by_hop`] acts on.
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    use http::header::{CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    [
+        CONNECTION,
+        UPGRADE,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        PROXY_AUTHORIZATION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ]
+    .contains(n)
+}
+
+/// Adds the verified identity headers (after every client-sent copy was removed); `memo`
+/// keeps the claims' values for the connection.
+pub fn identity_headers(h: &mut HeaderMap, v: &crate::Verdict, memo: &crate::HeaderMemo) {
+    crate::identity_headers::insert(h, v, memo);
 }
 
 pub fn strip_identity_headers(h: &mut HeaderMap) {
@@ -102,31 +130,30 @@ pub fn strip_identity_headers(h: &mut HeaderMap) {
 }
 
 fn forwarding_headers(h: &mut HeaderMap, d: Downstream<'_>) {
-    let ip = d.client_ip.map(|ip| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    });
-    let prior: Option<String> = if d.trusted {
-        let all: Vec<&str> = h
+    let prior: Option<Vec<u8>> = if d.trusted {
+        let all: Vec<&[u8]> = h
             .get_all(&X_FORWARDED_FOR)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
+            .map(|v| v.as_bytes().trim_ascii())
             .filter(|v| !v.is_empty())
             .collect();
-        (!all.is_empty()).then(|| all.join(", "))
+        (!all.is_empty()).then(|| all.join(&b", "[..]))
     } else {
         None
     };
-    let xff = match (prior, ip) {
-        (Some(p), Some(ip)) => Some(format!("{p}, {ip}")),
-        (Some(p), None) => Some(p),
-        (None, Some(ip)) => Some(ip.to_string()),
+    let xff = match (prior, d.client) {
+        (Some(mut p), Some(ip)) => {
+            p.extend_from_slice(b", ");
+            p.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&p).ok()
+        }
+        (Some(p), None) => HeaderValue::from_bytes(&p).ok(),
+        (None, Some(ip)) => Some(ip.clone()),
         (None, None) => None,
     };
     h.remove(&X_FORWARDED_FOR);
     // Built from header values and an address: always a valid value.
-    if let Some(v) = xff.and_then(|x| HeaderValue::try_from(x).ok()) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !(d.trusted && h.contains_key(&X_FORWARDED_PROTO)) {
@@ -137,8 +164,8 @@ fn forwarding_headers(h: &mut HeaderMap, d: Downstream<'_>) {
     }
     if !(d.trusted && h.contains_key(&X_FORWARDED_HOST)) {
         h.remove(&X_FORWARDED_HOST);
-        if let Some(v) = d.host.and_then(|host| HeaderValue::from_str(host).ok()) {
-            h.insert(X_FORWARDED_HOST, v);
+        if let Some(v) = d.host {
+            h.insert(X_FORWARDED_HOST, v.clone());
         }
     }
     if !d.trusted {
@@ -209,7 +236,15 @@ mod tests {
         h.get(k).map(|v| v.to_str().unwrap().to_string())
     }
 
-    const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+    fn ip() -> HeaderValue {
+        client_value(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)))
+    }
+
+    #[test]
+    fn client_addresses_are_named_as_forwarding_headers_name_them() {
+        assert_eq!(client_value("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(client_value("2001:db8::1".parse().unwrap()), "2001:db8::1");
+    }
 
     #[test]
     fn untrusted_client_headers_are_replaced() {
@@ -221,11 +256,12 @@ mod tests {
             ("X-Forwarded-Host", "evil"),
             ("Forwarded", "for=1.2.3.4"),
         ]);
+        let (ip, host) = (ip(), HeaderValue::from_static("app"));
         let d = Downstream {
-            client_ip: IP,
+            client: Some(&ip),
             trusted: false,
             tls: false,
-            host: Some("app"),
+            host: Some(&host),
         };
         sanitize(&mut h, d);
         assert!(h.keys().all(|k| !k.as_str().starts_with("x-portcullis-")));
@@ -242,11 +278,12 @@ mod tests {
             ("X-Forwarded-For", "5.6.7.8"),
             ("X-Forwarded-Proto", "https"),
         ]);
+        let (ip, host) = (ip(), HeaderValue::from_static("app"));
         let d = Downstream {
-            client_ip: IP,
+            client: Some(&ip),
             trusted: true,
             tls: false,
-            host: Some("app"),
+            host: Some(&host),
         };
         sanitize(&mut h, d);
         assert_eq!(get(&h, "x-forwarded-for").unwrap(), "1.2.3.4, 5.6.7.8, 192.0.2.7");
@@ -258,7 +295,7 @@ mod tests {
     fn split_cookies_are_joined() {
         let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
         let d = Downstream {
-            client_ip: None,
+            client: None,
             trusted: false,
             tls: true,
             host: None,

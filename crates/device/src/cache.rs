@@ -154,12 +154,17 @@ impl PostureCache {
     /// errors are not cached. A known posture past its freshness is re-read; if that fails it
     /// is served as it was (its age tells the policy how old it is).
     pub async fn lookup(&self, device_id: &str) -> Result<Lookup, StoreError> {
-        let key = device_id.to_ascii_lowercase();
-        let hit = self.cache.get(&key).await;
+        // Device ids are GUIDs, nearly always sent in lower case: no copy for those on a hit.
+        let key: std::borrow::Cow<'_, str> = if device_id.bytes().any(|b| b.is_ascii_uppercase()) {
+            device_id.to_ascii_lowercase().into()
+        } else {
+            device_id.into()
+        };
+        let hit = self.cache.get(key.as_ref()).await;
         match hit {
             Some(e) if e.read_at.elapsed() < self.fresh || matches!(e.lookup, Lookup::Unknown) => Ok(e.lookup),
             Some(stale) if self.store_away() => Ok(stale.lookup),
-            Some(stale) => match self.refresh(key).await {
+            Some(stale) => match self.refresh(key.into_owned()).await {
                 Ok(fresh) => Ok(fresh),
                 Err(err) => {
                     self.failed(&err);
@@ -183,7 +188,7 @@ impl PostureCache {
             },
             None if self.store_away() => Err(StoreError::Away),
             None => {
-                let (store, timeout) = (self.store.clone(), self.timeout);
+                let (store, timeout, key) = (self.store.clone(), self.timeout, key.into_owned());
                 self.cache
                     .try_get_with(key.clone(), read(store, key, timeout))
                     .await

@@ -143,7 +143,7 @@ impl Gateway {
             log.verdict.early = Some(Early::OpenRoute);
             route.metrics.decided_early(Reason::OpenRoute, true);
         } else {
-            let info = RequestInfo::new(&parts, conn.tls, conn.client_identity.as_ref());
+            let info = RequestInfo::with_navigation(&parts, conn.tls, conn.client_identity.as_ref(), log.navigation);
             let reply = self
                 .access
                 .decide(&info, &mut log.verdict, &route.name, &route.policy, &route.groups_any)
@@ -256,12 +256,11 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        let client_ip = Some(conn.peer.ip());
         let downstream = Downstream {
-            client_ip,
-            trusted: self.is_trusted(client_ip),
+            client: Some(&conn.client_value),
+            trusted: self.is_trusted(Some(conn.peer.ip())),
             tls: conn.tls,
-            host: host.as_ref().and_then(|v| v.to_str().ok()),
+            host: host.as_ref(),
         };
         let verdict = &log.verdict;
         let assertion = match verdict.principal.as_ref() {
@@ -280,6 +279,8 @@ impl Gateway {
         };
         let h = &mut parts.headers;
         upstream_headers::strip_hop_by_hop(h);
+        // Room for the forwarding and identity headers at once, not a regrowth per few.
+        h.reserve(12);
         if let (false, Some(v)) = (h.contains_key(HOST), &host) {
             h.insert(HOST, v.clone());
         }
@@ -287,10 +288,11 @@ impl Gateway {
         if let Some(id) = self.access.identity.as_ref() {
             upstream_headers::strip_own_cookies(h, &[&id.cookie_name, &id.login_cookie_name]);
         }
-        upstream_headers::identity_headers(h, verdict.principal.as_deref(), verdict);
+        upstream_headers::identity_headers(h, verdict, &conn.identity_values);
         // A signed JWT: always a valid header value.
         if let Some(v) = assertion.and_then(|jwt| HeaderValue::try_from(jwt).ok()) {
-            h.insert(http::HeaderName::from_static("x-portcullis-assertion"), v);
+            const ASSERTION: http::HeaderName = http::HeaderName::from_static("x-portcullis-assertion");
+            h.insert(ASSERTION, v);
         }
     }
 

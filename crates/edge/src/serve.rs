@@ -34,6 +34,10 @@ pub struct Conn {
     pub client_cert: Option<CertificateDer<'static>>,
     /// That certificate as the device identity reads it, parsed once per connection.
     pub client_identity: Option<device::identify::CertIdentity>,
+    /// The client's address as `X-Forwarded-For` names it, formatted once per connection.
+    pub client_value: http::HeaderValue,
+    /// The identity header values of the last principal and device this connection sent.
+    pub identity_values: access::HeaderMemo,
     /// Requests started on the connection so far.
     pub requests: AtomicU64,
     started: std::time::Instant,
@@ -73,6 +77,8 @@ impl Conn {
             tls,
             client_cert,
             client_identity,
+            client_value: access::upstream_headers::client_value(peer.ip()),
+            identity_values: access::HeaderMemo::default(),
             requests: AtomicU64::new(0),
             started: std::time::Instant::now(),
             open_streams: AtomicU64::new(0),
