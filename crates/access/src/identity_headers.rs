@@ -32,11 +32,23 @@ pub fn identity_values<'a>(
         Some(p) => {
             out.push(("x-portcullis-posture", Cow::Borrowed(p.state.as_str())));
             out.push(("x-portcullis-posture-age", Cow::Owned(posture_age(v, p).to_string())));
+            if let Some(ends) = grace_ends(p) {
+                out.push(("x-portcullis-grace-ends", Cow::Owned(ends)));
+            }
         }
         None => out.push(("x-portcullis-posture", Cow::Borrowed("none"))),
     }
     out.push(("x-portcullis-decision", Cow::Borrowed(d.reason.as_str())));
     out
+}
+
+/// When an Intune grace period ends (RFC 3339), for a device in one: the app can warn the user
+/// before access stops.
+fn grace_ends(p: &policy::Posture) -> Option<String> {
+    let policy::PostureState::InGrace { until } = p.state else {
+        return None;
+    };
+    base::time::rfc3339(i64::try_from(until).ok()?)
 }
 
 /// Seconds since the posture was confirmed, at the time of the decision.
@@ -112,6 +124,7 @@ pub fn insert(h: &mut HeaderMap, v: &crate::Verdict, memo: &HeaderMemo) {
     const POSTURE: HeaderName = HeaderName::from_static("x-portcullis-posture");
     const POSTURE_AGE: HeaderName = HeaderName::from_static("x-portcullis-posture-age");
     const DECISION: HeaderName = HeaderName::from_static("x-portcullis-decision");
+    const GRACE_ENDS: HeaderName = HeaderName::from_static("x-portcullis-grace-ends");
     let mut put = |name: HeaderName, value: Option<HeaderValue>| match value {
         Some(value) => {
             h.insert(name, value);
@@ -137,6 +150,9 @@ pub fn insert(h: &mut HeaderMap, v: &crate::Verdict, memo: &HeaderMemo) {
         Some(p) => {
             put(POSTURE, Some(HeaderValue::from_static(p.state.as_str())));
             put(POSTURE_AGE, Some(HeaderValue::from(posture_age(v, p))));
+            if let Some(ends) = grace_ends(p) {
+                put(GRACE_ENDS, HeaderValue::try_from(ends).ok());
+            }
         }
         None => put(POSTURE, Some(HeaderValue::from_static("none"))),
     }
@@ -221,6 +237,15 @@ mod tests {
         let sent = inserted(&v, &memo);
         assert!(sent.iter().all(|(k, _)| k != "x-portcullis-user"));
         assert!(sent.iter().any(|(k, _)| k == "x-portcullis-user-id"));
+        // A device in its grace period: the app is told when it ends.
+        let mut v = verdict(&alice, "dev-1");
+        v.posture = Some(Arc::new(Posture {
+            state: PostureState::InGrace { until: 1_800_000_000 },
+            ..(**v.posture.as_ref().unwrap()).clone()
+        }));
+        let sent = inserted(&v, &memo);
+        assert_eq!(sent, listed(&v));
+        assert!(sent.contains(&("x-portcullis-grace-ends".into(), "2027-01-15T08:00:00Z".into())));
         // Without a decision (an open route), only the user.
         let mut v = verdict(&alice, "dev-1");
         v.decision = None;

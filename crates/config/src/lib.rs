@@ -224,6 +224,8 @@ pub struct LandingConfig {
     pub enrollment_url: Option<String>,
     /// Where a Jamf-managed Mac registers with Entra (the Self Service policy URL).
     pub registration_url: Option<String>,
+    /// Self Service (or Company Portal), offered on the remediation page.
+    pub self_service_url: Option<String>,
     /// Templates that replace the built-in ones (same file names).
     pub templates_dir: Option<PathBuf>,
     /// Who to contact, shown on every page.

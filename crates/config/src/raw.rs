@@ -129,6 +129,7 @@ pub(super) struct RawLanding {
     pub custom_url: Option<String>,
     pub enrollment_url: Option<String>,
     pub registration_url: Option<String>,
+    pub self_service_url: Option<String>,
     pub templates_dir: Option<String>,
     pub support: Option<String>,
     #[serde(default)]

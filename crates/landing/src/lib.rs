@@ -193,7 +193,13 @@ impl Landings {
                     self.cfg.enrollment_url.clone(),
                 ),
             },
-            Kind::Remediation => (403, "remediation.html", "Your device needs attention", "", None),
+            Kind::Remediation => (
+                403,
+                "remediation.html",
+                "Your device needs attention",
+                "",
+                self.cfg.self_service_url.clone(),
+            ),
             Kind::AccessDenied => (
                 403,
                 "access_denied.html",

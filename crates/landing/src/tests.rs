@@ -6,6 +6,7 @@ fn cfg(unrecognized: LandingChoice) -> LandingConfig {
         unrecognized,
         enrollment_url: Some("https://jamf.example.com/enroll".into()),
         registration_url: Some("jamfselfservice://content?entity=policy&id=42&action=view".into()),
+        self_service_url: Some("jamfselfservice://".into()),
         templates_dir: None,
         support: Some("Call the IT desk at <1234>.".into()),
         allowed_return_hosts: vec![],
@@ -51,6 +52,8 @@ fn pages_show_reason_device_and_age() {
         "FileVault &lt;off&gt;",
         "Bob&#x27;s MacBook",
         "&lt;1234&gt;",
+        // The Self Service button, as the registration page has one.
+        r#"<a class="action" href="jamfselfservice:&#x2f;&#x2f;">Open Self Service</a>"#,
     ] {
         assert!(html.contains(needle), "{needle} missing:\n{html}");
     }
@@ -184,4 +187,27 @@ fn ages() {
     assert_eq!(age_text(Some(&p(100)), 100 + 3600), "updated 1 hour ago");
     assert_eq!(age_text(Some(&p(100)), 100 + 3 * 86_400), "updated 3 days ago");
     assert_eq!(age_text(None, 0), "no data about this device");
+}
+
+#[test]
+fn a_mac_found_through_the_user_is_named_the_same_way_in_heading_and_footer() {
+    let l = Landings::new(cfg(LandingChoice::Registration), ReturnSigner::new(b"k")).unwrap();
+    let mut r = refusal(
+        Kind::Unrecognized,
+        Reason::DeviceNotRegistered,
+        None,
+        Some(Registration::Register {
+            computer: Some("Carol's MacBook Air".into()),
+        }),
+    );
+    r.device_id = None;
+    let Answer::Page { html, .. } = l.answer(&r, true) else {
+        panic!()
+    };
+    assert!(html.contains("Your Mac <strong>Carol&#x27;s MacBook Air</strong>"), "{html}");
+    assert!(
+        html.contains("<dd>Carol&#x27;s MacBook Air (found through your account in Jamf Pro; not registered with Microsoft Entra ID)</dd>"),
+        "{html}"
+    );
+    assert!(!html.contains("not identified") && !html.contains("no data about this device"), "{html}");
 }

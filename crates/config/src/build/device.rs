@@ -87,6 +87,7 @@ pub(super) fn build_landing(raw: RawLanding, base: &Path, c: &mut Collector) -> 
         unrecognized,
         enrollment_url: url(c, "landing.enrollment_url", raw.enrollment_url),
         registration_url: url(c, "landing.registration_url", raw.registration_url),
+        self_service_url: url(c, "landing.self_service_url", raw.self_service_url),
         templates_dir,
         support: raw.support,
         allowed_return_hosts: raw
