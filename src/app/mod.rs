@@ -313,6 +313,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             .and_then(|e| e.credential.as_ref())
             .map(config::ClientCredentialConfig::kind),
         explainer: Some(explainer),
+        send_update_budget: Arc::default(),
     };
     tasks.push(bg.spawn(services::admin(
         admin_listener,

@@ -203,6 +203,36 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
     })
     .await;
     assert!(st["entra"]["lag_seconds"].as_i64().unwrap() < 60, "{st}");
+    // Run Test and "sync now" are audited like every other action, newest first.
+    let a: serde_json::Value = c
+        .get(url("/api/v1/audit?limit=2"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str, &str)> = a["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default(),
+                e["actor"].as_str().unwrap_or_default(),
+                e["detail"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("sync_now", "admin-token", r#"{"source":"entra"}"#),
+            ("run_test", "admin-token", r#"{"ok":true}"#)
+        ],
+        "{a}"
+    );
     assert!(
         !gw.logs().contains(personas::GATEWAY_CLIENT_SECRET),
         "secrets never reach the logs"
@@ -361,6 +391,70 @@ async fn send_update_runs_as_a_job_and_refuses_readers_and_bad_bodies() {
         h2["items"].as_array().unwrap().len(),
         h["items"].as_array().unwrap().len() + 1
     );
+    // While a job runs (Graph answering slowly), the same request gets that job, not another.
+    f.emu
+        .fault(serde_json::json!({ "endpoint": "graph", "latency_ms": 2000 }))
+        .await;
+    let start = || {
+        client()
+            .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({ "computer": "101" }))
+            .send()
+    };
+    let r = start().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let running = r.json::<serde_json::Value>().await.unwrap()["job"].clone();
+    let r = start().await.unwrap();
+    assert_eq!(r.status(), 200, "the running job, not a new one");
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("/api/v1/jobs/{}", running.as_str().unwrap())
+    );
+    let again = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(
+        (&again["job"], &again["already_running"]),
+        (&running, &json!(true)),
+        "{again}"
+    );
+    f.emu.clear_faults().await;
+    poll_until("the slow Send Update finished", Duration::from_secs(10), || async {
+        let (_, j) = get(format!("/api/v1/jobs/{}", running.as_str().unwrap())).await;
+        if j["status"] == "succeeded" {
+            Ok(())
+        } else {
+            Err(j.to_string())
+        }
+    })
+    .await;
+    // A node starts a burst of six jobs, then one every 10 s: then 429 with Retry-After. Two of
+    // the six were used above; one more may have come back while this test ran (the exact
+    // budget is the unit test's).
+    let mut started = 2;
+    let r = loop {
+        let r = start().await.unwrap();
+        if r.status() == 429 || started > 7 {
+            break r;
+        }
+        assert_eq!(r.status(), 202);
+        started += 1;
+        let j = r.json::<serde_json::Value>().await.unwrap()["job"].clone();
+        poll_until("the Send Update finished", Duration::from_secs(10), || async {
+            let (_, s) = get(format!("/api/v1/jobs/{}", j.as_str().unwrap())).await;
+            if s["status"] != "running" {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        })
+        .await;
+    };
+    assert_eq!(r.status(), 429, "after {started} jobs");
+    assert!((6..=7).contains(&started), "a burst of six (and a refill): {started}");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    let p = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(p["reason"], "rate_limited", "{p}");
     let r = client()
         .post(format!("http://{}/api/v1/conditional-access/send-update", gw.admin))
         .bearer_auth(READER)

@@ -56,6 +56,47 @@ pub struct Api {
     pub file_credential: Option<&'static str>,
     /// "What If" against the live routes and access components.
     pub explainer: Option<Arc<dyn access::explain::Explain>>,
+    /// How many Send Update jobs this node may start now ([`SendUpdateBudget`]).
+    pub send_update_budget: Arc<SendUpdateBudget>,
+}
+
+/// The Send Update jobs one node may start: a burst of [`SendUpdateBudget::BURST`], then one
+/// every [`SendUpdateBudget::EVERY`] (a token bucket). A sweep over every computer is heavy for
+/// Jamf Pro and Graph; a script may send a few in a row, not hammer them. (A second request for
+/// work already running never counts: it gets the running job.)
+#[derive(Debug)]
+pub struct SendUpdateBudget {
+    /// Tokens left and when they were counted.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Default for SendUpdateBudget {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new((f64::from(Self::BURST), std::time::Instant::now())),
+        }
+    }
+}
+
+impl SendUpdateBudget {
+    pub const BURST: u32 = 6;
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Takes one start, or says how long until one is free.
+    fn take(&self) -> Result<(), std::time::Duration> {
+        // A poisoned lock only means a panic elsewhere mid-update: the count is still a number.
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(s.1).as_secs_f64() / Self::EVERY.as_secs_f64();
+        let tokens = (s.0 + refill).min(f64::from(Self::BURST));
+        *s = (tokens, now);
+        if tokens >= 1.0 {
+            s.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(Self::EVERY.mul_f64(1.0 - tokens))
+        }
+    }
 }
 
 /// A job as `GET /api/v1/jobs/{id}` shows it.
@@ -407,16 +448,28 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
     responses((status = 200, description = "Run Test: ok and every step with its result"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 409, description = "The sync is off on this node"))
 )]
 pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Admin).await {
-        return r;
-    }
+    let caller = match authorize(&api, &headers, Role::Admin).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     match &api.sync {
-        Some(sync) => Json(sync.test_connection().await).into_response(),
+        Some(sync) => {
+            let report = sync.test_connection().await;
+            audit_action(&api, &caller.name, "run_test", json!({ "ok": report.ok })).await;
+            Json(report).into_response()
+        }
         None => problem(
             StatusCode::CONFLICT,
             "sync_off",
             "The sync is not configured on this node.",
         ),
+    }
+}
+
+/// Records an admin action in the audit log; a failure to record is logged, not the action's.
+async fn audit_action(api: &Api, who: &str, action: &str, detail: Value) {
+    if let Err(e) = api.store.record_audit(who, action, &detail.to_string()).await {
+        tracing::error!(error = %e, action, "cannot record the audit entry");
     }
 }
 
@@ -465,9 +518,10 @@ pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response
     responses((status = 202, description = "The loop was woken"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "Unknown source"), (status = 409, description = "The sync is off on this node"))
 )]
 pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): Path<String>) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Admin).await {
-        return r;
-    }
+    let caller = match authorize(&api, &headers, Role::Admin).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if !matches!(source.as_str(), "entra" | "intune" | "jamf" | "all") {
         return problem(
             StatusCode::NOT_FOUND,
@@ -478,6 +532,7 @@ pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): 
     match &api.sync {
         Some(sync) => {
             sync.run_now();
+            audit_action(&api, &caller.name, "sync_now", json!({ "source": source })).await;
             (StatusCode::ACCEPTED, Json(json!({ "triggered": source }))).into_response()
         }
         None => problem(
@@ -791,7 +846,7 @@ pub struct SendUpdateBody {
 #[utoipa::path(
     post, path = "/api/v1/conditional-access/send-update", tag = "conditional-access",
     request_body(content_type = "application/json", description = "Optional: {\"computer\": ID}; empty for every computer"),
-    responses((status = 202, description = "Job started: its id, and Location"), (status = 400, description = "Bad body"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "No such computer"), (status = 409, description = "The sync is off on this node"))
+    responses((status = 202, description = "Job started: its id, and Location"), (status = 200, description = "The same work (the same computer, or every computer) is already running on some node: that job's id, `already_running: true`, and Location; no new job"), (status = 429, description = "This node started 6 jobs in a row and may start one every 10 s (problem+json, Retry-After)"), (status = 400, description = "Bad body"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "No such computer"), (status = 409, description = "The sync is off on this node"))
 )]
 pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
@@ -820,6 +875,34 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
             Err(e) => return store_problem(&e),
         }
     }
+    // The same work already running (on any node): that job, not a second one.
+    match api.store.running_job("send_update", b.computer.as_deref()).await {
+        Ok(Some(j)) => {
+            return (
+                StatusCode::OK,
+                [(header::LOCATION, format!("/api/v1/jobs/{}", j.id))],
+                Json(json!({ "job": j.id, "already_running": true, "node": j.node })),
+            )
+                .into_response();
+        }
+        Ok(None) => {}
+        Err(e) => return store_problem(&e),
+    }
+    if let Err(wait) = api.send_update_budget.take() {
+        let secs = wait.as_secs() + 1;
+        let mut r = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "This node starts at most {} Send Updates in a row, then one every {} s; try again in {secs} s.",
+                SendUpdateBudget::BURST,
+                SendUpdateBudget::EVERY.as_secs()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return r;
+    }
     let Ok(id) = base::seal::random_token(12) else {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -841,17 +924,13 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
     if let Err(e) = api.store.put_job(&running).await {
         return store_problem(&e);
     }
-    if let Err(e) = api
-        .store
-        .record_audit(
-            &caller.name,
-            "send_update",
-            &json!({ "job": id, "computer": b.computer }).to_string(),
-        )
-        .await
-    {
-        tracing::error!(error = %e, "cannot record the audit entry");
-    }
+    audit_action(
+        &api,
+        &caller.name,
+        "send_update",
+        json!({ "job": id, "computer": b.computer }),
+    )
+    .await;
     let store = api.store.clone();
     tokio::spawn(async move {
         let (status, result) = match sync.send_update(running.computer.clone()).await {
@@ -920,5 +999,27 @@ pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: axum::bod
     match explainer.explain(&q).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::SendUpdateBudget;
+
+    #[test]
+    fn a_burst_then_one_start_every_interval() {
+        let b = SendUpdateBudget::default();
+        for _ in 0..SendUpdateBudget::BURST {
+            assert!(b.take().is_ok());
+        }
+        let wait = b.take().unwrap_err();
+        assert!(
+            wait <= SendUpdateBudget::EVERY && wait > SendUpdateBudget::EVERY / 2,
+            "{wait:?}"
+        );
+        // Ten seconds later there is one more, not a new burst.
+        b.state.lock().unwrap().1 -= SendUpdateBudget::EVERY;
+        assert!(b.take().is_ok());
+        assert!(b.take().is_err());
     }
 }

@@ -204,10 +204,16 @@ fn a_mac_found_through_the_user_is_named_the_same_way_in_heading_and_footer() {
     let Answer::Page { html, .. } = l.answer(&r, true) else {
         panic!()
     };
-    assert!(html.contains("Your Mac <strong>Carol&#x27;s MacBook Air</strong>"), "{html}");
+    assert!(
+        html.contains("Your Mac <strong>Carol&#x27;s MacBook Air</strong>"),
+        "{html}"
+    );
     assert!(
         html.contains("<dd>Carol&#x27;s MacBook Air (found through your account in Jamf Pro; not registered with Microsoft Entra ID)</dd>"),
         "{html}"
     );
-    assert!(!html.contains("not identified") && !html.contains("no data about this device"), "{html}");
+    assert!(
+        !html.contains("not identified") && !html.contains("no data about this device"),
+        "{html}"
+    );
 }

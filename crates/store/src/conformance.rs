@@ -433,6 +433,22 @@ async fn jobs<S: Store + ?Sized>(s: &S) {
         "other nodes' jobs untouched"
     );
     assert_eq!(s.job("j1").await.unwrap(), Some(done), "finished jobs untouched");
+    // The running job for the same work, whichever node runs it.
+    let j2 = s.job("j2").await.unwrap();
+    assert_eq!(s.running_job("send_update", Some("7")).await.unwrap(), j2);
+    assert_eq!(s.running_job("send_update", Some("8")).await.unwrap(), None);
+    assert_eq!(s.running_job("sync", Some("7")).await.unwrap(), None);
+    assert_eq!(
+        s.running_job("send_update", None).await.unwrap(),
+        None,
+        "a job for one computer is not one for all"
+    );
+    let all = Job {
+        computer: None,
+        ..job("j4", "gw-2", now + 1)
+    };
+    s.put_job(&all).await.unwrap();
+    assert_eq!(s.running_job("send_update", None).await.unwrap(), Some(all));
 }
 
 #[cfg(test)]

@@ -201,6 +201,9 @@ pub trait JobStore: Send + Sync {
     /// Inserts or replaces job `job.id`; drops jobs older than the retention on the way.
     async fn put_job(&self, job: &Job) -> Result<(), StoreError>;
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// The newest job of `kind` for `computer` (`None`: for every computer) still running on
+    /// any node, so a second request for the same work can be given it instead of a new one.
+    async fn running_job(&self, kind: &str, computer: Option<&str>) -> Result<Option<Job>, StoreError>;
     /// Marks `node`'s jobs still running as interrupted (called when `node` starts: whatever it
     /// ran before is gone); returns how many.
     async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError>;

@@ -916,6 +916,20 @@ impl JobStore for PgStore {
             .transpose()
     }
 
+    async fn running_job(&self, kind: &str, computer: Option<&str>) -> Result<Option<Job>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM jobs WHERE kind = $1 AND status = 'running' AND computer IS NOT DISTINCT FROM $2 \
+             ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(kind)
+        .bind(computer)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(job_row)
+        .transpose()
+    }
+
     async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE jobs SET status = 'interrupted', finished_at = $1 WHERE node = $2 AND status = 'running'",

@@ -801,6 +801,20 @@ impl JobStore for SqliteStore {
             .transpose()
     }
 
+    async fn running_job(&self, kind: &str, computer: Option<&str>) -> Result<Option<Job>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM jobs WHERE kind = ? AND status = 'running' AND computer IS ? \
+             ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(kind)
+        .bind(computer)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(job_row)
+        .transpose()
+    }
+
     async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE jobs SET status = 'interrupted', finished_at = ? WHERE node = ? AND status = 'running'",
