@@ -130,15 +130,20 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
     );
 
     // The audit trail has the change, secret masked.
-    let a: serde_json::Value = c
-        .get(url("/api/v1/audit"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = |query: &'static str| {
+        let (c, url) = (&c, &url);
+        async move {
+            c.get(url(&format!("/api/v1/audit{query}")))
+                .bearer_auth(READER)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let a = audit("").await;
     let entry = &a["items"][0];
     assert_eq!(entry["action"], "conditional_access.update");
     assert_eq!(entry["actor"], "admin-token");
@@ -204,15 +209,7 @@ async fn settings_api_auth_etags_validation_secrets_and_audit() {
     .await;
     assert!(st["entra"]["lag_seconds"].as_i64().unwrap() < 60, "{st}");
     // Run Test and "sync now" are audited like every other action, newest first.
-    let a: serde_json::Value = c
-        .get(url("/api/v1/audit?limit=2"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = audit("?limit=2").await;
     let actions: Vec<(&str, &str, &str)> = a["items"]
         .as_array()
         .unwrap()

@@ -16,12 +16,8 @@ pub struct RequestInfo<'a> {
 }
 
 impl<'a> RequestInfo<'a> {
-    pub fn new(parts: &'a http::request::Parts, tls: bool, client_cert: Option<&'a CertIdentity>) -> Self {
-        Self::with_navigation(parts, tls, client_cert, crate::is_navigation(parts))
-    }
-
-    /// As [`RequestInfo::new`], with [`crate::is_navigation`] already known.
-    pub fn with_navigation(
+    /// `navigation`: [`crate::is_navigation`] of `parts`, which the data plane already knows.
+    pub fn new(
         parts: &'a http::request::Parts,
         tls: bool,
         client_cert: Option<&'a CertIdentity>,

@@ -143,7 +143,7 @@ impl Gateway {
             log.verdict.early = Some(Early::OpenRoute);
             route.metrics.decided_early(Reason::OpenRoute, true);
         } else {
-            let info = RequestInfo::with_navigation(&parts, conn.tls, conn.client_identity.as_ref(), log.navigation);
+            let info = RequestInfo::new(&parts, conn.tls, conn.client_identity.as_ref(), log.navigation);
             let reply = self
                 .access
                 .decide(&info, &mut log.verdict, &route.name, &route.policy, &route.groups_any)
