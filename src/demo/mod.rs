@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use config::{Config, ConfigErrors};
 use emulator::{personas, EntraState};
-use identity::oidc::CALLBACK_PATH;
+use identity::oidc::{CALLBACK_PATH, SIGNED_OUT_PATH};
 
 mod nodes;
 
@@ -96,11 +96,11 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     for l in std::iter::once(&cfg).chain(&node_cfgs).flat_map(|c| &c.listeners) {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         let port = l.address.port();
-        for host in ["127.0.0.1", "localhost"] {
-            emu.register_redirect(
-                personas::GATEWAY_CLIENT_ID,
-                &format!("{scheme}://{host}:{port}{CALLBACK_PATH}"),
-            );
+        for (host, path) in ["127.0.0.1", "localhost"]
+            .into_iter()
+            .flat_map(|h| [(h, CALLBACK_PATH), (h, SIGNED_OUT_PATH)])
+        {
+            emu.register_redirect(personas::GATEWAY_CLIENT_ID, &format!("{scheme}://{host}:{port}{path}"));
         }
     }
     spawn_server("emulator", emu_listener, move |l| emulator::serve(l, emu))

@@ -536,10 +536,67 @@ async fn browser_sign_in_end_to_end_and_sign_out() {
         "gateway cookies must not reach the app: {cookie_seen}"
     );
 
-    // Sign out: the session ends; the next navigation goes back to sign-in.
-    let r = b.navigate(&format!("{}/.portcullis/sign_out", b.base)).await;
+    // Sign out. A link (a GET) only shows the Sign out button; the session lives on.
+    let sign_out = format!("{}/.portcullis/sign_out", b.base);
+    let r = b.navigate(&sign_out).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(b.navigate(&format!("{}/docs/page", b.base)).await.status(), 302);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(r#"<form method="post" action="/.portcullis/sign_out"><button type="submit">Sign out</button>"#),
+        "{page}"
+    );
+    assert_eq!(b.navigate(&format!("{}/docs/page", b.base)).await.status(), 200);
+    // An API client's GET: 405 naming POST.
+    let r = b.http.get(&sign_out).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["allow"].to_str().unwrap()),
+        (405, "POST")
+    );
+    // Another site's form cannot sign the user out.
+    for (name, value) in [("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")] {
+        let r = b.http.post(&sign_out).header(name, value).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert_eq!(
+            b.navigate(&format!("{}/docs/page", b.base)).await.status(),
+            200,
+            "still signed in"
+        );
+    }
+    // The button's POST: the session ends, its cookie is cleared, and Entra ends its own
+    // session and sends the browser back to the signed-out page (registered like the callback).
+    let signed_out = format!("https://localhost:{port}/.portcullis/signed_out");
+    emu.state.register_redirect(personas::GATEWAY_CLIENT_ID, &signed_out);
+    let r = b
+        .http
+        .post(&sign_out)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &b.base)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let logout = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(logout.path(), format!("/{}/oauth2/v2.0/logout", personas::TENANT_ID));
+    let q: std::collections::HashMap<_, _> = logout.query_pairs().into_owned().collect();
+    assert_eq!(q["post_logout_redirect_uri"], signed_out);
+    assert_eq!(q["client_id"], personas::GATEWAY_CLIENT_ID);
+    let r = b.navigate(logout.as_str()).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], signed_out.as_str());
+    let r = b.navigate(&signed_out).await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"<a class="action" href="/">Sign in again</a>"#));
+    assert_eq!(
+        b.navigate(&format!("{}/docs/page", b.base)).await.status(),
+        302,
+        "signed out"
+    );
     drop(gw);
 }
 

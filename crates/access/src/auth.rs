@@ -8,7 +8,7 @@ use base::cookie::find_cookie;
 use base::seal::random_token;
 use base::time::unix_now;
 use http::HeaderMap;
-use identity::oidc::{safe_return_path, SignInError, CALLBACK_PATH};
+use identity::oidc::{safe_return_path, SignInError, CALLBACK_PATH, SIGNED_OUT_PATH, SIGN_OUT_PATH};
 use identity::{Identity, Principal, TokenError};
 
 use crate::{Problem, Reply, RequestInfo};
@@ -283,18 +283,96 @@ pub async fn callback(id: &Identity, parts: &http::request::Parts, body: &[u8]) 
 }
 
 /// `/.portcullis/sign_out`: ends the session.
-pub async fn sign_out(id: &Identity, parts: &http::request::Parts) -> Reply {
+/// `/.portcullis/sign_out`. A GET (a link, a typed address) only shows a page with a Sign out
+/// button: another site must not be able to sign users out with a link or an image. The POST
+/// that button sends ends the gateway's session, clears its cookie and goes on to Entra's
+/// end-session endpoint, which ends the Entra session too and comes back to
+/// `/.portcullis/signed_out`. A POST from another site (by `Sec-Fetch-Site`, else `Origin`) is
+/// refused.
+pub async fn sign_out(id: &Identity, req: &RequestInfo<'_>) -> Reply {
+    let parts = req.parts;
+    let method = &parts.method;
+    if method == http::Method::GET || method == http::Method::HEAD {
+        if !req.navigation {
+            return method_not_allowed();
+        }
+        let body = format!(
+            "<p>Sign out of the applications behind this gateway, and of your Microsoft account in this browser?</p>\
+             <form method=\"post\" action=\"{SIGN_OUT_PATH}\"><button type=\"submit\">Sign out</button></form>"
+        );
+        return page(200, "Sign out", &body);
+    }
+    if method != http::Method::POST {
+        return method_not_allowed();
+    }
+    let Some(origin) = origin(req) else {
+        return Reply::problem(Problem::new(
+            400,
+            "bad_request",
+            "Bad Request",
+            "The request has no usable Host.",
+        ));
+    };
+    if !same_origin(&parts.headers, &origin) {
+        return Reply::problem(Problem::new(
+            403,
+            "cross_site_request",
+            "Forbidden",
+            "Sign-out is only accepted from this site's own Sign out button.",
+        ));
+    }
     if let Some(sid) = find_cookie(cookies(&parts.headers), &id.cookie_name)
         .and_then(|c| id.sealer.open(SESSION_PURPOSE, c))
         .and_then(|b| String::from_utf8(b).ok())
     {
         id.sessions.remove(&sid).await;
     }
-    Reply::Problem {
-        problem: Problem::new(200, "signed_out", "Signed out", "You are signed out."),
-        close: false,
+    Reply::Redirect {
+        // 303: the browser follows with a GET.
+        status: 303,
+        location: id.oidc.logout_url(&format!("{origin}{SIGNED_OUT_PATH}")),
         headers: vec![("set-cookie", session_cookie(id, "", 0))],
     }
+}
+
+/// `/.portcullis/signed_out`: where Entra sends the browser back after sign-out.
+pub fn signed_out() -> Reply {
+    page(
+        200,
+        "You are signed out",
+        "<p>You are signed out of the applications behind this gateway.</p><p><a class=\"action\" href=\"/\">Sign in again</a></p>",
+    )
+}
+
+fn page(status: u16, title: &str, body: &str) -> Reply {
+    Reply::Body {
+        status,
+        content_type: "text/html; charset=utf-8",
+        body: base::html::page(title, body),
+    }
+}
+
+fn method_not_allowed() -> Reply {
+    Reply::Problem {
+        problem: Problem::new(
+            405,
+            "method_not_allowed",
+            "Method Not Allowed",
+            "Sign out with a POST (the Sign out page's button sends one).",
+        ),
+        close: false,
+        headers: vec![("allow", "POST".to_string())],
+    }
+}
+
+/// The request comes from this site: `Sec-Fetch-Site: same-origin` where the browser sends it,
+/// else an `Origin` equal to ours (or none: not a browser's cross-site form).
+fn same_origin(h: &HeaderMap, origin: &str) -> bool {
+    if let Some(site) = h.get("sec-fetch-site") {
+        return site.as_bytes() == b"same-origin";
+    }
+    h.get(http::header::ORIGIN)
+        .is_none_or(|o| o.as_bytes() == origin.as_bytes())
 }
 
 /// The answer when sign-in needs the store and the store is away: a clear page (problem+json

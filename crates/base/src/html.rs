@@ -17,6 +17,20 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A small page of the gateway's own: `title` (escaped here) as title and heading, then
+/// `body`, HTML the caller built with [`escape`]d text.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;\
+         margin:3rem auto;padding:0 1rem;line-height:1.5}}code{{background:#eee;padding:0 .25rem}}\
+         button,.action{{font:inherit;padding:.5rem 1rem}}</style>\
+         </head><body><main><h1>{title}</h1>{body}</main></body></html>",
+        title = escape(title),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

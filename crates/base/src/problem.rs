@@ -52,16 +52,13 @@ impl Problem {
 
     pub fn html(&self) -> String {
         use crate::html::escape;
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{status} {title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;\
-             margin:3rem auto;padding:0 1rem;line-height:1.5}}code{{background:#eee;padding:0 .25rem}}</style>\
-             </head><body><main><h1>{title}</h1><p>{detail}</p><p>Reason: <code>{reason}</code></p></main></body></html>",
-            status = self.status,
-            title = escape(self.title),
-            detail = escape(&self.detail),
-            reason = escape(self.reason),
+        crate::html::page(
+            self.title,
+            &format!(
+                "<p>{detail}</p><p>Reason: <code>{reason}</code></p>",
+                detail = escape(&self.detail),
+                reason = escape(self.reason),
+            ),
         )
     }
 }

@@ -109,7 +109,7 @@ impl Gateway {
             return self.refuse(&body, log, Problem::for_status(431));
         }
         if parts.uri.path().starts_with("/.portcullis/") {
-            return self.own_endpoint(parts, body, log).await;
+            return self.own_endpoint(parts, body, conn, log).await;
         }
         if !routing::path_is_safe(parts.uri.path()) {
             let p = Problem::new(
@@ -297,7 +297,7 @@ impl Gateway {
     }
 
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
-    async fn own_endpoint(&self, parts: Parts, body: Incoming, log: &mut AccessLog) -> Answer {
+    async fn own_endpoint(&self, parts: Parts, body: Incoming, conn: &Conn, log: &mut AccessLog) -> Answer {
         log.verdict.early = Some(Early::GatewayEndpoint);
         let reply = match (&self.access.identity, parts.uri.path()) {
             (Some(id), identity::oidc::CALLBACK_PATH) => {
@@ -312,7 +312,11 @@ impl Gateway {
                 // The body was read whole (or the reply closes the connection).
                 return self.reply(log, &reply, false);
             }
-            (Some(id), identity::oidc::SIGN_OUT_PATH) => auth::sign_out(id, &parts).await,
+            (Some(id), identity::oidc::SIGN_OUT_PATH) => {
+                let info = RequestInfo::new(&parts, conn.tls, None, log.navigation);
+                auth::sign_out(id, &info).await
+            }
+            (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
             (_, "/.portcullis/continue") => self.continue_to(&parts),
             (_, "/.portcullis/jwks.json") => Reply::Body {
                 status: 200,

@@ -432,6 +432,41 @@ fn check_client(s: &EntraState, p: &AuthorizeParams) -> Result<(), Response> {
     Ok(())
 }
 
+#[derive(Debug, Deserialize)]
+pub struct LogoutParams {
+    post_logout_redirect_uri: Option<String>,
+    client_id: Option<String>,
+}
+
+/// GET logout (`end_session_endpoint`): the emulated Entra session ends (the persona picker
+/// keeps none); the browser goes back to `post_logout_redirect_uri` when it is a redirect URI of
+/// the app named by `client_id` (of any app without one), else Entra's own signed-out page.
+pub async fn logout(
+    State(s): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    Query(p): Query<LogoutParams>,
+) -> Response {
+    if !EntraState::is_tenant(&tenant) {
+        return unknown_tenant(&tenant);
+    }
+    let registered = {
+        let apps = s.apps.read().unwrap_or_else(|e| e.into_inner());
+        let listed = |a: &AppRegistration, uri: &str| a.redirect_uris.iter().any(|u| u == uri);
+        p.post_logout_redirect_uri.filter(|uri| match &p.client_id {
+            Some(c) => apps.get(c).is_some_and(|a| listed(a, uri)),
+            None => apps.values().any(|a| listed(a, uri)),
+        })
+    };
+    match registered {
+        Some(uri) => Redirect::to(&uri).into_response(),
+        None => Html(
+            "<!doctype html><meta charset=utf-8><title>Sign out</title><h1>You signed out of your account</h1>\
+             <p>It's a good idea to close all browser windows.</p>",
+        )
+        .into_response(),
+    }
+}
+
 /// GET authorize: the persona picker.
 pub async fn authorize_page(
     State(s): State<Arc<EntraState>>,

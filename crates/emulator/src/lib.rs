@@ -46,6 +46,7 @@ pub fn router(state: Arc<EntraState>) -> Router {
             get(entra::authorize_page).post(entra::authorize_pick),
         )
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        .route("/{tenant}/oauth2/v2.0/logout", get(entra::logout))
         .route("/v1.0/users/{id}/getMemberObjects", post(graph::get_member_objects))
         .route("/v1.0/devices/delta", get(graph::devices_delta))
         // The function-call form Microsoft's Graph SDKs send.

@@ -25,6 +25,9 @@ pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// Where Entra posts the result, on the gateway's own host.
 pub const CALLBACK_PATH: &str = "/.portcullis/callback";
 pub const SIGN_OUT_PATH: &str = "/.portcullis/sign_out";
+/// Where Entra sends the browser back after ending its own session (register it as a
+/// redirect URI of the app, as the callback is).
+pub const SIGNED_OUT_PATH: &str = "/.portcullis/signed_out";
 const LOGIN_PURPOSE: &str = "portcullis-login";
 
 /// Sign-in settings.
@@ -112,6 +115,16 @@ impl Oidc {
 
     fn endpoint(&self, name: &str) -> String {
         format!("{}/{}/oauth2/v2.0/{name}", self.authority, self.tenant)
+    }
+
+    /// Entra's end-session URL (the tenant's `end_session_endpoint`): it ends the user's Entra
+    /// session too, then sends the browser to `post_logout_redirect_uri`.
+    pub fn logout_url(&self, post_logout_redirect_uri: &str) -> String {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
+            .append_pair("client_id", &self.client_id)
+            .finish();
+        format!("{}?{query}", self.endpoint("logout"))
     }
 
     /// Starts a sign-in that comes back to `redirect_uri` and then to `return_to` (a path on
