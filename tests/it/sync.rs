@@ -118,6 +118,32 @@ async fn first_sync_then_deltas_removals_and_expired_tokens() {
     let again = entra::sync(&g, &s, 999).await.unwrap();
     assert_eq!(again.upserted, 0);
 
+    // Graph may send only the changed properties of an updated object: the sync re-reads the
+    // whole device (GET /devices/{id}) and loses none of what it had.
+    control(&emu, "settings", json!({ "partial_delta": true })).await;
+    control(
+        &emu,
+        &format!("devices/{BOB_DEVICE}/compliance"),
+        json!({ "isCompliant": false }),
+    )
+    .await;
+    let partial = entra::sync(&g, &s, 999).await.unwrap();
+    assert_eq!(partial.upserted, 1, "{partial:?}");
+    assert_eq!(compliant(&s, BOB_DEVICE).await, Some(false));
+    let bob = s.device_evidence(BOB_DEVICE).await.unwrap().entra.unwrap();
+    assert!(
+        bob.display_name.is_some() && bob.os_version.is_some() && !bob.removed,
+        "{bob:?}"
+    );
+    control(&emu, "settings", json!({ "partial_delta": false })).await;
+    control(
+        &emu,
+        &format!("devices/{BOB_DEVICE}/compliance"),
+        json!({ "isCompliant": true }),
+    )
+    .await;
+    assert_eq!(entra::sync(&g, &s, 999).await.unwrap().upserted, 1);
+
     // Removal: "changed" marks removed, "deleted" purges.
     control(
         &emu,
@@ -1019,6 +1045,80 @@ async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_ser
     assert_eq!(
         plain.1["value"].as_array().map(Vec::len),
         fn_form.1["value"].as_array().map(Vec::len)
+    );
+    // `$select` is honoured (id and annotations always come along), and the links keep it.
+    let (_, sel) = page("/v1.0/devices/delta?$select=deviceId,isCompliant&$top=2").await;
+    let first = &sel["value"][0];
+    let mut keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["deviceId", "id", "isCompliant"], "{sel}");
+    assert!(
+        sel["@odata.nextLink"]
+            .as_str()
+            .unwrap()
+            .contains("$select=deviceId,isCompliant"),
+        "{sel}"
+    );
+    // Last sign-ins differ per device, as in a real tenant.
+    let all = &plain.1["value"];
+    assert_ne!(
+        all[0]["approximateLastSignInDateTime"], all[1]["approximateLastSignInDateTime"],
+        "{all}"
+    );
+    // One device by object id and by its device id (the alternate key), with `$select`.
+    let (object_id, device_id) = (first["id"].as_str().unwrap(), first["deviceId"].as_str().unwrap());
+    let one = |path: String| {
+        let (http, url, token) = (http.clone(), emu.url.clone(), token.clone());
+        async move {
+            let r = http
+                .get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, by_id) = one(format!("/v1.0/devices/{object_id}?$select=deviceId,displayName")).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(
+        (&by_id["deviceId"], by_id.get("isCompliant")),
+        (&json!(device_id), None),
+        "{by_id}"
+    );
+    assert!(by_id["displayName"].is_string(), "{by_id}");
+    let (status, by_key) = one(format!("/v1.0/devices(deviceId='{device_id}')")).await;
+    assert_eq!((status, &by_key["id"]), (200, &json!(object_id)), "{by_key}");
+    let (status, e) = one("/v1.0/devices/00000000-0000-0000-0000-000000000000".into()).await;
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (404, &json!("Request_ResourceNotFound")),
+        "{e}"
+    );
+    // `$batch` items with absolute URLs, as the SDKs' batch builders write them.
+    let r: Value = http
+        .post(format!("{}/v1.0/$batch", emu.url))
+        .bearer_auth(&token)
+        .json(&json!({ "requests": [{
+            "id": "1", "method": "PATCH",
+            "url": format!("https://graph.microsoft.com/v1.0/devices(deviceId='{device_id}')"),
+            "headers": { "Content-Type": "application/json" },
+            "body": { "extensionAttributes": { "extensionAttribute9": "absolute" } },
+        }]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["responses"][0]["status"], 204, "{r}");
+    let (_, after) = one(format!(
+        "/v1.0/devices(deviceId='{device_id}')?$select=extensionAttributes"
+    ))
+    .await;
+    assert_eq!(
+        after["extensionAttributes"]["extensionAttribute9"], "absolute",
+        "{after}"
     );
     // An unknown segment: Graph's OData error.
     let (status, e) = page("/v1.0/notAThing").await;

@@ -28,6 +28,19 @@ pub struct Device {
 }
 
 impl Device {
+    /// A last sign-in that differs per device (deterministic: from its id), as a real tenant's do.
+    fn last_sign_in(&self) -> String {
+        let n: u32 = self.device_id.bytes().map(u32::from).sum();
+        format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + n % 28, n % 24, (n / 24) % 60)
+    }
+
+    /// What an incremental delta round sends for an updated object: its id and the changed
+    /// properties only (Graph does; a client re-reads the object for the rest). The emulator
+    /// does not track which changed, so it sends the one a compliance flip changes.
+    pub fn to_partial_json(&self) -> Value {
+        json!({ "id": self.object_id, "isCompliant": self.is_compliant })
+    }
+
     pub fn to_json(&self) -> Value {
         if let Some(reason) = self.removed {
             return json!({ "id": self.object_id, "@removed": { "reason": reason } });
@@ -50,7 +63,7 @@ impl Device {
             "trustType": "Workplace",
             "operatingSystem": "MacMDM",
             "operatingSystemVersion": self.os_version,
-            "approximateLastSignInDateTime": "2026-11-26T08:00:00Z",
+            "approximateLastSignInDateTime": self.last_sign_in(),
             "complianceExpirationDateTime": null,
             "extensionAttributes": ext,
         })
@@ -189,7 +202,8 @@ impl Directory {
 
     /// Objects changed after `since` (all live ones when `since` is 0), in object-id order,
     /// from position `offset`; at most `top`.
-    pub fn changes(&self, since: u64, offset: usize, top: usize) -> (Vec<Value>, bool) {
+    /// With `partial`, a later round (`since` > 0) sends live objects as [`Device::to_partial_json`].
+    pub fn changes(&self, since: u64, offset: usize, top: usize, partial: bool) -> (Vec<Value>, bool) {
         let mut it = self
             .devices
             .values()
@@ -201,7 +215,14 @@ impl Directory {
                 }
             })
             .skip(offset);
-        let page: Vec<Value> = it.by_ref().take(top).map(Device::to_json).collect();
+        let page: Vec<Value> = it
+            .by_ref()
+            .take(top)
+            .map(|d| match (partial && since > 0, d.removed) {
+                (true, None) => d.to_partial_json(),
+                (true, Some(_)) | (false, _) => d.to_json(),
+            })
+            .collect();
         let more = it.next().is_some();
         (page, more)
     }

@@ -73,6 +73,8 @@ pub struct EntraState {
     pub refresh_grants: AtomicU64,
     /// Lifetime of issued user tokens, seconds (default 3600).
     pub token_lifetime: AtomicU64,
+    /// Incremental delta rounds send updated devices as partial objects (`/_emulator/settings`).
+    pub partial_delta: std::sync::atomic::AtomicBool,
     key_serial: AtomicU64,
     /// Devices and managed devices served by the Graph emulator.
     pub directory: Mutex<super::directory::Directory>,
@@ -118,6 +120,7 @@ impl EntraState {
             jwks_fetches: AtomicU64::new(0),
             refresh_grants: AtomicU64::new(0),
             token_lifetime: AtomicU64::new(3600),
+            partial_delta: std::sync::atomic::AtomicBool::new(false),
             key_serial: AtomicU64::new(0),
             directory: Mutex::new(super::directory::Directory::seeded(0)),
             jamf: Mutex::new(super::jamf::JamfData::seeded()),
@@ -960,12 +963,16 @@ pub async fn stats(State(s): State<Arc<EntraState>>) -> Response {
 #[derive(Deserialize)]
 pub struct Settings {
     token_lifetime: Option<u64>,
+    partial_delta: Option<bool>,
 }
 
-/// POST /_emulator/settings {"token_lifetime": SECONDS}
+/// POST /_emulator/settings {"token_lifetime": SECONDS, "partial_delta": BOOL}
 pub async fn settings(State(s): State<Arc<EntraState>>, Json(b): Json<Settings>) -> StatusCode {
     if let Some(t) = b.token_lifetime {
         s.token_lifetime.store(t.clamp(1, 86_400), Ordering::Relaxed);
+    }
+    if let Some(p) = b.partial_delta {
+        s.partial_delta.store(p, Ordering::Relaxed);
     }
     StatusCode::NO_CONTENT
 }

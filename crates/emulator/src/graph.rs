@@ -18,6 +18,16 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": { "code": code, "message": message, "innerError": { "request-id": super::entra::random_text(12) } } }))).into_response()
 }
 
+/// `$select`: only the listed properties (and `id` and `@`-annotations, which Graph always
+/// sends) of `v`.
+fn select(mut v: serde_json::Value, sel: Option<&str>) -> serde_json::Value {
+    if let (Some(sel), Some(obj)) = (sel, v.as_object_mut()) {
+        let wanted: Vec<&str> = sel.split(',').map(str::trim).collect();
+        obj.retain(|k, _| k == "id" || k.starts_with('@') || wanted.contains(&k.as_str()));
+    }
+    v
+}
+
 /// Only app tokens issued by the emulator's token endpoint are accepted.
 fn authorized(s: &EntraState, headers: &HeaderMap) -> Result<(), Response> {
     let token = headers
@@ -123,17 +133,24 @@ pub async fn devices_delta(
         },
         (None, None) => (0, 0, dir.version),
     };
-    let (page, more) = dir.changes(since, offset, top);
+    let partial = s.partial_delta.load(std::sync::atomic::Ordering::Relaxed);
+    let (page, more) = dir.changes(since, offset, top, partial);
     let n = page.len();
+    let sel = q.get("$select").map(String::as_str);
+    let page: Vec<_> = page.into_iter().map(|d| select(d, sel)).collect();
     let mut body = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices",
         "value": page,
     });
-    let top_q = if q.contains_key("$top") {
+    // The links carry the page size and the selection on (Graph keeps both in its tokens).
+    let mut top_q = if q.contains_key("$top") {
         format!("&$top={top}")
     } else {
         String::new()
     };
+    if let Some(sel) = sel {
+        top_q.push_str(&format!("&$select={sel}"));
+    }
     if more {
         let t = encode(&[dir.generation, since, (offset + n) as u64, snapshot]);
         body["@odata.nextLink"] = json!(format!("{base}?$skiptoken={t}{top_q}"));
@@ -157,9 +174,84 @@ pub async fn devices_list(
         return r;
     }
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
-    let (page, _) = dir.changes(0, 0, page_size(q.get("$top").map(String::as_str)));
+    let (page, _) = dir.changes(0, 0, page_size(q.get("$top").map(String::as_str)), false);
+    let page: Vec<_> = page
+        .into_iter()
+        .map(|d| select(d, q.get("$select").map(String::as_str)))
+        .collect();
     Json(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices", "value": page }))
         .into_response()
+}
+
+/// GET /v1.0/devices/{id} — one device by object id (`$select`), as the sync re-reads an
+/// object a delta page sent only partly.
+pub async fn device_by_id(
+    State(s): State<Arc<EntraState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    one_device(&s, &headers, &q, |d| d.object_id == id, &id).await
+}
+
+/// GET /v1.0/devices(deviceId='{id}') — one device by its device id (the alternate key the
+/// share step writes through); any other `/v1.0/{segment}` is Graph's unknown-segment error.
+pub async fn device_by_key(
+    State(s): State<Arc<EntraState>>,
+    headers: HeaderMap,
+    Path(segment): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(key) = segment
+        .strip_prefix("devices(deviceId='")
+        .and_then(|rest| rest.strip_suffix("')"))
+    else {
+        let message = format!("Resource not found for the segment '{segment}'.");
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+    };
+    let key = key.to_ascii_lowercase();
+    one_device(&s, &headers, &q, |d| d.device_id == key, &key).await
+}
+
+async fn one_device(
+    s: &EntraState,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    matches: impl Fn(&super::directory::Device) -> bool,
+    name: &str,
+) -> Response {
+    if let Err(r) = authorized(s, headers) {
+        return r;
+    }
+    if let Some(r) = s.faults.take(Endpoint::Graph).await {
+        return r;
+    }
+    let found = {
+        let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
+        dir.devices
+            .values()
+            .find(|d| d.removed.is_none() && matches(d))
+            .map(super::directory::Device::to_json)
+    };
+    match found {
+        Some(mut d) => {
+            d = select(d, q.get("$select").map(String::as_str));
+            if let Some(o) = d.as_object_mut() {
+                o.insert(
+                    "@odata.context".into(),
+                    json!("https://graph.microsoft.com/v1.0/$metadata#devices/$entity"),
+                );
+            }
+            Json(d).into_response()
+        }
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{name}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        ),
+    }
 }
 
 /// GET /v1.0/deviceManagement/managedDevices — `$top`, `$skiptoken`.
@@ -347,6 +439,9 @@ pub async fn batch(
         }
         let method = r.get("method").and_then(|v| v.as_str()).unwrap_or("");
         let url = r.get("url").and_then(|v| v.as_str()).unwrap_or("");
+        // Items may name their URL relative to the version ("/devices…") or absolutely
+        // ("https://graph.microsoft.com/v1.0/devices…"), as the SDKs' batch builders do.
+        let url = url.split_once("/v1.0").map_or(url, |(_, rest)| rest);
         let device_id = url
             .strip_prefix("/devices(deviceId='")
             .and_then(|rest| rest.strip_suffix("')"))

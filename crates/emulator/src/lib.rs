@@ -52,6 +52,8 @@ pub fn router(state: Arc<EntraState>) -> Router {
         // The function-call form Microsoft's Graph SDKs send.
         .route("/v1.0/devices/delta()", get(graph::devices_delta))
         .route("/v1.0/devices", get(graph::devices_list))
+        .route("/v1.0/devices/{id}", get(graph::device_by_id))
+        .route("/v1.0/{segment}", get(graph::device_by_key))
         .route("/v1.0/$batch", post(graph::batch))
         .route("/_emulator/devices/{device_id}", get(graph::device_state))
         .route("/v1.0/deviceManagement/managedDevices", get(graph::managed_devices))
