@@ -1146,6 +1146,63 @@ async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_ser
         assert_eq!(r.status(), 200, "{path}");
         assert!(r.json::<Value>().await.unwrap()["access_token"].is_string(), "{path}");
     }
+    // computers-inventory: only the asked-for sections, Jamf's disk-encryption names, sort
+    // and RSQL filter; bad ones answered with Jamf's 400.
+    let jamf_token = jamf("/api/v1/oauth/token").await.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inventory = |query: &'static str| {
+        let (http, url, token) = (http.clone(), emu.url.clone(), jamf_token.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/api/v1/computers-inventory?{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, general) = inventory("page-size=100").await;
+    assert_eq!(status, 200);
+    let first = &general["results"][0];
+    assert!(
+        first["general"]["name"].is_string() && first["hardware"].is_null() && first["diskEncryption"].is_null(),
+        "{first}"
+    );
+    let (_, disk) = inventory("section=GENERAL&section=DISK_ENCRYPTION&filter=general.name==*Alice*").await;
+    assert_eq!(disk["totalCount"], 1, "{disk}");
+    let boot = &disk["results"][0]["diskEncryption"]["bootPartitionEncryptionDetails"];
+    assert_eq!(boot["partitionFileVault2State"], "ENCRYPTED", "{disk}");
+    assert_eq!(boot["partitionFileVault2Percent"], 100, "{disk}");
+    let (_, bob) = inventory("section=DISK_ENCRYPTION&filter=general.name==Bob*;general.platform==Mac").await;
+    assert_eq!(
+        bob["results"][0]["diskEncryption"]["bootPartitionEncryptionDetails"]["partitionFileVault2State"],
+        "UNENCRYPTED",
+        "{bob}"
+    );
+    let names = |v: &Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["general"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, desc) = inventory("sort=general.name:desc").await;
+    let mut sorted = names(&general);
+    sorted.sort_by_key(|n| std::cmp::Reverse(n.to_ascii_lowercase()));
+    assert_eq!(names(&desc), sorted);
+    for (query, code) in [
+        ("section=NOPE", "INVALID_FIELD"),
+        ("sort=serial:asc", "INVALID_SORT"),
+        ("filter=general.name=gt=x", "INVALID_RSQL_FILTER"),
+        ("filter=secret.field==x", "INVALID_RSQL_FILTER"),
+    ] {
+        let (status, e) = inventory(query).await;
+        assert_eq!((status, &e["errors"][0]["code"]), (400, &json!(code)), "{query}: {e}");
+    }
     let r = jamf("/api/v9/nothing").await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["httpStatus"], 404);
