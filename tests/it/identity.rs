@@ -987,4 +987,69 @@ async fn emulator_token_endpoint_answers_errors_in_entra_shape() {
         b.get("refresh_token").is_none(),
         "client credentials never return a refresh token"
     );
+
+    // A user's tokens carry client_info when asked (MSAL always asks): base64url JSON of the
+    // user's object id and tenant id.
+    let redirect = "https://localhost:1/.portcullis/callback";
+    emu.state.register_redirect(GATEWAY_CLIENT_ID, redirect);
+    let authorize = format!(
+        "{}/{TENANT_ID}/oauth2/v2.0/authorize?client_id={GATEWAY_CLIENT_ID}&response_type=code\
+         &response_mode=form_post&scope=openid&state=s1&nonce=n1&redirect_uri={redirect}",
+        emu.url
+    );
+    let page = client().get(&authorize).send().await.unwrap().text().await.unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("persona".into(), "alice".into()));
+    let posted = client()
+        .post(&authorize)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let code = hidden_inputs(&posted)
+        .into_iter()
+        .find(|(n, _)| n == "code")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("{posted}"));
+    let redeem = |code: String, client_info: Option<&'static str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("client_id", GATEWAY_CLIENT_ID.to_string()),
+            ("client_secret", GATEWAY_CLIENT_SECRET.to_string()),
+            ("code", code),
+            ("redirect_uri", redirect.to_string()),
+        ];
+        if let Some(v) = client_info {
+            form.push(("client_info", v.to_string()));
+        }
+        post(TENANT_ID, form)
+    };
+    let t: serde_json::Value = redeem(code, Some("1")).await.unwrap().json().await.unwrap();
+    let info = URL_SAFE_NO_PAD
+        .decode(t["client_info"].as_str().unwrap_or_else(|| panic!("{t}")))
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(
+        info,
+        json!({ "uid": find("alice").unwrap().object_id, "utid": TENANT_ID })
+    );
+    // Not asked for: not sent (the refresh grant behaves the same).
+    let r: serde_json::Value = post(
+        TENANT_ID,
+        vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("client_id", GATEWAY_CLIENT_ID.to_string()),
+            ("client_secret", GATEWAY_CLIENT_SECRET.to_string()),
+            ("refresh_token", t["refresh_token"].as_str().unwrap().to_string()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(r["access_token"].is_string() && r.get("client_info").is_none(), "{r}");
 }

@@ -587,6 +587,8 @@ pub struct TokenRequest {
     scope: Option<String>,
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
+    /// `1`: the response carries `client_info` (MSAL always asks).
+    client_info: Option<String>,
 }
 
 /// POST token.
@@ -728,7 +730,20 @@ fn verify_assertion(s: &EntraState, app: &AppRegistration, jwt: &str, tenant: &s
     }
 }
 
-fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option<&str>, scope: &str) -> Response {
+/// What user-token responses carry for `client_info=1`: base64url JSON of the user's object id
+/// (`uid`) and tenant id (`utid`), from which MSAL keys its account cache.
+fn client_info(p: &Persona) -> String {
+    URL_SAFE_NO_PAD.encode(json!({ "uid": p.object_id, "utid": personas::TENANT_ID }).to_string())
+}
+
+fn user_tokens(
+    s: &EntraState,
+    app: &AppRegistration,
+    p: &Persona,
+    nonce: Option<&str>,
+    req: &TokenRequest,
+) -> Response {
+    let scope = req.scope.as_deref().unwrap_or("openid profile offline_access");
     let lifetime = s.token_lifetime.load(Ordering::Relaxed);
     let exp = base::time::unix_now() + lifetime;
     let id_token = s.sign(&s.user_claims(p, &app.client_id, exp, false, nonce), None);
@@ -738,11 +753,14 @@ fn user_tokens(s: &EntraState, app: &AppRegistration, p: &Persona, nonce: Option
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(refresh.clone(), (app.client_id.clone(), p.clone()));
-    Json(json!({
+    let mut body = json!({
         "token_type": "Bearer", "scope": scope, "expires_in": lifetime, "ext_expires_in": lifetime,
         "access_token": access_token, "refresh_token": refresh, "id_token": id_token,
-    }))
-    .into_response()
+    });
+    if req.client_info.as_deref() == Some("1") {
+        body["client_info"] = json!(client_info(p));
+    }
+    Json(body).into_response()
 }
 
 fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Response {
@@ -786,13 +804,7 @@ fn redeem_code(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Res
             );
         }
     }
-    user_tokens(
-        s,
-        app,
-        &grant.persona,
-        grant.nonce.as_deref(),
-        req.scope.as_deref().unwrap_or("openid profile offline_access"),
-    )
+    user_tokens(s, app, &grant.persona, grant.nonce.as_deref(), req)
 }
 
 fn redeem_refresh(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> Response {
@@ -803,13 +815,7 @@ fn redeem_refresh(s: &EntraState, app: &AppRegistration, req: &TokenRequest) -> 
     match entry {
         Some((client, persona)) if client == app.client_id => {
             s.refresh_grants.fetch_add(1, Ordering::Relaxed);
-            user_tokens(
-                s,
-                app,
-                &persona,
-                None,
-                req.scope.as_deref().unwrap_or("openid profile offline_access"),
-            )
+            user_tokens(s, app, &persona, None, req)
         }
         Some(_) | None => aad_error(
             StatusCode::BAD_REQUEST,
