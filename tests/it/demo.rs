@@ -199,6 +199,78 @@ async fn demo_prints_its_summary_and_every_persona_gets_its_outcome() {
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["headers"]["x-portcullis-decision"], json!(["device_in_grace"]));
+    assert!(
+        echo["headers"]["x-portcullis-grace-ends"][0]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{echo}"
+    );
+    // In a browser, erin is told by when to fix her Mac, once per browser session: a page with
+    // the deadline and Continue, which remembers it and goes back to the page asked for.
+    let navigate = |cookie: Option<String>| {
+        let d = &d;
+        async move {
+            let mut r = client()
+                .get(d.http("/hello?x=1"))
+                .bearer_auth(d.token("erin").await)
+                .header("accept", "text/html");
+            if let Some(c) = cookie {
+                r = r.header("cookie", c);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let r = navigate(None).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Your device needs attention soon") && page.contains(" UTC</strong>"),
+        "{page}"
+    );
+    let href = page
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|h| h.replace("&amp;", "&"))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(
+        href.starts_with("/.portcullis/grace_ack?return_to=%2Fhello%3Fx%3D1&until="),
+        "{href}"
+    );
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(d.http(&href)).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+        (303, "/hello?x=1")
+    );
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = navigate(Some(cookie.clone())).await;
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        echo["headers"]["x-portcullis-decision"],
+        json!(["device_in_grace"]),
+        "the app, this time"
+    );
+    assert!(
+        !echo["headers"]["cookie"].to_string().contains("portcullis-grace"),
+        "gateway cookies stay here: {echo}"
+    );
+    // Another deadline is told again.
+    assert_eq!(
+        navigate(Some(cookie.replace('=', "=1"))).await.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
     let r = d.call("bob").await;
     assert_eq!(r.status(), 403);
     let p: serde_json::Value = r.json().await.unwrap();

@@ -880,6 +880,16 @@ async fn explain_agrees_with_the_proxy_for_every_persona_route_and_client() {
                 let what = format!("{name} {route_path} browser={browser}: proxy {status}, explain {x}");
                 assert_eq!(code, 200, "{what}");
                 reasons.insert(x["reason"].as_str().unwrap().to_string());
+                if status == 200 && x["response"]["grace_notice"].is_object() {
+                    // A device in its grace period, in a browser: the notice, once per session.
+                    assert_eq!(x["outcome"], "allow", "{what}");
+                    assert_eq!(content_type, "text/html; charset=utf-8", "{what}");
+                    assert!(
+                        String::from_utf8_lossy(&body).contains("needs attention soon"),
+                        "{what}"
+                    );
+                    continue;
+                }
                 if status == 200 {
                     assert_eq!(x["outcome"], "allow", "{what}");
                     assert_eq!(x["response"]["forwarded_upstream"], true, "{what}");

@@ -130,14 +130,8 @@ fn needs_device(policy: &RoutePolicy) -> bool {
 impl Access {
     /// Decides. `None`: forward the request upstream. `Some(reply)`: answer it with `reply`
     /// (sign-in, 401, a refusal's landing). `v` keeps what the decision rested on.
-    pub async fn decide(
-        &self,
-        req: &RequestInfo<'_>,
-        v: &mut Verdict,
-        route_name: &str,
-        policy: &RoutePolicy,
-        groups_any: &[Arc<str>],
-    ) -> Option<Reply> {
+    pub async fn decide<U>(&self, req: &RequestInfo<'_>, v: &mut Verdict, route: &crate::Route<U>) -> Option<Reply> {
+        let (route_name, policy, groups_any) = (route.name.as_str(), &route.policy, &route.groups_any[..]);
         let Some(id) = self.identity.as_ref() else {
             // Config refuses protected routes without [entra]; fail closed regardless.
             v.early = Some(Early::Auth(Reason::Unauthenticated));
@@ -196,7 +190,8 @@ impl Access {
             ..
         } = decision
         else {
-            return None;
+            // Allowed; a device in its grace period may first be told by when to fix it.
+            return route.grace_notice.then(|| crate::grace::notice(req, v)).flatten();
         };
         let answer = self
             .answer(v, &principal, landing, reason, &req.original_url(), req.navigation)

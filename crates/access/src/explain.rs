@@ -273,7 +273,16 @@ impl<U: Send + Sync> Explainer<U> {
                         "(an ES256 assertion signed per request)".into(),
                     );
                 }
-                json!({ "forwarded_upstream": true, "identity_headers": headers })
+                match crate::grace::deadline(&v).filter(|_| route.grace_notice && q.browser) {
+                    // The first navigation of a browser session gets the notice; the next ones
+                    // go through with these headers.
+                    Some(until) => json!({
+                        "forwarded_upstream": false,
+                        "grace_notice": { "status": 200, "until": base::time::rfc3339(i64::try_from(until).unwrap_or(i64::MAX)) },
+                        "identity_headers": headers,
+                    }),
+                    None => json!({ "forwarded_upstream": true, "identity_headers": headers }),
+                }
             }
         };
         let landing = match decision.outcome {

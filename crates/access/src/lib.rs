@@ -17,6 +17,7 @@ pub mod assertion;
 pub mod auth;
 mod decide;
 pub mod explain;
+pub mod grace;
 mod identity_headers;
 mod reply;
 mod request;

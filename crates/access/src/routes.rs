@@ -22,6 +22,8 @@ pub struct Route<U> {
     pub groups_any: Arc<[Arc<str>]>,
     /// Send `X-Portcullis-Assertion`.
     pub assertion: bool,
+    /// Show the grace-period notice ([`crate::grace`]).
+    pub grace_notice: bool,
     pub upstream: U,
 }
 

@@ -188,6 +188,9 @@ pub struct RouteConfig {
     pub groups_any: Vec<String>,
     /// Send a signed identity assertion to the upstream.
     pub assertion: bool,
+    /// Browser navigations of a user whose device is in an Intune grace period get a notice
+    /// with its deadline once per browser session before the app.
+    pub grace_notice: bool,
 }
 
 /// How devices are identified and their posture cached.

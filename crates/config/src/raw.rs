@@ -110,6 +110,8 @@ pub(super) struct RawRoute {
     pub mode: Option<String>,
     /// Send `X-Portcullis-Assertion` (a signed JWT) to the upstream.
     pub assertion: Option<bool>,
+    /// Tell a user in an Intune grace period once per browser session (default true).
+    pub grace_notice: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -144,10 +144,7 @@ impl Gateway {
             route.metrics.decided_early(Reason::OpenRoute, true);
         } else {
             let info = RequestInfo::new(&parts, conn.tls, conn.client_identity.as_ref(), log.navigation);
-            let reply = self
-                .access
-                .decide(&info, &mut log.verdict, &route.name, &route.policy, &route.groups_any)
-                .await;
+            let reply = self.access.decide(&info, &mut log.verdict, &route).await;
             match (&log.verdict.decision, log.verdict.early) {
                 (Some(d), _) => route.metrics.decision(d),
                 // Authentication answered first: sign-in, 401, or a refused token.
@@ -286,7 +283,10 @@ impl Gateway {
         }
         upstream_headers::sanitize(h, downstream);
         if let Some(id) = self.access.identity.as_ref() {
-            upstream_headers::strip_own_cookies(h, &[&id.cookie_name, &id.login_cookie_name]);
+            upstream_headers::strip_own_cookies(
+                h,
+                &[&id.cookie_name, &id.login_cookie_name, access::grace::ACK_COOKIE],
+            );
         }
         upstream_headers::identity_headers(h, verdict, &conn.identity_values);
         // A signed JWT: always a valid header value.
@@ -318,6 +318,7 @@ impl Gateway {
             }
             (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
             (_, "/.portcullis/continue") => self.continue_to(&parts),
+            (_, access::grace::ACK_PATH) => access::grace::ack(&parts),
             (_, "/.portcullis/jwks.json") => Reply::Body {
                 status: 200,
                 content_type: "application/json",

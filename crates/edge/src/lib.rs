@@ -49,6 +49,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             policy: r.policy,
             groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
             assertion: r.assertion,
+            grace_notice: r.grace_notice,
         };
         (r.host.clone(), Arc::new(route))
     });

@@ -99,5 +99,6 @@ pub(super) fn build_route(
         policy,
         groups_any,
         assertion: raw.assertion.unwrap_or(false),
+        grace_notice: raw.grace_notice.unwrap_or(true),
     })
 }
