@@ -305,6 +305,13 @@ pub enum EmulatorCommand {
         /// Redirect URIs to register for the gateway's app (repeatable).
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
+        /// Serve HTTPS with this PEM certificate chain (and --tls-key): every URL the emulator
+        /// hands out is then `https://localhost:PORT`, as MSAL requires.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PKCS#8 PEM key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Print an access token for a persona from a running emulator.
     Token {
@@ -320,20 +327,38 @@ pub fn emulator(command: EmulatorCommand) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         match command {
-            EmulatorCommand::Serve { listen, redirect_uris } => {
-                let state = emulator::EntraState::new(&format!("http://{listen}")).map_err(|e| e.to_string())?;
+            EmulatorCommand::Serve {
+                listen,
+                redirect_uris,
+                tls_cert,
+                tls_key,
+            } => {
+                let tls = match (&tls_cert, &tls_key) {
+                    (Some(cert), Some(key)) => Some(emulator::tls_config(cert, key)?),
+                    // clap requires both or neither.
+                    (Some(_), None) | (None, Some(_)) | (None, None) => None,
+                };
+                let base = match tls {
+                    Some(_) => format!("https://localhost:{}", listen.port()),
+                    None => format!("http://{listen}"),
+                };
+                let state = emulator::EntraState::new(&base).map_err(|e| e.to_string())?;
                 for uri in &redirect_uris {
                     state.register_redirect(emulator::personas::GATEWAY_CLIENT_ID, uri);
                 }
                 let l = tokio::net::TcpListener::bind(listen)
                     .await
                     .map_err(|e| format!("{listen}: {e}"))?;
-                println!(
-                    "emulator on http://{listen}/ (tenant {})",
-                    emulator::personas::TENANT_ID
-                );
+                println!("emulator on {base}/ (tenant {})", emulator::personas::TENANT_ID);
+                let state = std::sync::Arc::new(state);
+                let served = async {
+                    match tls {
+                        Some(tls) => emulator::serve_tls(l, state, tls).await,
+                        None => emulator::serve(l, state).await,
+                    }
+                };
                 tokio::select! {
-                    r = emulator::serve(l, std::sync::Arc::new(state)) => r.map_err(|e| e.to_string()),
+                    r = served => r.map_err(|e| e.to_string()),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             }

@@ -1222,3 +1222,86 @@ async fn the_emulator_serves_the_sdk_paths_and_answers_unknown_ones_like_the_ser
         .unwrap();
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]), "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_serves_https_and_names_only_https_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::make_certs(dir.path(), &["localhost"]);
+    let port = crate::harness::free_port();
+    let _emu = tokio::process::Command::new(crate::harness::bin())
+        .args(["emulator", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(dir.path().join("localhost.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("localhost-key.pem"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
+    let discovery = format!("{base}/{}/v2.0/.well-known/openid-configuration", personas::TENANT_ID);
+    let (d, _) = crate::harness::poll_until("the HTTPS emulator answers", Duration::from_secs(15), || async {
+        match http.get(&discovery).send().await {
+            Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    for key in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+    ] {
+        assert!(d[key].as_str().unwrap().starts_with(&format!("{base}/")), "{key}: {d}");
+    }
+    // An app token over TLS, then Graph: its links name the https address too.
+    let t: Value = http
+        .post(d["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", personas::GATEWAY_CLIENT_ID),
+            ("client_secret", personas::GATEWAY_CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page: Value = http
+        .get(format!("{base}/v1.0/devices/delta?$top=1"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["@odata.nextLink"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/v1.0/")),
+        "{page}"
+    );
+    // A client that does not trust the development CA is refused at the handshake.
+    assert!(reqwest::Client::builder()
+        .no_proxy()
+        .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap()
+        .get(&discovery)
+        .send()
+        .await
+        .is_err());
+}
