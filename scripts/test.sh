@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Quick start, command 2: run every test (unit and integration, over real sockets, against real
-# SQLite and PostgreSQL). Installs what the tests need when it is missing (a C compiler;
-# PostgreSQL, as a throwaway cluster of its own — see scripts/postgres.sh).
+# SQLite and PostgreSQL), then the contract suite, Microsoft's own MSAL against the emulator
+# (scripts/contract.sh). Installs what the tests need when it is missing (a C compiler;
+# PostgreSQL, as a throwaway cluster of its own — see scripts/postgres.sh; Python's venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/postgres.sh
 cargo test --locked --workspace --features demo "$@"
+bash scripts/contract.sh
