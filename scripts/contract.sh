@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The contract suite (issue 14): Microsoft's own client library, pinned in
+# The contract suite (issue 14): Microsoft's and Jamf's own client libraries, pinned in
 # tests/contract/requirements.txt, drives the emulator over HTTPS and fails when it cannot use a
 # response. Run by scripts/test.sh after the Rust tests (which build target/debug/portcullis with
 # the demo feature). The venv lives in target/contract-venv and is remade when the pins change.
@@ -18,4 +18,4 @@ if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt" 2>/dev/null
   cp tests/contract/requirements.txt "$venv/requirements.txt"
 fi
 [ -x target/debug/portcullis ] || cargo build --locked --features demo --bin portcullis
-"$venv/bin/python" tests/contract/msal_check.py target/debug/portcullis
+"$venv/bin/python" tests/contract/clients_check.py target/debug/portcullis

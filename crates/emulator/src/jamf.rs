@@ -271,10 +271,11 @@ pub async fn inventory(
         .and_then(|p| p.parse().ok())
         .unwrap_or(100)
         .clamp(1, 2000);
+    // Repeated (`section=A&section=B`) or comma-separated (`section=A,B`, as jamf-pro-sdk sends).
     let mut sections: Vec<&str> = q
         .iter()
         .filter(|(n, _)| n == "section")
-        .map(|(_, v)| v.as_str())
+        .flat_map(|(_, v)| v.split(','))
         .collect();
     if sections.is_empty() {
         sections.push("GENERAL");

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Microsoft's own MSAL for Python against the emulator over HTTPS (issue 14): every Entra call
-the gateway makes, made by the library Microsoft ships, which refuses what real Entra would not
-send. Starts `portcullis emulator serve` over TLS with a throwaway development CA, runs the
-checks, stops it. Fails (exit 1, naming each failed check) when MSAL cannot use a response.
+"""Microsoft's and Jamf's own clients against the emulator over HTTPS (issue 14): MSAL for
+Python makes every Entra call the gateway makes, and jamf-pro-sdk (macadmins) every Jamf Pro
+inventory call, parsing each record into its typed models; both refuse what the real services
+would not send. Starts `portcullis emulator serve` over TLS with a throwaway development CA, runs
+the checks, stops it. Fails (exit 1, naming each failed check) when a client cannot use a response.
 
-Usage: msal_check.py PORTCULLIS_BINARY   (run by scripts/contract.sh, in its pinned venv)
+Usage: clients_check.py PORTCULLIS_BINARY   (run by scripts/contract.sh, in its pinned venv)
 """
 import atexit
 import datetime
@@ -16,8 +17,15 @@ import sys
 import tempfile
 import time
 
+# requests lets these override a session's `verify`: the checks trust only the throwaway CA.
+for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+    os.environ.pop(var, None)
+
 import msal
 import requests
+from jamf_pro_sdk import JamfProClient, SessionConfig
+from jamf_pro_sdk.clients.auth import ApiClientCredentialsProvider
+from jamf_pro_sdk.clients.pro_api.pagination import FilterField, SortField
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -171,7 +179,39 @@ try:
 except ValueError as err:
     check("unknown tenant: MSAL refuses the authority", "Unable to get authority configuration" in str(err), err)
 
+# 6. Jamf Pro, through jamf-pro-sdk: OAuth client credentials (/api/v1/oauth/token), the v3
+# inventory with the sections the sync asks for (comma-joined, as the SDK sends them), sorted,
+# every record parsed into the SDK's pydantic models; one record's detail; the v1 inventory
+# with an RSQL filter.
+jamf = JamfProClient(
+    server="localhost",
+    port=port,
+    credentials=ApiClientCredentialsProvider("portcullis-jamf-client", "portcullis-jamf-secret"),
+    session_config=SessionConfig(ca_cert_bundle=ca),
+)
+sections = ["GENERAL", "HARDWARE", "OPERATING_SYSTEM", "LOCAL_USER_ACCOUNTS", "DISK_ENCRYPTION"]
+try:
+    computers = jamf.pro_api.get_computer_inventory_v3(sections=sections, sort_expression=SortField("id").asc())
+    check("jamf v3 inventory: every record parses", len(computers) >= 5, len(computers))
+    check("jamf v3 inventory: sorted by id", [int(c.id) for c in computers] == sorted(int(c.id) for c in computers))
+    alice = next((c for c in computers if c.general.name.startswith("Alice")), None)
+    check("jamf: last contact and users parse", alice is not None and alice.general.lastContactTime is not None and alice.localUserAccounts, alice)
+    state = alice.diskEncryption.bootPartitionEncryptionDetails.partitionFileVault2State.value if alice else None
+    check("jamf: disk encryption under Jamf's names", state == "ENCRYPTED", alice and alice.diskEncryption)
+    detail = jamf.pro_api.get_computer_inventory_detail_v3(alice.id)
+    check("jamf v3 detail: the same computer", detail.general.name == alice.general.name, detail.general)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        v1 = jamf.pro_api.get_computer_inventory_v1(filter_expression=FilterField("general.name").eq("Bob*"))
+    check("jamf v1 inventory: an RSQL filter", [c.general.name for c in v1] == ["Bob's MacBook Pro"], [c.general.name for c in v1])
+except Exception as err:  # a response the SDK cannot use: name it, do not stop the report
+    check("jamf-pro-sdk: the inventory calls", False, repr(err))
+
 emulator.terminate()
 emulator.wait(timeout=10)
-print(f"MSAL {msal.__version__}: {'all checks passed' if not failures else str(len(failures)) + ' failed'}")
+import importlib.metadata
+
+versions = f"MSAL {msal.__version__}, jamf-pro-sdk {importlib.metadata.version('jamf-pro-sdk')}"
+print(f"{versions}: {'all checks passed' if not failures else str(len(failures)) + ' failed'}")
 sys.exit(1 if failures else 0)
