@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# The contract suite (issue 14): Microsoft's and Jamf's own client libraries, pinned in
-# tests/contract/requirements.txt, drives the emulator over HTTPS and fails when it cannot use a
-# response. Run by scripts/test.sh after the Rust tests (which build target/debug/portcullis with
-# the demo feature). The venv lives in target/contract-venv and is remade when the pins change.
+# The contract suite (issue 14), run by scripts/test.sh after the Rust tests (which build
+# target/debug/portcullis with the demo feature), each with clients nobody here wrote, pinned in
+# tests/contract/requirements.txt:
+#   clients_check.py  Microsoft's MSAL and msgraph-sdk and Jamf's jamf-pro-sdk against the emulator
+#                     over HTTPS: fails when one cannot use a response;
+#   api_check.py      schemathesis against the admin API's OpenAPI document, with and without a
+#                     credential, seeded and bounded;
+#   browser_check.py  Playwright driving Debian's Chromium through the end-user pages of the demo.
+# The venv lives in target/contract-venv and is remade when the pins change; Chromium and
+# Python's venv are installed with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/contract-venv
-if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
+{ python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } || missing+=(python3 python3-venv)
+command -v "${PORTCULLIS_CHROMIUM:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq python3 python3-venv >/dev/null
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
   rm -rf "$venv"
@@ -18,4 +27,12 @@ if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt" 2>/dev/null
   cp tests/contract/requirements.txt "$venv/requirements.txt"
 fi
 [ -x target/debug/portcullis ] || cargo build --locked --features demo --bin portcullis
-"$venv/bin/python" tests/contract/clients_check.py target/debug/portcullis
+failed=()
+for check in clients_check api_check browser_check; do
+  echo "== contract: $check"
+  "$venv/bin/python" "tests/contract/$check.py" target/debug/portcullis || failed+=("$check")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "contract suite failed: ${failed[*]}" >&2
+  exit 1
+fi

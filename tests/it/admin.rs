@@ -651,4 +651,114 @@ async fn openapi_document_lists_every_operation_the_gateway_serves() {
     ];
     expected.sort();
     assert_eq!(ops, expected);
+
+    // Every body is described: each response names its content and schema, every error is a
+    // Problem, and every reference resolves.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let content = response["content"].as_object();
+                let want = if status.starts_with('2') {
+                    "application/json"
+                } else {
+                    "application/problem+json"
+                };
+                let schema = content.and_then(|c| c.get(want)).map(|c| &c["schema"]);
+                assert!(schema.is_some(), "{method} {path} {status}: {want} body described");
+                if !status.starts_with('2') {
+                    assert_eq!(
+                        schema.unwrap()["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            for status in ["401", "403", "503"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path} documents {status}"
+                );
+            }
+        }
+    }
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "{name} is defined");
+    }
+    for name in [
+        "Settings",
+        "SettingsUpdate",
+        "Saved",
+        "TestReport",
+        "SyncStatus",
+        "AuditPage",
+        "ComputerPage",
+        "History",
+        "Posture",
+        "Job",
+        "ExplainQuestion",
+        "ExplainAnswer",
+        "LandingChoice",
+    ] {
+        assert!(
+            schemas[name]["properties"].is_object() || schemas[name]["oneOf"].is_array(),
+            "{name}: {}",
+            schemas[name]
+        );
+    }
+    // The ranges published are the ones enforced.
+    let limit = doc["paths"]["/api/v1/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
+        (Some(1), Some(500)),
+        "{limit}"
+    );
+    for (query, status) in [
+        ("?limit=500", 200),
+        ("?limit=501", 400),
+        ("?limit=0", 400),
+        ("?limit=1", 200),
+    ] {
+        for list in ["/api/v1/audit", "/api/v1/computers"] {
+            let r = client()
+                .get(format!("http://{}{list}{query}", gw.admin))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{list}{query}");
+        }
+    }
+    // Unknown operations answer problem+json too; a wrong method says which ones are allowed.
+    let r = client()
+        .get(format!("http://{}/api/v1/nope", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()),
+        (404, "application/problem+json")
+    );
+    let r = client()
+        .delete(format!("http://{}/api/v1/audit", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()),
+        (405, "application/problem+json")
+    );
+    assert!(
+        r.headers()["allow"].to_str().unwrap().contains("GET"),
+        "{:?}",
+        r.headers()
+    );
 }

@@ -316,21 +316,36 @@ async fn non_navigation_requests_are_never_redirected() {
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let gw = gateway(&emu, &app, "", "").await;
     let c = client();
+    let json = "application/problem+json";
     let cases = [
-        c.get(gw.url("/x")).header("accept", "application/json"),
-        c.get(gw.url("/x"))
-            .header("accept", "text/html")
-            .header("sec-fetch-mode", "cors"),
-        c.get(gw.url("/x"))
-            .header("accept", "text/html")
-            .header("x-requested-with", "XMLHttpRequest"),
-        c.post(gw.url("/x")).header("accept", "text/html").body("a=1"),
+        (c.get(gw.url("/x")).header("accept", "application/json"), json),
+        (
+            c.get(gw.url("/x"))
+                .header("accept", "text/html")
+                .header("sec-fetch-mode", "cors"),
+            json,
+        ),
+        (
+            c.get(gw.url("/x"))
+                .header("accept", "text/html")
+                .header("x-requested-with", "XMLHttpRequest"),
+            json,
+        ),
+        // A browser's form POST: never redirected (its body would be lost), but a person is
+        // looking, so the refusal is a page.
+        (
+            c.post(gw.url("/x"))
+                .header("accept", "text/html")
+                .header("sec-fetch-mode", "navigate")
+                .body("a=1"),
+            "text/html; charset=utf-8",
+        ),
     ];
-    for req in cases {
+    for (req, content_type) in cases {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 401);
         assert!(r.headers().get("location").is_none());
-        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert_eq!(r.headers()["content-type"], content_type);
     }
     let no_follow = reqwest::Client::builder()
         .no_proxy()

@@ -27,6 +27,6 @@ pub mod upstream_headers;
 
 pub use decide::{refused_token, refused_token_detail, Access, Early, PostureLookup, Subject, Verdict};
 pub use identity_headers::{identity_values, HeaderMemo};
-pub use reply::{is_navigation, Problem, Rendered, Reply};
+pub use reply::{is_navigation, wants_page, Problem, Rendered, Reply};
 pub use request::{host_of, RequestInfo};
 pub use routes::{Route, RouteTable};

@@ -126,14 +126,18 @@ impl Reply {
     }
 }
 
-/// A top-level browser navigation (as opposed to XHR/fetch or an API client): only these
-/// ever get HTML pages or redirects.
+/// A top-level browser navigation (as opposed to XHR/fetch or an API client) that may be
+/// redirected: a GET or HEAD that [`wants_page`]. Only these ever get sign-in redirects and
+/// landing pages.
 pub fn is_navigation(req: &http::request::Parts) -> bool {
+    (req.method == http::Method::GET || req.method == http::Method::HEAD) && wants_page(req)
+}
+
+/// A browser loading a document to show, of any method (a form's POST too): the gateway's own
+/// refusals are rendered as pages for it, not as problem+json a person cannot read.
+pub fn wants_page(req: &http::request::Parts) -> bool {
     const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
     const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
-    if req.method != http::Method::GET && req.method != http::Method::HEAD {
-        return false;
-    }
     let header = |n: &HeaderName| req.headers.get(n).map(HeaderValue::as_bytes);
     if let Some(mode) = header(&SEC_FETCH_MODE) {
         return mode.eq_ignore_ascii_case(b"navigate");
@@ -200,5 +204,11 @@ mod tests {
         let mut p = http::Request::post("/").body(()).unwrap().into_parts().0;
         p.headers.insert("accept", "text/html".parse().unwrap());
         assert!(!is_navigation(&p));
+        // A form's POST is no redirectable navigation, but its refusal is a page.
+        assert!(wants_page(&p));
+        p.headers.insert("sec-fetch-mode", "navigate".parse().unwrap());
+        assert!(wants_page(&p) && !is_navigation(&p));
+        p.headers.insert("sec-fetch-mode", "cors".parse().unwrap());
+        assert!(!wants_page(&p));
     }
 }

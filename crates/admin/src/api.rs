@@ -11,12 +11,14 @@ use axum::http::Uri;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use identity::Validator;
 use store::Store;
-use sync::settings::{ConditionalAccess, ConnectionType, LandingChoice, Settings};
+use sync::settings::{ConditionalAccess, LandingChoice, Settings};
+use sync::test_connection::TestReport;
+
+use crate::body;
 use sync::SyncControl;
 
 /// Who may call the API.
@@ -99,21 +101,6 @@ impl SendUpdateBudget {
     }
 }
 
-/// A job as `GET /api/v1/jobs/{id}` shows it.
-fn job_json(j: &store::Job) -> Value {
-    json!({
-        "id": j.id,
-        "kind": j.kind,
-        "status": j.status,
-        "node": j.node,
-        "started_at": j.started_at,
-        "finished_at": j.finished_at,
-        "computer": j.computer,
-        // Written by this code as JSON; a row that is not reads as its text.
-        "result": j.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| json!(r))),
-    })
-}
-
 /// Stores a finished job's outcome, retrying while the store is away (the result must not be
 /// lost: the job has run, and Microsoft has the inventory).
 async fn finish_job(store: Arc<dyn Store>, job: store::Job) {
@@ -184,6 +171,43 @@ fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Box<Response>> 
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())))
+}
+
+/// A path parameter as axum extracts it; read with [`segment`] once the caller is authorized.
+pub type PathArg = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+/// The path parameter, a bad one (not UTF-8 once decoded) answered with problem+json.
+fn segment(p: PathArg) -> Result<String, Box<Response>> {
+    p.map(|Path(s)| s)
+        .map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())))
+}
+
+/// A request body as axum buffers it; read with [`body_bytes`] once the caller is authorized.
+pub type BodyArg = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// The body, one too large or cut short answered with problem+json.
+fn body_bytes(b: BodyArg) -> Result<axum::body::Bytes, Box<Response>> {
+    b.map_err(|e| {
+        let status = e.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_body"
+        };
+        Box::new(problem(status, reason, e.body_text()))
+    })
+}
+
+/// A list's `limit`, within the range the OpenAPI document gives.
+fn page_size(limit: Option<u32>) -> Result<u32, Box<Response>> {
+    match limit.unwrap_or(body::DEFAULT_LIMIT) {
+        l @ body::MIN_LIMIT..=body::MAX_LIMIT => Ok(l),
+        _ => Err(Box::new(problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit: must be {} to {}", body::MIN_LIMIT, body::MAX_LIMIT),
+        ))),
+    }
 }
 
 async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller, Response> {
@@ -266,23 +290,6 @@ async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller,
     Ok(caller)
 }
 
-/// The settings as the API shows them: secrets only as "set, when".
-fn view(doc: &ConditionalAccess, file_credential: Option<&str>) -> Value {
-    json!({
-        "enabled": doc.enabled,
-        "connection_type": doc.connection,
-        "national_cloud": doc.cloud,
-        "tenant_id": doc.tenant_id,
-        "application_id": doc.application_id,
-        "client_secret": {
-            "set": doc.client_secret_sealed.is_some(),
-            "changed_at": doc.secret_changed_at,
-            "file_credential": file_credential,
-        },
-        "landing": doc.landing,
-    })
-}
-
 fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
@@ -290,7 +297,11 @@ fn etag(version: i64) -> String {
 /// GET /api/v1/conditional-access
 #[utoipa::path(
     get, path = "/api/v1/conditional-access", tag = "conditional-access",
-    responses((status = 200, description = "The settings (secrets only as set/changed-at), with an ETag"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No [entra] section"))
+    responses(
+        (status = 200, description = "The settings, the secret only as set and when", body = body::Settings,
+            headers(("ETag" = String, description = "The settings' version, for If-Match"))),
+        (status = 404, description = "No `[entra]` section: nothing to configure")
+    )
 )]
 pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
@@ -301,58 +312,45 @@ pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Respons
     };
     (
         [(header::ETAG, etag(s.version()))],
-        Json(view(&s.current(), api.file_credential)),
+        Json(body::Settings::of(&s.current(), api.file_credential)),
     )
         .into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsBody {
-    enabled: bool,
-    connection_type: ConnectionType,
-    national_cloud: String,
-    tenant_id: String,
-    application_id: String,
-    /// Write-only: a new secret; absent keeps the current one.
-    client_secret: Option<String>,
-    landing: LandingChoice,
 }
 
 /// PUT /api/v1/conditional-access (If-Match required)
 #[utoipa::path(
     put, path = "/api/v1/conditional-access", tag = "conditional-access",
-    request_body(content_type = "application/json", description = "enabled, connection_type, national_cloud, tenant_id, application_id, client_secret (write-only, optional), landing"),
-    params(("If-Match" = String, Header, description = "The ETag of the settings read")),
-    responses((status = 200, description = "Saved and applied: version, settings, Run Test report"), (status = 400, description = "Invalid body or value; the detail names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 412, description = "Stale ETag"), (status = 428, description = "If-Match missing (send the ETag, or * for any version)"))
+    request_body = body::SettingsUpdate,
+    params(("If-Match" = String, Header, description = "The ETag read, or `*` for whatever version is current")),
+    responses(
+        (status = 200, description = "Saved and applied, with Run Test's report on the new values", body = body::Saved,
+            headers(("ETag" = String, description = "The new version"))),
+        (status = 400, description = "An invalid body or value; the detail names every field"),
+        (status = 404, description = "No `[entra]` section: nothing to configure"),
+        (status = 412, description = "The settings changed since the ETag was read"),
+        (status = 428, description = "No If-Match (send the ETag, or `*`)")
+    )
 )]
-pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
+    let body = match body_bytes(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
     let Some(s) = &api.settings else {
         return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
     };
-    // `If-Match: *` (RFC 9110 §13.1.1): any current version; only an absent or unusable
-    // If-Match is refused.
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    let expected = match if_match {
-        Some("*") => Some(s.version()),
-        Some(v) => v.trim_start_matches("W/").trim_matches('"').parse::<i64>().ok(),
-        None => None,
-    };
-    let Some(expected) = expected else {
+    let Some(expected) = expected_version(headers.get(header::IF_MATCH), s.version()) else {
         return problem(
             StatusCode::PRECONDITION_REQUIRED,
             "if_match_required",
             "Send If-Match with the ETag you read.",
         );
     };
-    let b: SettingsBody = match serde_json::from_slice(&body) {
+    let b: body::SettingsUpdate = match serde_json::from_slice(&body) {
         Ok(b) => b,
         // serde's message names the field; it never echoes a secret value.
         Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_settings", e.to_string()),
@@ -421,7 +419,8 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
             return problem(StatusCode::INTERNAL_SERVER_ERROR, "settings_failed", e.to_string());
         }
     };
-    let mut audit = view(&doc, api.file_credential);
+    let settings = body::Settings::of(&doc, api.file_credential);
+    let mut audit = json!(settings);
     audit["client_secret"] = json!(if b.client_secret.is_some() {
         "***changed***"
     } else {
@@ -437,15 +436,43 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: axum
     tracing::info!(actor = %caller.name, version, "Conditional Access settings saved");
     (
         [(header::ETAG, etag(version))],
-        Json(json!({ "version": version, "settings": view(&doc, api.file_credential), "test": report })),
+        Json(body::Saved {
+            version,
+            settings,
+            test: report,
+        }),
     )
         .into_response()
+}
+
+/// The version a PUT may replace, from its `If-Match` (RFC 9110 §13.1.1): `*` is whatever is
+/// current; a list of entity tags names the current version if one of them does (a weak tag
+/// counts, as a proxy may have weakened ours); a list naming no version of these settings is
+/// a version that never matches, so the write fails as stale (412). `None`: no If-Match (428).
+fn expected_version(if_match: Option<&header::HeaderValue>, current: i64) -> Option<i64> {
+    const NEVER: i64 = -1;
+    let Ok(v) = if_match?.to_str() else { return Some(NEVER) };
+    if v.trim() == "*" {
+        return Some(current);
+    }
+    let versions: Vec<i64> = v
+        .split(',')
+        .filter_map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').parse().ok())
+        .collect();
+    Some(if versions.contains(&current) {
+        current
+    } else {
+        versions.first().copied().unwrap_or(NEVER)
+    })
 }
 
 /// POST /api/v1/conditional-access/test
 #[utoipa::path(
     post, path = "/api/v1/conditional-access/test", tag = "conditional-access",
-    responses((status = 200, description = "Run Test: ok and every step with its result"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 409, description = "The sync is off on this node"))
+    responses(
+        (status = 200, description = "Run Test: every step with its result (a failed step is still a 200)", body = TestReport),
+        (status = 409, description = "The sync is not configured on this node")
+    )
 )]
 pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
@@ -476,51 +503,67 @@ async fn audit_action(api: &Api, who: &str, action: &str, detail: Value) {
 /// GET /api/v1/sync/status
 #[utoipa::path(
     get, path = "/api/v1/sync/status", tag = "sync",
-    responses((status = 200, description = "Per source: last success, lag, last error, counts; the sync leader (node, term, seconds left of its lease; null when none) and this node's name"), (status = 503, description = "The store is unavailable (problem+json, Retry-After)"), (status = 401, description = "No or unknown credential (problem+json)"))
+    responses((status = 200, description = "Each source's last success, lag, last error and counts; the sync leader", body = body::SyncStatus))
 )]
 pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
     let now = base::time::unix_now_i64();
-    let mut out = serde_json::Map::new();
-    for source in ["entra", "intune", "jamf", "share"] {
-        let runs = match api.store.last_runs(source, 50).await {
-            Ok(r) => r,
-            Err(e) => return store_problem(&e),
-        };
-        let success = runs.iter().find(|r| r.ok);
-        let failure = runs.iter().find(|r| !r.ok);
-        out.insert(
-            source.to_string(),
-            json!({
-                "last_success": success.map(|r| r.finished_at),
-                "lag_seconds": success.map(|r| now - r.finished_at),
-                "last_error": failure.map(|r| json!({ "at": r.finished_at, "error": r.error })),
-                "last_counts": success.and_then(|r| serde_json::from_str::<Value>(&r.detail).ok()),
+    let status = async {
+        Ok::<_, store::StoreError>(body::SyncStatus {
+            entra: source_status(&*api.store, "entra", now).await?,
+            intune: source_status(&*api.store, "intune", now).await?,
+            jamf: source_status(&*api.store, "jamf", now).await?,
+            share: source_status(&*api.store, "share", now).await?,
+            // Who syncs: one node at a time, holding the lease (by the database's clock).
+            leader: api.store.lease_holder("sync").await?.map(|(lease, left)| body::Leader {
+                node: lease.holder,
+                term: lease.term,
+                lease_left_seconds: left,
             }),
-        );
-    }
-    // Who syncs: one node at a time, holding the lease (by the database's clock).
-    let leader = match api.store.lease_holder("sync").await {
-        Ok(l) => l.map(|(lease, left)| json!({ "node": lease.holder, "term": lease.term, "lease_left_seconds": left })),
-        Err(e) => return store_problem(&e),
+            this_node: api.node.clone(),
+        })
     };
-    out.insert("leader".into(), leader.unwrap_or(Value::Null));
-    out.insert("this_node".into(), json!(api.node));
-    Json(Value::Object(out)).into_response()
+    match status.await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => store_problem(&e),
+    }
+}
+
+/// One source's recent runs as the status shows them.
+async fn source_status(store: &dyn Store, source: &str, now: i64) -> Result<body::SourceStatus, store::StoreError> {
+    let runs = store.last_runs(source, 50).await?;
+    let success = runs.iter().find(|r| r.ok);
+    Ok(body::SourceStatus {
+        last_success: success.map(|r| r.finished_at),
+        lag_seconds: success.map(|r| now - r.finished_at),
+        last_error: runs.iter().find(|r| !r.ok).map(|r| body::SourceError {
+            at: r.finished_at,
+            error: r.error.clone(),
+        }),
+        last_counts: success.and_then(|r| serde_json::from_str::<Value>(&r.detail).ok()),
+    })
 }
 
 /// POST /api/v1/sync/{source}/run
 #[utoipa::path(
     post, path = "/api/v1/sync/{source}/run", tag = "sync",
-    params(("source" = String, Path, description = "entra, intune or jamf")),
-    responses((status = 202, description = "The loop was woken"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "Unknown source"), (status = 409, description = "The sync is off on this node"))
+    params(("source" = body::SyncSource, Path, description = "What to sync now")),
+    responses(
+        (status = 202, description = "The sync loop was woken", body = body::Triggered),
+        (status = 404, description = "Unknown source"),
+        (status = 409, description = "The sync is not configured on this node")
+    )
 )]
-pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): Path<String>) -> Response {
+pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, source: PathArg) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
+    };
+    let source = match segment(source) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     if !matches!(source.as_str(), "entra" | "intune" | "jamf" | "all") {
         return problem(
@@ -533,7 +576,7 @@ pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): 
         Some(sync) => {
             sync.run_now();
             audit_action(&api, &caller.name, "sync_now", json!({ "source": source })).await;
-            (StatusCode::ACCEPTED, Json(json!({ "triggered": source }))).into_response()
+            (StatusCode::ACCEPTED, Json(body::Triggered { triggered: source })).into_response()
         }
         None => problem(
             StatusCode::CONFLICT,
@@ -543,33 +586,30 @@ pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, Path(source): 
     }
 }
 
-#[derive(Deserialize)]
-pub struct Page {
-    before: Option<i64>,
-    limit: Option<u32>,
-}
-
 /// GET /api/v1/audit?before=ID&limit=N
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "audit",
-    params(("before" = Option<i64>, Query, description = "Entries older than this id"), ("limit" = Option<u32>, Query, description = "Page size")),
-    responses((status = 200, description = "Audit entries, newest first, and next_before"), (status = 401, description = "No or unknown credential (problem+json)"))
+    params(body::AuditQuery),
+    responses((status = 200, description = "Audit entries, newest first; secrets masked", body = body::AuditPage))
 )]
 pub async fn audit(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
-    let p: Page = match query(&uri) {
+    let p: body::AuditQuery = match query(&uri) {
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let limit = p.limit.unwrap_or(50).clamp(1, 500);
+    let limit = match page_size(p.limit) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
     match api.store.audit_log(p.before, limit).await {
-        Ok(entries) => {
-            let next = (entries.len() as u32 == limit)
-                .then(|| entries.last().map(|e| e.id))
+        Ok(items) => {
+            let next_before = (items.len() as u32 == limit)
+                .then(|| items.last().map(|e| e.id))
                 .flatten();
-            Json(json!({ "items": entries, "next_before": next })).into_response()
+            Json(body::AuditPage { items, next_before }).into_response()
         }
         Err(e) => store_problem(&e),
     }
@@ -577,71 +617,86 @@ pub async fn audit(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Resp
 
 /// The Conditional Access inventory state of one account: what Entra knows of the device it
 /// registered, as the gateway would use it now.
-async fn account_view(api: &Api, a: &store::LocalAccount) -> Value {
-    let posture = match &a.entra_device_id {
+async fn account_view(api: &Api, a: &store::LocalAccount) -> body::Account {
+    let compliance = match &a.entra_device_id {
         Some(d) => match api.store.device_evidence(d).await {
-            Ok(e) => device::posture::posture_from(d, &e, base::time::unix_now_i64()).map(|p| {
-                json!({
-                    "state": p.state.as_str(),
-                    "source": p.source.as_str(),
-                    "as_of": p.as_of,
-                    "age_seconds": (base::time::unix_now_i64() as u64).saturating_sub(p.as_of),
+            Ok(e) => {
+                let now = base::time::unix_now_i64();
+                device::posture::posture_from(d, &e, now).map(|p| body::Compliance {
+                    state: p.state.as_str(),
+                    source: p.source.as_str(),
+                    as_of: p.as_of,
+                    age_seconds: (now as u64).saturating_sub(p.as_of),
                 })
-            }),
+            }
             Err(_) => None,
         },
         None => None,
     };
-    json!({
-        "username": a.username,
-        "account_type": a.account_type.as_str(),
-        "entra_user_id": a.entra_user_id,
-        "entra_device_id": a.entra_device_id,
-        "registration_state": a.registration.as_str(),
-        "compliance": posture,
-    })
+    body::Account {
+        username: a.username.clone(),
+        account_type: a.account_type,
+        entra_user_id: a.entra_user_id.clone(),
+        entra_device_id: a.entra_device_id.clone(),
+        registration_state: a.registration,
+        compliance,
+    }
 }
 
-async fn computer_view(api: &Api, c: &store::Computer) -> Value {
+async fn computer_view(api: &Api, c: &store::Computer) -> body::Computer {
     let mut accounts = Vec::with_capacity(c.accounts.len());
     for a in &c.accounts {
         accounts.push(account_view(api, a).await);
     }
-    json!({
-        "id": c.jamf_id, "name": c.name, "serial": c.serial, "udid": c.udid, "model": c.model,
-        "os_version": c.os_version, "os_build": c.os_build, "managed": c.managed, "filevault": c.filevault,
-        "last_inventory": c.last_inventory, "last_contact": c.last_contact, "seen_at": c.seen_at,
-        "local_user_accounts": accounts,
-    })
-}
-
-#[derive(Deserialize)]
-pub struct ComputerQuery {
-    after: Option<String>,
-    limit: Option<u32>,
-    /// Substring of the name, serial or a username (case-insensitive).
-    filter: Option<String>,
-    /// A registration state (ACTIVATED, DEACTIVATED, UNRESPONSIVE, UNKNOWN).
-    state: Option<String>,
+    body::Computer {
+        id: c.jamf_id.clone(),
+        name: c.name.clone(),
+        serial: c.serial.clone(),
+        udid: c.udid.clone(),
+        model: c.model.clone(),
+        os_version: c.os_version.clone(),
+        os_build: c.os_build.clone(),
+        managed: c.managed,
+        filevault: c.filevault.clone(),
+        last_inventory: c.last_inventory,
+        last_contact: c.last_contact,
+        seen_at: c.seen_at,
+        local_user_accounts: accounts,
+    }
 }
 
 /// GET /api/v1/computers?after=&limit=&filter=&state=
 #[utoipa::path(
     get, path = "/api/v1/computers", tag = "inventory",
-    params(("after" = Option<String>, Query, description = "Keyset cursor (next_after)"), ("limit" = Option<u32>, Query, description = "Page size"), ("filter" = Option<String>, Query, description = "Substring of name, serial or username"), ("state" = Option<String>, Query, description = "ACTIVATED, DEACTIVATED, UNRESPONSIVE or UNKNOWN")),
-    responses((status = 200, description = "Computers with each account's Conditional Access inventory state, and next_after"), (status = 400, description = "Bad filter or cursor"), (status = 401, description = "No or unknown credential (problem+json)"))
+    params(body::ComputerQuery),
+    responses((status = 200, description = "Computers with each account's Conditional Access inventory state", body = body::ComputerPage))
 )]
 pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
-    let q: ComputerQuery = match query(&uri) {
+    let q: body::ComputerQuery = match query(&uri) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
+    let limit = match page_size(q.limit) {
+        Ok(l) => l as usize,
+        Err(r) => return *r,
+    };
     let needle = q.filter.as_deref().map(str::to_ascii_lowercase);
-    let state = q.state.as_deref().map(str::to_ascii_uppercase);
+    let state = match q.state.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None => None,
+        Some(s @ ("ACTIVATED" | "DEACTIVATED" | "UNRESPONSIVE" | "UNKNOWN")) => {
+            Some(store::RegistrationState::parse(s))
+        }
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "state: must be ACTIVATED, DEACTIVATED, UNRESPONSIVE or UNKNOWN",
+            )
+        }
+    };
     let mut items = Vec::new();
     let mut after = q.after.clone();
     let mut next = None;
@@ -668,7 +723,7 @@ pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> 
             });
             let state_ok = state
                 .as_ref()
-                .is_none_or(|s| c.accounts.iter().any(|a| a.registration.as_str() == s));
+                .is_none_or(|s| c.accounts.iter().any(|a| a.registration == *s));
             if text_ok && state_ok {
                 items.push(computer_view(&api, c).await);
                 if items.len() == limit {
@@ -679,19 +734,30 @@ pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> 
         }
         after = Some(last);
     }
-    Json(json!({ "items": items, "next_after": next })).into_response()
+    Json(body::ComputerPage {
+        items,
+        next_after: next,
+    })
+    .into_response()
 }
 
 /// GET /api/v1/computers/{id}
 #[utoipa::path(
     get, path = "/api/v1/computers/{id}", tag = "inventory",
     params(("id" = String, Path, description = "Jamf computer id")),
-    responses((status = 200, description = "One computer and its accounts' inventory state"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such computer"))
+    responses(
+        (status = 200, description = "One computer and its accounts' Conditional Access inventory state", body = body::Computer),
+        (status = 404, description = "No such computer")
+    )
 )]
-pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn computer(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let id = match segment(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match api.store.computer(&id).await {
         Ok(Some(c)) => Json(computer_view(&api, &c).await).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", format!("No computer {id}.")),
@@ -703,24 +769,29 @@ pub async fn computer(State(api): State<Api>, headers: HeaderMap, Path(id): Path
 #[utoipa::path(
     get, path = "/api/v1/computers/{id}/history", tag = "inventory",
     params(("id" = String, Path, description = "Jamf computer id")),
-    responses((status = 200, description = "Inventory sent to Microsoft per username, newest first"), (status = 401, description = "No or unknown credential (problem+json)"))
+    responses((status = 200, description = "Inventory sent to Microsoft per username, newest first (empty for an unknown computer)", body = body::History))
 )]
-pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn history(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let id = match segment(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match api.store.history(&id, 200).await {
         Ok(h) => {
-            let items: Vec<Value> = h
-                .iter()
-                .map(|e| {
-                    json!({
-                        "username": e.username, "entra_device_id": e.entra_device_id, "sent_at": e.sent_at,
-                        "attributes": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null), "result": e.result,
-                    })
+            let items = h
+                .into_iter()
+                .map(|e| body::HistoryItem {
+                    attributes: serde_json::from_str::<Value>(&e.payload).ok(),
+                    username: e.username,
+                    entra_device_id: e.entra_device_id,
+                    sent_at: e.sent_at,
+                    result: e.result,
                 })
                 .collect();
-            Json(json!({ "computer": id, "items": items })).into_response()
+            Json(body::History { computer: id, items }).into_response()
         }
         Err(e) => store_problem(&e),
     }
@@ -731,64 +802,80 @@ pub async fn history(State(api): State<Api>, headers: HeaderMap, Path(id): Path<
 #[utoipa::path(
     get, path = "/api/v1/devices/{device_id}/posture", tag = "inventory",
     params(("device_id" = String, Path, description = "Entra device id")),
-    responses((status = 200, description = "The posture the gateway would use now, with the evidence of every source"), (status = 401, description = "No or unknown credential (problem+json)"))
+    responses((status = 200, description = "The posture the gateway would use now, with every source's evidence", body = body::Posture))
 )]
-pub async fn posture(State(api): State<Api>, headers: HeaderMap, Path(device): Path<String>) -> Response {
+pub async fn posture(State(api): State<Api>, headers: HeaderMap, device: PathArg) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let device = match segment(device) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
     let e = match api.store.device_evidence(&device).await {
         Ok(e) => e,
         Err(e) => return store_problem(&e),
     };
     let now = base::time::unix_now_i64();
     let p = device::posture::posture_from(&device, &e, now);
-    let posture = p.as_ref().map(|p| {
-        let reasons = match &p.state {
-            policy::PostureState::NonCompliant { reasons } => reasons.clone(),
-            policy::PostureState::Unsupported { reason } => vec![reason.clone()],
+    let posture = p.map(|p| {
+        let state = p.state.as_str();
+        let reasons = match p.state {
+            policy::PostureState::NonCompliant { reasons } => reasons,
+            policy::PostureState::Unsupported { reason } => vec![reason],
             policy::PostureState::InGrace { until } => vec![format!("in grace until {until}")],
             policy::PostureState::Compliant
             | policy::PostureState::NotRegistered { .. }
             | policy::PostureState::Disabled
             | policy::PostureState::Unknown => Vec::new(),
         };
-        json!({
-            "state": p.state.as_str(), "source": p.source.as_str(), "as_of": p.as_of,
-            "age_seconds": (now as u64).saturating_sub(p.as_of), "reasons": reasons,
-        })
+        body::PostureNow {
+            state,
+            source: p.source.as_str(),
+            as_of: p.as_of,
+            age_seconds: (now as u64).saturating_sub(p.as_of),
+            reasons,
+        }
     });
-    Json(json!({
-        "device_id": device.to_ascii_lowercase(),
-        "known": p.is_some(),
-        "posture": posture,
-        "evidence": {
-            "entra": e.entra,
-            "intune": e.intune,
-            "jamf": e.jamf.as_ref().map(|(c, a)| json!({ "computer": c.jamf_id, "name": c.name, "account": a.username, "registration_state": a.registration.as_str() })),
-            "last_sync": { "entra": e.last_sync.entra, "intune": e.last_sync.intune, "jamf": e.last_sync.jamf },
+    Json(body::Posture {
+        device_id: device.to_ascii_lowercase(),
+        known: posture.is_some(),
+        posture,
+        evidence: body::Evidence {
+            jamf: e.jamf.map(|(c, a)| body::JamfEvidence {
+                computer: c.jamf_id,
+                name: c.name,
+                account: a.username,
+                registration_state: a.registration,
+            }),
+            entra: e.entra,
+            intune: e.intune,
+            last_sync: body::LastSync {
+                entra: e.last_sync.entra,
+                intune: e.last_sync.intune,
+                jamf: e.last_sync.jamf,
+            },
         },
-    }))
+    })
     .into_response()
-}
-
-#[derive(Deserialize)]
-pub struct ConsentQuery {
-    redirect_uri: Option<String>,
 }
 
 /// GET /api/v1/conditional-access/consent-url — the v2 admin-consent URL for the configured
 /// cloud, tenant and application (reference §1.8), with a fresh `state`.
 #[utoipa::path(
     get, path = "/api/v1/conditional-access/consent-url", tag = "conditional-access",
-    params(("redirect_uri" = Option<String>, Query, description = "Where Entra returns after consent")),
-    responses((status = 200, description = "The v2 admin-consent URL for the cloud and app, and its state"), (status = 400, description = "Bad redirect URI"), (status = 401, description = "No or unknown credential (problem+json)"))
+    params(body::ConsentQuery),
+    responses(
+        (status = 200, description = "The v2 admin-consent URL for the cloud, tenant and app, with a fresh state", body = body::ConsentUrl),
+        (status = 404, description = "No `[entra]` section: nothing to configure"),
+        (status = 409, description = "The stored settings cannot make a URL")
+    )
 )]
 pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
-    let q: ConsentQuery = match query(&uri) {
+    let q: body::ConsentQuery = match query(&uri) {
         Ok(q) => q,
         Err(r) => return *r,
     };
@@ -832,32 +919,42 @@ pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, uri: Uri) -
         }
         qp.append_pair("state", &state);
     }
-    Json(json!({ "url": url.to_string(), "state": state })).into_response()
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SendUpdateBody {
-    /// A Jamf computer id; absent: every computer.
-    computer: Option<String>,
+    Json(body::ConsentUrl {
+        url: url.to_string(),
+        state,
+    })
+    .into_response()
 }
 
 /// POST /api/v1/conditional-access/send-update — starts a job; see `/api/v1/jobs/{id}`.
 #[utoipa::path(
     post, path = "/api/v1/conditional-access/send-update", tag = "conditional-access",
-    request_body(content_type = "application/json", description = "Optional: {\"computer\": ID}; empty for every computer"),
-    responses((status = 202, description = "Job started: its id, and Location"), (status = 200, description = "The same work (the same computer, or every computer) is already running on some node: that job's id, `already_running: true`, and Location; no new job"), (status = 429, description = "This node started 6 jobs in a row and may start one every 10 s (problem+json, Retry-After)"), (status = 400, description = "Bad body"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 403, description = "A read-only credential for a change (problem+json)"), (status = 404, description = "No such computer"), (status = 409, description = "The sync is off on this node"))
+    request_body(content = Option<body::SendUpdate>, description = "One computer, or every computer (`{}`, `null` or no body)"),
+    responses(
+        (status = 202, description = "A job started", body = body::JobStarted,
+            headers(("Location" = String, description = "The job: `/api/v1/jobs/{id}`"))),
+        (status = 200, description = "The same work (that computer, or every computer) is already running on some node: that job, no new one", body = body::JobAlreadyRunning,
+            headers(("Location" = String, description = "The running job"))),
+        (status = 404, description = "No such computer"),
+        (status = 409, description = "The sync is not configured on this node"),
+        (status = 429, description = "This node started 6 jobs in a row; it may start one every 10 s (Retry-After)")
+    )
 )]
-pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
     let caller = match authorize(&api, &headers, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let b: SendUpdateBody = if body.is_empty() {
-        SendUpdateBody::default()
+    let body = match body_bytes(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    // No body, `null` and `{}` all mean every computer.
+    let b: body::SendUpdate = if body.is_empty() {
+        body::SendUpdate::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
+        match serde_json::from_slice::<Option<body::SendUpdate>>(&body) {
+            Ok(b) => b.unwrap_or_default(),
             Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
         }
     };
@@ -881,7 +978,11 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
             return (
                 StatusCode::OK,
                 [(header::LOCATION, format!("/api/v1/jobs/{}", j.id))],
-                Json(json!({ "job": j.id, "already_running": true, "node": j.node })),
+                Json(body::JobAlreadyRunning {
+                    job: j.id,
+                    already_running: true,
+                    node: j.node,
+                }),
             )
                 .into_response();
         }
@@ -948,7 +1049,7 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
-        Json(json!({ "job": id })),
+        Json(body::JobStarted { job: id }),
     )
         .into_response()
 }
@@ -957,14 +1058,21 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: axum:
 #[utoipa::path(
     get, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "Status (running, succeeded, failed) and outcome"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "No such job (kept a week)"), (status = 503, description = "The store is unavailable (problem+json, Retry-After)"))
+    responses(
+        (status = 200, description = "The job's status and, once finished, its outcome", body = body::Job),
+        (status = 404, description = "No such job (jobs are kept a week)")
+    )
 )]
-pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn job(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let id = match segment(id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     match api.store.job(&id).await {
-        Ok(Some(j)) => Json(job_json(&j)).into_response(),
+        Ok(Some(j)) => Json(body::Job::of(&j)).into_response(),
         Ok(None) => problem(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -978,13 +1086,20 @@ pub async fn job(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Stri
 /// code, landing, response and every piece of evidence; nothing is sent upstream.
 #[utoipa::path(
     post, path = "/api/v1/explain", tag = "explain",
-    request_body(content_type = "application/json", description = "url (or route, with an optional path); token (an Entra access token) or user (object id or UPN; groups then come from Graph); device_id with device_source (token, certificate or session; default token); browser (answer as for a navigation)"),
-    responses((status = 200, description = "outcome (allow/deny), reason, landing, the response the client would get, and the evidence: route policy, credential, groups, device and its source, posture look-up, posture, registration step"), (status = 400, description = "A bad question: the body names the field"), (status = 401, description = "No or unknown credential (problem+json)"), (status = 404, description = "This node has no proxy to explain"))
+    request_body = body::ExplainQuestion,
+    responses(
+        (status = 200, description = "The decision, its reason, the landing, what the client would get, and the evidence", body = body::ExplainAnswer),
+        (status = 404, description = "This node has no proxy to explain")
+    )
 )]
-pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
     if let Err(r) = authorize(&api, &headers, Role::Reader).await {
         return r;
     }
+    let body = match body_bytes(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
     let Some(explainer) = &api.explainer else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -1003,8 +1118,23 @@ pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: axum::bod
 }
 
 #[cfg(test)]
-mod budget_tests {
-    use super::SendUpdateBudget;
+mod tests {
+    use super::{expected_version, SendUpdateBudget};
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn if_match_names_the_version_a_put_replaces() {
+        let v = |s: &'static str| expected_version(Some(&HeaderValue::from_static(s)), 7);
+        assert_eq!(expected_version(None, 7), None, "absent: 428");
+        assert_eq!(v("*"), Some(7));
+        assert_eq!(v("\"7\""), Some(7));
+        assert_eq!(v("W/\"7\""), Some(7), "a proxy may weaken the tag");
+        assert_eq!(v("\"3\", \"7\""), Some(7), "any tag of a list");
+        assert_eq!(v("\"3\""), Some(3), "stale: the store refuses it (412)");
+        assert_eq!(v("\"x\", W/\")\""), Some(-1), "no version named: never matches (412)");
+        let binary = HeaderValue::from_bytes(b"\"\xff\"").unwrap();
+        assert_eq!(expected_version(Some(&binary), 7), Some(-1));
+    }
 
     #[test]
     fn a_burst_then_one_start_every_interval() {

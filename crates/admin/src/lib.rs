@@ -31,6 +31,7 @@ use axum::{Json, Router};
 use metrics::Metrics;
 
 pub mod api;
+pub mod body;
 pub mod cli;
 pub mod openapi;
 mod probe;
@@ -96,6 +97,21 @@ pub fn router(
         .route("/api/v1/computers/{id}/history", get(api::history))
         .route("/api/v1/devices/{device_id}/posture", get(api::posture))
         .route("/api/v1/explain", axum::routing::post(api::explain))
+        // Unknown paths and methods answer in the API's one error shape too.
+        .fallback(|| async {
+            api::problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such operation; see /api/v1/openapi.json.",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            api::problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This operation does not take that method; see /api/v1/openapi.json.",
+            )
+        })
         .with_state(api)
         .route(
             "/api/v1/openapi.json",

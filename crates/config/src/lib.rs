@@ -209,6 +209,7 @@ pub struct DeviceConfig {
 /// `{"kind": "registration" | "access_denied" | "custom", "url": …}`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LandingChoice {
     /// The registration page: enroll with Jamf, or register with Entra.
     Registration,

@@ -104,7 +104,9 @@ impl Gateway {
 
     async fn handle(&self, req: Request<Incoming>, conn: &Conn, log: &mut AccessLog) -> Answer {
         let (parts, body) = req.into_parts();
-        log.navigation = access::is_navigation(&parts);
+        log.page = access::wants_page(&parts);
+        // `access::is_navigation`, without reading the headers twice.
+        log.navigation = log.page && (parts.method == http::Method::GET || log.head);
         if header_bytes(&parts) > self.settings.max_request_header_bytes {
             return self.refuse(&body, log, Problem::for_status(431));
         }
@@ -236,7 +238,7 @@ impl Gateway {
                     close: true,
                     headers: Vec::new(),
                 };
-                own(reply.render(log.navigation), log.head)
+                own(reply.render(log.page), log.head)
             }
         }
     }
@@ -381,7 +383,7 @@ impl Gateway {
         if log.route.is_none() {
             log.unrouted = Some(self.routes.load().unrouted.clone());
         }
-        let (resp, close) = own(reply.render(log.navigation), log.head);
+        let (resp, close) = own(reply.render(log.page), log.head);
         (resp, close || unread)
     }
 
@@ -489,7 +491,10 @@ pub struct AccessLog {
     method: http::Method,
     uri: http::Uri,
     version: Version,
+    /// A redirectable browser navigation ([`access::is_navigation`]).
     navigation: bool,
+    /// A browser loading a document, of any method: refusals are pages ([`access::wants_page`]).
+    page: bool,
     head: bool,
     client: IpAddr,
     upstream: Option<SocketAddr>,
@@ -511,6 +516,7 @@ impl AccessLog {
             uri: req.uri().clone(),
             version: req.version(),
             navigation: false,
+            page: false,
             head: req.method() == http::Method::HEAD,
             client: conn.peer.ip(),
             upstream: None,

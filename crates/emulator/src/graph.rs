@@ -28,6 +28,94 @@ fn select(mut v: serde_json::Value, sel: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// `$filter`: the subset of OData the gateway's peers use — `prop eq 'text'`, `prop eq true`,
+/// `prop eq null`, joined by `and` — on the properties `allowed` names; anything else is Graph's
+/// 400, never ignored (a client would believe it had filtered).
+struct Filter(Vec<(String, serde_json::Value)>);
+
+impl Filter {
+    fn parse(expr: Option<&str>, allowed: &[&str]) -> Result<Self, Response> {
+        let unsupported = |why: String| graph_error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", &why);
+        let Some(expr) = expr else { return Ok(Self(Vec::new())) };
+        let mut terms = Vec::new();
+        for term in expr.split(" and ") {
+            let mut parts = term.trim().splitn(3, ' ');
+            let (Some(prop), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(unsupported(format!(
+                    "Unsupported or invalid query filter clause: '{term}'."
+                )));
+            };
+            if !op.eq_ignore_ascii_case("eq") {
+                return Err(unsupported(format!("Unsupported filter operator '{op}'.")));
+            }
+            let Some(prop) = allowed.iter().find(|a| a.eq_ignore_ascii_case(prop)) else {
+                return Err(unsupported(format!("Unsupported property '{prop}' in a filter.")));
+            };
+            let value = match value.trim() {
+                "true" => json!(true),
+                "false" => json!(false),
+                "null" => serde_json::Value::Null,
+                v if v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'') => {
+                    json!(v[1..v.len() - 1].replace("''", "'"))
+                }
+                v => return Err(unsupported(format!("Invalid filter value '{v}'."))),
+            };
+            terms.push(((*prop).to_string(), value));
+        }
+        Ok(Self(terms))
+    }
+
+    /// Strings compare without case, as the directory does.
+    fn matches(&self, v: &serde_json::Value) -> bool {
+        self.0.iter().all(|(prop, want)| match (&v[prop.as_str()], want) {
+            (serde_json::Value::String(a), serde_json::Value::String(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        })
+    }
+}
+
+/// A paging link: `base` with the query's `$top`, `$select` and `$filter` carried on and a
+/// `$skiptoken`.
+fn next_link(base: &str, q: &std::collections::HashMap<String, String>, skiptoken: &str) -> String {
+    let mut link = format!("{base}?$skiptoken={skiptoken}");
+    for key in ["$top", "$select", "$filter"] {
+        if let Some(v) = q.get(key) {
+            let v: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+            link.push_str(&format!("&{key}={v}"));
+        }
+    }
+    link
+}
+
+/// One page of a collection: `$filter` on the properties `filterable` names, `$skiptoken`
+/// (an offset), `$top`, `$select`, and a next link that carries them on.
+fn list_page(
+    q: &std::collections::HashMap<String, String>,
+    items: impl Iterator<Item = serde_json::Value>,
+    filterable: &[&str],
+    base: &str,
+    context: &str,
+) -> Response {
+    let filter = match Filter::parse(q.get("$filter").map(String::as_str), filterable) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let offset = match q.get("$skiptoken").map(|t| decode(t)) {
+        None => 0,
+        Some(Some(v)) if v.len() == 1 => v[0] as usize,
+        Some(_) => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $skiptoken."),
+    };
+    let top = page_size(q.get("$top").map(String::as_str));
+    let sel = q.get("$select").map(String::as_str);
+    let mut rest = items.filter(|v| filter.matches(v)).skip(offset);
+    let page: Vec<_> = rest.by_ref().take(top).map(|v| select(v, sel)).collect();
+    let mut body = json!({ "@odata.context": context, "value": page });
+    if rest.next().is_some() {
+        body["@odata.nextLink"] = json!(next_link(base, q, &encode(&[(offset + top) as u64])));
+    }
+    Json(body).into_response()
+}
+
 /// Only app tokens issued by the emulator's token endpoint are accepted.
 fn authorized(s: &EntraState, headers: &HeaderMap) -> Result<(), Response> {
     let token = headers
@@ -161,7 +249,7 @@ pub async fn devices_delta(
     Json(body).into_response()
 }
 
-/// GET /v1.0/devices — the first page of live devices (`$top`).
+/// GET /v1.0/devices — live devices: `$top`, `$skiptoken`, `$select`, `$filter`.
 pub async fn devices_list(
     State(s): State<Arc<EntraState>>,
     headers: HeaderMap,
@@ -174,13 +262,27 @@ pub async fn devices_list(
         return r;
     }
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
-    let (page, _) = dir.changes(0, 0, page_size(q.get("$top").map(String::as_str)), false);
-    let page: Vec<_> = page
-        .into_iter()
-        .map(|d| select(d, q.get("$select").map(String::as_str)))
-        .collect();
-    Json(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#devices", "value": page }))
-        .into_response()
+    let live = dir
+        .devices
+        .values()
+        .filter(|d| d.removed.is_none())
+        .map(super::directory::Device::to_json);
+    list_page(
+        &q,
+        live,
+        &[
+            "id",
+            "deviceId",
+            "displayName",
+            "operatingSystem",
+            "accountEnabled",
+            "isCompliant",
+            "isManaged",
+            "trustType",
+        ],
+        &format!("{}/v1.0/devices", s.base_url),
+        "https://graph.microsoft.com/v1.0/$metadata#devices",
+    )
 }
 
 /// GET /v1.0/devices/{id} — one device by object id (`$select`), as the sync re-reads an
@@ -254,7 +356,7 @@ async fn one_device(
     }
 }
 
-/// GET /v1.0/deviceManagement/managedDevices — `$top`, `$skiptoken`.
+/// GET /v1.0/deviceManagement/managedDevices — `$top`, `$skiptoken`, `$select`, `$filter`.
 pub async fn managed_devices(
     State(s): State<Arc<EntraState>>,
     headers: HeaderMap,
@@ -267,31 +369,21 @@ pub async fn managed_devices(
         return r;
     }
     let dir = s.directory.lock().unwrap_or_else(|e| e.into_inner());
-    let top = page_size(q.get("$top").map(String::as_str));
-    let offset = q
-        .get("$skiptoken")
-        .and_then(|t| decode(t))
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0) as usize;
-    let page: Vec<_> = dir
-        .managed
-        .iter()
-        .skip(offset)
-        .take(top)
-        .map(super::directory::ManagedDevice::to_json)
-        .collect();
-    let mut body = json!({
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices",
-        "value": page,
-    });
-    if offset + top < dir.managed.len() {
-        body["@odata.nextLink"] = json!(format!(
-            "{}/v1.0/deviceManagement/managedDevices?$top={top}&$skiptoken={}",
-            s.base_url,
-            encode(&[(offset + top) as u64])
-        ));
-    }
-    Json(body).into_response()
+    list_page(
+        &q,
+        dir.managed.iter().map(super::directory::ManagedDevice::to_json),
+        &[
+            "id",
+            "azureADDeviceId",
+            "operatingSystem",
+            "serialNumber",
+            "userPrincipalName",
+            "complianceState",
+            "managementAgent",
+        ],
+        &format!("{}/v1.0/deviceManagement/managedDevices", s.base_url),
+        "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices",
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -570,4 +662,31 @@ pub async fn add_device(State(s): State<Arc<EntraState>>, Json(b): Json<NewDevic
         removed: None,
     });
     StatusCode::CREATED.into_response()
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::Filter;
+    use serde_json::json;
+
+    #[test]
+    fn eq_terms_match_without_case_and_anything_else_is_refused() {
+        let allowed = ["deviceId", "accountEnabled", "operatingSystem"];
+        let f = Filter::parse(Some("deviceId eq 'D1' and accountEnabled eq true"), &allowed).unwrap();
+        assert!(f.matches(&json!({ "deviceId": "d1", "accountEnabled": true })));
+        assert!(!f.matches(&json!({ "deviceId": "d1", "accountEnabled": false })));
+        assert!(!f.matches(&json!({ "deviceId": "d2", "accountEnabled": true })));
+        let quoted = Filter::parse(Some("operatingSystem eq 'O''Brien'"), &allowed).unwrap();
+        assert!(quoted.matches(&json!({ "operatingSystem": "o'brien" })));
+        assert!(Filter::parse(None, &allowed).unwrap().matches(&json!({})));
+        for bad in [
+            "deviceId ne 'x'",
+            "serialNumber eq 'x'",
+            "deviceId eq x",
+            "deviceId",
+            "startswith(deviceId,'x')",
+        ] {
+            assert!(Filter::parse(Some(bad), &allowed).is_err(), "{bad}");
+        }
+    }
 }

@@ -34,6 +34,8 @@ pub use entra::EntraState;
 /// (`/_emulator/...`).
 pub fn router(state: Arc<EntraState>) -> Router {
     Router::new()
+        // Browsers ask every origin for one; login.microsoftonline.com has one too.
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(entra::discovery_v2),

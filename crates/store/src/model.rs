@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// An Entra ID device object (Graph `/devices`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntraDevice {
     /// `deviceId`, lower case: the join key.
     pub device_id: String,
@@ -27,6 +28,7 @@ pub struct EntraDevice {
 /// Intune's `complianceState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ComplianceState {
     Unknown,
     Compliant,
@@ -66,6 +68,7 @@ impl ComplianceState {
 
 /// An Intune managed device (Graph `/deviceManagement/managedDevices`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManagedDevice {
     pub intune_id: String,
     /// `azureADDeviceId` = Entra `deviceId`, lower case.
@@ -82,6 +85,7 @@ pub struct ManagedDevice {
 /// Kind of a macOS user account in Jamf inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AccountType {
     Local,
     Mobile,
@@ -110,6 +114,7 @@ impl AccountType {
 /// Jamf's Entra registration state of a user on a computer (`azureActiveDirectoryId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RegistrationState {
     Activated,
     Deactivated,
@@ -212,6 +217,7 @@ pub struct HistoryEntry {
 
 /// One administrative change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
@@ -232,6 +238,7 @@ pub struct Lease {
 /// Where a background job (Send Update) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobStatus {
     Running,
     Succeeded,

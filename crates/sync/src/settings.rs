@@ -23,6 +23,7 @@ const SECRET_PURPOSE: &str = "portcullis-settings-secret";
 /// How the gateway authenticates to Entra.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConnectionType {
     /// Application id + client secret (or certificate, from the configuration file).
     Manual,

@@ -27,6 +27,7 @@ pub struct ShareSettings {
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShareStats {
     pub sent: u64,
     pub unchanged: u64,

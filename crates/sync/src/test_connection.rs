@@ -12,6 +12,7 @@ use super::jamf::JamfClient;
 /// The outcome of one step.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepStatus {
     Ok,
     /// Works, with a caveat (optional permission missing, partner not enabled…).
@@ -22,6 +23,7 @@ pub enum StepStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     pub name: &'static str,
     pub status: StepStatus,
@@ -30,6 +32,7 @@ pub struct Step {
 
 /// Every step, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestReport {
     pub ok: bool,
     pub steps: Vec<Step>,
