@@ -972,20 +972,10 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: BodyA
             Err(e) => return store_problem(&e),
         }
     }
-    // The same work already running (on any node): that job, not a second one.
+    // The same work already running (on any node): that job, not a second one. Asked first so
+    // that a repeated click costs no start; `start_job` below settles a race between nodes.
     match api.store.running_job("send_update", b.computer.as_deref()).await {
-        Ok(Some(j)) => {
-            return (
-                StatusCode::OK,
-                [(header::LOCATION, format!("/api/v1/jobs/{}", j.id))],
-                Json(body::JobAlreadyRunning {
-                    job: j.id,
-                    already_running: true,
-                    node: j.node,
-                }),
-            )
-                .into_response();
-        }
+        Ok(Some(j)) => return already_running(j),
         Ok(None) => {}
         Err(e) => return store_problem(&e),
     }
@@ -1022,8 +1012,10 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: BodyA
         result: None,
     };
     // Stored before it starts: a job nobody could ask about is never acknowledged.
-    if let Err(e) = api.store.put_job(&running).await {
-        return store_problem(&e);
+    match api.store.start_job(&running).await {
+        Ok(None) => {}
+        Ok(Some(j)) => return already_running(j),
+        Err(e) => return store_problem(&e),
     }
     audit_action(
         &api,
@@ -1050,6 +1042,20 @@ pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: BodyA
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/jobs/{id}"))],
         Json(body::JobStarted { job: id }),
+    )
+        .into_response()
+}
+
+/// The answer to a Send Update whose work another request started: that job.
+fn already_running(j: store::Job) -> Response {
+    (
+        StatusCode::OK,
+        [(header::LOCATION, format!("/api/v1/jobs/{}", j.id))],
+        Json(body::JobAlreadyRunning {
+            job: j.id,
+            already_running: true,
+            node: j.node,
+        }),
     )
         .into_response()
 }

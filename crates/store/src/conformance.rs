@@ -389,30 +389,46 @@ async fn sessions<S: Store + ?Sized>(s: &S) {
 
 async fn jobs<S: Store + ?Sized>(s: &S) {
     let now = base::time::unix_now_i64();
-    let job = |id: &str, node: &str, started_at: i64| Job {
+    let job = |id: &str, node: &str, started_at: i64, computer: &str| Job {
         id: id.into(),
         kind: "send_update".into(),
         status: JobStatus::Running,
         node: node.into(),
         started_at,
         finished_at: None,
-        computer: Some("7".into()),
+        computer: Some(computer.into()),
         result: None,
     };
     assert_eq!(s.job("j1").await.unwrap(), None);
-    s.put_job(&job("old", "gw-1", now - JOB_RETENTION_SECS - 10))
-        .await
-        .unwrap();
-    s.put_job(&job("j1", "gw-1", now)).await.unwrap();
-    s.put_job(&job("j2", "gw-2", now)).await.unwrap();
-    s.put_job(&job("j3", "gw-1", now)).await.unwrap();
-    assert_eq!(s.job("j1").await.unwrap(), Some(job("j1", "gw-1", now)));
+    let old = Job {
+        status: JobStatus::Succeeded,
+        ..job("old", "gw-1", now - JOB_RETENTION_SECS - 10, "7")
+    };
+    s.put_job(&old).await.unwrap();
+    assert_eq!(
+        s.start_job(&job("j1", "gw-1", now, "7")).await.unwrap(),
+        None,
+        "started"
+    );
+    assert_eq!(s.job("j1").await.unwrap(), Some(job("j1", "gw-1", now, "7")));
     assert_eq!(s.job("old").await.unwrap(), None, "jobs past the retention are dropped");
+    // The same work, asked of another node: the running job, not a second one.
+    assert_eq!(
+        s.start_job(&job("j2", "gw-2", now + 1, "7")).await.unwrap(),
+        Some(job("j1", "gw-1", now, "7"))
+    );
+    assert_eq!(s.job("j2").await.unwrap(), None, "not stored");
+    assert_eq!(
+        s.start_job(&job("j2", "gw-2", now, "8")).await.unwrap(),
+        None,
+        "other work"
+    );
+    assert_eq!(s.start_job(&job("j3", "gw-1", now, "9")).await.unwrap(), None);
     let done = Job {
         status: JobStatus::Succeeded,
         finished_at: Some(now + 3),
         result: Some(r#"{"sent":4}"#.into()),
-        ..job("j1", "gw-1", now)
+        ..job("j1", "gw-1", now, "7")
     };
     s.put_job(&done).await.unwrap();
     assert_eq!(
@@ -420,6 +436,18 @@ async fn jobs<S: Store + ?Sized>(s: &S) {
         Some(done.clone()),
         "a finished job replaces the running one"
     );
+    assert_eq!(
+        s.start_job(&job("j5", "gw-2", now + 4, "7")).await.unwrap(),
+        None,
+        "once it finished, the same work starts again"
+    );
+    s.put_job(&Job {
+        status: JobStatus::Failed,
+        finished_at: Some(now + 4),
+        ..job("j5", "gw-2", now + 4, "7")
+    })
+    .await
+    .unwrap();
     assert_eq!(
         s.interrupt_jobs("gw-1", now + 5).await.unwrap(),
         1,
@@ -435,9 +463,9 @@ async fn jobs<S: Store + ?Sized>(s: &S) {
     assert_eq!(s.job("j1").await.unwrap(), Some(done), "finished jobs untouched");
     // The running job for the same work, whichever node runs it.
     let j2 = s.job("j2").await.unwrap();
-    assert_eq!(s.running_job("send_update", Some("7")).await.unwrap(), j2);
-    assert_eq!(s.running_job("send_update", Some("8")).await.unwrap(), None);
-    assert_eq!(s.running_job("sync", Some("7")).await.unwrap(), None);
+    assert_eq!(s.running_job("send_update", Some("8")).await.unwrap(), j2);
+    assert_eq!(s.running_job("send_update", Some("7")).await.unwrap(), None);
+    assert_eq!(s.running_job("sync", Some("8")).await.unwrap(), None);
     assert_eq!(
         s.running_job("send_update", None).await.unwrap(),
         None,
@@ -445,10 +473,46 @@ async fn jobs<S: Store + ?Sized>(s: &S) {
     );
     let all = Job {
         computer: None,
-        ..job("j4", "gw-2", now + 1)
+        ..job("j4", "gw-2", now + 1, "")
     };
-    s.put_job(&all).await.unwrap();
-    assert_eq!(s.running_job("send_update", None).await.unwrap(), Some(all));
+    assert_eq!(s.start_job(&all).await.unwrap(), None);
+    assert_eq!(s.running_job("send_update", None).await.unwrap(), Some(all.clone()));
+    assert_eq!(
+        s.start_job(&Job {
+            id: "j6".into(),
+            ..all.clone()
+        })
+        .await
+        .unwrap(),
+        Some(all),
+        "every computer, too: one at a time"
+    );
+    // Simultaneous requests for the same work on several nodes start exactly one job.
+    let racers: Vec<Job> = (0..8)
+        .map(|i| job(&format!("race-{i}"), &format!("gw-{i}"), now + 10, "race"))
+        .collect();
+    let r = &racers;
+    let results = {
+        let (a, b, c, d, e, f, g, h) = tokio::join!(
+            s.start_job(&r[0]),
+            s.start_job(&r[1]),
+            s.start_job(&r[2]),
+            s.start_job(&r[3]),
+            s.start_job(&r[4]),
+            s.start_job(&r[5]),
+            s.start_job(&r[6]),
+            s.start_job(&r[7]),
+        );
+        [a, b, c, d, e, f, g, h]
+    };
+    let started = results.iter().filter(|r| matches!(r, Ok(None))).count();
+    assert_eq!(started, 1, "{results:?}");
+    let winner = s.running_job("send_update", Some("race")).await.unwrap().unwrap();
+    for r in results {
+        if let Some(running) = r.unwrap() {
+            assert_eq!(running, winner, "the losers are given the winner");
+        }
+    }
 }
 
 #[cfg(test)]

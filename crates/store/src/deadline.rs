@@ -118,6 +118,7 @@ bounded! {
 bounded! {
     JobStore {
             fn put_job(&self, job: &Job) -> ();
+            fn start_job(&self, job: &Job) -> Option<Job>;
             fn job(&self, id: &str) -> Option<Job>;
             fn running_job(&self, kind: &str, computer: Option<&str>) -> Option<Job>;
             fn interrupt_jobs(&self, node: &str, now: i64) -> u64;
@@ -211,6 +212,7 @@ mod tests {
     frozen! {
         JobStore {
                 fn put_job(&self, a: &Job) -> ();
+                fn start_job(&self, a: &Job) -> Option<Job>;
                 fn job(&self, a: &str) -> Option<Job>;
                 fn running_job(&self, a: &str, b: Option<&str>) -> Option<Job>;
                 fn interrupt_jobs(&self, a: &str, b: i64) -> u64;

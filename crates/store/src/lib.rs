@@ -198,8 +198,13 @@ pub trait AuditStore: Send + Sync {
 /// Background jobs (Send Update), kept for [`JOB_RETENTION_SECS`] after they start.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Inserts or replaces job `job.id`; drops jobs older than the retention on the way.
+    /// Inserts or replaces job `job.id`; drops jobs older than the retention on the way. A job
+    /// is started with [`JobStore::start_job`]; this records what became of it.
     async fn put_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Stores `job` (running) unless the same work — its kind, for its computer — is running on
+    /// some node already: then `Some` of that job, and `job` is not stored. Atomic across nodes
+    /// (a unique index on the running jobs), so simultaneous requests start one job.
+    async fn start_job(&self, job: &Job) -> Result<Option<Job>, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// The newest job of `kind` for `computer` (`None`: for every computer) still running on
     /// any node, so a second request for the same work can be given it instead of a new one.

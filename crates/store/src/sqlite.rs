@@ -791,6 +791,44 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    async fn start_job(&self, j: &Job) -> Result<Option<Job>, StoreError> {
+        // A conflict is the same work running (or, never in practice, a reused id); when that
+        // job ends between the insert and the look, the insert is tried again.
+        for _ in 0..3 {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM jobs WHERE started_at < ?")
+                .bind(j.started_at - JOB_RETENTION_SECS)
+                .execute(&mut *tx)
+                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (id, kind, status, node, started_at, finished_at, computer, result) \
+                 VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&j.id)
+            .bind(&j.kind)
+            .bind(j.status.as_str())
+            .bind(&j.node)
+            .bind(j.started_at)
+            .bind(j.finished_at)
+            .bind(&j.computer)
+            .bind(&j.result)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            if inserted == 1 {
+                return Ok(None);
+            }
+            if let Some(running) = self.running_job(&j.kind, j.computer.as_deref()).await? {
+                return Ok(Some(running));
+            }
+        }
+        Err(StoreError::Conflict {
+            what: format!("job {}", j.id),
+            current: 0,
+        })
+    }
+
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
