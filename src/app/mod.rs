@@ -200,6 +200,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         None => None,
     };
     let devices = Arc::new(Devices::from_config(&cfg.device, store.clone()));
+    let postures = devices.cache.clone();
     tasks.push(bg.spawn(services::follow_changes(
         store.clone(),
         devices.cache.clone(),
@@ -298,6 +299,11 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     if let Some(id) = &identity {
         tasks.push(bg.spawn(services::signing_keys(id.clone(), readiness.clone(), shutdown.clone())));
     }
+    let decisions = Arc::new(metrics::DecisionHistory::new(
+        metrics.clone(),
+        base::time::unix_now_i64(),
+    ));
+    tasks.push(bg.spawn(services::decision_history(decisions.clone(), shutdown.clone())));
     let api = admin::api::Api {
         auth: Arc::new(admin::api::ApiAuth::from_config(
             &cfg.admin,
@@ -314,10 +320,19 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             .map(config::ClientCredentialConfig::kind),
         explainer: Some(explainer),
         send_update_budget: Arc::default(),
+        decisions: Some(decisions),
+        postures: Some(postures),
     };
     tasks.push(bg.spawn(services::admin(
         admin_listener,
-        admin::router(metrics.clone(), readiness.clone(), webhooks, api),
+        admin::router(
+            metrics.clone(),
+            readiness.clone(),
+            webhooks,
+            api,
+            cfg.sync.share.clone(),
+            identity.clone(),
+        ),
         readiness,
         cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
         shutdown.clone(),

@@ -35,6 +35,19 @@ pub fn follow_changes(
     device::changes::follow_changes(store, cache, interval, shutdown)
 }
 
+/// Closes a minute of the decision history every minute, until the drain.
+pub async fn decision_history(history: Arc<metrics::DecisionHistory>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => history.sample(base::time::unix_now_i64()),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Runs the sync loop.
 pub async fn sync(sync: Arc<SyncLoop<dyn Store>>, shutdown: Shutdown) {
     sync.run(shutdown).await;

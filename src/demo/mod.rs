@@ -70,12 +70,16 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
     })?;
     let certs = crate::devcert::generate(&data, "gateway", &["localhost", "127.0.0.1"])?;
     let mut cfg = demo_config(&data, opts.port_offset, opts.store.as_deref())?;
-    // A fresh admin token at every start; only its SHA-256 is held, as in a real deployment.
-    let admin_token = base::seal::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, admin_token.as_bytes());
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(digest.as_ref());
-    let cluster = nodes::Shared::new(&opts, hash)?;
+    // Fresh admin and read-only tokens at every start; only their SHA-256 is held, as in a real
+    // deployment.
+    let token = || -> Result<(String, [u8; 32]), DemoError> {
+        let t = base::seal::random_token(24).map_err(|e| DemoError::Emulator(e.to_string()))?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()).as_ref());
+        Ok((t, hash))
+    };
+    let ((admin_token, admin_hash), (reader_token, reader_hash)) = (token()?, token()?);
+    let cluster = nodes::Shared::new(&opts, admin_hash, reader_hash)?;
     cluster.apply(&mut cfg);
     if opts.nodes > 1 {
         nodes::shift_node(&mut cfg, 0)?;
@@ -103,6 +107,18 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
             emu.register_redirect(personas::GATEWAY_CLIENT_ID, &format!("{scheme}://{host}:{port}{path}"));
         }
     }
+    // The admin console signs in with Entra too: alice holds the admin app role, bob the reader's.
+    for c in std::iter::once(&cfg).chain(&node_cfgs) {
+        for host in ["127.0.0.1", "localhost"] {
+            let uri = format!("http://{host}:{}/console/callback", c.admin.listen.port());
+            emu.register_redirect(personas::GATEWAY_CLIENT_ID, &uri);
+        }
+    }
+    for (persona, role) in [("alice", &cfg.admin.admin_role), ("bob", &cfg.admin.reader_role)] {
+        if let Some(p) = personas::find(persona) {
+            emu.assign_app_role(p.object_id, role);
+        }
+    }
     spawn_server("emulator", emu_listener, move |l| emulator::serve(l, emu))
         .map_err(|source| DemoError::App { addr: emu_addr, source })?;
 
@@ -119,7 +135,7 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
         // The other nodes stop first: the temporary directory holds their certificates.
         on_exit.push(Box::new(move || children.stop()));
     }
-    print_summary(&cfg, &node_cfgs, &certs.ca_cert, &data, &admin_token);
+    print_summary(&cfg, &node_cfgs, &certs.ca_cert, &data, (&admin_token, &reader_token));
     if opts.data.is_none() {
         // The fresh directory (development CA key, store) was ours; a --data directory is the
         // user's to keep.
@@ -220,7 +236,8 @@ fn shift(port: u16, offset: u16) -> Result<u16, DemoError> {
     port.checked_add(offset).ok_or(DemoError::Offset(offset))
 }
 
-fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &std::path::Path, admin_token: &str) {
+fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &std::path::Path, tokens: (&str, &str)) {
+    let (admin_token, reader_token) = tokens;
     let find = |name: &str| cfg.listeners.iter().find(|l| l.name == name).map(|l| l.address);
     let (https, http) = (find("https"), find("http"));
     let admin = cfg.admin.listen;
@@ -233,6 +250,7 @@ fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &s
     if let Some(a) = http {
         println!("  gateway (HTTP):  http://{a}/");
     }
+    println!("  admin console:   http://{admin}/console/   (sign in with Microsoft as alice, admin, or bob, read-only; or with a token below)");
     println!("  admin API:       http://{admin}/api/v1/   /metrics  /healthz  /readyz");
     if let Some(u) = cfg.upstreams.first().and_then(|u| u.addresses.first()) {
         println!("  demo app:        http://{u}/");
@@ -246,6 +264,7 @@ fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &s
     let exe = std::env::current_exe().map_or_else(|_| "portcullis".to_string(), |p| p.display().to_string());
     // On a line of its own, for scripts (DESIGN.md §8).
     println!("admin token: {admin_token}");
+    println!("read-only token: {reader_token}");
     println!();
     println!("Try:");
     let alice_device = personas::all()

@@ -24,6 +24,7 @@ pub const NODE_PORT_STEP: u16 = 100;
 const MAX_NODES: u16 = 9;
 const STORE_ENV: &str = "PORTCULLIS_DEMO_STORE";
 const ADMIN_HASH_ENV: &str = "PORTCULLIS_DEMO_ADMIN_SHA256";
+const READER_HASH_ENV: &str = "PORTCULLIS_DEMO_READER_SHA256";
 const COOKIE_KEY_ENV: &str = "PORTCULLIS_DEMO_COOKIE_KEY";
 
 /// Refuses what cannot work before anything starts.
@@ -47,12 +48,13 @@ pub fn check(opts: &super::DemoOptions) -> Result<(), DemoError> {
 pub struct Shared {
     store: Option<String>,
     admin_sha256: [u8; 32],
+    reader_sha256: [u8; 32],
     cookie_key: Option<String>,
 }
 
 impl Shared {
     /// For a cluster, a fresh session key (32 bytes from the system's random source).
-    pub fn new(opts: &super::DemoOptions, admin_sha256: [u8; 32]) -> Result<Self, DemoError> {
+    pub fn new(opts: &super::DemoOptions, admin_sha256: [u8; 32], reader_sha256: [u8; 32]) -> Result<Self, DemoError> {
         let cookie_key = if opts.nodes > 1 {
             let mut key = [0u8; 32];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
@@ -64,6 +66,7 @@ impl Shared {
         Ok(Self {
             store: opts.store.clone(),
             admin_sha256,
+            reader_sha256,
             cookie_key,
         })
     }
@@ -79,16 +82,20 @@ impl Shared {
         };
         let admin_sha256 = base::sha256_from_hex(&var(ADMIN_HASH_ENV)?)
             .ok_or_else(|| DemoError::Nodes(format!("{ADMIN_HASH_ENV} is not a SHA-256 in hex")))?;
+        let reader_sha256 = base::sha256_from_hex(&var(READER_HASH_ENV)?)
+            .ok_or_else(|| DemoError::Nodes(format!("{READER_HASH_ENV} is not a SHA-256 in hex")))?;
         Ok(Self {
             store: Some(var(STORE_ENV)?),
             admin_sha256,
+            reader_sha256,
             cookie_key: Some(var(COOKIE_KEY_ENV)?),
         })
     }
 
-    /// Every node's admin token and session key.
+    /// Every node's admin and read-only tokens and session key.
     pub fn apply(&self, cfg: &mut Config) {
         cfg.admin.token_sha256 = Some(self.admin_sha256);
+        cfg.admin.read_only_token_sha256 = Some(self.reader_sha256);
         if let Some(k) = &self.cookie_key {
             cfg.session.cookie_key = Some(base::Secret::new(k.clone()));
         }
@@ -191,6 +198,7 @@ pub fn spawn(opts: &super::DemoOptions, data: &std::path::Path, shared: &Shared)
             .arg(data)
             .env(STORE_ENV, shared.store.as_deref().unwrap_or_default())
             .env(ADMIN_HASH_ENV, &hex)
+            .env(READER_HASH_ENV, base::to_hex(&shared.reader_sha256))
             .env(COOKIE_KEY_ENV, shared.cookie_key.as_deref().unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -648,6 +648,7 @@ async fn openapi_document_lists_every_operation_the_gateway_serves() {
         "GET /api/v1/computers/{id}/history",
         "GET /api/v1/devices/{device_id}/posture",
         "POST /api/v1/explain",
+        "GET /api/v1/decisions",
     ];
     expected.sort();
     assert_eq!(ops, expected);

@@ -60,6 +60,10 @@ pub struct Api {
     pub explainer: Option<Arc<dyn access::explain::Explain>>,
     /// How many Send Update jobs this node may start now ([`SendUpdateBudget`]).
     pub send_update_budget: Arc<SendUpdateBudget>,
+    /// This node's decisions of the last hour, minute by minute.
+    pub decisions: Option<Arc<metrics::DecisionHistory>>,
+    /// This node's posture cache: the postures it enforces now.
+    pub postures: Option<Arc<device::PostureCache>>,
 }
 
 /// The Send Update jobs one node may start: a burst of [`SendUpdateBudget::BURST`], then one
@@ -122,8 +126,10 @@ async fn finish_job(store: Arc<dyn Store>, job: store::Job) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+/// What a caller may do: an admin reads and changes, a reader only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
     Admin,
     Reader,
 }
@@ -160,9 +166,30 @@ pub(crate) fn store_problem(e: &store::StoreError) -> Response {
     }
 }
 
-struct Caller {
-    role: Role,
-    name: String,
+/// An authenticated caller: what they may do, and the name the audit trail records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Caller {
+    pub role: Role,
+    pub name: String,
+}
+
+/// Who is asking: the request's headers (a bearer token) or, for the console's in-process
+/// calls, the caller its session authenticated — a request extension, which nothing outside
+/// the process can set.
+pub struct Credential {
+    headers: HeaderMap,
+    session: Option<Caller>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Credential {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            session: parts.extensions.get::<Caller>().cloned(),
+        })
+    }
 }
 
 /// The query string as `T`, read after the caller is authorized (so a request without a
@@ -210,7 +237,24 @@ fn page_size(limit: Option<u32>) -> Result<u32, Box<Response>> {
     }
 }
 
-async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller, Response> {
+async fn authorize(api: &Api, cred: &Credential, need: Role) -> Result<Caller, Response> {
+    let caller = match &cred.session {
+        Some(c) => c.clone(),
+        None => authenticate(api, &cred.headers).await?,
+    };
+    if need == Role::Admin && caller.role != Role::Admin {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "This token may read but not change anything.",
+        ));
+    }
+    Ok(caller)
+}
+
+/// The caller a request's bearer token names: the admin or read-only token, or an Entra token
+/// with a Portcullis app role from the gateway's own tenant.
+pub async fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Caller, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -251,43 +295,49 @@ async fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> Result<Caller,
                 "The token is not valid here.",
             )
         })?;
-        // App roles are assigned in the gateway's own tenant; another allowed tenant's admin
-        // could give themselves one in theirs.
-        if v.tenants()
-            .first()
-            .is_none_or(|home| !home.eq_ignore_ascii_case(&p.tenant))
-        {
-            return Err(problem(
-                StatusCode::FORBIDDEN,
-                "role_missing",
-                "Admin roles are honoured only from the gateway's own tenant.",
-            ));
-        }
-        let has = |r: &str| p.roles.iter().any(|x| &**x == r);
-        let role = if has(&api.auth.admin_role) {
-            Role::Admin
-        } else if has(&api.auth.reader_role) {
-            Role::Reader
-        } else {
-            return Err(problem(
-                StatusCode::FORBIDDEN,
-                "role_missing",
-                "Your account has no Portcullis admin or reader role.",
-            ));
-        };
-        Caller {
-            role,
-            name: p.username.as_deref().unwrap_or(&p.object_id).to_string(),
-        }
+        caller_of(api, v, &p).map_err(|e| problem(StatusCode::FORBIDDEN, "role_missing", e.to_string()))?
     };
-    if need == Role::Admin && caller.role != Role::Admin {
-        return Err(problem(
-            StatusCode::FORBIDDEN,
-            "read_only",
-            "This token may read but not change anything.",
-        ));
-    }
     Ok(caller)
+}
+
+/// Why an Entra identity may not administer Portcullis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleError {
+    OtherTenant,
+    NoRole,
+}
+
+impl std::fmt::Display for RoleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OtherTenant => "Admin roles are honoured only from the gateway's own tenant.",
+            Self::NoRole => "Your account has no Portcullis admin or reader role.",
+        })
+    }
+}
+
+/// The caller an Entra identity (an access token's, or the console's ID token's) is: its
+/// Portcullis app role, honoured only from the gateway's own tenant — another allowed
+/// tenant's admin could give themselves one in theirs.
+pub fn caller_of(api: &Api, v: &Validator, p: &identity::Principal) -> Result<Caller, RoleError> {
+    if v.tenants()
+        .first()
+        .is_none_or(|home| !home.eq_ignore_ascii_case(&p.tenant))
+    {
+        return Err(RoleError::OtherTenant);
+    }
+    let has = |r: &str| p.roles.iter().any(|x| &**x == r);
+    let role = if has(&api.auth.admin_role) {
+        Role::Admin
+    } else if has(&api.auth.reader_role) {
+        Role::Reader
+    } else {
+        return Err(RoleError::NoRole);
+    };
+    Ok(Caller {
+        role,
+        name: p.username.as_deref().unwrap_or(&p.object_id).to_string(),
+    })
 }
 
 fn etag(version: i64) -> String {
@@ -303,8 +353,8 @@ fn etag(version: i64) -> String {
         (status = 404, description = "No `[entra]` section: nothing to configure")
     )
 )]
-pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn get_settings(State(api): State<Api>, cred: Credential) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let Some(s) = &api.settings else {
@@ -331,8 +381,8 @@ pub async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Respons
         (status = 428, description = "No If-Match (send the ETag, or `*`)")
     )
 )]
-pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
-    let caller = match authorize(&api, &headers, Role::Admin).await {
+pub async fn put_settings(State(api): State<Api>, cred: Credential, body: BodyArg) -> Response {
+    let caller = match authorize(&api, &cred, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -343,7 +393,7 @@ pub async fn put_settings(State(api): State<Api>, headers: HeaderMap, body: Body
     let Some(s) = &api.settings else {
         return problem(StatusCode::NOT_FOUND, "not_configured", "No [entra] section.");
     };
-    let Some(expected) = expected_version(headers.get(header::IF_MATCH), s.version()) else {
+    let Some(expected) = expected_version(cred.headers.get(header::IF_MATCH), s.version()) else {
         return problem(
             StatusCode::PRECONDITION_REQUIRED,
             "if_match_required",
@@ -474,8 +524,8 @@ fn expected_version(if_match: Option<&header::HeaderValue>, current: i64) -> Opt
         (status = 409, description = "The sync is not configured on this node")
     )
 )]
-pub async fn run_test(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let caller = match authorize(&api, &headers, Role::Admin).await {
+pub async fn run_test(State(api): State<Api>, cred: Credential) -> Response {
+    let caller = match authorize(&api, &cred, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -505,8 +555,8 @@ async fn audit_action(api: &Api, who: &str, action: &str, detail: Value) {
     get, path = "/api/v1/sync/status", tag = "sync",
     responses((status = 200, description = "Each source's last success, lag, last error and counts; the sync leader", body = body::SyncStatus))
 )]
-pub async fn sync_status(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn sync_status(State(api): State<Api>, cred: Credential) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let now = base::time::unix_now_i64();
@@ -556,8 +606,8 @@ async fn source_status(store: &dyn Store, source: &str, now: i64) -> Result<body
         (status = 409, description = "The sync is not configured on this node")
     )
 )]
-pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, source: PathArg) -> Response {
-    let caller = match authorize(&api, &headers, Role::Admin).await {
+pub async fn sync_now(State(api): State<Api>, cred: Credential, source: PathArg) -> Response {
+    let caller = match authorize(&api, &cred, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -592,8 +642,8 @@ pub async fn sync_now(State(api): State<Api>, headers: HeaderMap, source: PathAr
     params(body::AuditQuery),
     responses((status = 200, description = "Audit entries, newest first; secrets masked", body = body::AuditPage))
 )]
-pub async fn audit(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn audit(State(api): State<Api>, cred: Credential, uri: Uri) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let p: body::AuditQuery = match query(&uri) {
@@ -671,8 +721,8 @@ async fn computer_view(api: &Api, c: &store::Computer) -> body::Computer {
     params(body::ComputerQuery),
     responses((status = 200, description = "Computers with each account's Conditional Access inventory state", body = body::ComputerPage))
 )]
-pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn computers(State(api): State<Api>, cred: Credential, uri: Uri) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let q: body::ComputerQuery = match query(&uri) {
@@ -750,8 +800,8 @@ pub async fn computers(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> 
         (status = 404, description = "No such computer")
     )
 )]
-pub async fn computer(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn computer(State(api): State<Api>, cred: Credential, id: PathArg) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let id = match segment(id) {
@@ -771,8 +821,8 @@ pub async fn computer(State(api): State<Api>, headers: HeaderMap, id: PathArg) -
     params(("id" = String, Path, description = "Jamf computer id")),
     responses((status = 200, description = "Inventory sent to Microsoft per username, newest first (empty for an unknown computer)", body = body::History))
 )]
-pub async fn history(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn history(State(api): State<Api>, cred: Credential, id: PathArg) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let id = match segment(id) {
@@ -804,8 +854,8 @@ pub async fn history(State(api): State<Api>, headers: HeaderMap, id: PathArg) ->
     params(("device_id" = String, Path, description = "Entra device id")),
     responses((status = 200, description = "The posture the gateway would use now, with every source's evidence", body = body::Posture))
 )]
-pub async fn posture(State(api): State<Api>, headers: HeaderMap, device: PathArg) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn posture(State(api): State<Api>, cred: Credential, device: PathArg) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let device = match segment(device) {
@@ -871,8 +921,8 @@ pub async fn posture(State(api): State<Api>, headers: HeaderMap, device: PathArg
         (status = 409, description = "The stored settings cannot make a URL")
     )
 )]
-pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn consent_url(State(api): State<Api>, cred: Credential, uri: Uri) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let q: body::ConsentQuery = match query(&uri) {
@@ -940,8 +990,8 @@ pub async fn consent_url(State(api): State<Api>, headers: HeaderMap, uri: Uri) -
         (status = 429, description = "This node started 6 jobs in a row; it may start one every 10 s (Retry-After)")
     )
 )]
-pub async fn send_update(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
-    let caller = match authorize(&api, &headers, Role::Admin).await {
+pub async fn send_update(State(api): State<Api>, cred: Credential, body: BodyArg) -> Response {
+    let caller = match authorize(&api, &cred, Role::Admin).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1069,8 +1119,8 @@ fn already_running(j: store::Job) -> Response {
         (status = 404, description = "No such job (jobs are kept a week)")
     )
 )]
-pub async fn job(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn job(State(api): State<Api>, cred: Credential, id: PathArg) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let id = match segment(id) {
@@ -1088,6 +1138,63 @@ pub async fn job(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Res
     }
 }
 
+/// GET /api/v1/decisions — this node's access decisions of the last hour.
+#[utoipa::path(
+    get, path = "/api/v1/decisions", tag = "explain",
+    responses((status = 200, description = "This node's decisions minute by minute and by reason over the last hour, and the oldest posture it enforces", body = body::Decisions))
+)]
+pub async fn decisions(State(api): State<Api>, cred: Credential) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
+        return r;
+    }
+    let now = base::time::unix_now_i64();
+    let minutes = api.decisions.as_ref().map(|h| h.last_hour(now)).unwrap_or_default();
+    let mut by_reason: std::collections::BTreeMap<(String, String), u64> = std::collections::BTreeMap::new();
+    let per_minute = minutes
+        .iter()
+        .map(|m| {
+            let mut out = body::DecisionMinute {
+                at: m.at,
+                allow: 0,
+                deny: 0,
+                report_only: 0,
+            };
+            for ((outcome, reason), n) in &m.counts {
+                *by_reason.entry((outcome.clone(), reason.clone())).or_default() += n;
+                match outcome.as_str() {
+                    "allow" => out.allow += n,
+                    "deny" => out.deny += n,
+                    _ => out.report_only += n,
+                }
+            }
+            out
+        })
+        .collect();
+    let mut by_reason: Vec<body::ReasonCount> = by_reason
+        .into_iter()
+        .map(|((outcome, reason), count)| body::ReasonCount { outcome, reason, count })
+        .collect();
+    by_reason.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    let oldest_posture = api
+        .postures
+        .as_ref()
+        .and_then(|c| c.oldest())
+        .map(|(device_id, p)| body::OldestPosture {
+            device_id,
+            state: p.state.as_str(),
+            source: p.source.as_str(),
+            as_of: p.as_of,
+            age_seconds: (now as u64).saturating_sub(p.as_of),
+        });
+    Json(body::Decisions {
+        node: api.node.clone(),
+        minutes: per_minute,
+        by_reason,
+        oldest_posture,
+    })
+    .into_response()
+}
+
 /// POST /api/v1/explain — "What If": the decision the gateway would make now, with its reason
 /// code, landing, response and every piece of evidence; nothing is sent upstream.
 #[utoipa::path(
@@ -1098,8 +1205,8 @@ pub async fn job(State(api): State<Api>, headers: HeaderMap, id: PathArg) -> Res
         (status = 404, description = "This node has no proxy to explain")
     )
 )]
-pub async fn explain(State(api): State<Api>, headers: HeaderMap, body: BodyArg) -> Response {
-    if let Err(r) = authorize(&api, &headers, Role::Reader).await {
+pub async fn explain(State(api): State<Api>, cred: Credential, body: BodyArg) -> Response {
+    if let Err(r) = authorize(&api, &cred, Role::Reader).await {
         return r;
     }
     let body = match body_bytes(body) {

@@ -401,6 +401,48 @@ impl Job {
     }
 }
 
+/// `GET /api/v1/decisions`: what this node decided in the last hour.
+#[derive(Serialize, ToSchema)]
+pub struct Decisions {
+    /// The node that answers (each node counts its own).
+    pub node: String,
+    /// Minute by minute, oldest first; the last one is the minute running now.
+    pub minutes: Vec<DecisionMinute>,
+    /// The hour's decisions by outcome and reason, most first.
+    pub by_reason: Vec<ReasonCount>,
+    /// The posture with the oldest evidence that this node enforces now; none while it holds
+    /// none.
+    pub oldest_posture: Option<OldestPosture>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DecisionMinute {
+    /// When the minute ended (or now, for the running one).
+    pub at: i64,
+    pub allow: u64,
+    pub deny: u64,
+    /// Allowed by a report-only route that would have refused.
+    pub report_only: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReasonCount {
+    /// `allow`, `deny` or `report_only`.
+    pub outcome: String,
+    /// The reason code (`authenticated`, `device_noncompliant`, …).
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OldestPosture {
+    pub device_id: String,
+    pub state: &'static str,
+    pub source: &'static str,
+    pub as_of: u64,
+    pub age_seconds: u64,
+}
+
 /// `POST /api/v1/explain`: a "What If" question. Give `url`, or `route` (with `path`); `token`,
 /// or `user`; and optionally a device.
 #[derive(ToSchema)]

@@ -11,6 +11,7 @@
 //!   `computers` (filters, pagination), `computers/{id}`, `computers/{id}/history`,
 //!   `devices/{deviceId}/posture`, `conditional-access/send-update`, `jobs/{id}` and `explain`.
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers ([`openapi`]).
+//! - `/console/…`: the admin console in the browser ([`console`]), on top of the same API.
 //! - [`cli`]: `portcullis admin …`, the same API from a shell.
 //!
 //! May depend on `access` (What If, through `access::explain::Explain`), `sync` (Run Test,
@@ -33,6 +34,7 @@ use metrics::Metrics;
 pub mod api;
 pub mod body;
 pub mod cli;
+pub mod console;
 pub mod openapi;
 mod probe;
 
@@ -75,8 +77,11 @@ pub fn router(
     readiness: Arc<Readiness>,
     webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
     api: api::Api,
+    shared_attributes: std::collections::BTreeMap<String, String>,
+    identity: Option<Arc<identity::Identity>>,
 ) -> Router {
     let store = api.store.clone();
+    let for_console = api.clone();
     let v1: Router = Router::new()
         .route(
             "/api/v1/conditional-access",
@@ -97,14 +102,8 @@ pub fn router(
         .route("/api/v1/computers/{id}/history", get(api::history))
         .route("/api/v1/devices/{device_id}/posture", get(api::posture))
         .route("/api/v1/explain", axum::routing::post(api::explain))
-        // Unknown paths and methods answer in the API's one error shape too.
-        .fallback(|| async {
-            api::problem(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such operation; see /api/v1/openapi.json.",
-            )
-        })
+        .route("/api/v1/decisions", get(api::decisions))
+        // Wrong methods answer in the API's one error shape too (unknown paths: below).
         .method_not_allowed_fallback(|| async {
             api::problem(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -117,7 +116,14 @@ pub fn router(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
         );
+    let console = Arc::new(console::Console::new(
+        v1.clone(),
+        for_console,
+        shared_attributes,
+        identity,
+    ));
     Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -129,7 +135,20 @@ pub fn router(
             webhooks,
             store,
         })
+        .merge(console::router(console.clone()))
         .merge(v1)
+        // Unknown paths: a page under the console, problem+json anywhere else.
+        .fallback(move |req: axum::extract::Request| async move {
+            if req.uri().path().starts_with("/console/") {
+                console::not_found(&console, req.headers()).await
+            } else {
+                api::problem(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "No such operation; see /api/v1/openapi.json.",
+                )
+            }
+        })
 }
 
 async fn jamf_webhook(

@@ -31,6 +31,7 @@ use super::{api, body};
         api::history,
         api::posture,
         api::explain,
+        api::decisions,
     ),
     components(schemas(body::Problem, body::SyncSource, store::RegistrationState)),
     modifiers(&BearerAuth, &Errors),

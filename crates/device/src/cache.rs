@@ -246,4 +246,17 @@ impl PostureCache {
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
+
+    /// The posture with the oldest evidence among those this node holds — what it enforces
+    /// for that device now — with its device id. A walk over the cache: for an admin's page,
+    /// never the request path.
+    pub fn oldest(&self) -> Option<(String, Arc<Posture>)> {
+        self.cache
+            .iter()
+            .filter_map(|(k, e)| match &e.lookup {
+                Lookup::Found(p) => Some(((*k).clone(), p.clone())),
+                Lookup::Unknown => None,
+            })
+            .min_by_key(|(_, p)| p.as_of)
+    }
 }

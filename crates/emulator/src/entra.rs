@@ -75,6 +75,9 @@ pub struct EntraState {
     pub token_lifetime: AtomicU64,
     /// Incremental delta rounds send updated devices as partial objects (`/_emulator/settings`).
     pub partial_delta: std::sync::atomic::AtomicBool,
+    /// App roles assigned to users on the gateway's app (object id → roles): the `roles`
+    /// claim of their tokens, as Entra's app role assignments give it.
+    user_roles: RwLock<HashMap<String, Vec<String>>>,
     key_serial: AtomicU64,
     /// Devices and managed devices served by the Graph emulator.
     pub directory: Mutex<super::directory::Directory>,
@@ -121,6 +124,7 @@ impl EntraState {
             refresh_grants: AtomicU64::new(0),
             token_lifetime: AtomicU64::new(3600),
             partial_delta: std::sync::atomic::AtomicBool::new(false),
+            user_roles: RwLock::new(HashMap::new()),
             key_serial: AtomicU64::new(0),
             directory: Mutex::new(super::directory::Directory::seeded(0)),
             jamf: Mutex::new(super::jamf::JamfData::seeded()),
@@ -130,6 +134,15 @@ impl EntraState {
     }
 
     /// Adds a redirect URI to an app registration.
+    /// Assigns app role `role` of the gateway's app to user `object_id`.
+    pub fn assign_app_role(&self, object_id: &str, role: &str) {
+        let mut roles = self.user_roles.write().unwrap_or_else(|e| e.into_inner());
+        let mine = roles.entry(object_id.to_string()).or_default();
+        if !mine.iter().any(|r| r == role) {
+            mine.push(role.to_string());
+        }
+    }
+
     pub fn register_redirect(&self, client_id: &str, uri: &str) -> bool {
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
         match apps.get_mut(client_id) {
@@ -259,6 +272,12 @@ impl EntraState {
         }
         if let Some(d) = p.device_id {
             c["deviceid"] = json!(d);
+        }
+        if aud == personas::GATEWAY_CLIENT_ID {
+            let roles = self.user_roles.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = roles.get(p.object_id).filter(|r| !r.is_empty()) {
+                c["roles"] = json!(r);
+            }
         }
         if let Some(n) = nonce {
             c["nonce"] = json!(n);
@@ -929,6 +948,21 @@ pub async fn add_redirect(
     } else {
         (StatusCode::NOT_FOUND, "no such app").into_response()
     }
+}
+
+#[derive(Deserialize)]
+pub struct RoleBody {
+    role: String,
+}
+
+/// POST /_emulator/users/{object_id}/app-roles {"role": "Portcullis.Admin"}
+pub async fn assign_role(
+    State(s): State<Arc<EntraState>>,
+    Path(object_id): Path<String>,
+    Json(b): Json<RoleBody>,
+) -> Response {
+    s.assign_app_role(&object_id, &b.role);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

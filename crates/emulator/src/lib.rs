@@ -77,6 +77,7 @@ pub fn router(state: Arc<EntraState>) -> Router {
         .route("/_emulator/keys/rotate", post(entra::rotate))
         .route("/_emulator/apps/{client_id}/redirect_uris", post(entra::add_redirect))
         .route("/_emulator/apps/{client_id}/certificates", post(entra::add_certificate))
+        .route("/_emulator/users/{object_id}/app-roles", post(entra::assign_role))
         .route("/_emulator/stats", get(entra::stats))
         .route("/_emulator/settings", post(entra::settings))
         .route("/_emulator/faults", post(set_fault).delete(clear_faults))

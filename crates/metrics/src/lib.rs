@@ -5,6 +5,10 @@
 //!
 //! May depend on `policy` (reason and outcome labels) only.
 
+mod history;
+
+pub use history::{DecisionHistory, Minute};
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
