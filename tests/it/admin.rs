@@ -763,3 +763,225 @@ async fn openapi_document_lists_every_operation_the_gateway_serves() {
         r.headers()
     );
 }
+
+/// A browser's side of the console, by hand: its session cookie and the page's CSRF token.
+struct ConsoleUser {
+    base: String,
+    cookie: String,
+}
+
+impl ConsoleUser {
+    async fn sign_in(base: &str, token: &str) -> Self {
+        let r = no_redirects()
+            .post(format!("{base}/console/sign-in"))
+            .form(&[("token", token), ("next", "/console/computers")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/console/computers");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        for attr in [
+            "__Host-portcullis-console=",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+        ] {
+            assert!(set.contains(attr), "{attr} in {set}");
+        }
+        let cookie = set.split(';').next().unwrap().to_string();
+        Self {
+            base: base.to_string(),
+            cookie,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = no_redirects()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 200 {
+            assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8", "{path}");
+            let csp = r.headers()["content-security-policy"].to_str().unwrap();
+            assert!(
+                csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+                "{csp}"
+            );
+        }
+        (status, r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], site: &str) -> (u16, String) {
+        let r = no_redirects()
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("sec-fetch-site", site)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The CSRF token the pages carry in their forms.
+    async fn csrf(&self) -> String {
+        let (_, page) = self.get("/console/conditional-access").await;
+        hidden(&page, "csrf")
+    }
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} in the page")) + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_guards_every_change_and_shows_the_api() {
+    let f = Inventory::start().await;
+    let base = format!("http://{}", f.gw.admin);
+    // Signed out: every page sends to sign-in; a wrong token is refused.
+    let r = no_redirects()
+        .get(format!("{base}/console/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+        (303, "/console/sign-in?next=%2Fconsole%2Faudit")
+    );
+    let r = no_redirects()
+        .post(format!("{base}/console/sign-in"))
+        .form(&[("token", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    let admin = ConsoleUser::sign_in(&base, ADMIN).await;
+    for (path, expect) in [
+        ("/console/", "Jamf Pro inventory"),
+        ("/console/conditional-access", "Enable Intune Integration for macOS"),
+        ("/console/conditional-access/edit", "name=\"etag\""),
+        ("/console/computers?filter=alice", "Alice"),
+        ("/console/computers/101", "Conditional Access Inventory State"),
+        ("/console/computers/101?tab=history", "extensionAttribute10"),
+        ("/console/audit", "Audit"),
+    ] {
+        let (status, page) = admin.get(path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.contains(expect), "{path} shows {expect}");
+    }
+    let (status, page) = admin.get("/console/nope").await;
+    assert!(status == 404 && page.contains("no such page"), "{status}");
+
+    // Changes need the session's CSRF token, from this site.
+    let csrf = admin.csrf().await;
+    let test = "/console/conditional-access/test";
+    assert_eq!(admin.post(test, &[], "same-origin").await.0, 403, "no token");
+    assert_eq!(
+        admin.post(test, &[("csrf", "forged")], "same-origin").await.0,
+        403,
+        "a wrong token"
+    );
+    assert_eq!(
+        admin.post(test, &[("csrf", &csrf)], "cross-site").await.0,
+        403,
+        "another site"
+    );
+    let (status, page) = admin.post(test, &[("csrf", &csrf)], "same-origin").await;
+    assert!(status == 200 && page.contains("Run Test"), "{status}");
+
+    // Save, with a secret that no page ever shows; then a stale save is refused, field by field.
+    let (_, edit) = admin.get("/console/conditional-access/edit").await;
+    let etag = hidden(&edit, "etag");
+    let form = |etag: &str, landing: &'static str, secret: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", csrf.clone()),
+            ("etag", etag.to_string()),
+            ("enabled", "on".into()),
+            ("connection_type", "manual".into()),
+            ("national_cloud", "global".into()),
+            ("tenant_id", personas::TENANT_ID.into()),
+            ("application_id", personas::GATEWAY_CLIENT_ID.into()),
+            ("client_secret", secret.into()),
+            ("landing", landing.into()),
+            ("landing_url", String::new()),
+        ]
+    };
+    let post_form = |fields: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.post("/console/conditional-access", &pairs, "same-origin").await
+        }
+    };
+    let (status, page) = post_form(form(&etag, "access_denied", personas::GATEWAY_CLIENT_SECRET)).await;
+    assert!(status == 200 && page.contains("Saved"), "{status}: {page}");
+    assert!(page.contains("The access denied page"));
+    let (status, page) = post_form(form(&etag, "registration", "")).await;
+    assert_eq!(status, 409, "a stale save");
+    assert!(
+        page.contains("someone else saved") && page.contains("landing"),
+        "{page}"
+    );
+    let (_, now) = admin.get("/console/conditional-access").await;
+    assert!(now.contains("The access denied page"), "the stale save wrote nothing");
+    for path in [
+        "/console/conditional-access",
+        "/console/conditional-access/edit",
+        "/console/audit",
+    ] {
+        let (_, page) = admin.get(path).await;
+        assert!(
+            !page.contains(personas::GATEWAY_CLIENT_SECRET),
+            "{path} never shows the secret"
+        );
+    }
+    let (_, audit) = admin.get("/console/audit").await;
+    assert!(
+        audit.contains("***changed***") && audit.contains("admin-token"),
+        "the save is audited"
+    );
+
+    // A reader reads, and is refused every change even with a valid form.
+    let reader = ConsoleUser::sign_in(&base, READER).await;
+    let (status, page) = reader.get("/console/conditional-access").await;
+    assert!(
+        status == 200 && !page.contains("/console/conditional-access/edit"),
+        "no Edit for a reader"
+    );
+    assert!(!page.contains("Send Update</button>"));
+    assert_eq!(reader.get("/console/conditional-access/edit").await.0, 403);
+    let reader_csrf = reader.csrf().await;
+    assert_eq!(reader.post(test, &[("csrf", &reader_csrf)], "same-origin").await.0, 403);
+
+    // Signing out ends the session on the server, not only in the browser.
+    assert_eq!(
+        admin
+            .post("/console/sign-out", &[("csrf", &csrf)], "same-origin")
+            .await
+            .0,
+        303
+    );
+    assert_eq!(admin.get("/console/").await.0, 303, "the old cookie is dead");
+}
