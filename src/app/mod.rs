@@ -320,19 +320,13 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             .map(config::ClientCredentialConfig::kind),
         explainer: Some(explainer),
         send_update_budget: Arc::default(),
+        file_share: cfg.sync.share.clone(),
         decisions: Some(decisions),
         postures: Some(postures),
     };
     tasks.push(bg.spawn(services::admin(
         admin_listener,
-        admin::router(
-            metrics.clone(),
-            readiness.clone(),
-            webhooks,
-            api,
-            cfg.sync.share.clone(),
-            identity.clone(),
-        ),
+        admin::router(metrics.clone(), readiness.clone(), webhooks, api, identity.clone()),
         readiness,
         cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
         shutdown.clone(),
@@ -418,5 +412,6 @@ fn initial_settings(cfg: &Config) -> ConditionalAccess {
         client_secret_sealed: None,
         secret_changed_at: None,
         landing: cfg.landing.unrecognized.clone(),
+        shared_attributes: None,
     }
 }

@@ -926,6 +926,10 @@ async fn the_console_signs_in_guards_every_change_and_shows_the_api() {
             ("client_secret", secret.into()),
             ("landing", landing.into()),
             ("landing_url", String::new()),
+            (
+                "shared_attributes",
+                "extensionAttribute10 = jamf:{managed}\nextensionAttribute11 = os:{os_version}\n".into(),
+            ),
         ]
     };
     let post_form = |fields: Vec<(&'static str, String)>| {
@@ -962,6 +966,45 @@ async fn the_console_signs_in_guards_every_change_and_shows_the_api() {
         audit.contains("***changed***") && audit.contains("admin-token"),
         "the save is audited"
     );
+    // The attributes set there are what Send Update sends (the file's were extensionAttribute10 only).
+    let (_, settings) = f.get("/api/v1/conditional-access").await;
+    assert_eq!(settings["shared_attributes"]["from"], "settings", "{settings}");
+    let r = no_redirects()
+        .post(format!("{base}/console/conditional-access/send-update"))
+        .header("cookie", &admin.cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("csrf", csrf.as_str()), ("computer", "101")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let job = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(job.starts_with("/console/jobs/"), "{job}");
+    poll_until(
+        "the console's Send Update job is done",
+        Duration::from_secs(15),
+        || async {
+            let (_, page) = admin.get(&job).await;
+            if page.contains("Done") {
+                Ok(())
+            } else {
+                Err(page.chars().take(200).collect::<String>())
+            }
+        },
+    )
+    .await;
+    let (_, history) = admin.get("/console/computers/101?tab=history").await;
+    assert!(
+        history.contains("extensionAttribute11"),
+        "the settings' attributes were sent"
+    );
+    // A bad attribute name is refused by name, and nothing is written.
+    let (_, edit) = admin.get("/console/conditional-access/edit").await;
+    let mut bad = form(&hidden(&edit, "etag"), "access_denied", "");
+    bad.retain(|(k, _)| *k != "shared_attributes");
+    bad.push(("shared_attributes", "extensionAttribute16 = x".into()));
+    let (status, page) = post_form(bad).await;
+    assert!(status == 400 && page.contains("extensionAttribute16"), "{status}");
 
     // A reader reads, and is refused every change even with a valid form.
     let reader = ConsoleUser::sign_in(&base, READER).await;

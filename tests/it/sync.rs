@@ -962,6 +962,7 @@ async fn saving_settings_runs_the_test_like_jamf_pro() {
         client_secret_sealed: None,
         secret_changed_at: None,
         landing: LandingChoice::Registration,
+        shared_attributes: None,
     };
     let ca = Settings::load_or_seed(&*s, initial, sealer).await.unwrap();
     let (url, settings) = (emu.url.clone(), ca.clone());

@@ -58,6 +58,8 @@ pub struct Api {
     pub file_credential: Option<&'static str>,
     /// "What If" against the live routes and access components.
     pub explainer: Option<Arc<dyn access::explain::Explain>>,
+    /// The configuration file's `[sync] share`, in force while the settings set none.
+    pub file_share: std::collections::BTreeMap<String, String>,
     /// How many Send Update jobs this node may start now ([`SendUpdateBudget`]).
     pub send_update_budget: Arc<SendUpdateBudget>,
     /// This node's decisions of the last hour, minute by minute.
@@ -362,7 +364,7 @@ pub async fn get_settings(State(api): State<Api>, cred: Credential) -> Response 
     };
     (
         [(header::ETAG, etag(s.version()))],
-        Json(body::Settings::of(&s.current(), api.file_credential)),
+        Json(body::Settings::of(&s.current(), api.file_credential, &api.file_share)),
     )
         .into_response()
 }
@@ -421,6 +423,21 @@ pub async fn put_settings(State(api): State<Api>, cred: Credential, body: BodyAr
             errors.push(format!("landing.url: {e}"));
         }
     }
+    for (name, template) in b.shared_attributes.iter().flatten() {
+        let n = name
+            .strip_prefix("extensionAttribute")
+            .and_then(|n| n.parse::<u8>().ok());
+        if !n.is_some_and(|n| (1..=15).contains(&n)) || name.starts_with("extensionAttribute0") {
+            errors.push(format!(
+                "shared_attributes: {name:?} is not extensionAttribute1 to extensionAttribute15"
+            ));
+        }
+        if template.chars().count() > 256 || template.chars().any(char::is_control) {
+            errors.push(format!(
+                "shared_attributes.{name}: at most 256 characters, no control characters"
+            ));
+        }
+    }
     if b.client_secret.as_deref().is_some_and(str::is_empty) {
         errors.push("client_secret: must not be empty (omit it to keep the current secret)".to_string());
     }
@@ -437,6 +454,7 @@ pub async fn put_settings(State(api): State<Api>, cred: Credential, body: BodyAr
         client_secret_sealed: current.client_secret_sealed.clone(),
         secret_changed_at: current.secret_changed_at,
         landing: b.landing,
+        shared_attributes: b.shared_attributes.or_else(|| current.shared_attributes.clone()),
     };
     if let Some(secret) = &b.client_secret {
         if s.set_client_secret(&mut doc, secret).is_err() {
@@ -469,7 +487,7 @@ pub async fn put_settings(State(api): State<Api>, cred: Credential, body: BodyAr
             return problem(StatusCode::INTERNAL_SERVER_ERROR, "settings_failed", e.to_string());
         }
     };
-    let settings = body::Settings::of(&doc, api.file_credential);
+    let settings = body::Settings::of(&doc, api.file_credential, &api.file_share);
     let mut audit = json!(settings);
     audit["client_secret"] = json!(if b.client_secret.is_some() {
         "***changed***"

@@ -48,10 +48,24 @@ pub struct Settings {
     pub client_secret: SecretState,
     /// Where computers Entra does not recognise are sent.
     pub landing: LandingChoice,
+    pub shared_attributes: SharedAttributes,
+}
+
+/// The inventory attributes shared onto Entra devices, and where they are set.
+#[derive(Serialize, ToSchema)]
+pub struct SharedAttributes {
+    /// `extensionAttributeN` → the value's template (`{managed}`, `{os_version}`, …).
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// `settings` (set through the API) or `file` (the configuration file's `[sync] share`).
+    pub from: &'static str,
 }
 
 impl Settings {
-    pub fn of(doc: &ConditionalAccess, file_credential: Option<&'static str>) -> Self {
+    pub fn of(
+        doc: &ConditionalAccess,
+        file_credential: Option<&'static str>,
+        file_share: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
         Self {
             enabled: doc.enabled,
             connection_type: doc.connection,
@@ -64,6 +78,16 @@ impl Settings {
                 file_credential,
             },
             landing: doc.landing.clone(),
+            shared_attributes: match &doc.shared_attributes {
+                Some(attributes) => SharedAttributes {
+                    attributes: attributes.clone(),
+                    from: "settings",
+                },
+                None => SharedAttributes {
+                    attributes: file_share.clone(),
+                    from: "file",
+                },
+            },
         }
     }
 }
@@ -98,6 +122,10 @@ pub struct SettingsUpdate {
     #[schema(min_length = 1, format = Password)]
     pub client_secret: Option<String>,
     pub landing: LandingChoice,
+    /// The inventory attributes to share onto Entra devices: `extensionAttribute1` to
+    /// `extensionAttribute15` → a template of at most 256 characters. Absent keeps the
+    /// current ones; `{}` shares nothing.
+    pub shared_attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The settings saved and applied.

@@ -77,7 +77,6 @@ pub fn router(
     readiness: Arc<Readiness>,
     webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
     api: api::Api,
-    shared_attributes: std::collections::BTreeMap<String, String>,
     identity: Option<Arc<identity::Identity>>,
 ) -> Router {
     let store = api.store.clone();
@@ -116,12 +115,7 @@ pub fn router(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
         );
-    let console = Arc::new(console::Console::new(
-        v1.clone(),
-        for_console,
-        shared_attributes,
-        identity,
-    ));
+    let console = Arc::new(console::Console::new(v1.clone(), for_console, identity));
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
         .route("/healthz", get(|| async { "ok\n" }))

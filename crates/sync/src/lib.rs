@@ -281,11 +281,17 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
 
     /// Shares inventory with Entra (all computers, or one; `force` for Send Update).
     pub async fn run_share(&self, only: Option<&str>, force: bool) -> Result<share::ShareStats, SyncError> {
-        if self.settings.share.attributes.is_empty() {
+        // The settings' attributes when an admin set them, else the configuration file's.
+        let chosen = self.ca.as_ref().and_then(|ca| ca.current().shared_attributes.clone());
+        let settings = match chosen {
+            Some(attributes) => share::ShareSettings { attributes },
+            None => self.settings.share.clone(),
+        };
+        if settings.attributes.is_empty() {
             return Ok(share::ShareStats::default());
         }
         let graph = self.graph.load_full();
-        let r = share::share(&graph, &*self.store, &self.settings.share, only, force).await;
+        let r = share::share(&graph, &*self.store, &settings, only, force).await;
         let detail = match &r {
             Ok(s) => serde_json::to_string(s).unwrap_or_default(),
             Err(_) => "{}".into(),

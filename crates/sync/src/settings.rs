@@ -49,6 +49,10 @@ pub struct ConditionalAccess {
     #[serde(default)]
     pub secret_changed_at: Option<i64>,
     pub landing: LandingChoice,
+    /// The inventory attributes shared onto Entra devices (`extensionAttributeN` → template);
+    /// `None`: the configuration file's `[sync] share`.
+    #[serde(default)]
+    pub shared_attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why settings could not be read or written.
@@ -259,6 +263,7 @@ mod tests {
             client_secret_sealed: None,
             secret_changed_at: None,
             landing: LandingChoice::Registration,
+            shared_attributes: None,
         }
     }
 

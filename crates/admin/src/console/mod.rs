@@ -37,9 +37,6 @@ pub struct Console {
     api_router: Router,
     api: api::Api,
     pages: pages::Pages,
-    /// The inventory attributes the sync shares onto Entra devices (`[sync] share`): shown,
-    /// set in the configuration file.
-    shared_attributes: BTreeMap<String, String>,
     /// Sign-in with Entra (the gateway's app and its app roles), when `[entra]` is set.
     identity: Option<Arc<identity::Identity>>,
 }
@@ -66,17 +63,11 @@ impl Answer {
 }
 
 impl Console {
-    pub fn new(
-        api_router: Router,
-        api: api::Api,
-        shared_attributes: BTreeMap<String, String>,
-        identity: Option<Arc<identity::Identity>>,
-    ) -> Self {
+    pub fn new(api_router: Router, api: api::Api, identity: Option<Arc<identity::Identity>>) -> Self {
         Self {
             api_router,
             api,
             pages: pages::Pages::new(identity.is_some()),
-            shared_attributes,
             identity,
         }
     }
@@ -514,7 +505,6 @@ async fn settings_page(c: &Console, s: &Session, test: Option<Value>, notice: Op
             "nav": "settings",
             "settings": current.body,
             "consent_url": consent.ok().then(|| consent.body["url"].clone()),
-            "shared": c.shared_attributes,
             "test": test,
             "notice": notice,
         }),
@@ -565,9 +555,26 @@ struct SettingsForm {
     landing: String,
     #[serde(default)]
     landing_url: String,
+    /// One attribute a line: `extensionAttribute10 = jamf:{managed}`.
+    #[serde(default)]
+    shared_attributes: String,
 }
 
 impl SettingsForm {
+    /// The attribute lines as a map; a line without `=` is kept whole as a name, for the API
+    /// to refuse by name.
+    fn attributes(&self) -> BTreeMap<String, String> {
+        self.shared_attributes
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+                None => (l.to_string(), String::new()),
+            })
+            .collect()
+    }
+
     /// The API's body: an empty secret field keeps the stored secret.
     fn body(&self) -> Value {
         let landing = match self.landing.as_str() {
@@ -581,6 +588,7 @@ impl SettingsForm {
             "tenant_id": self.tenant_id.trim(),
             "application_id": self.application_id.trim(),
             "landing": landing,
+            "shared_attributes": self.attributes(),
         });
         if !self.client_secret.is_empty() {
             b["client_secret"] = json!(self.client_secret);
@@ -598,6 +606,7 @@ impl SettingsForm {
             "application_id": self.application_id,
             "client_secret": secret,
             "landing": { "kind": self.landing, "url": self.landing_url },
+            "shared_attributes": { "attributes": self.attributes() },
         })
     }
 }
@@ -647,6 +656,13 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
             if current.body[field] != mine[field] {
                 changed.push(json!({ "field": field, "theirs": current.body[field], "yours": mine[field] }));
             }
+        }
+        let (theirs, yours) = (
+            &current.body["shared_attributes"]["attributes"],
+            &mine["shared_attributes"]["attributes"],
+        );
+        if theirs != yours {
+            changed.push(json!({ "field": "shared_attributes", "theirs": theirs, "yours": yours }));
         }
         let fresh = current
             .headers
