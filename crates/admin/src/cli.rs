@@ -397,18 +397,22 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
                     message: "the settings are not an object".into(),
                 });
             };
-            // The GET shows the secret as {set, changed_at}; the PUT keeps it when absent.
+            // The GET shows the secret as {set, changed_at} and the shared attributes with where
+            // they come from; the PUT keeps both when absent.
             body.remove("client_secret");
+            body.remove("shared_attributes");
             let value = if key == "client_secret" && value == "-" {
                 Value::String(read_stdin("the secret")?)
             } else {
                 serde_json::from_str(&value).unwrap_or(Value::String(value))
             };
-            if key != "client_secret" && !body.contains_key(&key) {
+            // Shown reshaped by the GET, so set by name.
+            let reshaped = ["client_secret", "shared_attributes"];
+            if !reshaped.contains(&key.as_str()) && !body.contains_key(&key) {
                 let keys: Vec<&String> = body.keys().collect();
                 return Err(CliError {
                     exit: Exit::NotFound,
-                    message: format!("no setting {key:?}; settings are {keys:?} and client_secret"),
+                    message: format!("no setting {key:?}; settings are {keys:?}, client_secret and shared_attributes"),
                 });
             }
             body.insert(key, value);
