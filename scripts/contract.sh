@@ -6,7 +6,8 @@
 #                     over HTTPS: fails when one cannot use a response;
 #   api_check.py      schemathesis against the admin API's OpenAPI document, with and without a
 #                     credential, seeded and bounded;
-#   browser_check.py  Playwright driving Debian's Chromium through the end-user pages of the demo.
+#   browser_check.py  Playwright driving Debian's Chromium through the end-user pages of the demo;
+#   console_check.py  the same through the admin console (screenshots in target/console-screenshots).
 # The venv lives in target/contract-venv and is remade when the pins change; Chromium and
 # Python's venv are installed with apt-get when missing.
 set -euo pipefail
@@ -28,7 +29,7 @@ if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt" 2>/dev/null
 fi
 [ -x target/debug/portcullis ] || cargo build --locked --features demo --bin portcullis
 failed=()
-for check in clients_check api_check browser_check; do
+for check in clients_check api_check browser_check console_check; do
   echo "== contract: $check"
   "$venv/bin/python" "tests/contract/$check.py" target/debug/portcullis || failed+=("$check")
 done

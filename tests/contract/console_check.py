@@ -14,7 +14,6 @@ Usage: console_check.py PORTCULLIS_BINARY   (the debug build with the demo featu
 venv target/contract-venv, Chromium from apt at /usr/bin/chromium)
 """
 import atexit
-import datetime
 import http.server
 import importlib.metadata
 import json
@@ -62,6 +61,7 @@ SHARED = {
 }
 JAMF_DL = 'section[aria-labelledby="src-jamf"] dl'
 LANDING_DL = 'section[aria-labelledby="landing"] dl'
+SHARED_NOTE = 'section[aria-labelledby="shared"] p.small'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(ROOT, "target", "console-screenshots")
 
@@ -665,6 +665,13 @@ with Step("5 edit and save"):
         f"notice={text(page, '.notice')!r} secret={conn.get('Client secret')!r}",
     )
     look(page, "save-right-secret")
+    _, _, now = api("/api/v1/conditional-access")
+    check(
+        "5 save: saving a new secret only leaves the shared attributes to the configuration file ('From the configuration file … until they are set here')",
+        (now.get("shared_attributes") or {}).get("from") == "file",
+        f"after two saves that touched only the secret, the API says shared_attributes.from = "
+        f"{(now.get('shared_attributes') or {}).get('from')!r}; the page: {text(page, SHARED_NOTE)!r}",
+    )
     check(
         "5 the secrets typed appear in no page's HTML so far",
         not [n for n, h in html_seen.items() if SECRET in h or WRONG in h or TYPED in h],
@@ -825,7 +832,9 @@ with Step("9 what if"):
         and "Refused" in (text(page, "#decision") or "")
         and text(page, "#decision code") == "device_noncompliant"
         and f.get("Route") == "demo-app"
-        and "noncompliant" in f.get("Posture", ""),
+        and f.get("Posture", "").startswith("Not compliant, from Entra ID")
+        and "FileVault" in f.get("Why", "")
+        and f.get("The client gets") == "HTTP 403",
         f"{r.status} {text(page, '#decision')!r} {f}",
     )
     check(
@@ -856,6 +865,19 @@ with Step("10 audit"):
         [e[3][:160] for e in updates],
     )
     look(page, "audit")
+    # Each row's time, actor and action are short: they read on one line, words unbroken.
+    wrapped = page.evaluate(
+        """[...document.querySelectorAll('tbody tr')].map(tr => {
+            const lines = el => { const r = document.createRange(); r.selectNodeContents(el); return r.getClientRects().length; };
+            const [when, who, what] = [tr.children[0], tr.children[1], tr.children[2].querySelector('code') || tr.children[2]];
+            return {when: lines(when), who: lines(who), what: lines(what), action: what.textContent};
+        }).filter(r => r.when > 1 || r.who > 1 || r.what > 1)"""
+    )
+    check(
+        "10 audit: at 1280 px each entry's When, Who and What read on one line (no 'send_ update', 'conditiona l_acc ess.u pdate')",
+        not wrapped,
+        "; ".join(f"{w['action']}: When on {w['when']} lines, Who on {w['who']}, What on {w['what']}" for w in wrapped[:4]),
+    )
     no_console_errors("admin computers", "admin what if", "admin audit")
 
 # 11. A reader.
@@ -970,8 +992,8 @@ with Step("13 stale edit"):
         "13 stale edit: tab B's save is refused: someone else saved, the changed field (landing) shown",
         r.status == 409
         and "someone else saved these settings after you opened this page" in alert
-        and changed == ["landing"]
-        and "access_denied" in (theirs[0] if theirs else ""),
+        and changed == ["Unrecognized computers"]
+        and re.search(r"access.denied", theirs[0] if theirs else ""),
         f"{r.status} {alert[:120]!r} changed={changed} theirs={theirs}",
     )
     look(b, "stale-edit")
@@ -1016,7 +1038,8 @@ with Step("14 sign out"):
     r = submit(page, "Sign out")
     check(
         "14 sign out: back to the sign-in page, the cookie gone",
-        page.url == console + "/sign-in" and text(page, "h1") == "Sign in"
+        page.url == console + "/sign-in?signed_out=1" and text(page, "h1") == "Sign in"
+        and "You are signed out" in (text(page, ".notice") or "")
         and not [c for c in admin.cookies(admin_url) if c["name"] == COOKIE],
         f"{page.url} {admin.cookies(admin_url)}",
     )
@@ -1084,6 +1107,34 @@ check(
     "; ".join(sorted(set(audit_issues["contrast"]))[:12]),
 )
 check("every page: no horizontal scroll of the body", not audit_issues["overflow"], audit_issues["overflow"][:8])
+
+# 16. Sign in with Microsoft: the demo gives alice the admin app role and bob the reader's;
+# carol has none and is refused. Entra's form_post comes back cross-site, and the session cookie
+# (SameSite=Strict) must still be there on the first page.
+with Step("16 sign in with Microsoft"):
+    for persona, role in (("alice", "admin"), ("bob", "read-only"), ("carol", None)):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = new_page(ctx, f"entra {persona}")
+        page.goto(console + "/computers")
+        page.get_by_role("link", name="Sign in with Microsoft").click()
+        page.locator(f'button[name="persona"][value="{persona}"]').click()
+        page.wait_for_load_state("networkidle")
+        me = text(page, ".me span") or ""
+        if role:
+            check(
+                f"16 sign in with Microsoft as {persona}: back on the page asked for, as {role}",
+                page.url == console + "/computers" and me == f"{persona}@contoso.test · {role}",
+                f"{page.url} {me!r}",
+            )
+        else:
+            check(
+                f"16 sign in with Microsoft as {persona}: refused, no Portcullis role, no session",
+                "no Portcullis admin or reader role" in (text(page, '[role="alert"]') or "")
+                and not [c for c in ctx.cookies(admin_url) if c["name"] == COOKIE],
+                f"{page.url} {text(page, '[role=alert]')!r}",
+            )
+        look(page, f"entra-{persona}")
+        ctx.close()
 
 took = time.monotonic() - started
 print(

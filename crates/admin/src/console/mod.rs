@@ -82,12 +82,14 @@ impl Console {
                 Some("The system's random source failed; try again."),
             ));
         };
+        let expires = base::time::unix_now_i64() + session::SESSION_TTL_SECS;
         let s = Session {
             caller,
             csrf,
             via: via.into(),
+            expires_at: expires,
+            flash: None,
         };
-        let expires = base::time::unix_now_i64() + session::SESSION_TTL_SECS;
         if let Err(e) = self
             .api
             .store
@@ -146,6 +148,39 @@ impl Console {
         }
     }
 
+    /// Rewrites the request's session with `flash` (or without one).
+    async fn set_flash(&self, headers: &HeaderMap, s: &Session, flash: Option<Value>) -> bool {
+        let Some(cookie) = session::cookie(headers) else {
+            return false;
+        };
+        let next = Session { flash, ..s.clone() };
+        let written = self
+            .api
+            .store
+            .put_session(&session::key(cookie), &json!(next).to_string(), s.expires_at)
+            .await;
+        if let Err(e) = &written {
+            tracing::warn!(error = %e, "console: cannot update the session");
+        }
+        written.is_ok()
+    }
+
+    /// After a change: the settings page, by a redirect carrying the report in the session
+    /// (so a reload repeats nothing), or the page itself when the store cannot take it.
+    async fn after_change(
+        &self,
+        headers: &HeaderMap,
+        s: &Session,
+        test: Option<Value>,
+        notice: Option<&str>,
+    ) -> Response {
+        let flash = json!({ "test": test, "notice": notice });
+        if self.set_flash(headers, s, Some(flash)).await {
+            return Redirect::to("/console/conditional-access").into_response();
+        }
+        settings_page(self, s, test, notice).await
+    }
+
     /// The session a request's cookie names, if it is live.
     async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let cookie = session::cookie(headers)?;
@@ -184,7 +219,8 @@ async fn signed_in(c: &Console, headers: &HeaderMap, uri: &axum::http::Uri) -> R
     match c.session(headers).await {
         Some(s) => Ok(s),
         None => {
-            let back: String = url::form_urlencoded::byte_serialize(uri.path().as_bytes()).collect();
+            let asked = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+            let back: String = url::form_urlencoded::byte_serialize(asked.as_bytes()).collect();
             Err(Redirect::to(&format!("/console/sign-in?next={back}")).into_response())
         }
     }
@@ -241,6 +277,7 @@ pub async fn not_found(c: &Console, headers: &HeaderMap) -> Response {
 #[derive(Deserialize)]
 struct Next {
     next: Option<String>,
+    signed_out: Option<String>,
 }
 
 /// Only console paths: never another site.
@@ -252,6 +289,9 @@ fn safe_next(next: Option<&str>) -> &str {
 }
 
 async fn sign_in_page(State(c): C, Query(q): Query<Next>) -> Response {
+    if q.signed_out.is_some() {
+        return c.pages.signed_out();
+    }
     c.pages.sign_in(StatusCode::OK, safe_next(q.next.as_deref()), None)
 }
 
@@ -403,7 +443,7 @@ async fn sign_out(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> R
             }
         }
     }
-    let mut r = Redirect::to("/console/sign-in").into_response();
+    let mut r = Redirect::to("/console/sign-in?signed_out=1").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, session::set_cookie(&headers, None));
     r
@@ -476,6 +516,12 @@ async fn settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Resp
         Ok(s) => s,
         Err(r) => return r,
     };
+    // What the change just before did, shown once.
+    if let Some(flash) = s.flash.clone() {
+        c.set_flash(&headers, &s, None).await;
+        let test = Some(flash["test"].clone()).filter(|t| !t.is_null());
+        return settings_page(&c, &s, test, flash["notice"].as_str()).await;
+    }
     settings_page(&c, &s, None, None).await
 }
 
@@ -536,7 +582,10 @@ async fn edit_settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) ->
     c.pages.render(
         "settings_edit.html",
         &s,
-        json!({ "nav": "settings", "form": current.body, "etag": etag, "error": null, "conflict": null }),
+        json!({
+            "nav": "settings", "form": current.body, "etag": etag, "error": null, "conflict": null,
+            "loaded": current.body["shared_attributes"]["attributes"],
+        }),
     )
 }
 
@@ -558,21 +607,16 @@ struct SettingsForm {
     /// One attribute a line: `extensionAttribute10 = jamf:{managed}`.
     #[serde(default)]
     shared_attributes: String,
+    /// The lines as the form showed them: unchanged, the attributes are left as they are (the
+    /// configuration file's stay the file's).
+    #[serde(default)]
+    shared_attributes_loaded: String,
 }
 
 impl SettingsForm {
-    /// The attribute lines as a map; a line without `=` is kept whole as a name, for the API
-    /// to refuse by name.
+    /// The attribute lines as a map.
     fn attributes(&self) -> BTreeMap<String, String> {
-        self.shared_attributes
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
-                None => (l.to_string(), String::new()),
-            })
-            .collect()
+        parse_attributes(&self.shared_attributes)
     }
 
     /// The API's body: an empty secret field keeps the stored secret.
@@ -588,8 +632,11 @@ impl SettingsForm {
             "tenant_id": self.tenant_id.trim(),
             "application_id": self.application_id.trim(),
             "landing": landing,
-            "shared_attributes": self.attributes(),
         });
+        let attributes = self.attributes();
+        if attributes != parse_attributes(&self.shared_attributes_loaded) {
+            b["shared_attributes"] = json!(attributes);
+        }
         if !self.client_secret.is_empty() {
             b["client_secret"] = json!(self.client_secret);
         }
@@ -605,7 +652,10 @@ impl SettingsForm {
             "tenant_id": self.tenant_id,
             "application_id": self.application_id,
             "client_secret": secret,
-            "landing": { "kind": self.landing, "url": self.landing_url },
+            "landing": match self.landing.as_str() {
+                "custom" => json!({ "kind": "custom", "url": self.landing_url }),
+                other => json!({ "kind": other }),
+            },
             "shared_attributes": { "attributes": self.attributes() },
         })
     }
@@ -630,12 +680,16 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
         .await;
     if saved.ok() {
         let test = saved.body["test"].clone();
-        let notice = if test.is_null() {
-            "Saved. The sync does not run on this node, so Run Test did not run."
-        } else {
-            "Saved. Run Test checked the new settings:"
+        let notice = match test["ok"].as_bool() {
+            None => "Saved. The sync does not run on this node, so Run Test did not run.",
+            Some(true) => "Saved. Run Test passed with the new settings.",
+            Some(false) => {
+                "Saved, but Run Test failed with the new settings: the step below says why. Fix it and save again."
+            }
         };
-        return settings_page(&c, &s, (!test.is_null()).then_some(test), Some(notice)).await;
+        return c
+            .after_change(&headers, &s, (!test.is_null()).then_some(test), Some(notice))
+            .await;
     }
     // The form again, with what went wrong; a stale save shows what someone else changed.
     let current = c
@@ -654,7 +708,9 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
             "landing",
         ] {
             if current.body[field] != mine[field] {
-                changed.push(json!({ "field": field, "theirs": current.body[field], "yours": mine[field] }));
+                changed.push(
+                    json!({ "field": field, "theirs": shown(&current.body[field]), "yours": shown(&mine[field]) }),
+                );
             }
         }
         let (theirs, yours) = (
@@ -662,7 +718,7 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
             &mine["shared_attributes"]["attributes"],
         );
         if theirs != yours {
-            changed.push(json!({ "field": "shared_attributes", "theirs": theirs, "yours": yours }));
+            changed.push(json!({ "field": "shared_attributes", "theirs": shown(theirs), "yours": shown(yours) }));
         }
         let fresh = current
             .headers
@@ -677,10 +733,49 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
     let mut r = c.pages.render(
         "settings_edit.html",
         &s,
-        json!({ "nav": "settings", "form": f.redisplay(&secret), "etag": etag, "error": error, "conflict": conflict }),
+        json!({
+            "nav": "settings", "form": f.redisplay(&secret), "etag": etag, "error": error, "conflict": conflict,
+            // What is stored now: the next save sends the attributes only if they differ.
+            "loaded": current.body["shared_attributes"]["attributes"],
+        }),
     );
     *r.status_mut() = status;
     r
+}
+
+/// Attribute lines (`name = value`) as a map; a line without `=` is kept whole as a name, for
+/// the API to refuse by name.
+fn parse_attributes(lines: &str) -> BTreeMap<String, String> {
+    lines
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// A setting's value as the stale-edit table shows it, in words.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Bool(true) => "enabled".into(),
+        Value::Bool(false) => "disabled".into(),
+        Value::String(s) => s.replace('_', " "),
+        Value::Object(o) => match o.get("kind").and_then(Value::as_str) {
+            Some("registration") => "the device registration page".into(),
+            Some("access_denied") => "the access denied page".into(),
+            Some(_) => format!("the custom URL {}", o.get("url").and_then(Value::as_str).unwrap_or("")),
+            None if o.is_empty() => "none".into(),
+            None => o
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+        Value::Null | Value::Number(_) | Value::Array(_) => v.to_string(),
+    }
 }
 
 async fn run_test(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
@@ -697,7 +792,7 @@ async fn run_test(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> R
     if !report.ok() {
         return c.pages.message(report.status, "Run Test", &report.detail(), Some(&s));
     }
-    settings_page(&c, &s, Some(report.body), Some("Run Test:")).await
+    c.after_change(&headers, &s, Some(report.body), None).await
 }
 
 #[derive(Deserialize)]

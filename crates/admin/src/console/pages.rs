@@ -76,6 +76,12 @@ impl Pages {
         )
     }
 
+    /// The sign-in page after signing out, saying so.
+    pub fn signed_out(&self) -> Response {
+        let ctx = json!({ "next": "/console/", "error": null, "entra": self.entra, "signed_out": true });
+        self.html(StatusCode::OK, "sign_in.html", ctx)
+    }
+
     /// "Signed in": a page of ours that moves the browser on to `next` (a console path).
     pub fn continue_to(&self, next: &str) -> Response {
         self.html(StatusCode::OK, "continue.html", json!({ "next": next }))
@@ -152,6 +158,8 @@ mod tests {
             },
             csrf: "csrf-token".into(),
             via: "token".into(),
+            expires_at: 0,
+            flash: None,
         }
     }
 

@@ -28,6 +28,13 @@ pub struct Session {
     pub csrf: String,
     /// `token` (the admin or read-only token, pasted) or `entra`.
     pub via: String,
+    /// When the session ends (Unix seconds): a rewrite keeps it.
+    #[serde(default)]
+    pub expires_at: i64,
+    /// What a change just did (a save's or Run Test's report), shown once by the page the
+    /// browser is sent to after its POST, so that reloading that page repeats nothing.
+    #[serde(default)]
+    pub flash: Option<serde_json::Value>,
 }
 
 /// The store key of the session the cookie value names.
