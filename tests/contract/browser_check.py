@@ -30,7 +30,6 @@ import ssl
 import sys
 import threading
 import time
-import traceback
 import urllib.parse
 
 from cryptography import x509
@@ -40,6 +39,7 @@ from cryptography.x509.oid import NameOID
 from playwright.sync_api import Error as BrowserError, sync_playwright
 
 import demo
+from report import Step, check, failures, free_port, started
 from demo import CLIENT_ID, EMULATOR, HTTPS, TENANT
 
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
@@ -61,42 +61,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 15_000
-started = time.monotonic()
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"{'ok' if ok else 'FAIL'}  {what}{': ' + str(detail) if detail and not ok else ''}", flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-class Step:
-    """A persona's round: an exception (a timeout, a missing element) fails that round, named,
-    and the other rounds still run."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if kind is not None and not issubclass(kind, Exception):
-            return False  # SystemExit (SIGTERM), KeyboardInterrupt: stop, cleaning up
-        if err is not None:
-            detail = "".join(traceback.format_exception_only(kind, err)).strip().splitlines()[0]
-            check(f"{self.name}: the round runs to its end", False, detail)
-        return True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _demo = demo.start(sys.argv[1], 300)
 offset, data, work = _demo.offset, _demo.data, demo.work
 gateway = f"https://localhost:{HTTPS + offset}"

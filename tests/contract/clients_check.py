@@ -25,6 +25,8 @@ for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
     os.environ.pop(var, None)
 
 import msal
+
+from report import check, failures
 import requests
 from jamf_pro_sdk import JamfProClient, SessionConfig
 from jamf_pro_sdk.clients.auth import ApiClientCredentialsProvider
@@ -115,19 +117,12 @@ http = requests.Session()
 http.trust_env = False
 http.verify = ca
 authority = f"{base}/{tenant}"
-failures = []
 for _ in range(150):
     try:
         http.get(f"{authority}/v2.0/.well-known/openid-configuration", timeout=2)
         break
     except requests.ConnectionError:
         time.sleep(0.1)
-
-
-def check(what, ok, detail=""):
-    print(f"{'ok' if ok else 'FAIL'}  {what}{': ' + str(detail) if detail and not ok else ''}")
-    if not ok:
-        failures.append(what)
 
 
 # The emulator is not a Microsoft cloud host: MSAL is told not to look it up in the instance

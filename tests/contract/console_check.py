@@ -20,11 +20,9 @@ import json
 import os
 import re
 import secrets
-import socket
 import sys
 import threading
 import time
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +30,7 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 import demo
+from report import Step, check, failures, free_port, started
 from demo import CLIENT_ID, TENANT
 
 CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
@@ -64,42 +63,6 @@ LANDING_DL = 'section[aria-labelledby="landing"] dl'
 SHARED_NOTE = 'section[aria-labelledby="shared"] p.small'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(ROOT, "target", "console-screenshots")
-
-started = time.monotonic()
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(f"{'ok' if ok else 'FAIL'}  {what}{': ' + str(detail) if detail and not ok else ''}", flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-class Step:
-    """One round of the brief: an exception (a timeout, a missing element) fails that round,
-    named, and the other rounds still run."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if kind is not None and not issubclass(kind, Exception):
-            return False  # SystemExit (SIGTERM), KeyboardInterrupt: stop, cleaning up
-        if err is not None:
-            detail = "".join(traceback.format_exception_only(kind, err)).strip().splitlines()[0]
-            check(f"{self.name}: the round runs to its end", False, detail)
-        return True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 d = demo.start(sys.argv[1], 800)
 admin_token = d.printed("admin token: ")

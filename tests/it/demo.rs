@@ -94,6 +94,20 @@ async fn start(own_data: bool) -> Demo {
 }
 
 async fn start_with(own_data: bool, args: &[&str]) -> Demo {
+    // Another process may take one of the ports between the look and the demo's bind (an
+    // ephemeral port of some test's client): then again, on other ports.
+    for attempt in 0.. {
+        match try_start(own_data, args).await {
+            Ok(demo) => return demo,
+            Err(log) if log.contains("in use") && attempt < 2 => continue,
+            Err(log) => panic!("the demo exited early:\n{log}"),
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
+/// The demo started and ready, or what it logged when it exited early.
+async fn try_start(own_data: bool, args: &[&str]) -> Result<Demo, String> {
     let data = tempfile::tempdir().unwrap();
     let offset = free_offset();
     let mut cmd = tokio::process::Command::new(crate::harness::bin());
@@ -114,11 +128,14 @@ async fn start_with(own_data: bool, args: &[&str]) -> Demo {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut admin_token = None;
     loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+        let next = tokio::time::timeout_at(deadline.into(), lines.next_line())
             .await
             .expect("the demo printed its summary")
-            .unwrap()
-            .unwrap_or_else(|| panic!("the demo exited early:\n{summary}"));
+            .unwrap();
+        let Some(line) = next else {
+            let log = std::fs::read_to_string(data.path().join("demo.log")).unwrap_or_default();
+            return Err(format!("{summary}\n{log}"));
+        };
         summary.push_str(&line);
         summary.push('\n');
         if let Some(t) = line.strip_prefix("admin token: ") {
@@ -164,7 +181,7 @@ async fn start_with(own_data: bool, args: &[&str]) -> Demo {
         }
     })
     .await;
-    demo
+    Ok(demo)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

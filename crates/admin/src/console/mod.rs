@@ -107,6 +107,11 @@ impl Console {
         Ok(cookie)
     }
 
+    /// GET on the admin API as `caller`.
+    pub async fn get(&self, caller: &Caller, uri: &str) -> Answer {
+        self.call(caller, Method::GET, uri, &[], None).await
+    }
+
     /// Calls the admin API as `caller`.
     pub async fn call(
         &self,
@@ -454,13 +459,13 @@ async fn overview(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Resp
         Ok(s) => s,
         Err(r) => return r,
     };
-    let status = c.call(&s.caller, Method::GET, "/api/v1/sync/status", &[], None).await;
+    let status = c.get(&s.caller, "/api/v1/sync/status").await;
     if !status.ok() {
         return c
             .pages
             .message(status.status, "Sync status unavailable", &status.detail(), Some(&s));
     }
-    let decisions = c.call(&s.caller, Method::GET, "/api/v1/decisions", &[], None).await;
+    let decisions = c.get(&s.caller, "/api/v1/decisions").await;
     let chart = chart(&decisions.body["minutes"]);
     c.pages.render(
         "overview.html",
@@ -527,23 +532,13 @@ async fn settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Resp
 
 /// The read view, with what just happened (a save, Run Test or a notice) above it.
 async fn settings_page(c: &Console, s: &Session, test: Option<Value>, notice: Option<&str>) -> Response {
-    let current = c
-        .call(&s.caller, Method::GET, "/api/v1/conditional-access", &[], None)
-        .await;
+    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
     if !current.ok() {
         return c
             .pages
             .message(current.status, "Conditional Access", &current.detail(), Some(s));
     }
-    let consent = c
-        .call(
-            &s.caller,
-            Method::GET,
-            "/api/v1/conditional-access/consent-url",
-            &[],
-            None,
-        )
-        .await;
+    let consent = c.get(&s.caller, "/api/v1/conditional-access/consent-url").await;
     c.pages.render(
         "settings.html",
         s,
@@ -565,9 +560,7 @@ async fn edit_settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) ->
     if let Some(r) = refuse_reader(&c, &s) {
         return r;
     }
-    let current = c
-        .call(&s.caller, Method::GET, "/api/v1/conditional-access", &[], None)
-        .await;
+    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
     if !current.ok() {
         return c
             .pages
@@ -692,9 +685,7 @@ async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsFo
             .await;
     }
     // The form again, with what went wrong; a stale save shows what someone else changed.
-    let current = c
-        .call(&s.caller, Method::GET, "/api/v1/conditional-access", &[], None)
-        .await;
+    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
     let secret = current.body["client_secret"].clone();
     let (status, error, conflict, etag) = if saved.status == StatusCode::PRECONDITION_FAILED {
         let mut changed = Vec::new();
@@ -847,15 +838,7 @@ async fn job(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let j = c
-        .call(
-            &s.caller,
-            Method::GET,
-            &format!("/api/v1/jobs/{}", encode(&id)),
-            &[],
-            None,
-        )
-        .await;
+    let j = c.get(&s.caller, &format!("/api/v1/jobs/{}", encode(&id))).await;
     if q.format.as_deref() == Some("json") {
         // For the page's progress script: the same job, same-origin, with the session.
         return (j.status, axum::Json(j.body)).into_response();
@@ -890,9 +873,7 @@ async fn computers(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(
         }
         query.finish()
     };
-    let page = c
-        .call(&s.caller, Method::GET, &format!("/api/v1/computers?{query}"), &[], None)
-        .await;
+    let page = c.get(&s.caller, &format!("/api/v1/computers?{query}")).await;
     let error = (!page.ok()).then(|| page.detail());
     c.pages.render(
         "computers.html",
@@ -920,26 +901,12 @@ async fn computer(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let one = c
-        .call(
-            &s.caller,
-            Method::GET,
-            &format!("/api/v1/computers/{}", encode(&id)),
-            &[],
-            None,
-        )
-        .await;
+    let one = c.get(&s.caller, &format!("/api/v1/computers/{}", encode(&id))).await;
     if !one.ok() {
         return c.pages.message(one.status, "Computer", &one.detail(), Some(&s));
     }
     let history = c
-        .call(
-            &s.caller,
-            Method::GET,
-            &format!("/api/v1/computers/{}/history", encode(&id)),
-            &[],
-            None,
-        )
+        .get(&s.caller, &format!("/api/v1/computers/{}/history", encode(&id)))
         .await;
     c.pages.render(
         "computer.html",
@@ -1021,7 +988,7 @@ async fn audit(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q): 
         Some(b) => format!("/api/v1/audit?limit=25&before={b}"),
         None => "/api/v1/audit?limit=25".to_string(),
     };
-    let page = c.call(&s.caller, Method::GET, &path, &[], None).await;
+    let page = c.get(&s.caller, &path).await;
     if !page.ok() {
         return c.pages.message(page.status, "Audit", &page.detail(), Some(&s));
     }
