@@ -69,6 +69,29 @@ upstream = "ghost"
 }
 
 #[test]
+fn check_config_names_every_unknown_key_of_the_example_file() {
+    // As a new user would: two unknown keys appended to one table of the example file.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/portcullis.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        example.replacen("[admin]\n", "[admin]\ncolour = \"blue\"\nflavour = \"mint\"\n", 1),
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("2 error(s)")
+            && err.contains("admin.colour: unknown key")
+            && err.contains("admin.flavour: unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_config_refuses_a_non_hex_admin_token_hash_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("admin.toml");

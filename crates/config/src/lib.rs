@@ -437,10 +437,11 @@ impl Config {
                 })?;
             }
         }
-        let file: RawFile = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| file_error(toml_message(&e)))?;
         let mut c = Collector::default();
+        // Unknown top-level tables are errors in `c`, reported with the rest.
+        let Some(file) = build::item::<RawFile>(&mut c, "", toml::Value::Table(table)) else {
+            return Err(c.finish());
+        };
         let cfg = build::build(file, base_dir, host_name, &mut c);
         match cfg {
             Some(cfg) if c.is_empty() => Ok(cfg),

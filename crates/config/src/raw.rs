@@ -1,13 +1,13 @@
 //! The serde mirror of the configuration file. Private to `config/`: every field is a plain
 //! string, number or table so that deserialisation rarely fails and `config::load` can report
-//! every semantic error with its key path in one pass.
+//! every semantic error with its key path in one pass. Keys no field takes are collected by
+//! `serde_ignored` as the file is read (each one an error), not refused one at a time.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub threads: Option<i64>,
     pub grace_period: Option<String>,
@@ -22,7 +22,6 @@ pub(super) struct RawServer {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
     /// Hex SHA-256 of the admin API token (full rights).
@@ -35,7 +34,6 @@ pub(super) struct RawAdmin {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
     pub name: Option<String>,
     pub address: String,
@@ -43,7 +41,6 @@ pub(super) struct RawListener {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawListenerTls {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
@@ -53,7 +50,6 @@ pub(super) struct RawListenerTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCertificate {
     pub cert: String,
     pub key: String,
@@ -62,7 +58,6 @@ pub(super) struct RawCertificate {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     #[serde(default)]
     pub addresses: Vec<String>,
@@ -76,7 +71,6 @@ pub(super) struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawUpstreamTls {
     pub sni: Option<String>,
     pub ca_file: Option<String>,
@@ -85,7 +79,6 @@ pub(super) struct RawUpstreamTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawHealthCheck {
     pub kind: Option<String>,
     pub path: Option<String>,
@@ -95,7 +88,6 @@ pub(super) struct RawHealthCheck {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub name: Option<String>,
     pub host: Option<String>,
@@ -115,7 +107,6 @@ pub(super) struct RawRoute {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawDevice {
     pub sources: Option<Vec<String>>,
     pub posture_cache_ttl: Option<String>,
@@ -125,7 +116,6 @@ pub(super) struct RawDevice {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawLanding {
     pub unrecognized: Option<String>,
     pub custom_url: Option<String>,
@@ -141,7 +131,6 @@ pub(super) struct RawLanding {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawSync {
     pub enabled: Option<bool>,
     pub interval: Option<String>,
@@ -158,7 +147,6 @@ pub(super) struct RawSync {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawJamf {
     pub url: Option<String>,
     pub client_id: Option<String>,
@@ -171,7 +159,6 @@ pub(super) struct RawJamf {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub url: Option<String>,
     pub sqlite_path: Option<String>,
@@ -183,7 +170,6 @@ pub(super) struct RawStore {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawEntra {
     pub cloud: Option<String>,
     pub tenant_id: Option<String>,
@@ -205,7 +191,6 @@ pub(super) struct RawEntra {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawSession {
     pub cookie_name: Option<String>,
     pub cookie_key: Option<String>,
@@ -216,7 +201,6 @@ pub(super) struct RawSession {
 /// Sections are kept as raw TOML values and deserialised one item at a time so that one bad
 /// item does not hide the errors in the others.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawFile {
     pub server: Option<toml::Value>,
     pub admin: Option<toml::Value>,

@@ -88,7 +88,7 @@ colour = "blue"
         "routes[0].upstream",
         "routes[1].host",
         "routes[1].path_prefix",
-        "routes[2]",
+        "routes[2].colour",
     ] {
         assert!(keys.contains(&want), "missing {want} in {errs}");
     }
@@ -98,6 +98,30 @@ colour = "blue"
         "{text}"
     );
     assert!(text.contains("colour"), "{text}");
+}
+
+#[test]
+fn every_unknown_key_is_named_not_only_the_first() {
+    let text = format!(
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\ncolour = 1\nflavour = 2\n[bogus]\nx = 1\n",
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[server]\nthreadz = 2\nbogus = 1\n[upstreams.app]\naddresses = [\"127.0.0.1:9\"]\nhealth_chek = {}\n"
+    );
+    let errs = Config::parse(&text, Path::new(".")).unwrap_err();
+    let mut keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "bogus",
+            "routes[0].colour",
+            "routes[0].flavour",
+            "server.bogus",
+            "server.threadz",
+            "upstreams.app.health_chek",
+        ],
+        "{errs}"
+    );
+    assert!(errs.0.iter().all(|e| e.message.starts_with("unknown key")), "{errs}");
 }
 
 #[test]

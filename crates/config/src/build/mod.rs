@@ -32,13 +32,38 @@ pub(crate) fn toml_message(e: &toml::de::Error) -> String {
     e.message().to_string()
 }
 
-pub(super) fn item<T: DeserializeOwned>(c: &mut Collector, key: &str, v: toml::Value) -> Option<T> {
-    match T::deserialize(v) {
+/// Reads `v`, the value at `key`, as `T`. Every key in it that `T` has no field for is an error
+/// of its own — all of them, not only the first.
+pub(crate) fn item<T: DeserializeOwned>(c: &mut Collector, key: &str, v: toml::Value) -> Option<T> {
+    let mut unknown = Vec::new();
+    let read = serde_ignored::deserialize(v, |path| unknown.push(path_text(&path)));
+    for u in unknown {
+        let at = if key.is_empty() { u } else { format!("{key}.{u}") };
+        c.push(
+            &at,
+            "unknown key: no setting of this name here (see docs/configuration.md)".to_string(),
+        );
+    }
+    match read {
         Ok(t) => Some(t),
         Err(e) => {
             c.push(key, e.message().to_string());
             None
         }
+    }
+}
+
+/// `a.b[2].c`, as every other error names its key.
+fn path_text(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", path_text(parent)),
+        Path::Map { parent, key } => match path_text(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => path_text(parent),
     }
 }
 
