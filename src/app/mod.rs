@@ -10,6 +10,7 @@
 
 mod backend;
 mod keys;
+mod reload;
 mod services;
 
 use std::net::{SocketAddr, TcpListener};
@@ -157,12 +158,21 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     let mut tasks = Vec::new();
 
     let pools = edge::build_pools(&cfg.upstreams)?;
-    for pool in &pools {
-        if let Some(hc) = pool.health_check.clone() {
-            tasks.push(bg.spawn(pool.clone().run_checks(hc, shutdown.clone())));
-        }
-    }
     let routes = Arc::new(ArcSwap::from_pointee(edge::route_table(&cfg, &pools, &metrics)));
+    // Each listener's TLS configuration sits in a slot a reload replaces.
+    let slots: Vec<Option<edge::serve::TlsSlot>> =
+        tls.into_iter().map(|t| t.map(|c| Arc::new(ArcSwap::new(c)))).collect();
+    let reloader = Arc::new(reload::Reloader::new(
+        cfg.clone(),
+        slots.clone(),
+        routes.clone(),
+        &pools,
+        metrics.clone(),
+        bg.handle().clone(),
+        shutdown.clone(),
+    ));
+    tasks.push(bg.spawn(reload::on_sighup(reloader.clone(), shutdown.clone())));
+    tasks.push(bg.spawn(reload::watch_certificates(reloader, shutdown.clone())));
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
@@ -336,7 +346,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     let listeners: Vec<edge::serve::Listener> = cfg
         .listeners
         .iter()
-        .zip(tls)
+        .zip(slots)
         .map(|(l, tls)| edge::serve::Listener {
             address: l.address,
             tls,

@@ -158,3 +158,115 @@ upstream = \"wrong\"
     })
     .await;
 }
+
+/// One HTTP/1.1 request on an open connection, kept alive: the status line.
+async fn request_on(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /kept HTTP/1.1\r\nHost: kept\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    // The echo's body is JSON: read until its closing brace.
+    while !got.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer on the kept connection")
+            .unwrap();
+        assert!(n > 0, "the kept connection was closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_routes_and_certificates_without_dropping_a_connection() {
+    let (one, two) = (Upstream::start("one").await, Upstream::start("two").await);
+    let port = free_port();
+    let mut dir_path = None;
+    let body = format!(
+        "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
+        pool("app", &[one.addr], "")
+    );
+    let gw = Gateway::start_with(&body, |dir| {
+        make_certs(dir, &["a.test", "b.test"]);
+        dir_path = Some(dir.to_path_buf());
+        tls_listener(dir, port, &["a.test"])
+    })
+    .await;
+    let dir = dir_path.unwrap();
+    let config = dir.join("portcullis.toml");
+    let https = tls_client(&dir, port);
+    let app = |r: reqwest::Response| async move { echo(r).await["app"].as_str().unwrap_or_default().to_string() };
+    assert_eq!(app(client().get(gw.url("/x")).send().await.unwrap()).await, "one");
+    assert!(
+        https.get(format!("https://b.test:{port}/")).send().await.is_err(),
+        "b.test is not served yet"
+    );
+    let mut kept = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    assert!(request_on(&mut kept).await.contains("200"));
+
+    // A new pool address and a second certificate (the SNI set grows); SIGHUP applies both.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let good = text
+        .replace(&format!("\"{}\"", one.addr), &format!("\"{}\"", two.addr))
+        .replace(
+            &format!("key = \"{0}/a.test-key.pem\" }}", dir.display()),
+            &format!(
+                "key = \"{0}/a.test-key.pem\" }}, {{ cert = \"{0}/b.test.pem\", key = \"{0}/b.test-key.pem\" }}",
+                dir.display()
+            ),
+        );
+    assert_ne!(good, text);
+    std::fs::write(&config, &good).unwrap();
+    gw.signal("HUP");
+    poll_until("the reloaded route", Duration::from_secs(10), || async {
+        let r = client().get(gw.url("/x")).send().await.map_err(|e| e.to_string())?;
+        match app(r).await.as_str() {
+            "two" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    let r = https.get(format!("https://b.test:{port}/")).send().await.unwrap();
+    assert_eq!(app(r).await, "two", "the new certificate, by SNI");
+    assert!(
+        request_on(&mut kept).await.contains("200"),
+        "the connection open across the reload still serves"
+    );
+    assert!(gw.logs().contains("configuration reloaded"), "{}", gw.logs());
+
+    // A bad file changes nothing, and says why, key by key.
+    std::fs::write(
+        &config,
+        good.replace("[[routes]]\n", "[[routes]]\ncolour = \"blue\"\nflavour = 1\n"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    poll_until("the refusal in the log", Duration::from_secs(10), || async {
+        let logs = gw.logs();
+        if logs.contains("reload refused") && logs.contains("routes[0].colour") && logs.contains("routes[0].flavour") {
+            Ok(())
+        } else {
+            Err("no refusal yet".to_string())
+        }
+    })
+    .await;
+    assert_eq!(app(client().get(gw.url("/x")).send().await.unwrap()).await, "two");
+
+    // A renewed certificate file applies without a signal: a.test's files now hold b.test's
+    // certificate, which does not verify for a.test.
+    std::fs::write(&config, &good).unwrap();
+    std::fs::copy(dir.join("b.test.pem"), dir.join("a.test.pem")).unwrap();
+    std::fs::copy(dir.join("b.test-key.pem"), dir.join("a.test-key.pem")).unwrap();
+    poll_until("the renewed certificate", Duration::from_secs(15), || async {
+        // A new client: a pooled connection would keep its old handshake.
+        match tls_client(&dir, port).get(format!("https://a.test:{port}/")).send().await {
+            Err(e) if format!("{e:?}").to_lowercase().contains("certificate") => Ok(()),
+            Err(e) => Err(format!("{e:?}")),
+            Ok(r) => Err(format!("still served: {}", r.status())),
+        }
+    })
+    .await;
+    assert!(request_on(&mut kept).await.contains("200"));
+}

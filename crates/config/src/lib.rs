@@ -50,6 +50,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// The file it was read from ([`Config::load`]), which a reload reads again; `None` for a
+    /// configuration built in memory (the demo).
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -401,7 +404,9 @@ impl Config {
         // The host name names this node in the sync lease unless `sync.node_name` does.
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string());
         let host = host.as_deref().ok().filter(|h| !h.is_empty()).unwrap_or("node");
-        Self::parse_with_overrides(&text, base, std::env::vars(), host)
+        let mut cfg = Self::parse_with_overrides(&text, base, std::env::vars(), host)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses `text`; relative file paths in it are taken relative to `base_dir`. The node is

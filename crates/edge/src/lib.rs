@@ -27,7 +27,7 @@ pub use gateway::{Gateway, ProxySettings, Route, RouteTable};
 
 use config::Config;
 use metrics::Metrics;
-use upstream::{PoolError, UpstreamPool};
+pub use upstream::{PoolError, UpstreamPool};
 
 /// Builds every upstream pool of `[upstreams]` (DNS resolved once, here; never on the request
 /// path). Pools with a health check are returned with it; run it with

@@ -20,8 +20,12 @@ pub struct Listener {
     pub address: SocketAddr,
     /// The server configuration (certificates by SNI, client certificate verification, ALPN
     /// `h2` and `http/1.1` when HTTP/2 is on); `None`: plain HTTP.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsSlot>,
 }
+
+/// A listener's TLS configuration, replaced whole by a reload: each new connection's handshake
+/// takes the one in the slot then; connections already up keep theirs.
+pub type TlsSlot = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
 
 /// What a request knows of its connection.
 #[derive(Debug)]
@@ -263,7 +267,7 @@ fn bind(address: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListener, 
 
 fn run_worker<H: Handler>(
     settings: Settings,
-    listeners: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    listeners: Vec<(std::net::TcpListener, Option<TlsSlot>)>,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) -> bool {
@@ -341,8 +345,8 @@ fn run_worker<H: Handler>(
                                 let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
                                 drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
                             }
-                            Some(config) => {
-                                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                            Some(slot) => {
+                                let accept = tokio_rustls::TlsAcceptor::from(slot.load_full()).accept(stream);
                                 // A handshake still going at shutdown is dropped: it has no
                                 // request to finish, and must not hold the drain.
                                 let stream = tokio::select! {
@@ -667,7 +671,7 @@ mod tests {
         let echo = Arc::new(Echo {
             calls: AtomicUsize::new(0),
         });
-        let tls = Some(Arc::new(pki.server));
+        let tls = Some(Arc::new(arc_swap::ArcSwap::from_pointee(pki.server)));
         let running = start(settings(1), &[Listener { address, tls }], echo, shutdown).unwrap();
         let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
         let url = format!("https://localhost:{port}/x");

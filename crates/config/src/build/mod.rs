@@ -232,5 +232,6 @@ pub(crate) fn build(file: RawFile, base: &Path, host_name: &str, c: &mut Collect
         listeners,
         upstreams,
         routes: routes.into_iter().map(|(_, r)| r).collect(),
+        source: None,
     })
 }

@@ -1,0 +1,260 @@
+//! Reload: SIGHUP (`systemctl reload`), or a changed certificate file, reads the configuration
+//! file again and checks it whole; a good one is applied as new snapshots — every listener's
+//! TLS configuration (certificates, the SNI set, the client-certificate CA) and the routes with
+//! their upstream pools and health checks — so requests in flight finish on the old ones, new
+//! requests and handshakes use the new ones, and no connection is dropped. A bad one changes
+//! nothing: every error is logged with its key. Settings only a restart applies are named in
+//! the log when they changed, never silently ignored.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use config::Config;
+use edge::serve::TlsSlot;
+use edge::RouteTable;
+use metrics::Metrics;
+use tokio::sync::watch;
+
+use super::services::Shutdown;
+
+/// How often the certificate files are looked at for a renewal.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Reloader {
+    /// The configuration in force.
+    current: Mutex<Config>,
+    slots: Vec<Option<TlsSlot>>,
+    routes: Arc<ArcSwap<RouteTable>>,
+    metrics: Metrics,
+    /// Stops the health checks of the pools in force (a reload starts the new pools' own).
+    checks: Mutex<watch::Sender<bool>>,
+    bg: tokio::runtime::Handle,
+    shutdown: Shutdown,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied {
+        /// Sections that changed in the file but only apply at the next start.
+        need_restart: Vec<&'static str>,
+    },
+    /// The file is not valid: nothing changed.
+    Refused(config::ConfigErrors),
+    /// The configuration did not come from a file (the demo).
+    NoFile,
+}
+
+impl Reloader {
+    /// Holds `cfg` (in force), the listeners' TLS slots in its order, and the route table;
+    /// starts the health checks of `pools`.
+    pub fn new(
+        cfg: Config,
+        slots: Vec<Option<TlsSlot>>,
+        routes: Arc<ArcSwap<RouteTable>>,
+        pools: &[Arc<edge::UpstreamPool>],
+        metrics: Metrics,
+        bg: tokio::runtime::Handle,
+        shutdown: Shutdown,
+    ) -> Self {
+        let checks = start_checks(&bg, pools, shutdown.clone());
+        Self {
+            current: Mutex::new(cfg),
+            slots,
+            routes,
+            metrics,
+            checks: Mutex::new(checks),
+            bg,
+            shutdown,
+        }
+    }
+
+    /// Reads the file again and applies it, or leaves everything as it is.
+    pub fn reload(&self) -> Outcome {
+        let source = lock(&self.current).source.clone();
+        let Some(path) = source else {
+            return Outcome::NoFile;
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(errors) => return Outcome::Refused(errors),
+        };
+        let tls = match edge::tls::load(&new) {
+            Ok(t) => t,
+            Err(errors) => return Outcome::Refused(config::ConfigErrors(errors)),
+        };
+        let pools = match edge::build_pools(&new.upstreams) {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Refused(config::ConfigErrors(vec![config::ConfigError {
+                    key: "upstreams".into(),
+                    message: e.to_string(),
+                }]))
+            }
+        };
+        let mut current = lock(&self.current);
+        let need_restart = restart_only_changes(&current, &new);
+        // Listeners are bound at start: with one added or removed, which certificates belong
+        // to which socket is not known until the restart.
+        if new.listeners.len() == self.slots.len() {
+            for (slot, config) in self.slots.iter().zip(tls) {
+                if let (Some(slot), Some(config)) = (slot, config) {
+                    slot.store(config);
+                }
+            }
+        }
+        self.routes
+            .store(Arc::new(edge::route_table(&new, &pools, &self.metrics)));
+        let next = start_checks(&self.bg, &pools, self.shutdown.clone());
+        let old = std::mem::replace(&mut *lock(&self.checks), next);
+        let _ = old.send(true);
+        *current = new;
+        Outcome::Applied { need_restart }
+    }
+
+    /// Reloads and logs what happened (the signal's and the watcher's way).
+    pub fn reload_and_log(&self, why: &str) {
+        match self.reload() {
+            Outcome::Applied { need_restart } => {
+                let summary = lock(&self.current).summary();
+                tracing::info!(trigger = why, %summary, "configuration reloaded");
+                for section in need_restart {
+                    tracing::warn!(section, "changed in the file, but applies only at the next start");
+                }
+            }
+            Outcome::Refused(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(trigger = why, key = %e.key, error = %e.message, "reload refused; the running configuration stays");
+                }
+            }
+            Outcome::NoFile => tracing::warn!(
+                trigger = why,
+                "nothing to reload: the configuration was not read from a file"
+            ),
+        }
+    }
+
+    /// The certificate, key and client-CA files of the configuration in force, with their
+    /// modification times.
+    fn watched(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
+        let cfg = lock(&self.current);
+        let mut files: Vec<PathBuf> = Vec::new();
+        for t in cfg.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+            for c in &t.certificates {
+                files.push(c.cert.clone());
+                files.push(c.key.clone());
+            }
+            files.extend(t.client_ca.clone());
+        }
+        files
+            .into_iter()
+            .map(|f| {
+                let modified = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+                (f, modified)
+            })
+            .collect()
+    }
+}
+
+/// Reloads on SIGHUP until the drain.
+pub async fn on_sighup(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: reload only by certificate changes");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let r = reloader.clone();
+                // Reading files and building pools blocks: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || r.reload_and_log("SIGHUP")).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Reloads when a certificate, key or client-CA file changes (an ACME client's renewal), so
+/// that no signal is needed.
+pub async fn watch_certificates(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
+    let mut seen = reloader.watched();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = reloader.watched();
+        if now != seen {
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload_and_log("certificate files changed")).await;
+            seen = reloader.watched();
+        }
+    }
+}
+
+/// Starts the health checks of `pools`; the sender stops them (so does the drain).
+fn start_checks(
+    bg: &tokio::runtime::Handle,
+    pools: &[Arc<edge::UpstreamPool>],
+    mut shutdown: Shutdown,
+) -> watch::Sender<bool> {
+    let (stop, stopped) = watch::channel(false);
+    for pool in pools {
+        if let Some(hc) = pool.health_check.clone() {
+            bg.spawn(pool.clone().run_checks(hc, stopped.clone()));
+        }
+    }
+    // The drain stops this generation too; a reload stops it first.
+    let forward = stop.clone();
+    let mut replaced = stopped;
+    bg.spawn(async move {
+        tokio::select! {
+            _ = shutdown.changed() => { let _ = forward.send(true); }
+            _ = replaced.changed() => {}
+        }
+    });
+    stop
+}
+
+/// The sections of `new` that differ from `old` and that only a restart applies.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let addresses = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
+            .collect::<Vec<_>>()
+    };
+    let mut out = Vec::new();
+    for (name, changed) in [
+        (
+            "listeners (addresses, names, TLS on or off)",
+            addresses(old) != addresses(new),
+        ),
+        ("[server]", differs(&old.server, &new.server)),
+        ("[admin]", differs(&old.admin, &new.admin)),
+        ("[entra]", differs(&old.entra, &new.entra)),
+        ("[session]", differs(&old.session, &new.session)),
+        ("[device]", differs(&old.device, &new.device)),
+        ("[landing]", differs(&old.landing, &new.landing)),
+        ("[store]", differs(&old.store, &new.store)),
+        ("[sync]", differs(&old.sync, &new.sync)),
+        ("[jamf]", differs(&old.jamf, &new.jamf)),
+    ] {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere mid-update leaves a whole value behind: still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
