@@ -172,7 +172,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         shutdown.clone(),
     ));
     tasks.push(bg.spawn(reload::on_sighup(reloader.clone(), shutdown.clone())));
-    tasks.push(bg.spawn(reload::watch_certificates(reloader, shutdown.clone())));
+    tasks.push(bg.spawn(reload::watch_certificates(reloader.clone(), shutdown.clone())));
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
@@ -333,6 +333,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         file_share: cfg.sync.share.clone(),
         decisions: Some(decisions),
         postures: Some(postures),
+        reload: Some(reloader),
     };
     tasks.push(bg.spawn(services::admin(
         admin_listener,

@@ -72,7 +72,7 @@ impl Reloader {
     }
 
     /// Reads the file again and applies it, or leaves everything as it is.
-    pub fn reload(&self) -> Outcome {
+    pub fn apply_file(&self) -> Outcome {
         let source = lock(&self.current).source.clone();
         let Some(path) = source else {
             return Outcome::NoFile;
@@ -114,25 +114,48 @@ impl Reloader {
         Outcome::Applied { need_restart }
     }
 
-    /// Reloads and logs what happened (the signal's and the watcher's way).
-    pub fn reload_and_log(&self, why: &str) {
-        match self.reload() {
+    /// Reloads and logs what happened (every trigger's way): what the admin API answers.
+    pub fn reload_and_log(&self, why: &str) -> admin::body::Reloaded {
+        match self.apply_file() {
             Outcome::Applied { need_restart } => {
                 let summary = lock(&self.current).summary();
                 tracing::info!(trigger = why, %summary, "configuration reloaded");
-                for section in need_restart {
+                for section in &need_restart {
                     tracing::warn!(section, "changed in the file, but applies only at the next start");
+                }
+                admin::body::Reloaded {
+                    applied: true,
+                    summary: Some(summary),
+                    need_restart: need_restart.into_iter().map(str::to_string).collect(),
+                    ..Default::default()
                 }
             }
             Outcome::Refused(errors) => {
                 for e in &errors.0 {
                     tracing::error!(trigger = why, key = %e.key, error = %e.message, "reload refused; the running configuration stays");
                 }
+                admin::body::Reloaded {
+                    errors: errors
+                        .0
+                        .into_iter()
+                        .map(|e| admin::body::KeyError {
+                            key: e.key,
+                            message: e.message,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
             }
-            Outcome::NoFile => tracing::warn!(
-                trigger = why,
-                "nothing to reload: the configuration was not read from a file"
-            ),
+            Outcome::NoFile => {
+                tracing::warn!(
+                    trigger = why,
+                    "nothing to reload: the configuration was not read from a file"
+                );
+                admin::body::Reloaded {
+                    no_file: true,
+                    ..Default::default()
+                }
+            }
         }
     }
 
@@ -155,6 +178,12 @@ impl Reloader {
                 (f, modified)
             })
             .collect()
+    }
+}
+
+impl admin::api::Reload for Reloader {
+    fn reload(&self) -> admin::body::Reloaded {
+        self.reload_and_log("admin API")
     }
 }
 

@@ -649,6 +649,7 @@ async fn openapi_document_lists_every_operation_the_gateway_serves() {
         "GET /api/v1/devices/{device_id}/posture",
         "POST /api/v1/explain",
         "GET /api/v1/decisions",
+        "POST /api/v1/reload",
     ];
     expected.sort();
     assert_eq!(ops, expected);

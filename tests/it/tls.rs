@@ -188,14 +188,30 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
         "{}\n[[routes]]\nrequire = \"none\"\nupstream = \"app\"\n",
         pool("app", &[one.addr], "")
     );
-    let gw = Gateway::start_with(&body, |dir| {
-        make_certs(dir, &["a.test", "b.test"]);
-        dir_path = Some(dir.to_path_buf());
-        tls_listener(dir, port, &["a.test"])
-    })
+    const ADMIN: &str = "reload-admin-token-0123456789";
+    let hash = portcullis::base::to_hex(ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes()).as_ref());
+    let gw = Gateway::start_full(
+        &body,
+        |dir| {
+            make_certs(dir, &["a.test", "b.test"]);
+            dir_path = Some(dir.to_path_buf());
+            tls_listener(dir, port, &["a.test"])
+        },
+        &[("PORTCULLIS__ADMIN__TOKEN_SHA256", hash)],
+    )
     .await;
     let dir = dir_path.unwrap();
     let config = dir.join("portcullis.toml");
+    let api_reload = || async {
+        let r = client()
+            .post(format!("http://{}/api/v1/reload", gw.admin))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
     let https = tls_client(&dir, port);
     let app = |r: reqwest::Response| async move { echo(r).await["app"].as_str().unwrap_or_default().to_string() };
     assert_eq!(app(client().get(gw.url("/x")).send().await.unwrap()).await, "one");
@@ -253,6 +269,16 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
     })
     .await;
     assert_eq!(app(client().get(gw.url("/x")).send().await.unwrap()).await, "two");
+    // The admin API's reload answers what the log says.
+    let refused = api_reload().await;
+    assert_eq!(refused["applied"], false, "{refused}");
+    let keys: Vec<&str> = refused["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["routes[0].colour", "routes[0].flavour"], "{refused}");
 
     // A renewed certificate file applies without a signal: a.test's files now hold b.test's
     // certificate, which does not verify for a.test.
@@ -261,7 +287,11 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
     std::fs::copy(dir.join("b.test-key.pem"), dir.join("a.test-key.pem")).unwrap();
     poll_until("the renewed certificate", Duration::from_secs(15), || async {
         // A new client: a pooled connection would keep its old handshake.
-        match tls_client(&dir, port).get(format!("https://a.test:{port}/")).send().await {
+        match tls_client(&dir, port)
+            .get(format!("https://a.test:{port}/"))
+            .send()
+            .await
+        {
             Err(e) if format!("{e:?}").to_lowercase().contains("certificate") => Ok(()),
             Err(e) => Err(format!("{e:?}")),
             Ok(r) => Err(format!("still served: {}", r.status())),
@@ -269,4 +299,10 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
     })
     .await;
     assert!(request_on(&mut kept).await.contains("200"));
+    let applied = api_reload().await;
+    assert_eq!(applied["applied"], true, "{applied}");
+    assert!(
+        applied["summary"].as_str().unwrap().contains("2 listener(s) (1 TLS)"),
+        "{applied}"
+    );
 }

@@ -66,6 +66,14 @@ pub struct Api {
     pub decisions: Option<Arc<metrics::DecisionHistory>>,
     /// This node's posture cache: the postures it enforces now.
     pub postures: Option<Arc<device::PostureCache>>,
+    /// Reads the configuration file again (`POST /api/v1/reload`, as SIGHUP does).
+    pub reload: Option<Arc<dyn Reload>>,
+}
+
+/// The process's reload, which the admin API may ask for (the app provides it).
+pub trait Reload: Send + Sync {
+    /// Reads the file again, checks it whole and applies it, or leaves everything as it is.
+    fn reload(&self) -> body::Reloaded;
 }
 
 /// The Send Update jobs one node may start: a burst of [`SendUpdateBudget::BURST`], then one
@@ -1154,6 +1162,51 @@ pub async fn job(State(api): State<Api>, cred: Credential, id: PathArg) -> Respo
         ),
         Err(e) => store_problem(&e),
     }
+}
+
+/// POST /api/v1/reload — this node reads its configuration file again.
+#[utoipa::path(
+    post, path = "/api/v1/reload", tag = "operations",
+    responses(
+        (status = 200, description = "Applied (with the sections only a restart applies), or refused with every error by key; either way the answer says which", body = body::Reloaded),
+        (status = 409, description = "This node's configuration was not read from a file")
+    )
+)]
+pub async fn reload(State(api): State<Api>, cred: Credential) -> Response {
+    let caller = match authorize(&api, &cred, Role::Admin).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(reloader) = api.reload.clone() else {
+        return problem(
+            StatusCode::CONFLICT,
+            "no_file",
+            "This node's configuration was not read from a file.",
+        );
+    };
+    // Reading files and building pools blocks: off the async workers.
+    let Ok(report) = tokio::task::spawn_blocking(move || reloader.reload()).await else {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload_failed",
+            "The reload stopped unexpectedly; see the log.",
+        );
+    };
+    if report.no_file {
+        return problem(
+            StatusCode::CONFLICT,
+            "no_file",
+            "This node's configuration was not read from a file.",
+        );
+    }
+    audit_action(
+        &api,
+        &caller.name,
+        "reload",
+        json!({ "applied": report.applied, "errors": report.errors.len() }),
+    )
+    .await;
+    Json(report).into_response()
 }
 
 /// GET /api/v1/decisions — this node's access decisions of the last hour.

@@ -429,6 +429,29 @@ impl Job {
     }
 }
 
+/// `POST /api/v1/reload`: what the reload did.
+#[derive(Serialize, ToSchema, Default)]
+pub struct Reloaded {
+    /// The file was valid and is in force now.
+    pub applied: bool,
+    /// The configuration's summary once applied.
+    pub summary: Option<String>,
+    /// Sections that changed in the file but apply only at the next start.
+    pub need_restart: Vec<String>,
+    /// Why the file was refused, key by key (nothing changed then).
+    pub errors: Vec<KeyError>,
+    /// The configuration was not read from a file (never sent: a 409).
+    #[serde(skip)]
+    pub no_file: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyError {
+    /// The key, e.g. `routes[2].upstream` (empty for the file as a whole).
+    pub key: String,
+    pub message: String,
+}
+
 /// `GET /api/v1/decisions`: what this node decided in the last hour.
 #[derive(Serialize, ToSchema)]
 pub struct Decisions {

@@ -34,6 +34,9 @@ pub enum Exit {
 pub enum AdminCommand {
     /// Per-source sync status: last success, lag, last error.
     Status,
+    /// Read the gateway's configuration file again and apply it (as SIGHUP does). Exit 0:
+    /// applied; 6: refused, every error listed.
+    Reload,
     /// Run Test: every step of the connection to Microsoft, with its result.
     TestConnection,
     /// Send Update: resend inventory to Microsoft (all computers, or one) and wait for it.
@@ -212,6 +215,24 @@ impl Client {
 async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliError> {
     use reqwest::Method;
     match cmd {
+        AdminCommand::Reload => {
+            let (v, _) = c.call(Method::POST, "/api/v1/reload", None).await?;
+            let applied = v["applied"] == Value::Bool(true);
+            print(json, &v, || {
+                let mut t = vec![row(&["KEY", "RESULT"])];
+                if applied {
+                    t.push(row(&["applied", &text(&v["summary"])]));
+                }
+                for s in v["need_restart"].as_array().into_iter().flatten() {
+                    t.push(row(&[&text(s), "changed; applies only at the next start"]));
+                }
+                for e in v["errors"].as_array().into_iter().flatten() {
+                    t.push(row(&[&text(&e["key"]), &text(&e["message"])]));
+                }
+                t
+            });
+            Ok(if applied { Exit::Ok } else { Exit::Rejected })
+        }
         AdminCommand::Status => {
             let (v, _) = c.call(Method::GET, "/api/v1/sync/status", None).await?;
             print(json, &v, || {

@@ -102,6 +102,7 @@ pub fn router(
         .route("/api/v1/devices/{device_id}/posture", get(api::posture))
         .route("/api/v1/explain", axum::routing::post(api::explain))
         .route("/api/v1/decisions", get(api::decisions))
+        .route("/api/v1/reload", axum::routing::post(api::reload))
         // Wrong methods answer in the API's one error shape too (unknown paths: below).
         .method_not_allowed_fallback(|| async {
             api::problem(

@@ -32,6 +32,7 @@ use super::{api, body};
         api::posture,
         api::explain,
         api::decisions,
+        api::reload,
     ),
     components(schemas(body::Problem, body::SyncSource, store::RegistrationState)),
     modifiers(&BearerAuth, &Errors),
