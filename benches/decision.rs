@@ -75,6 +75,7 @@ fn bench(c: &mut Criterion) {
         devices: Some(devices.clone()),
         landings: Arc::new(arc_swap::ArcSwap::from_pointee(landings)),
         assertions: Arc::new(AssertionSigner::new(None).expect("signer")),
+        live: Arc::default(),
     };
     let route = RoutePolicy::default();
 

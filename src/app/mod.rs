@@ -280,11 +280,15 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             shutdown.clone(),
         )));
     }
+    // Open WebSockets follow their device's posture as the cache learns of changes.
+    let live = Arc::new(access::live::LiveConnections::default());
+    tasks.push(bg.spawn(access::live::follow(live.clone(), postures.clone(), shutdown.clone())));
     let access = Arc::new(Access {
         identity: identity.clone(),
         devices: Some(devices),
         landings,
         assertions: Arc::new(assertions),
+        live: live.clone(),
     });
     let explainer = Arc::new(access::explain::Explainer {
         routes: routes.clone(),

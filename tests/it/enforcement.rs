@@ -1126,3 +1126,59 @@ fn fixtures_device(persona: &str) -> &'static str {
         .and_then(|p| p.device_id)
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_is_cut_when_its_device_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    let e = env(LANDING, ROUTES).await;
+    let open = |persona: &'static str| {
+        let e = &e;
+        async move {
+            let mut req = format!("ws://{}/ws", e.gw.http).into_client_request().unwrap();
+            let token = e.emu.token(&format!("persona={persona}")).await;
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    // bob's Mac is not compliant: his never opens.
+    match open("bob").await {
+        Err(WsError::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("bob's WebSocket: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (mut ws, _) = open("alice").await.unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello");
+
+    // Her Mac falls out of compliance: the open socket is closed, 1008 with the reason, within
+    // the change-propagation time (the change log is read every 200 ms here) and a second.
+    let flipped = std::time::Instant::now();
+    e.store
+        .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(false), true, now())])
+        .await
+        .unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed")
+    .expect("with a close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "device_noncompliant");
+    assert!(
+        flipped.elapsed() < Duration::from_millis(1200),
+        "took {:?}",
+        flipped.elapsed()
+    );
+    // And a new one is refused.
+    assert!(open("alice").await.is_err());
+}

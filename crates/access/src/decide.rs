@@ -23,6 +23,8 @@ pub struct Access {
     /// Replaced when the landing choice changes in the settings.
     pub landings: Arc<arc_swap::ArcSwap<Landings>>,
     pub assertions: Arc<crate::assertion::AssertionSigner>,
+    /// Open WebSockets of device-enforcing routes, decided again when their device changes.
+    pub live: Arc<crate::live::LiveConnections>,
 }
 
 /// What was decided, and on what grounds.
@@ -120,7 +122,7 @@ impl Subject {
     }
 }
 
-fn needs_device(policy: &RoutePolicy) -> bool {
+pub(crate) fn needs_device(policy: &RoutePolicy) -> bool {
     matches!(
         policy.require,
         policy::Require::RegisteredDevice | policy::Require::CompliantDevice

@@ -19,6 +19,7 @@ mod decide;
 pub mod explain;
 pub mod grace;
 mod identity_headers;
+pub mod live;
 mod reply;
 mod request;
 mod routes;

@@ -24,6 +24,8 @@ pub struct Route<U> {
     pub assertion: bool,
     /// Show the grace-period notice ([`crate::grace`]).
     pub grace_notice: bool,
+    /// Open upgraded connections follow their device's posture ([`crate::live`]).
+    pub follow_posture: bool,
     pub upstream: U,
 }
 

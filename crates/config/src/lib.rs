@@ -194,6 +194,9 @@ pub struct RouteConfig {
     /// Browser navigations of a user whose device is in an Intune grace period get a notice
     /// with its deadline once per browser session before the app.
     pub grace_notice: bool,
+    /// An open WebSocket (or other upgraded connection) is closed when its device is refused
+    /// (an enforcing route that requires a device).
+    pub follow_posture: bool,
 }
 
 /// How devices are identified and their posture cached.

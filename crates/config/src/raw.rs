@@ -104,6 +104,8 @@ pub(super) struct RawRoute {
     pub assertion: Option<bool>,
     /// Tell a user in an Intune grace period once per browser session (default true).
     pub grace_notice: Option<bool>,
+    /// Close open WebSockets whose device is refused (default true).
+    pub follow_posture: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

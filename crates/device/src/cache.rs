@@ -99,6 +99,9 @@ pub struct PostureCache {
     /// Milliseconds after `epoch` until which the store counts as away (0: it answers).
     away_until: AtomicU64,
     epoch: tokio::time::Instant,
+    /// Every invalidation, for what must follow a device's posture (open WebSockets): `Some`
+    /// one device, `None` every device.
+    changes: tokio::sync::broadcast::Sender<Option<Arc<str>>>,
 }
 
 /// One store read, under the timeout, turned into a look-up.
@@ -131,6 +134,7 @@ impl PostureCache {
             fresh: s.positive_ttl,
             away_until: AtomicU64::new(0),
             epoch: tokio::time::Instant::now(),
+            changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -230,12 +234,22 @@ impl PostureCache {
     }
 
     pub async fn invalidate(&self, device_id: &str) {
-        self.cache.invalidate(&device_id.to_ascii_lowercase()).await;
+        let id = device_id.to_ascii_lowercase();
+        self.cache.invalidate(&id).await;
+        // Nobody listening is fine: nothing follows this device.
+        let _ = self.changes.send(Some(id.into()));
     }
 
     /// Drops every cached posture (the follower lost track of the change log).
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+        let _ = self.changes.send(None);
+    }
+
+    /// The invalidations from now on: `Some(device id)` or `None` (every device). A receiver
+    /// that falls behind gets `Lagged` and must treat it as every device.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Option<Arc<str>>> {
+        self.changes.subscribe()
     }
 
     /// How long a request waits for the store (`device.lookup_timeout`).

@@ -26,7 +26,7 @@ pub async fn forward(
     mut req: Request<ReqBody>,
     addr: SocketAddr,
     progress: Option<&Arc<Progress>>,
-    downstream: &mut Option<(OnUpgrade, Held)>,
+    downstream: &mut Option<(OnUpgrade, Held, Option<crate::upgraded::Following>)>,
 ) -> Result<Response<Incoming>, ForwardError> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(pool.scheme().clone());
@@ -62,14 +62,13 @@ pub async fn forward(
         }
     };
     if let (StatusCode::SWITCHING_PROTOCOLS, true) = (resp.status(), upgrading) {
-        if let Some((down, held)) = downstream.take() {
+        if let Some((down, held, follow)) = downstream.take() {
             let up = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 let _held = held;
                 match tokio::try_join!(down, up) {
                     Ok((down, up)) => {
-                        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                        if let Err(e) = crate::upgraded::pipe(TokioIo::new(down), TokioIo::new(up), follow).await {
                             tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
                         }
                     }

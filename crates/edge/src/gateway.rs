@@ -166,12 +166,25 @@ impl Gateway {
     /// is answered with its problem.
     async fn proxy(&self, mut parts: Parts, body: Incoming, conn: &Conn, route: &Route, log: &mut AccessLog) -> Answer {
         self.upstream_headers(&mut parts, conn, route, log);
-        let mut upgrade = parts
+        // One look at `Upgrade`: whether there is one, and whether it is a WebSocket.
+        let upgrade_to = parts
             .headers
-            .contains_key(http::header::UPGRADE)
-            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-            .flatten()
-            .map(|on| (on, conn.hold()));
+            .get(http::header::UPGRADE)
+            .map(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let mut upgrade = upgrade_to.and_then(|websocket| {
+            let on = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+            // Through a route that enforces a device, the connection follows its posture.
+            let follow = route
+                .follow_posture
+                .then(|| self.access.live.register_verdict(&route.policy, &log.verdict))
+                .flatten()
+                .map(|(registration, cut)| crate::upgraded::Following {
+                    registration,
+                    cut,
+                    websocket,
+                });
+            Some((on, conn.hold(), follow))
+        });
         let pool = &route.upstream;
         let empty = body.is_end_stream();
         let replayable = parts.method.is_idempotent() && empty;

@@ -19,6 +19,7 @@ pub mod pool;
 pub mod respond;
 pub mod serve;
 pub mod tls;
+pub mod upgraded;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub fn route_table(cfg: &Config, pools: &[Arc<UpstreamPool>], metrics: &Metrics)
             groups_any: r.groups_any.iter().map(|g| Arc::from(g.as_str())).collect(),
             assertion: r.assertion,
             grace_notice: r.grace_notice,
+            follow_posture: r.follow_posture,
         };
         (r.host.clone(), Arc::new(route))
     });

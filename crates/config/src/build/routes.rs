@@ -100,5 +100,6 @@ pub(super) fn build_route(
         groups_any,
         assertion: raw.assertion.unwrap_or(false),
         grace_notice: raw.grace_notice.unwrap_or(true),
+        follow_posture: raw.follow_posture.unwrap_or(true),
     })
 }
