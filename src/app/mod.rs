@@ -162,17 +162,6 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
     // Each listener's TLS configuration sits in a slot a reload replaces.
     let slots: Vec<Option<edge::serve::TlsSlot>> =
         tls.into_iter().map(|t| t.map(|c| Arc::new(ArcSwap::new(c)))).collect();
-    let reloader = Arc::new(reload::Reloader::new(
-        cfg.clone(),
-        slots.clone(),
-        routes.clone(),
-        &pools,
-        metrics.clone(),
-        bg.handle().clone(),
-        shutdown.clone(),
-    ));
-    tasks.push(bg.spawn(reload::on_sighup(reloader.clone(), shutdown.clone())));
-    tasks.push(bg.spawn(reload::watch_certificates(reloader.clone(), shutdown.clone())));
     for r in cfg.routes.iter().filter(|r| r.policy.require == Require::Nothing) {
         tracing::warn!(route = %r.name, "route is open: no sign-in required (require = \"none\")");
     }
@@ -265,10 +254,11 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         }]))
     })?;
     let landings = Arc::new(ArcSwap::from_pointee(landings));
+    let landing_file = Arc::new(ArcSwap::from_pointee(cfg.landing.clone()));
     if let Some(s) = &settings {
         // The stored landing choice wins over the file's from the start.
         let follower = services::LandingFollower {
-            landing: cfg.landing.clone(),
+            landing: landing_file.clone(),
             return_key: keys.return_to.clone(),
             landings: landings.clone(),
         };
@@ -280,6 +270,23 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             shutdown.clone(),
         )));
     }
+    let reloader = Arc::new(reload::Reloader::new(
+        cfg.clone(),
+        reload::Snapshots {
+            slots: slots.clone(),
+            routes: routes.clone(),
+            landing_file,
+            landings: landings.clone(),
+            return_key: keys.return_to.clone(),
+            settings: settings.clone(),
+        },
+        &pools,
+        metrics.clone(),
+        bg.handle().clone(),
+        shutdown.clone(),
+    ));
+    tasks.push(bg.spawn(reload::on_sighup(reloader.clone(), shutdown.clone())));
+    tasks.push(bg.spawn(reload::watch_certificates(reloader.clone(), shutdown.clone())));
     // Open WebSockets follow their device's posture as the cache learns of changes.
     let live = Arc::new(access::live::LiveConnections::default());
     tasks.push(bg.spawn(access::live::follow(live.clone(), postures.clone(), shutdown.clone())));

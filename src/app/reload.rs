@@ -1,7 +1,8 @@
 //! Reload: SIGHUP (`systemctl reload`), or a changed certificate file, reads the configuration
 //! file again and checks it whole; a good one is applied as new snapshots — every listener's
-//! TLS configuration (certificates, the SNI set, the client-certificate CA) and the routes with
-//! their upstream pools and health checks — so requests in flight finish on the old ones, new
+//! TLS configuration (certificates, the SNI set, the client-certificate CA), the routes with
+//! their upstream pools and health checks, and the landing pages (URLs, support text, templates,
+//! allowed return hosts) — so requests in flight finish on the old ones, new
 //! requests and handshakes use the new ones, and no connection is dropped. A bad one changes
 //! nothing: every error is logged with its key. Settings only a restart applies are named in
 //! the log when they changed, never silently ignored.
@@ -22,11 +23,23 @@ use super::services::Shutdown;
 /// How often the certificate files are looked at for a renewal.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// What a reload replaces.
+pub struct Snapshots {
+    /// Each listener's TLS configuration, in the configuration's order.
+    pub slots: Vec<Option<TlsSlot>>,
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// The file's `[landing]`, which the settings follower builds the landings from.
+    pub landing_file: Arc<ArcSwap<config::LandingConfig>>,
+    pub landings: Arc<ArcSwap<landing::Landings>>,
+    pub return_key: Arc<[u8]>,
+    /// The run-time settings, whose landing choice wins over the file's.
+    pub settings: Option<Arc<sync::settings::Settings>>,
+}
+
 pub struct Reloader {
     /// The configuration in force.
     current: Mutex<Config>,
-    slots: Vec<Option<TlsSlot>>,
-    routes: Arc<ArcSwap<RouteTable>>,
+    s: Snapshots,
     metrics: Metrics,
     /// Stops the health checks of the pools in force (a reload starts the new pools' own).
     checks: Mutex<watch::Sender<bool>>,
@@ -52,8 +65,7 @@ impl Reloader {
     /// starts the health checks of `pools`.
     pub fn new(
         cfg: Config,
-        slots: Vec<Option<TlsSlot>>,
-        routes: Arc<ArcSwap<RouteTable>>,
+        s: Snapshots,
         pools: &[Arc<edge::UpstreamPool>],
         metrics: Metrics,
         bg: tokio::runtime::Handle,
@@ -62,8 +74,7 @@ impl Reloader {
         let checks = start_checks(&bg, pools, shutdown.clone());
         Self {
             current: Mutex::new(cfg),
-            slots,
-            routes,
+            s,
             metrics,
             checks: Mutex::new(checks),
             bg,
@@ -94,22 +105,39 @@ impl Reloader {
                 }]))
             }
         };
+        // The landings with the settings' landing choice, as the follower builds them.
+        let mut landing = new.landing.clone();
+        if let Some(settings) = &self.s.settings {
+            landing.unrecognized = settings.current().landing.clone();
+        }
+        let landings = match landing::Landings::new(landing, landing::ReturnSigner::new(&self.s.return_key)) {
+            Ok(l) => l,
+            Err(e) => {
+                return Outcome::Refused(config::ConfigErrors(vec![config::ConfigError {
+                    key: "landing.templates_dir".into(),
+                    message: e.to_string(),
+                }]))
+            }
+        };
         let mut current = lock(&self.current);
         let need_restart = restart_only_changes(&current, &new);
         // Listeners are bound at start: with one added or removed, which certificates belong
         // to which socket is not known until the restart.
-        if new.listeners.len() == self.slots.len() {
-            for (slot, config) in self.slots.iter().zip(tls) {
+        if new.listeners.len() == self.s.slots.len() {
+            for (slot, config) in self.s.slots.iter().zip(tls) {
                 if let (Some(slot), Some(config)) = (slot, config) {
                     slot.store(config);
                 }
             }
         }
-        self.routes
+        self.s
+            .routes
             .store(Arc::new(edge::route_table(&new, &pools, &self.metrics)));
         let next = start_checks(&self.bg, &pools, self.shutdown.clone());
         let old = std::mem::replace(&mut *lock(&self.checks), next);
         let _ = old.send(true);
+        self.s.landing_file.store(Arc::new(new.landing.clone()));
+        self.s.landings.store(Arc::new(landings));
         *current = new;
         Outcome::Applied { need_restart }
     }
@@ -271,7 +299,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("[entra]", differs(&old.entra, &new.entra)),
         ("[session]", differs(&old.session, &new.session)),
         ("[device]", differs(&old.device, &new.device)),
-        ("[landing]", differs(&old.landing, &new.landing)),
+        (
+            "landing.assertion_key_file",
+            old.landing.assertion_key_file != new.landing.assertion_key_file,
+        ),
         ("[store]", differs(&old.store, &new.store)),
         ("[sync]", differs(&old.sync, &new.sync)),
         ("[jamf]", differs(&old.jamf, &new.jamf)),

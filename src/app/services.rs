@@ -56,7 +56,8 @@ pub async fn sync(sync: Arc<SyncLoop<dyn Store>>, shutdown: Shutdown) {
 /// Rebuilds the landings when the settings' landing choice changes, always with the one
 /// `return_to` key of the process, so URLs signed before a change still verify after it.
 pub struct LandingFollower {
-    pub landing: LandingConfig,
+    /// The file's `[landing]`, replaced by a reload.
+    pub landing: Arc<ArcSwap<LandingConfig>>,
     pub return_key: Arc<[u8]>,
     pub landings: Arc<ArcSwap<Landings>>,
 }
@@ -66,7 +67,7 @@ impl LandingFollower {
         if self.landings.load().config().unrecognized == doc.landing {
             return;
         }
-        let mut l = self.landing.clone();
+        let mut l = LandingConfig::clone(&self.landing.load());
         l.unrecognized = doc.landing.clone();
         match Landings::new(l, ReturnSigner::new(&self.return_key)) {
             Ok(l) => self.landings.store(Arc::new(l)),

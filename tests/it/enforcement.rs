@@ -1182,3 +1182,45 @@ async fn an_open_websocket_is_cut_when_its_device_is_refused() {
     // And a new one is refused.
     assert!(open("alice").await.is_err());
 }
+
+/// The page dave's browser gets: the enroll page.
+async fn dave_page(e: &Env) -> String {
+    call(e, "/", Some("persona=dave"), true).await.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_landing_pages() {
+    let e = env(LANDING, ROUTES).await;
+    let first = dave_page(&e).await;
+    // (The page escapes the URL's slashes.)
+    assert!(first.contains("jamf.contoso.test"), "{first}");
+    let config = e.gw.log.parent().unwrap().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "https://jamf.contoso.test/enroll",
+            "https://jamf.example.org/enroll-now",
+        ),
+    )
+    .unwrap();
+    e.gw.signal("HUP");
+    poll_until(
+        "the new enrollment URL on the page",
+        Duration::from_secs(10),
+        || async {
+            let p = dave_page(&e).await;
+            if p.contains("jamf.example.org") {
+                Ok(())
+            } else {
+                Err(p.chars().take(200).collect::<String>())
+            }
+        },
+    )
+    .await;
+    assert!(
+        !e.gw.logs().contains("applies only at the next start"),
+        "{}",
+        e.gw.logs()
+    );
+}
