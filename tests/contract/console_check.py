@@ -1099,6 +1099,37 @@ with Step("16 sign in with Microsoft"):
         look(page, f"entra-{persona}")
         ctx.close()
 
+# 17. The rest of the API in the console: Sync now from the Overview, a device's posture with
+# every source's evidence, and Reload (the demo's configuration is built in memory: refused so).
+with Step("17 sync now, a device, reload"):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = new_page(ctx, "more")
+    page.goto(console + "/")
+    page.fill("#token", admin_token)
+    submit(page, SIGN_IN)
+    r = submit(page, "Sync now")
+    check(
+        "17 sync now: the Overview says the sync was woken",
+        "The sync was woken" in (text(page, ".notice") or ""),
+        f"{page.url} {text(page, '.notice')!r}",
+    )
+    page.goto(console + f"/devices/{BOB}")
+    f = facts(page.locator('section[aria-labelledby="now"] dl'))
+    check(
+        "17 device: bob's Mac, not compliant, from Entra ID, with the reason",
+        f.get("State") == "Not compliant" and f.get("From", "").startswith("Entra ID") and "FileVault" in f.get("Why", ""),
+        f,
+    )
+    look(page, "device")
+    page.goto(console + "/")
+    r = submit(page, "Reload configuration")
+    check(
+        "17 reload: the demo's configuration was not read from a file, and the page says so",
+        r.status == 409 and "not read from a file" in (text(page, '[role="alert"]') or ""),
+        f"{r.status} {text(page, '[role=alert]')!r}",
+    )
+    ctx.close()
+
 took = time.monotonic() - started
 print(
     f"Chromium {browser.version}, Playwright {importlib.metadata.version('playwright')}, {shot_count[0]} screenshots in "

@@ -1018,6 +1018,28 @@ async fn the_console_signs_in_guards_every_change_and_shows_the_api() {
     let (status, page) = post_form(bad).await;
     assert!(status == 400 && page.contains("extensionAttribute16"), "{status}");
 
+    // Sync now, Reload and a device's posture: the rest of the API, in the console.
+    let (status, _) = admin
+        .post("/console/sync/entra", &[("csrf", &csrf)], "same-origin")
+        .await;
+    assert_eq!(status, 303);
+    let (_, overview) = admin.get("/console/?woke=entra").await;
+    assert!(
+        overview.contains("The sync was woken for Entra ID devices"),
+        "{overview}"
+    );
+    let (status, page) = admin.post("/console/reload", &[("csrf", &csrf)], "same-origin").await;
+    assert!(
+        status == 200 && page.contains("read again and is in force"),
+        "{status}: {page}"
+    );
+    let device = personas::find("alice").unwrap().device_id.unwrap();
+    let (status, page) = admin.get(&format!("/console/devices/{device}")).await;
+    assert!(
+        status == 200 && page.contains("Posture now") && page.contains("Entra ID"),
+        "{status}: {page}"
+    );
+
     // A reader reads, and is refused every change even with a valid form.
     let reader = ConsoleUser::sign_in(&base, READER).await;
     let (status, page) = reader.get("/console/conditional-access").await;
@@ -1029,6 +1051,20 @@ async fn the_console_signs_in_guards_every_change_and_shows_the_api() {
     assert_eq!(reader.get("/console/conditional-access/edit").await.0, 403);
     let reader_csrf = reader.csrf().await;
     assert_eq!(reader.post(test, &[("csrf", &reader_csrf)], "same-origin").await.0, 403);
+    assert_eq!(
+        reader
+            .post("/console/sync/all", &[("csrf", &reader_csrf)], "same-origin")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        reader
+            .post("/console/reload", &[("csrf", &reader_csrf)], "same-origin")
+            .await
+            .0,
+        403
+    );
 
     // Signing out ends the session on the server, not only in the browser.
     assert_eq!(

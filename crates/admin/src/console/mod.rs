@@ -213,6 +213,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/computers/{id}", get(computer))
         .route("/console/what-if", get(what_if))
         .route("/console/audit", get(audit))
+        .route("/console/sync/{source}", post(sync_now))
+        .route("/console/reload", post(reload))
+        .route("/console/devices/{id}", get(device))
         .route("/console/assets/{name}", get(assets::serve))
         .with_state(console)
 }
@@ -454,7 +457,13 @@ async fn sign_out(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> R
     r
 }
 
-async fn overview(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+#[derive(Deserialize)]
+struct OverviewQuery {
+    /// The source a "Sync now" just woke.
+    woke: Option<String>,
+}
+
+async fn overview(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q): Query<OverviewQuery>) -> Response {
     let s = match signed_in(&c, &headers, &uri).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -470,7 +479,11 @@ async fn overview(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Resp
     c.pages.render(
         "overview.html",
         &s,
-        json!({ "nav": "overview", "status": status.body, "decisions": decisions.body, "chart": chart }),
+        json!({
+            "nav": "overview", "status": status.body, "decisions": decisions.body, "chart": chart,
+            // Only a known source is named back.
+            "woke": q.woke.filter(|w| matches!(w.as_str(), "entra" | "intune" | "jamf" | "all")),
+        }),
     )
 }
 
@@ -977,6 +990,64 @@ async fn what_if(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q)
 #[derive(Deserialize)]
 struct AuditQuery {
     before: Option<i64>,
+}
+
+/// "Sync now" for one source (or `all`): the API wakes the loop; back to the Overview, which
+/// says so.
+async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
+    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refuse_reader(&c, &s) {
+        return r;
+    }
+    let woke = c
+        .call(
+            &s.caller,
+            Method::POST,
+            &format!("/api/v1/sync/{}/run", encode(&source)),
+            &[],
+            None,
+        )
+        .await;
+    if !woke.ok() {
+        return c.pages.message(woke.status, "Sync now", &woke.detail(), Some(&s));
+    }
+    Redirect::to(&format!("/console/?woke={}", encode(&source))).into_response()
+}
+
+/// Reload: the node reads its configuration file again; the page shows what it did.
+async fn reload(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
+    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refuse_reader(&c, &s) {
+        return r;
+    }
+    let done = c.call(&s.caller, Method::POST, "/api/v1/reload", &[], None).await;
+    if !done.ok() {
+        return c.pages.message(done.status, "Reload", &done.detail(), Some(&s));
+    }
+    c.pages
+        .render("reloaded.html", &s, json!({ "nav": "overview", "r": done.body }))
+}
+
+/// One device's posture as the gateway would use it now, with every source's evidence.
+async fn device(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Path(id): Path<String>) -> Response {
+    let s = match signed_in(&c, &headers, &uri).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let p = c
+        .get(&s.caller, &format!("/api/v1/devices/{}/posture", encode(&id)))
+        .await;
+    if !p.ok() {
+        return c.pages.message(p.status, "Device", &p.detail(), Some(&s));
+    }
+    c.pages
+        .render("device.html", &s, json!({ "nav": "computers", "d": p.body }))
 }
 
 async fn audit(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q): Query<AuditQuery>) -> Response {

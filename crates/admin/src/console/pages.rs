@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use super::session::Session;
 
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 15] = [
+    ("reloaded.html", include_str!("templates/reloaded.html")),
+    ("device.html", include_str!("templates/device.html")),
     ("continue.html", include_str!("templates/continue.html")),
     ("layout.html", include_str!("templates/layout.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),
