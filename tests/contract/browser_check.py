@@ -39,10 +39,10 @@ from cryptography.x509.oid import NameOID
 from playwright.sync_api import Error as BrowserError, sync_playwright
 
 import demo
+from browser import CHROMIUM, CHROMIUM_ARGS, facts, text
 from report import Step, check, failures, free_port, started
 from demo import CLIENT_ID, EMULATOR, HTTPS, TENANT
 
-CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
 DEVICES = {
     "alice": "d1000000-0000-4000-8000-00000000000a",
     "bob": "d1000000-0000-4000-8000-00000000000b",
@@ -51,15 +51,6 @@ DEVICES = {
 # The gateway's cookies (crates/config/src/build/entra.rs, crates/access/src/grace.rs).
 SESSION, LOGIN, GRACE = "__Host-portcullis", "__Host-portcullis-login", "__Host-portcullis-grace"
 SIGN_OUT, SIGNED_OUT, CALLBACK = "/.portcullis/sign_out", "/.portcullis/signed_out", "/.portcullis/callback"
-# No sandbox (the suite runs as root in CI); nothing fetched from Google while the checks run.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 15_000
 _demo = demo.start(sys.argv[1], 300)
 offset, data, work = _demo.offset, _demo.data, demo.work
@@ -192,16 +183,6 @@ def chain(response):
     return [(r, r.response()) for r in reversed(out)]
 
 
-def text(page, selector):
-    loc = page.locator(selector)
-    return " ".join(loc.first.inner_text().split()) if loc.count() else None
-
-
-def facts(page):
-    """The landing page's "Details for your IT team": {term: text}."""
-    terms = page.locator("section.facts dt").all_inner_texts()
-    values = page.locator("section.facts dd").all_inner_texts()
-    return {t.strip(): " ".join(v.split()) for t, v in zip(terms, values)}
 
 
 def set_cookie_ok(header, name, samesite):
@@ -470,7 +451,7 @@ with Step("alice"):
 with Step("bob"):
     ctx = browser.new_context()
     page, r = sign_in(ctx, "bob", "/hello", "bob")
-    f = facts(page)
+    f = facts(page.locator("section.facts"))
     reasons = page.locator("ul.reasons li").all_inner_texts()
     check(
         "bob: 403, 'Your device needs attention'",
@@ -500,7 +481,7 @@ with Step("bob"):
 with Step("carol"):
     ctx = browser.new_context()
     page, r = sign_in(ctx, "carol", "/hello", "carol")
-    f = facts(page)
+    f = facts(page.locator("section.facts"))
     lead = text(page, "main > p")
     check(
         "carol: 403, the registration page ('Register this Mac')",
@@ -538,7 +519,7 @@ with Step("carol"):
 with Step("dave"):
     ctx = browser.new_context()
     page, r = sign_in(ctx, "dave", "/hello", "dave")
-    f = facts(page)
+    f = facts(page.locator("section.facts"))
     check(
         "dave: 403, 'Enroll this Mac'",
         r.status == 403 and text(page, "h1") == "Enroll this Mac",

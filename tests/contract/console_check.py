@@ -30,18 +30,10 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 import demo
+from browser import CHROMIUM, CHROMIUM_ARGS, facts, text
 from report import Step, check, failures, free_port, started
 from demo import CLIENT_ID, TENANT
 
-CHROMIUM = os.environ.get("PORTCULLIS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 10_000
 COOKIE = "__Host-portcullis-console"
 # The demo's secret (crates/emulator/src/personas.rs) and two that must never be echoed.
@@ -276,16 +268,6 @@ def look(page, name):
     return a
 
 
-def text(page, selector):
-    loc = page.locator(selector)
-    return " ".join(loc.first.inner_text().split()) if loc.count() else None
-
-
-def facts(scope):
-    """A `dl.facts` as {term: text}."""
-    terms = scope.locator("dt").all_inner_texts()
-    values = scope.locator("dd").all_inner_texts()
-    return {t.strip(): " ".join(v.split()) for t, v in zip(terms, values)}
 
 
 def chain(response):
