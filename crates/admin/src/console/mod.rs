@@ -6,12 +6,15 @@
 //! It has no logic of its own over the data: every page is an in-process call of the admin
 //! API's router ([`Console::call`]) as the session's caller (a request extension, see
 //! [`crate::api::Credential`]), so validation, roles, audit and errors are the API's. What it
-//! adds is the browser's side: sessions ([`session`]), CSRF tokens, forms, templates
-//! ([`pages`]) and embedded assets ([`assets`]).
+//! adds is the browser's side: sessions ([`session`]) and signing in ([`auth`]), CSRF tokens,
+//! forms, templates ([`pages`]) and embedded assets ([`assets`]). The Conditional Access pages
+//! are in [`conditional_access`]; the read-only pages and the Overview's actions here.
 //!
 //! May depend on `crate::api` and `crate::body`, `store` (session rows), `base`; nothing else.
 
 mod assets;
+mod auth;
+mod conditional_access;
 mod pages;
 pub mod session;
 
@@ -183,7 +186,7 @@ impl Console {
         if self.set_flash(headers, s, Some(flash)).await {
             return Redirect::to("/console/conditional-access").into_response();
         }
-        settings_page(self, s, test, notice).await
+        conditional_access::settings_page(self, s, test, notice).await
     }
 
     /// The session a request's cookie names, if it is live.
@@ -200,15 +203,24 @@ pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(overview))
-        .route("/console/sign-in", get(sign_in_page).post(sign_in))
-        .route("/console/sign-in/entra", get(sign_in_entra))
-        .route("/console/callback", post(callback))
-        .route("/console/sign-out", post(sign_out))
-        .route("/console/conditional-access", get(settings).post(save_settings))
-        .route("/console/conditional-access/edit", get(edit_settings))
-        .route("/console/conditional-access/test", post(run_test))
-        .route("/console/conditional-access/send-update", post(send_update))
-        .route("/console/jobs/{id}", get(job))
+        .route("/console/sign-in", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/console/sign-in/entra", get(auth::sign_in_entra))
+        .route("/console/callback", post(auth::callback))
+        .route("/console/sign-out", post(auth::sign_out))
+        .route(
+            "/console/conditional-access",
+            get(conditional_access::settings).post(conditional_access::save_settings),
+        )
+        .route(
+            "/console/conditional-access/edit",
+            get(conditional_access::edit_settings),
+        )
+        .route("/console/conditional-access/test", post(conditional_access::run_test))
+        .route(
+            "/console/conditional-access/send-update",
+            post(conditional_access::send_update),
+        )
+        .route("/console/jobs/{id}", get(conditional_access::job))
         .route("/console/computers", get(computers))
         .route("/console/computers/{id}", get(computer))
         .route("/console/what-if", get(what_if))
@@ -283,178 +295,8 @@ pub async fn not_found(c: &Console, headers: &HeaderMap) -> Response {
 }
 
 #[derive(Deserialize)]
-struct Next {
-    next: Option<String>,
-    signed_out: Option<String>,
-}
-
-/// Only console paths: never another site.
-fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\') => n,
-        Some(_) | None => "/console/",
-    }
-}
-
-async fn sign_in_page(State(c): C, Query(q): Query<Next>) -> Response {
-    if q.signed_out.is_some() {
-        return c.pages.signed_out();
-    }
-    c.pages.sign_in(StatusCode::OK, safe_next(q.next.as_deref()), None)
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    token: String,
-    next: Option<String>,
-}
-
-async fn sign_in(State(c): C, headers: HeaderMap, Form(f): Form<SignIn>) -> Response {
-    let next = safe_next(f.next.as_deref());
-    if session::cross_site(&headers) {
-        return c.pages.sign_in(
-            StatusCode::FORBIDDEN,
-            next,
-            Some("This sign-in was sent from another site."),
-        );
-    }
-    let mut bearer = HeaderMap::new();
-    let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) else {
-        return c
-            .pages
-            .sign_in(StatusCode::UNAUTHORIZED, next, Some("That token is not valid here."));
-    };
-    bearer.insert(header::AUTHORIZATION, value);
-    let caller = match api::authenticate(&c.api, &bearer).await {
-        Ok(caller) => caller,
-        Err(_) => {
-            return c
-                .pages
-                .sign_in(StatusCode::UNAUTHORIZED, next, Some("That token is not valid here."))
-        }
-    };
-    let cookie = match c.open_session(caller, "token", next).await {
-        Ok(cookie) => cookie,
-        Err(r) => return r,
-    };
-    let mut r = Redirect::to(next).into_response();
-    r.headers_mut()
-        .insert(header::SET_COOKIE, session::set_cookie(&headers, Some(&cookie)));
-    r
-}
-
-/// Where Entra sends the browser back: this console's callback, on the host the browser used
-/// (Entra accepts only redirect URIs registered on the app, so a forged Host gets nowhere).
-fn redirect_uri(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    format!("{}://{host}/console/callback", if tls { "https" } else { "http" })
-}
-
-async fn sign_in_entra(State(c): C, headers: HeaderMap, Query(q): Query<Next>) -> Response {
-    let next = safe_next(q.next.as_deref());
-    let Some(id) = &c.identity else {
-        return c.pages.sign_in(
-            StatusCode::NOT_FOUND,
-            next,
-            Some("Sign-in with Microsoft needs an [entra] section."),
-        );
-    };
-    match id.oidc.start(&id.sealer, &redirect_uri(&headers), next) {
-        Ok(start) => {
-            let mut r = Redirect::to(&start.authorize_url).into_response();
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                session::set_login_cookie(&headers, Some(&start.login_cookie)),
-            );
-            r
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "console sign-in with Entra cannot start");
-            c.pages.sign_in(
-                StatusCode::SERVICE_UNAVAILABLE,
-                next,
-                Some("Sign-in with Microsoft cannot start; try again."),
-            )
-        }
-    }
-}
-
-/// Entra's form_post: the code, redeemed with the sealed state; the ID token's app roles make
-/// the caller, as the API honours them.
-async fn callback(State(c): C, headers: HeaderMap, Form(params): Form<Vec<(String, String)>>) -> Response {
-    let Some(id) = &c.identity else {
-        return c.pages.sign_in(
-            StatusCode::NOT_FOUND,
-            "/console/",
-            Some("Sign-in with Microsoft needs an [entra] section."),
-        );
-    };
-    let (session, next) = match id
-        .oidc
-        .finish(&id.sealer, session::login_cookie(&headers), &params)
-        .await
-    {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::warn!(error = %e, "console sign-in with Entra failed");
-            let mut r = c.pages.sign_in(
-                StatusCode::BAD_REQUEST,
-                "/console/",
-                Some(&format!("Sign-in with Microsoft failed: {e}.")),
-            );
-            r.headers_mut()
-                .insert(header::SET_COOKIE, session::set_login_cookie(&headers, None));
-            return r;
-        }
-    };
-    let next = safe_next(Some(&next)).to_string();
-    let caller = match api::caller_of(&c.api, &id.validator, &session.principal) {
-        Ok(caller) => caller,
-        Err(refused) => {
-            let text = refused.to_string();
-            let mut r = c.pages.sign_in(StatusCode::FORBIDDEN, &next, Some(&text));
-            r.headers_mut()
-                .insert(header::SET_COOKIE, session::set_login_cookie(&headers, None));
-            return r;
-        }
-    };
-    let cookie = match c.open_session(caller, "entra", &next).await {
-        Ok(cookie) => cookie,
-        Err(r) => return r,
-    };
-    // A page of ours moves on: the SameSite=Strict session cookie is not sent on a navigation
-    // that a cross-site POST (Entra's) started, so a redirect here would land signed out.
-    let mut r = c.pages.continue_to(&next);
-    let h = r.headers_mut();
-    h.append(header::SET_COOKIE, session::set_cookie(&headers, Some(&cookie)));
-    h.append(header::SET_COOKIE, session::set_login_cookie(&headers, None));
-    r
-}
-
-#[derive(Deserialize)]
 struct CsrfOnly {
     csrf: Option<String>,
-}
-
-async fn sign_out(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
-    if form_session(&c, &headers, f.csrf.as_deref()).await.is_ok() {
-        if let Some(cookie) = session::cookie(&headers) {
-            if let Err(e) = c.api.store.remove_session(&session::key(cookie)).await {
-                tracing::warn!(error = %e, "console sign-out: cannot remove the session row (it expires by itself)");
-            }
-        }
-    }
-    let mut r = Redirect::to("/console/sign-in?signed_out=1").into_response();
-    r.headers_mut()
-        .insert(header::SET_COOKIE, session::set_cookie(&headers, None));
-    r
 }
 
 #[derive(Deserialize)]
@@ -527,340 +369,6 @@ fn chart(minutes: &Value) -> Value {
         .collect();
     let total = |k: &str| minutes.iter().map(|m| n(m, k)).sum::<u64>();
     json!({ "bars": bars, "peak": peak, "allowed": total("allow") + total("report_only"), "denied": total("deny") })
-}
-
-async fn settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let s = match signed_in(&c, &headers, &uri).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    // What the change just before did, shown once.
-    if let Some(flash) = s.flash.clone() {
-        c.set_flash(&headers, &s, None).await;
-        let test = Some(flash["test"].clone()).filter(|t| !t.is_null());
-        return settings_page(&c, &s, test, flash["notice"].as_str()).await;
-    }
-    settings_page(&c, &s, None, None).await
-}
-
-/// The read view, with what just happened (a save, Run Test or a notice) above it.
-async fn settings_page(c: &Console, s: &Session, test: Option<Value>, notice: Option<&str>) -> Response {
-    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
-    if !current.ok() {
-        return c
-            .pages
-            .message(current.status, "Conditional Access", &current.detail(), Some(s));
-    }
-    let consent = c.get(&s.caller, "/api/v1/conditional-access/consent-url").await;
-    c.pages.render(
-        "settings.html",
-        s,
-        json!({
-            "nav": "settings",
-            "settings": current.body,
-            "consent_url": consent.ok().then(|| consent.body["url"].clone()),
-            "test": test,
-            "notice": notice,
-        }),
-    )
-}
-
-async fn edit_settings(State(c): C, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let s = match signed_in(&c, &headers, &uri).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
-    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
-    if !current.ok() {
-        return c
-            .pages
-            .message(current.status, "Conditional Access", &current.detail(), Some(&s));
-    }
-    let etag = current
-        .headers
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    c.pages.render(
-        "settings_edit.html",
-        &s,
-        json!({
-            "nav": "settings", "form": current.body, "etag": etag, "error": null, "conflict": null,
-            "loaded": current.body["shared_attributes"]["attributes"],
-        }),
-    )
-}
-
-/// The Edit form as the browser sends it: checkboxes are absent when off.
-#[derive(Deserialize)]
-struct SettingsForm {
-    csrf: Option<String>,
-    etag: String,
-    enabled: Option<String>,
-    connection_type: String,
-    national_cloud: String,
-    tenant_id: String,
-    application_id: String,
-    #[serde(default)]
-    client_secret: String,
-    landing: String,
-    #[serde(default)]
-    landing_url: String,
-    /// One attribute a line: `extensionAttribute10 = jamf:{managed}`.
-    #[serde(default)]
-    shared_attributes: String,
-    /// The lines as the form showed them: unchanged, the attributes are left as they are (the
-    /// configuration file's stay the file's).
-    #[serde(default)]
-    shared_attributes_loaded: String,
-}
-
-impl SettingsForm {
-    /// The attribute lines as a map.
-    fn attributes(&self) -> BTreeMap<String, String> {
-        parse_attributes(&self.shared_attributes)
-    }
-
-    /// The API's body: an empty secret field keeps the stored secret.
-    fn body(&self) -> Value {
-        let landing = match self.landing.as_str() {
-            "custom" => json!({ "kind": "custom", "url": self.landing_url.trim() }),
-            other => json!({ "kind": other }),
-        };
-        let mut b = json!({
-            "enabled": self.enabled.is_some(),
-            "connection_type": self.connection_type,
-            "national_cloud": self.national_cloud,
-            "tenant_id": self.tenant_id.trim(),
-            "application_id": self.application_id.trim(),
-            "landing": landing,
-        });
-        let attributes = self.attributes();
-        if attributes != parse_attributes(&self.shared_attributes_loaded) {
-            b["shared_attributes"] = json!(attributes);
-        }
-        if !self.client_secret.is_empty() {
-            b["client_secret"] = json!(self.client_secret);
-        }
-        b
-    }
-
-    /// What the form shows again after a failed save: never the secret typed.
-    fn redisplay(&self, secret: &Value) -> Value {
-        json!({
-            "enabled": self.enabled.is_some(),
-            "connection_type": self.connection_type,
-            "national_cloud": self.national_cloud,
-            "tenant_id": self.tenant_id,
-            "application_id": self.application_id,
-            "client_secret": secret,
-            "landing": match self.landing.as_str() {
-                "custom" => json!({ "kind": "custom", "url": self.landing_url }),
-                other => json!({ "kind": other }),
-            },
-            "shared_attributes": { "attributes": self.attributes() },
-        })
-    }
-}
-
-async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsForm>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
-    let saved = c
-        .call(
-            &s.caller,
-            Method::PUT,
-            "/api/v1/conditional-access",
-            &[(header::IF_MATCH, f.etag.clone())],
-            Some(f.body()),
-        )
-        .await;
-    if saved.ok() {
-        let test = saved.body["test"].clone();
-        let notice = match test["ok"].as_bool() {
-            None => "Saved. The sync does not run on this node, so Run Test did not run.",
-            Some(true) => "Saved. Run Test passed with the new settings.",
-            Some(false) => {
-                "Saved, but Run Test failed with the new settings: the step below says why. Fix it and save again."
-            }
-        };
-        return c
-            .after_change(&headers, &s, (!test.is_null()).then_some(test), Some(notice))
-            .await;
-    }
-    // The form again, with what went wrong; a stale save shows what someone else changed.
-    let current = c.get(&s.caller, "/api/v1/conditional-access").await;
-    let secret = current.body["client_secret"].clone();
-    let (status, error, conflict, etag) = if saved.status == StatusCode::PRECONDITION_FAILED {
-        let mut changed = Vec::new();
-        let mine = f.redisplay(&secret);
-        for field in [
-            "enabled",
-            "connection_type",
-            "national_cloud",
-            "tenant_id",
-            "application_id",
-            "landing",
-        ] {
-            if current.body[field] != mine[field] {
-                changed.push(
-                    json!({ "field": field, "theirs": shown(&current.body[field]), "yours": shown(&mine[field]) }),
-                );
-            }
-        }
-        let (theirs, yours) = (
-            &current.body["shared_attributes"]["attributes"],
-            &mine["shared_attributes"]["attributes"],
-        );
-        if theirs != yours {
-            changed.push(json!({ "field": "shared_attributes", "theirs": shown(theirs), "yours": shown(yours) }));
-        }
-        let fresh = current
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        (StatusCode::CONFLICT, None, Some(changed), fresh)
-    } else {
-        (saved.status, Some(saved.detail()), None, f.etag.clone())
-    };
-    let mut r = c.pages.render(
-        "settings_edit.html",
-        &s,
-        json!({
-            "nav": "settings", "form": f.redisplay(&secret), "etag": etag, "error": error, "conflict": conflict,
-            // What is stored now: the next save sends the attributes only if they differ.
-            "loaded": current.body["shared_attributes"]["attributes"],
-        }),
-    );
-    *r.status_mut() = status;
-    r
-}
-
-/// Attribute lines (`name = value`) as a map; a line without `=` is kept whole as a name, for
-/// the API to refuse by name.
-fn parse_attributes(lines: &str) -> BTreeMap<String, String> {
-    lines
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
-            None => (l.to_string(), String::new()),
-        })
-        .collect()
-}
-
-/// A setting's value as the stale-edit table shows it, in words.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::Bool(true) => "enabled".into(),
-        Value::Bool(false) => "disabled".into(),
-        Value::String(s) => s.replace('_', " "),
-        Value::Object(o) => match o.get("kind").and_then(Value::as_str) {
-            Some("registration") => "the device registration page".into(),
-            Some("access_denied") => "the access denied page".into(),
-            Some(_) => format!("the custom URL {}", o.get("url").and_then(Value::as_str).unwrap_or("")),
-            None if o.is_empty() => "none".into(),
-            None => o
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("; "),
-        },
-        Value::Null | Value::Number(_) | Value::Array(_) => v.to_string(),
-    }
-}
-
-async fn run_test(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
-    let report = c
-        .call(&s.caller, Method::POST, "/api/v1/conditional-access/test", &[], None)
-        .await;
-    if !report.ok() {
-        return c.pages.message(report.status, "Run Test", &report.detail(), Some(&s));
-    }
-    c.after_change(&headers, &s, Some(report.body), None).await
-}
-
-#[derive(Deserialize)]
-struct SendUpdateForm {
-    csrf: Option<String>,
-    #[serde(default)]
-    computer: String,
-}
-
-async fn send_update(State(c): C, headers: HeaderMap, Form(f): Form<SendUpdateForm>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
-    let body = match f.computer.trim() {
-        "" => json!({}),
-        id => json!({ "computer": id }),
-    };
-    let started = c
-        .call(
-            &s.caller,
-            Method::POST,
-            "/api/v1/conditional-access/send-update",
-            &[],
-            Some(body),
-        )
-        .await;
-    match started.body["job"].as_str() {
-        Some(id) if started.ok() => Redirect::to(&format!("/console/jobs/{}", encode(id))).into_response(),
-        Some(_) | None => c
-            .pages
-            .message(started.status, "Send Update", &started.detail(), Some(&s)),
-    }
-}
-
-#[derive(Deserialize)]
-struct JobQuery {
-    format: Option<String>,
-}
-
-async fn job(
-    State(c): C,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path(id): Path<String>,
-    Query(q): Query<JobQuery>,
-) -> Response {
-    let s = match signed_in(&c, &headers, &uri).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let j = c.get(&s.caller, &format!("/api/v1/jobs/{}", encode(&id))).await;
-    if q.format.as_deref() == Some("json") {
-        // For the page's progress script: the same job, same-origin, with the session.
-        return (j.status, axum::Json(j.body)).into_response();
-    }
-    if !j.ok() {
-        return c.pages.message(j.status, "Job", &j.detail(), Some(&s));
-    }
-    c.pages
-        .render("job.html", &s, json!({ "nav": "settings", "job": j.body }))
 }
 
 #[derive(Deserialize)]
@@ -987,11 +495,6 @@ async fn what_if(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q)
     )
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    before: Option<i64>,
-}
-
 /// "Sync now" for one source (or `all`): the API wakes the loop; back to the Overview, which
 /// says so.
 async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
@@ -1048,6 +551,11 @@ async fn device(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Path(id):
     }
     c.pages
         .render("device.html", &s, json!({ "nav": "computers", "d": p.body }))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
 }
 
 async fn audit(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q): Query<AuditQuery>) -> Response {
