@@ -270,6 +270,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             shutdown.clone(),
         )));
     }
+    let (serve_settings, proxy_settings) = edge::settings(&cfg.server, &metrics);
     let reloader = Arc::new(reload::Reloader::new(
         cfg.clone(),
         reload::Snapshots {
@@ -279,6 +280,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             landings: landings.clone(),
             return_key: keys.return_to.clone(),
             settings: settings.clone(),
+            trusted_proxies: proxy_settings.trusted_proxies.clone(),
         },
         &pools,
         metrics.clone(),
@@ -301,7 +303,6 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         routes: routes.clone(),
         access: access.clone(),
     });
-    let (serve_settings, proxy_settings) = edge::settings(&cfg.server, &metrics);
     let gateway = Arc::new(edge::Gateway::new(routes, proxy_settings, metrics.clone(), access));
 
     let webhooks = match (&jamf, cfg.jamf.as_ref().and_then(|j| j.webhook.clone())) {

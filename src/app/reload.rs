@@ -34,6 +34,8 @@ pub struct Snapshots {
     pub return_key: Arc<[u8]>,
     /// The run-time settings, whose landing choice wins over the file's.
     pub settings: Option<Arc<sync::settings::Settings>>,
+    /// `server.trusted_proxies`, read once per request.
+    pub trusted_proxies: Arc<ArcSwap<Vec<config::IpNet>>>,
 }
 
 pub struct Reloader {
@@ -136,6 +138,9 @@ impl Reloader {
         let next = start_checks(&self.bg, &pools, self.shutdown.clone());
         let old = std::mem::replace(&mut *lock(&self.checks), next);
         let _ = old.send(true);
+        self.s
+            .trusted_proxies
+            .store(Arc::new(new.server.trusted_proxies.clone()));
         self.s.landing_file.store(Arc::new(new.landing.clone()));
         self.s.landings.store(Arc::new(landings));
         *current = new;
@@ -294,7 +299,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "listeners (addresses, names, TLS on or off)",
             addresses(old) != addresses(new),
         ),
-        ("[server]", differs(&old.server, &new.server)),
+        // Trusted proxies reload; the rest of [server] does not.
+        ("[server]", {
+            let mut was = old.server.clone();
+            was.trusted_proxies = new.server.trusted_proxies.clone();
+            differs(&was, &new.server)
+        }),
         ("[admin]", differs(&old.admin, &new.admin)),
         ("[entra]", differs(&old.entra, &new.entra)),
         ("[session]", differs(&old.session, &new.session)),

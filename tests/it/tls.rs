@@ -221,6 +221,19 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
     );
     let mut kept = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     assert!(request_on(&mut kept).await.contains("200"));
+    let forwarded_for = || async {
+        let r = client()
+            .get(gw.url("/x"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        echo(r).await["headers"]["x-forwarded-for"].to_string()
+    };
+    assert!(
+        !forwarded_for().await.contains("203.0.113.7"),
+        "127.0.0.1 is no trusted proxy yet"
+    );
 
     // A new pool address and a second certificate (the SNI set grows); SIGHUP applies both.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -233,6 +246,8 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
                 dir.display()
             ),
         );
+    // And 127.0.0.1 becomes a trusted proxy.
+    let good = good.replacen("[server]\n", "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n", 1);
     assert_ne!(good, text);
     std::fs::write(&config, &good).unwrap();
     gw.signal("HUP");
@@ -251,6 +266,11 @@ async fn reload_applies_routes_and_certificates_without_dropping_a_connection() 
         "the connection open across the reload still serves"
     );
     assert!(gw.logs().contains("configuration reloaded"), "{}", gw.logs());
+    assert!(
+        forwarded_for().await.contains("203.0.113.7"),
+        "the reloaded trusted proxies"
+    );
+    assert!(!gw.logs().contains("applies only at the next start"), "{}", gw.logs());
 
     // A bad file changes nothing, and says why, key by key.
     std::fs::write(

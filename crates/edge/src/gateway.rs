@@ -43,7 +43,8 @@ pub type RouteTable = access::RouteTable<Arc<UpstreamPool>>;
 /// Settings of the request path that do not change without a restart.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    pub trusted_proxies: Vec<IpNet>,
+    /// Replaced by a reload; read once per request.
+    pub trusted_proxies: Arc<ArcSwap<Vec<IpNet>>>,
     pub max_request_header_bytes: usize,
     /// The longest wait for the next piece of a request body.
     pub client_read_timeout: Duration,
@@ -386,7 +387,7 @@ impl Gateway {
     }
 
     fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
-        ip.is_some_and(|ip| self.settings.trusted_proxies.iter().any(|n| n.contains(ip)))
+        ip.is_some_and(|ip| self.settings.trusted_proxies.load().iter().any(|n| n.contains(ip)))
     }
 
     /// A reply of the gateway's own. A request body it did not read (`unread`) closes the

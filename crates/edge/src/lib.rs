@@ -73,7 +73,7 @@ pub fn settings(s: &config::ServerSettings, metrics: &Metrics) -> (serve::Settin
             connections: Some(metrics.active_connections.clone()),
         },
         ProxySettings {
-            trusted_proxies: s.trusted_proxies.clone(),
+            trusted_proxies: Arc::new(arc_swap::ArcSwap::from_pointee(s.trusted_proxies.clone())),
             max_request_header_bytes: s.max_request_header_bytes,
             client_read_timeout: s.client_read_timeout,
             client_keepalive_requests: s.client_keepalive_requests,
