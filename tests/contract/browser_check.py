@@ -20,7 +20,6 @@ import base64
 import calendar
 import datetime
 import hashlib
-import http.server
 import importlib.metadata
 import json
 import os
@@ -28,7 +27,6 @@ import re
 import socket
 import ssl
 import sys
-import threading
 import time
 import urllib.parse
 
@@ -39,8 +37,8 @@ from cryptography.x509.oid import NameOID
 from playwright.sync_api import Error as BrowserError, sync_playwright
 
 import demo
-from browser import CHROMIUM, CHROMIUM_ARGS, facts, text
-from report import Step, check, failures, free_port, started
+from browser import CHROMIUM, CHROMIUM_ARGS, facts, serve_pages, text
+from report import Step, check, failures, started
 from demo import CLIENT_ID, EMULATOR, HTTPS, TENANT
 
 DEVICES = {
@@ -73,48 +71,23 @@ spki = leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.
 pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-class Pages(http.server.BaseHTTPRequestHandler):
-    """Another site's pages, each trying to sign the gateway's user out."""
-
-    def do_GET(self):
-        pages = {
-            "/post": f'<form method="post" action="{gateway}{SIGN_OUT}"><button>Claim your prize</button></form>',
-            "/link": f'<a href="{gateway}{SIGN_OUT}">Claim your prize</a>',
-            # Requests no user sees: an image and a credentialed fetch.
-            "/quiet": f'<img src="{gateway}{SIGN_OUT}" alt=""><script>fetch("{gateway}{SIGN_OUT}", '
-            '{method: "POST", mode: "no-cors", credentials: "include"}).finally(() => document.title = "sent")</script>',
-        }
-        body = pages.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        page = f"<!doctype html><meta charset=utf-8><title>elsewhere</title><body>{body}</body>".encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-
-    def log_message(self, *_):
-        pass
-
-
-def serve_pages(context=None):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Pages)
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    atexit.register(server.shutdown)
-    return server.server_address[1]
+# Another site's pages, each trying to sign the gateway's user out.
+OTHER_SITE = {
+    "/post": f'<form method="post" action="{gateway}{SIGN_OUT}"><button>Claim your prize</button></form>',
+    "/link": f'<a href="{gateway}{SIGN_OUT}">Claim your prize</a>',
+    # Requests no user sees: an image and a credentialed fetch.
+    "/quiet": f'<img src="{gateway}{SIGN_OUT}" alt=""><script>fetch("{gateway}{SIGN_OUT}", '
+    '{method: "POST", mode: "no-cors", credentials: "include"}).finally(() => document.title = "sent")</script>',
+}
 
 
 # Cross-site: plain HTTP on 127.0.0.1. Same site, another origin: HTTPS on localhost, another port,
 # with the gateway's own certificate (so Chromium trusts it through the same pin): the sibling
 # app a SameSite=Lax cookie does not protect against.
-cross_site = f"http://127.0.0.1:{serve_pages()}"
+cross_site = f"http://127.0.0.1:{serve_pages(OTHER_SITE)}"
 sibling_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 sibling_tls.load_cert_chain(os.path.join(data, "gateway.pem"), os.path.join(data, "gateway-key.pem"))
-same_site = f"https://localhost:{serve_pages(sibling_tls)}"
+same_site = f"https://localhost:{serve_pages(OTHER_SITE, sibling_tls)}"
 
 
 def throwaway_tls():
@@ -139,7 +112,7 @@ def throwaway_tls():
     return context
 
 
-untrusted = f"https://localhost:{serve_pages(throwaway_tls())}"
+untrusted = f"https://localhost:{serve_pages(OTHER_SITE, throwaway_tls())}"
 
 pw = sync_playwright().start()
 atexit.register(pw.stop)

@@ -26,7 +26,7 @@ for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
 
 import msal
 
-from report import check, failures
+from report import check, failures, poll_until
 import requests
 from jamf_pro_sdk import JamfProClient, SessionConfig
 from jamf_pro_sdk.clients.auth import ApiClientCredentialsProvider
@@ -117,12 +117,16 @@ http = requests.Session()
 http.trust_env = False
 http.verify = ca
 authority = f"{base}/{tenant}"
-for _ in range(150):
+
+
+def emulator_up():
     try:
-        http.get(f"{authority}/v2.0/.well-known/openid-configuration", timeout=2)
-        break
+        return http.get(f"{authority}/v2.0/.well-known/openid-configuration", timeout=2).ok
     except requests.ConnectionError:
-        time.sleep(0.1)
+        return False
+
+
+poll_until(emulator_up, 15, every=0.1)
 
 
 # The emulator is not a Microsoft cloud host: MSAL is told not to look it up in the instance

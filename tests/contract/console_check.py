@@ -14,14 +14,12 @@ Usage: console_check.py PORTCULLIS_BINARY   (the debug build with the demo featu
 venv target/contract-venv, Chromium from apt at /usr/bin/chromium)
 """
 import atexit
-import http.server
 import importlib.metadata
 import json
 import os
 import re
 import secrets
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -30,8 +28,8 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 import demo
-from browser import CHROMIUM, CHROMIUM_ARGS, facts, text
-from report import Step, check, failures, free_port, started
+from browser import CHROMIUM, CHROMIUM_ARGS, facts, serve_pages, text
+from report import Step, check, failures, poll_until, started
 from demo import CLIENT_ID, TENANT
 
 WAIT_MS = 10_000
@@ -97,35 +95,15 @@ def audit_actions(who=None):
     return [e["action"] for e in page["items"] if who is None or e["actor"] == who]
 
 
-class Pages(http.server.BaseHTTPRequestHandler):
-    """Another site's page with a form that tries to run the console's Run Test."""
-
-    def do_GET(self):
-        if self.path != "/run-test":
-            self.send_error(404)
-            return
-        body = (
-            f'<form method="post" action="{console}/conditional-access/test">'
-            '<input type="hidden" name="csrf" value="guessed"><button>Claim your prize</button></form>'
-        )
-        page = f"<!doctype html><meta charset=utf-8><title>elsewhere</title><body>{body}</body>".encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-
-    def log_message(self, *_):
-        pass
-
-
-other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Pages)
-threading.Thread(target=other.serve_forever, daemon=True).start()
-atexit.register(other.shutdown)
+# Another site's page with a form that tries to run the console's Run Test.
+other = serve_pages({
+    "/run-test": f'<form method="post" action="{console}/conditional-access/test">'
+    '<input type="hidden" name="csrf" value="guessed"><button>Claim your prize</button></form>',
+})
 # Another site (another host: SameSite=Strict cookies stay home), and another origin of the
 # same site (127.0.0.1 on another port: the browser sends the cookie, Sec-Fetch-Site says so).
-cross_site = f"http://localhost:{other.server_address[1]}"
-same_site = f"http://127.0.0.1:{other.server_address[1]}"
+cross_site = f"http://localhost:{other}"
+same_site = f"http://127.0.0.1:{other}"
 
 os.makedirs(SHOTS, exist_ok=True)
 for old in os.listdir(SHOTS):
@@ -427,14 +405,14 @@ with Step("2 sign in"):
 # 3. Overview after a sync.
 with Step("3 overview"):
     page = admin_page
-    deadline = time.monotonic() + 25
     want = {"src-entra": "Up to date", "src-intune": "Up to date", "src-jamf": "Up to date"}
-    while True:
-        got = {k: badge(page, k) for k in want}
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+
+    def synced():
         page.reload()
+        return {k: badge(page, k) for k in want} == want
+
+    poll_until(synced, 25, every=0.5)
+    got = {k: badge(page, k) for k in want}
     check("3 overview: Entra, Intune and Jamf panels say Up to date", got == want, got)
     stats = page.locator('section[aria-labelledby="src-jamf"] .stat').all_inner_texts()
     check(

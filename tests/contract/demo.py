@@ -11,8 +11,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
+
+from report import poll_until
 
 # The demo's ports before the offset (src/demo/mod.rs, config/demo.toml).
 HTTPS, HTTP, ADMIN, EMULATOR, APP = 8443, 8080, 9090, 8900, 8901
@@ -95,17 +96,13 @@ def start(binary, first_offset, env=None):
         lines = []
         # Drained so that the demo never blocks on a full pipe.
         threading.Thread(target=lambda: [lines.append(l.decode(errors="replace")) for l in proc.stdout], daemon=True).start()
-        deadline = time.monotonic() + 45
-        while not _ready(lines, offset):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                tail = log.read().decode(errors="replace")[-2000:]
-                if proc.poll() is not None and "in use" in tail and attempt < 2:
-                    break
-                sys.exit(f"the demo did not get ready (exit {proc.poll()}):\n{''.join(lines)}\n{tail}")
-            time.sleep(0.2)
-        else:
+        poll_until(lambda: proc.poll() is not None or _ready(lines, offset), 45)
+        if proc.poll() is None and _ready(lines, offset):
             return Demo(offset, lines, data)
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-2000:]
+        if not (proc.poll() is not None and "in use" in tail and attempt < 2):
+            sys.exit(f"the demo did not get ready (exit {proc.poll()}):\n{''.join(lines)}\n{tail}")
     sys.exit("the demo found no free ports")
 
 

@@ -39,3 +39,14 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def poll_until(probe, within, every=0.2):
+    """Asks `probe` until it returns something true or `within` seconds pass; returns its last
+    answer. The one wait of the checks: never a fixed sleep for an event."""
+    deadline = time.monotonic() + within
+    while True:
+        got = probe()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(every)

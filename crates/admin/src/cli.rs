@@ -337,7 +337,11 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
         }
         AdminCommand::Computer { id } => {
             let (v, _) = c
-                .call(Method::GET, &format!("/api/v1/computers/{}", segment(&id)), None)
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/computers/{}", crate::path_segment(&id)),
+                    None,
+                )
                 .await?;
             print(json, &v, || computer_rows(std::slice::from_ref(&v)));
             Ok(Exit::Ok)
@@ -346,7 +350,7 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
             let (v, _) = c
                 .call(
                     Method::GET,
-                    &format!("/api/v1/computers/{}/history", segment(&id)),
+                    &format!("/api/v1/computers/{}/history", crate::path_segment(&id)),
                     None,
                 )
                 .await?;
@@ -609,10 +613,6 @@ fn settings_rows(v: &Value) -> Vec<Vec<String>> {
         t.push(row(&[k, &shown]));
     }
     t
-}
-
-fn segment(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
 fn row(cells: &[&str]) -> Vec<String> {

@@ -38,6 +38,14 @@ pub mod console;
 pub mod openapi;
 mod probe;
 
+/// `segment` percent-encoded for a URL path (form encoding's `+` for a space is no space in a
+/// path): for the CLI's and the console's calls of the API.
+pub(crate) fn path_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// What `/readyz` reports.
 #[derive(Debug, Default)]
 pub struct Readiness {

@@ -302,7 +302,7 @@ pub(super) async fn send_update(State(c): C, headers: HeaderMap, Form(f): Form<S
         )
         .await;
     match started.body["job"].as_str() {
-        Some(id) if started.ok() => Redirect::to(&format!("/console/jobs/{}", encode(id))).into_response(),
+        Some(id) if started.ok() => Redirect::to(&format!("/console/jobs/{}", path_segment(id))).into_response(),
         Some(_) | None => c
             .pages
             .message(started.status, "Send Update", &started.detail(), Some(&s)),
@@ -325,7 +325,7 @@ pub(super) async fn job(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let j = c.get(&s.caller, &format!("/api/v1/jobs/{}", encode(&id))).await;
+    let j = c.get(&s.caller, &format!("/api/v1/jobs/{}", path_segment(&id))).await;
     if q.format.as_deref() == Some("json") {
         // For the page's progress script: the same job, same-origin, with the session.
         return (j.status, axum::Json(j.body)).into_response();

@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::api::{self, Caller, Role};
+use crate::path_segment;
 use session::Session;
 
 /// What the console works with.
@@ -422,12 +423,14 @@ async fn computer(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let one = c.get(&s.caller, &format!("/api/v1/computers/{}", encode(&id))).await;
+    let one = c
+        .get(&s.caller, &format!("/api/v1/computers/{}", path_segment(&id)))
+        .await;
     if !one.ok() {
         return c.pages.message(one.status, "Computer", &one.detail(), Some(&s));
     }
     let history = c
-        .get(&s.caller, &format!("/api/v1/computers/{}/history", encode(&id)))
+        .get(&s.caller, &format!("/api/v1/computers/{}/history", path_segment(&id)))
         .await;
     c.pages.render(
         "computer.html",
@@ -509,7 +512,7 @@ async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, F
         .call(
             &s.caller,
             Method::POST,
-            &format!("/api/v1/sync/{}/run", encode(&source)),
+            &format!("/api/v1/sync/{}/run", path_segment(&source)),
             &[],
             None,
         )
@@ -517,7 +520,7 @@ async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, F
     if !woke.ok() {
         return c.pages.message(woke.status, "Sync now", &woke.detail(), Some(&s));
     }
-    Redirect::to(&format!("/console/?woke={}", encode(&source))).into_response()
+    Redirect::to(&format!("/console/?woke={}", path_segment(&source))).into_response()
 }
 
 /// Reload: the node reads its configuration file again; the page shows what it did.
@@ -544,7 +547,7 @@ async fn device(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Path(id):
         Err(r) => return r,
     };
     let p = c
-        .get(&s.caller, &format!("/api/v1/devices/{}/posture", encode(&id)))
+        .get(&s.caller, &format!("/api/v1/devices/{}/posture", path_segment(&id)))
         .await;
     if !p.ok() {
         return c.pages.message(p.status, "Device", &p.detail(), Some(&s));
@@ -573,11 +576,4 @@ async fn audit(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q): 
     }
     c.pages
         .render("audit.html", &s, json!({ "nav": "audit", "page": page.body }))
-}
-
-/// A path segment, percent-encoded for the API's URL.
-fn encode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
