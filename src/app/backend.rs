@@ -19,20 +19,43 @@ pub fn check(cfg: &StoreConfig) -> Vec<ConfigError> {
     }
 }
 
-/// Opens the store (applying migrations) on `rt`, the runtime whose threads serve it.
-pub fn open(cfg: &StoreConfig, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn Store>, super::StartError> {
+/// An open store, with its SQLite node lock (a duplicate, for a binary upgrade to hand over).
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub lock: Option<std::fs::File>,
+}
+
+/// Opens the store (applying migrations) on `rt`, the runtime whose threads serve it;
+/// `inherited_lock`: the SQLite node lock a binary upgrade handed over.
+pub fn open(
+    cfg: &StoreConfig,
+    rt: &tokio::runtime::Runtime,
+    inherited_lock: Option<std::fs::File>,
+) -> Result<Opened, super::StartError> {
     let failed = |source: StoreError| super::StartError::Store {
         path: cfg.describe(),
         source,
     };
     Ok(match cfg {
-        StoreConfig::Sqlite { path } => Arc::new(rt.block_on(SqliteStore::open_for_node(path)).map_err(failed)?),
+        StoreConfig::Sqlite { path } => {
+            let s = rt
+                .block_on(SqliteStore::open_for_node(path, inherited_lock))
+                .map_err(failed)?;
+            let lock = s.node_lock().and_then(|f| f.try_clone().ok());
+            Opened {
+                store: Arc::new(s),
+                lock,
+            }
+        }
         StoreConfig::Postgres(p) => {
             let settings = pg_settings(p).map_err(|e| super::StartError::Config(config::ConfigErrors(vec![e])))?;
             let pg: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::open(&settings)).map_err(failed)?);
             // sqlx bounds taking a connection (and pings it first), not a statement once sent:
             // a network that black-holes mid-statement would hang the call for minutes.
-            Arc::new(Deadline::new(pg, p.query_timeout))
+            Opened {
+                store: Arc::new(Deadline::new(pg, p.query_timeout)),
+                lock: None,
+            }
         }
     })
 }

@@ -6,12 +6,15 @@
 //! - `keys`: every key taken from the environment or derived, in one place that
 //!   `check-config` runs too;
 //! - `services`: the background tasks (signing keys, posture changes, settings, sync, admin
-//!   listener) and the signals.
+//!   listener) and the signals;
+//! - `reload`: SIGHUP and certificate renewals applied as new snapshots;
+//! - `upgrade`: SIGUSR2, the binary upgrade that hands the listening sockets to a new process.
 
 mod backend;
 mod keys;
 mod reload;
 mod services;
+mod upgrade;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("the store's runtime cannot start: {0}")]
     Runtime(std::io::Error),
+    #[error("upgrade: {0}")]
+    Upgrade(#[from] upgrade::ReceiveError),
 }
 
 /// Checks what can be checked without starting anything: the file's values, the files it
@@ -114,7 +119,15 @@ pub fn check(cfg: &Config, env: &dyn Env) -> Result<(), ConfigErrors> {
 /// Runs the gateway until SIGTERM/SIGINT, then drains. Blocks the calling thread; must not
 /// be called from inside a tokio runtime.
 pub fn serve(cfg: Config) -> Result<(), StartError> {
-    serve_with(cfg, &ProcessEnv, Vec::new())
+    serve_with(cfg, &ProcessEnv, Vec::new(), Upgrades::Allowed)
+}
+
+/// Whether SIGUSR2 may start this process's binary again with its arguments (`serve`), or
+/// those arguments would start something else (the demo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrades {
+    Allowed,
+    NotForThisCommand,
 }
 
 /// [`serve`], with the environment the keys come from and hooks run when the gateway exits
@@ -124,12 +137,18 @@ pub fn open_store(
     cfg: &config::StoreConfig,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<dyn store::Store>, StartError> {
-    backend::open(cfg, rt)
+    backend::open(cfg, rt, None).map(|o| o.store)
 }
 
-pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<(), StartError> {
+pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: Upgrades) -> Result<(), StartError> {
     // The first rustls config built picks the process-wide provider; make it ring, always.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let upgrader = upgrade::Upgrader::new(upgrades == Upgrades::Allowed);
+    // First: the process this one replaces is waiting to hand its sockets over.
+    let mut inherited = upgrade::Inherited::receive()?;
+    if inherited.is_upgrade() {
+        tracing::info!("upgrade: started by the process this one replaces; taking its listening sockets over");
+    }
 
     let tls = edge::tls::load(&cfg).map_err(|e| StartError::Config(ConfigErrors(e)))?;
     let keys = Keys::load(&cfg, env).map_err(|e| StartError::Config(ConfigErrors(e)))?;
@@ -139,7 +158,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             keys::SETTINGS_KEY
         );
     }
-    let admin_listener = check_ports(&cfg)?;
+    let admin_listener = check_ports(&cfg, &mut inherited)?;
+    let admin_socket = admin_listener.try_clone().map_err(|source| StartError::Bind {
+        what: "admin.listen".into(),
+        addr: cfg.admin.listen,
+        source,
+    })?;
 
     let metrics = Metrics::new();
     // Background tasks (admin, sync, followers, health checks) run here; the data plane has
@@ -150,9 +174,9 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let signals = {
+    let mut signals = {
         let _rt = bg.enter();
-        services::signals().map_err(StartError::Signals)?
+        services::Signals::install().map_err(StartError::Signals)?
     };
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -173,16 +197,26 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let store = backend::open(&cfg.store, &store_rt)?;
-    // Jobs this node was running when it last stopped will never finish: say so.
-    match store_rt.block_on(store.interrupt_jobs(&cfg.sync.node_name, base::time::unix_now_i64())) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            jobs = n,
-            "jobs this node ran before it restarted are marked interrupted"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot mark the jobs interrupted by the last restart"),
-    }
+    let backend::Opened { store, lock } = backend::open(&cfg.store, &store_rt, inherited.lock.take())?;
+    // Jobs this node was running when it last stopped will never finish: say so — after an
+    // upgrade, once the old process (which may be running them) has exited.
+    let interrupt_jobs = {
+        let (store, node, rt) = (store.clone(), cfg.sync.node_name.clone(), store_rt.handle().clone());
+        move || match rt.block_on(store.interrupt_jobs(&node, base::time::unix_now_i64())) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "jobs this node ran before it restarted are marked interrupted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot mark the jobs interrupted by the last restart"),
+        }
+    };
+    let interrupt_jobs = if inherited.is_upgrade() {
+        Some(interrupt_jobs)
+    } else {
+        interrupt_jobs();
+        None
+    };
     tracing::info!(store = %cfg.store.describe(), "store open");
 
     let identity = match &cfg.entra {
@@ -365,15 +399,56 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
             tls,
         })
         .collect();
-    let running = edge::serve::start(serve_settings, &listeners, gateway, shutdown)?;
+    let mut running = edge::serve::start(serve_settings, &listeners, gateway, shutdown, inherited.take_sockets())?;
     for l in &cfg.listeners {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
         tracing::info!(listener = %l.name, "listening on {scheme}://{}", l.address);
     }
     tracing::info!("admin API on http://{}", cfg.admin.listen);
+    inherited.serving(move || {
+        if let Some(f) = interrupt_jobs {
+            f();
+        }
+    });
 
-    let signal = bg.block_on(signals);
-    tracing::info!("{signal} received: no new connections; draining in-flight requests");
+    // Kept until the process exits: the new process of an upgrade learns from its end of the
+    // link closing that this one is gone.
+    let mut _successor = None;
+    loop {
+        match bg.block_on(signals.next()) {
+            services::Signal::Stop(signal) => {
+                tracing::info!("{signal} received: no new connections; draining in-flight requests");
+                break;
+            }
+            services::Signal::Upgrade => {
+                tracing::info!("SIGUSR2 received: upgrading to the binary at this process's path");
+                let sockets = running.sockets();
+                let handoff = upgrade::Handoff {
+                    sockets: sockets
+                        .iter()
+                        .chain([&admin_socket])
+                        .map(std::os::fd::AsFd::as_fd)
+                        .collect(),
+                    lock: lock.as_ref().map(std::os::fd::AsFd::as_fd),
+                };
+                match bg.block_on(upgrader.run(&handoff)) {
+                    Ok(successor) => {
+                        tracing::info!(
+                            pid = successor.pid,
+                            "upgrade: the new process is serving; this one drains its connections and exits"
+                        );
+                        _successor = Some(successor);
+                        break;
+                    }
+                    Err(e) => tracing::error!(error = %e, "upgrade failed; this process goes on serving"),
+                }
+            }
+        }
+    }
+    // Sockets are closed as the workers stop accepting: refused from now on, unless a new
+    // process holds them too.
+    drop(admin_socket);
+    drop(running.take_sockets());
     // The workers stop accepting and give open requests `grace_period`; the background tasks
     // stop with them.
     let _ = stop.send(true);
@@ -402,13 +477,21 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>) -> Result<
 
 /// Binds the admin listener and test-binds every proxy listener, so that a taken port is
 /// reported with its key before the store is opened or anything starts.
-fn check_ports(cfg: &Config) -> Result<TcpListener, StartError> {
-    let admin = TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
-        what: "admin.listen".into(),
-        addr: cfg.admin.listen,
-        source,
-    })?;
-    for (i, l) in cfg.listeners.iter().enumerate() {
+fn check_ports(cfg: &Config, inherited: &mut upgrade::Inherited) -> Result<TcpListener, StartError> {
+    let admin = match inherited.take(cfg.admin.listen) {
+        Some(socket) => socket,
+        None => TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::Bind {
+            what: "admin.listen".into(),
+            addr: cfg.admin.listen,
+            source,
+        })?,
+    };
+    for (i, l) in cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !inherited.has(l.address))
+    {
         TcpListener::bind(l.address).map_err(|source| StartError::Bind {
             what: format!("listeners[{i}] ({})", l.name),
             addr: l.address,

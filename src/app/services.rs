@@ -146,15 +146,38 @@ pub async fn admin(
     }
 }
 
-/// Waits for SIGTERM or SIGINT (both drain gracefully). The handlers are installed when this
-/// is called, so call it before serving: a signal that comes earlier would kill the process.
-pub fn signals() -> std::io::Result<impl Future<Output = &'static str>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
-    Ok(async move {
+/// What a signal asks of the process.
+pub enum Signal {
+    /// SIGTERM or SIGINT (named): drain and exit.
+    Stop(&'static str),
+    /// SIGUSR2: a binary upgrade (`upgrade`).
+    Upgrade,
+}
+
+/// The signals the process acts on (SIGHUP, a reload, has its own task).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; call it before serving: a signal that comes earlier would kill
+    /// the process.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.usr2.recv() => Signal::Upgrade,
         }
-    })
+    }
 }

@@ -144,7 +144,12 @@ pub fn run(opts: DemoOptions) -> Result<(), DemoError> {
             let _ = std::fs::remove_dir_all(&dir);
         }));
     }
-    crate::app::serve_with(cfg, &crate::app::ProcessEnv, on_exit)?;
+    crate::app::serve_with(
+        cfg,
+        &crate::app::ProcessEnv,
+        on_exit,
+        crate::app::Upgrades::NotForThisCommand,
+    )?;
     Ok(())
 }
 

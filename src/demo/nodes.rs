@@ -134,7 +134,12 @@ pub fn run_node(opts: &super::DemoOptions, i: u16) -> Result<(), DemoError> {
             std::process::exit(0);
         })
         .map_err(|e| DemoError::Nodes(format!("cannot watch the parent: {e}")))?;
-    crate::app::serve_with(cfg, &crate::app::ProcessEnv, Vec::new())?;
+    crate::app::serve_with(
+        cfg,
+        &crate::app::ProcessEnv,
+        Vec::new(),
+        crate::app::Upgrades::NotForThisCommand,
+    )?;
     Ok(())
 }
 

@@ -91,8 +91,8 @@ pub struct Gateway {
     pub log: PathBuf,
 }
 
-fn spawn(config: &Path, log: &Path, env: &[(&str, String)]) -> Child {
-    Command::new(bin())
+fn spawn(exe: &Path, config: &Path, log: &Path, env: &[(&str, String)]) -> Child {
+    Command::new(exe)
         .args(["serve", "--config"])
         .arg(config)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -129,7 +129,16 @@ impl Gateway {
         Self::launch(body, extra, env).await
     }
 
+    /// Like `start`, running the binary at `exe` (a copy, for a test that replaces it).
+    pub async fn start_from(exe: &Path, body: &str) -> Self {
+        Self::launch_from(exe, body, |_| String::new(), &[]).await
+    }
+
     async fn launch(body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {
+        Self::launch_from(Path::new(bin()), body, extra, env).await
+    }
+
+    async fn launch_from(exe: &Path, body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -145,7 +154,7 @@ impl Gateway {
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, cfg).unwrap();
         let log = dir.path().join("gateway.log");
-        let child = spawn(&path, &log, env);
+        let child = spawn(exe, &path, &log, env);
         let mut gw = Self {
             child,
             http,
@@ -163,7 +172,7 @@ impl Gateway {
         let _ = self.child.wait();
         let path = self._dir.path().join("portcullis.toml");
         self.log = self._dir.path().join("gateway-restarted.log");
-        self.child = spawn(&path, &self.log, &[]);
+        self.child = spawn(Path::new(bin()), &path, &self.log, &[]);
         self.wait_ready().await;
         self
     }

@@ -13,3 +13,4 @@ mod proxy;
 mod store;
 mod sync;
 mod tls;
+mod upgrade;

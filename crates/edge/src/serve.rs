@@ -51,6 +51,10 @@ pub struct Conn {
     last_end_ms: AtomicU64,
     /// The connection speaks HTTP/2 (known from its first request).
     h2: std::sync::atomic::AtomicBool,
+    /// Set while a draining HTTP/1.1 connection waits for its client's next request
+    /// ([`drive`]); a request that starts then wakes `next_request`.
+    lingering: std::sync::atomic::AtomicBool,
+    next_request: tokio::sync::Notify,
     /// What an upgraded connection holds while it lives on past its HTTP exchange.
     drain: tokio::sync::mpsc::Sender<()>,
     gauge: Option<prometheus::IntGauge>,
@@ -88,6 +92,8 @@ impl Conn {
             open_streams: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
             h2: std::sync::atomic::AtomicBool::new(false),
+            lingering: std::sync::atomic::AtomicBool::new(false),
+            next_request: tokio::sync::Notify::new(),
             drain,
             gauge,
         }
@@ -197,12 +203,30 @@ pub enum ServeError {
 /// The running workers.
 pub struct Running {
     threads: Vec<std::thread::JoinHandle<bool>>,
+    /// A duplicate of every listening socket the workers accept on, for a binary upgrade to
+    /// hand to the new process ([`Running::sockets`]).
+    sockets: Vec<std::net::TcpListener>,
 }
 
 impl Running {
+    /// Duplicates of the listening sockets (several per address with `SO_REUSEPORT`). While
+    /// they live, the sockets stay open after the workers stop accepting: connections keep
+    /// queueing for whoever else holds them (the new process of an upgrade). Drop them before
+    /// a plain shutdown, so that clients are refused rather than left queued.
+    pub fn take_sockets(&mut self) -> Vec<std::net::TcpListener> {
+        std::mem::take(&mut self.sockets)
+    }
+
+    /// The listening sockets, for a binary upgrade to hand over (one that fails can be tried
+    /// again).
+    pub fn sockets(&self) -> &[std::net::TcpListener] {
+        &self.sockets
+    }
+
     /// Waits until every worker has drained and stopped; `true` when every connection finished
     /// within the drain (none had to be cut).
-    pub fn join(self) -> bool {
+    pub fn join(mut self) -> bool {
+        drop(self.take_sockets());
         let mut clean = true;
         for t in self.threads {
             match t.join() {
@@ -220,20 +244,52 @@ impl Running {
 /// Starts `settings.workers` workers serving `listeners` with `handler` until `shutdown` turns
 /// true; then each stops accepting and gives open connections `settings.drain` to finish.
 /// Every listener is bound before this returns, so a port in use is reported here.
+///
+/// `inherited`: listening sockets handed over by the process this one replaces (a binary
+/// upgrade). A listener whose address one of them has takes those — the very sockets, with
+/// the connections already queued on them — and binds more only when there are fewer than
+/// workers (and the old ones allow `SO_REUSEPORT`); inherited sockets no listener wants are
+/// closed.
 pub fn start<H: Handler>(
     settings: Settings,
     listeners: &[Listener],
     handler: Arc<H>,
     shutdown: watch::Receiver<bool>,
+    mut inherited: Vec<std::net::TcpListener>,
 ) -> Result<Running, ServeError> {
     let workers = settings.workers.max(1);
-    let mut bound = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let mut mine = Vec::with_capacity(listeners.len());
-        for l in listeners {
-            mine.push((bind(l.address, workers > 1)?, l.tls.clone()));
+    let mut bound: Vec<Vec<(std::net::TcpListener, Option<TlsSlot>)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut sockets = Vec::new();
+    for l in listeners {
+        let (mut mine, rest): (Vec<_>, Vec<_>) = inherited
+            .into_iter()
+            .partition(|s| s.local_addr().is_ok_and(|a| a == l.address));
+        inherited = rest;
+        if !mine.is_empty() {
+            tracing::info!(address = %l.address, sockets = mine.len(), "listening sockets taken over from the previous process");
         }
-        bound.push(mine);
+        while mine.len() < workers {
+            match bind(l.address, workers > 1) {
+                Ok(s) => mine.push(s),
+                // The old process's sockets do not allow SO_REUSEPORT (it ran one worker):
+                // share what was handed over.
+                Err(e) if !mine.is_empty() => {
+                    tracing::info!(address = %l.address, error = %e, "no extra socket beside the inherited ones");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (i, socket) in mine.into_iter().enumerate() {
+            sockets.push(socket.try_clone().map_err(|source| ServeError::Bind {
+                address: l.address,
+                source,
+            })?);
+            bound[i % workers].push((socket, l.tls.clone()));
+        }
+    }
+    for s in inherited {
+        tracing::info!(address = ?s.local_addr().ok(), "an inherited listening socket no listener uses is closed");
     }
     let mut threads = Vec::with_capacity(workers);
     for (worker, mine) in bound.into_iter().enumerate() {
@@ -247,7 +303,7 @@ pub fn start<H: Handler>(
             .map_err(|source| ServeError::Worker { worker, source })?;
         threads.push(t);
     }
-    Ok(Running { threads })
+    Ok(Running { threads, sockets })
 }
 
 /// A listening socket of this worker's own (`SO_REUSEPORT` when there are several workers, so
@@ -322,60 +378,18 @@ fn run_worker<H: Handler>(
         // timer per connection ([`Conn::idle`]).
         builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+        let worker = Worker {
+            handler,
+            builder: Arc::new(builder),
+            settings,
+            open: open_tx,
+            stop: stop_rx,
+        };
         loop {
             tokio::select! {
                 next = conn_rx.recv() => {
                     let Some((stream, peer, tls)) = next else { break };
-                    let _ = stream.set_nodelay(true);
-                    let local = stream.local_addr().unwrap_or(peer);
-                    let (handler, builder) = (handler.clone(), builder.clone());
-                    let handshake = settings.handshake_timeout;
-                    let h2_idle = settings.h2_idle_timeout;
-                    let mut stopping = stop_rx.clone();
-                    let h1_idle = settings.h1_idle_timeout;
-                    let (drain, gauge) = (open_tx.clone(), settings.connections.clone());
-                    let open = (Open::new(&settings.connections), open_tx.clone());
-                    tokio::spawn(async move {
-                        let _open = open;
-                        match tls {
-                            None => {
-                                let conn = Arc::new(Conn::new(peer, local, None, false, drain, gauge));
-                                let io = TokioIo::new(stream);
-                                let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
-                            }
-                            Some(slot) => {
-                                let accept = tokio_rustls::TlsAcceptor::from(slot.load_full()).accept(stream);
-                                // A handshake still going at shutdown is dropped: it has no
-                                // request to finish, and must not hold the drain.
-                                let stream = tokio::select! {
-                                    done = tokio::time::timeout(handshake, accept) => match done {
-                                        Ok(Ok(s)) => s,
-                                        Ok(Err(e)) => {
-                                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                                            return;
-                                        }
-                                        Err(_) => {
-                                            tracing::debug!(client = %peer, "TLS handshake timed out");
-                                            return;
-                                        }
-                                    },
-                                    _ = stopping.changed() => return,
-                                };
-                                let client_cert = stream
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|c| c.first())
-                                    .map(|c| c.clone().into_owned());
-                                let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
-                                let io = TokioIo::new(stream);
-                                let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                                drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
-                            }
-                        }
-                    });
+                    worker.spawn(stream, peer, tls);
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
@@ -384,26 +398,111 @@ fn run_worker<H: Handler>(
                 }
             }
         }
-        // Stop accepting (the sockets close), then let open connections finish.
+        // Stop accepting (the sockets close), then serve what was accepted but not yet picked
+        // up (dropping it would reset a client the kernel had already connected), and let open
+        // connections finish.
         let _ = stop_tx.send(true);
-        drop(stop_rx);
         while accepting.join_next().await.is_some() {}
-        drop(open_tx);
+        while let Some((stream, peer, tls)) = conn_rx.recv().await {
+            worker.spawn(stream, peer, tls);
+        }
+        let drain = worker.settings.drain;
+        drop(worker);
         tokio::select! {
             _ = open_rx.recv() => true,
-            () = tokio::time::sleep(settings.drain) => {
-                tracing::warn!(drain = ?settings.drain, "connections still open at the end of the drain; closing them");
+            () = tokio::time::sleep(drain) => {
+                tracing::warn!(?drain, "connections still open at the end of the drain; closing them");
                 false
             }
         }
     })
 }
 
+/// What a worker's connections share.
+struct Worker<H: Handler> {
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: Settings,
+    /// Every connection task holds a sender; the drain waits until all are dropped.
+    open: tokio::sync::mpsc::Sender<()>,
+    /// Turns true when the worker stops accepting.
+    stop: watch::Receiver<bool>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Serves one accepted connection on its own task: the TLS handshake, then HTTP.
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, tls: Option<TlsSlot>) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let (handler, builder) = (self.handler.clone(), self.builder.clone());
+        let s = &self.settings;
+        let (handshake, h1_idle, h2_idle) = (s.handshake_timeout, s.h1_idle_timeout, s.h2_idle_timeout);
+        let mut stopping = self.stop.clone();
+        let (drain, gauge) = (self.open.clone(), s.connections.clone());
+        let open = (Open::new(&s.connections), self.open.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            match tls {
+                None => {
+                    let conn = Arc::new(Conn::new(peer, local, None, false, drain, gauge));
+                    let io = TokioIo::new(stream);
+                    let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
+                    drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
+                }
+                Some(slot) => {
+                    let accept = tokio::time::timeout(
+                        handshake,
+                        tokio_rustls::TlsAcceptor::from(slot.load_full()).accept(stream),
+                    );
+                    let mut accept = std::pin::pin!(accept);
+                    // A handshake still going at shutdown gets [`LINGER`] more to finish (its
+                    // client connected before the listener closed, or to the socket a binary
+                    // upgrade handed over), not the whole drain: a stalled one must not hold it.
+                    let done = tokio::select! {
+                        done = accept.as_mut() => done,
+                        _ = stopping.changed() => tokio::time::timeout(LINGER, accept).await.unwrap_or_else(|_| Ok(Err(std::io::ErrorKind::TimedOut.into()))),
+                    };
+                    let stream = match done {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let client_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
+                    let io = TokioIo::new(stream);
+                    let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
+                    drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
+                }
+            }
+        });
+    }
+}
+
+/// How long a draining HTTP/1.1 connection that is between requests waits for its client's
+/// next one. HTTP/1.1 has no `GOAWAY`: closing a kept-alive connection can cross a request the
+/// client is sending at that moment, which then fails. Waiting lets that request be answered
+/// (with `Connection: close`), which is what keeps a binary upgrade under load at zero failed
+/// requests; a client silent this long is one that is not about to send.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves one connection until it ends. At shutdown, or once it is idle ([`Conn::idle`]: a
 /// kept-alive HTTP/1.1 connection between requests, a client that connected and sent nothing
 /// or trickles a request header, an HTTP/2 connection with no open stream), it is asked to
 /// finish gracefully (HTTP/1.1: after the response in progress; HTTP/2: `GOAWAY`, open
-/// streams complete); an idle one that has not ended one `h1_idle` later is dropped.
+/// streams complete); an idle one that has not ended one `h1_idle` later is dropped. At
+/// shutdown an HTTP/1.1 connection between requests first waits up to [`LINGER`] for its
+/// next request.
 async fn drive<C>(conn: C, state: &Conn, h1_idle: Duration, h2_idle: Duration, mut stop: watch::Receiver<bool>)
 where
     C: hyper_util::server::graceful::GracefulConnection,
@@ -412,6 +511,7 @@ where
     let mut conn = std::pin::pin!(conn);
     let mut finishing = false;
     let mut cut_at: Option<tokio::time::Instant> = None;
+    let mut linger_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -422,6 +522,22 @@ where
             }
             _ = stop.changed(), if !finishing => {
                 finishing = true;
+                // Set before looking, so that a request starting now either sees it (and wakes
+                // `next_request`) or is seen here.
+                state.lingering.store(true, Ordering::SeqCst);
+                let between_requests = !state.h2.load(Ordering::Relaxed) && state.open_streams.load(Ordering::SeqCst) == 0;
+                if between_requests {
+                    linger_until = Some(tokio::time::Instant::now() + LINGER.min(h1_idle));
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = state.next_request.notified(), if linger_until.is_some() => {
+                linger_until = None;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(linger_until.unwrap_or_else(tokio::time::Instant::now)), if linger_until.is_some() => {
+                linger_until = None;
                 conn.as_mut().graceful_shutdown();
             }
             () = state.idle(h1_idle, h2_idle), if !finishing => {
@@ -467,8 +583,11 @@ impl Stream {
         if version == hyper::Version::HTTP_2 {
             conn.h2.store(true, Ordering::Relaxed);
         }
-        conn.open_streams.fetch_add(1, Ordering::Relaxed);
+        conn.open_streams.fetch_add(1, Ordering::SeqCst);
         conn.requests.fetch_add(1, Ordering::Relaxed);
+        if conn.lingering.load(Ordering::SeqCst) {
+            conn.next_request.notify_one();
+        }
         Self(conn)
     }
 }
@@ -575,7 +694,7 @@ mod tests {
         });
         let mut s = settings(1);
         edit(&mut s);
-        let running = start(s, &[Listener { address, tls: None }], echo, shutdown).unwrap();
+        let running = start(s, &[Listener { address, tls: None }], echo, shutdown, Vec::new()).unwrap();
         (address, (stop, running))
     }
 
@@ -633,7 +752,14 @@ mod tests {
         let echo = Arc::new(Echo {
             calls: AtomicUsize::new(0),
         });
-        let running = start(settings(2), &[Listener { address, tls: None }], echo.clone(), shutdown).unwrap();
+        let running = start(
+            settings(2),
+            &[Listener { address, tls: None }],
+            echo.clone(),
+            shutdown,
+            Vec::new(),
+        )
+        .unwrap();
         let mut threads = std::collections::HashSet::new();
         for _ in 0..40 {
             // A new connection each time, so the kernel spreads them over both workers.
@@ -672,7 +798,7 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         let tls = Some(Arc::new(arc_swap::ArcSwap::from_pointee(pki.server)));
-        let running = start(settings(1), &[Listener { address, tls }], echo, shutdown).unwrap();
+        let running = start(settings(1), &[Listener { address, tls }], echo, shutdown, Vec::new()).unwrap();
         let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
         let url = format!("https://localhost:{port}/x");
         let plain = reqwest::Client::builder()
@@ -714,7 +840,14 @@ mod tests {
         let echo = Arc::new(Echo {
             calls: AtomicUsize::new(0),
         });
-        let running = start(settings(1), &[Listener { address, tls: None }], echo.clone(), shutdown).unwrap();
+        let running = start(
+            settings(1),
+            &[Listener { address, tls: None }],
+            echo.clone(),
+            shutdown,
+            Vec::new(),
+        )
+        .unwrap();
         let slow = tokio::spawn(
             reqwest::Client::new()
                 .get(format!("http://127.0.0.1:{port}/slow"))
@@ -736,6 +869,118 @@ mod tests {
         );
     }
 
+    /// A binary upgrade's core: the sockets one server hands to the next keep the connections
+    /// queued on them while neither accepts, and the next serves them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handed_over_sockets_keep_their_queued_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let echo = || {
+            Arc::new(Echo {
+                calls: AtomicUsize::new(0),
+            })
+        };
+        let (stop_old, shutdown) = watch::channel(false);
+        let mut old = start(
+            settings(2),
+            &[Listener { address, tls: None }],
+            echo(),
+            shutdown,
+            Vec::new(),
+        )
+        .unwrap();
+        let sockets = old.take_sockets();
+        assert_eq!(sockets.len(), 2, "one socket per worker");
+        // A kept-alive connection to the old server, idle when it starts draining.
+        let mut kept = tokio::net::TcpStream::connect(address).await.unwrap();
+        let get = b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n";
+        kept.write_all(get).await.unwrap();
+        let first = read_response(&mut kept).await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        stop_old.send(true).unwrap();
+        let old_joined = tokio::task::spawn_blocking(move || old.join());
+        // Its client sends the next request as the drain starts: answered, not cut, and then
+        // the connection is closed.
+        kept.write_all(get).await.unwrap();
+        let second = read_response(&mut kept).await;
+        assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+        let mut rest = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "closed after its response");
+        assert!(old_joined.await.unwrap(), "the old server drained cleanly");
+        // Nobody accepts now, yet connections queue instead of being refused ...
+        let queued: Vec<_> = futures_join(address, 8).await;
+        // ... and the next server, given the sockets, answers every one of them.
+        let (stop_new, shutdown) = watch::channel(false);
+        let new_echo = echo();
+        let new = start(
+            settings(2),
+            &[Listener { address, tls: None }],
+            new_echo.clone(),
+            shutdown,
+            sockets,
+        )
+        .unwrap();
+        for mut c in queued {
+            c.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let r = read_response(&mut c).await;
+            assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        }
+        assert_eq!(new_echo.calls.load(Ordering::SeqCst), 8);
+        stop_new.send(true).unwrap();
+        tokio::task::spawn_blocking(move || new.join()).await.unwrap();
+    }
+
+    async fn futures_join(address: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(
+                tokio::net::TcpStream::connect(address)
+                    .await
+                    .expect("queued, not refused"),
+            );
+        }
+        v
+    }
+
+    /// One response head and a body of the length it gives.
+    async fn read_response(c: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+                .await
+                .expect("a response within 5 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed before a response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return text;
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_port_in_use_is_reported_before_anything_starts() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -744,7 +989,13 @@ mod tests {
         let echo = Arc::new(Echo {
             calls: AtomicUsize::new(0),
         });
-        match start(settings(1), &[Listener { address, tls: None }], echo, shutdown) {
+        match start(
+            settings(1),
+            &[Listener { address, tls: None }],
+            echo,
+            shutdown,
+            Vec::new(),
+        ) {
             Err(ServeError::Bind { address: a, .. }) => assert_eq!(a, address),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("bound a port in use"),

@@ -30,16 +30,34 @@ impl SqliteStore {
     /// Opens the file for a gateway node: refused with [`StoreError::InUse`] while another
     /// process's node has it (an exclusive lock on `PATH-lock`, released when the process
     /// ends, however it ends). Tools and tests that read a node's file use [`Self::open`].
-    pub async fn open_for_node(path: &Path) -> Result<Self, StoreError> {
+    ///
+    /// `inherited`: the lock file handed over by the process a binary upgrade replaces. A
+    /// lock belongs to the open file, not the process, so both hold it until the old one
+    /// exits; it is checked to be this path's lock and held.
+    pub async fn open_for_node(path: &Path, inherited: Option<std::fs::File>) -> Result<Self, StoreError> {
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push("-lock");
         let io = |e: std::io::Error| StoreError::Unavailable(std::sync::Arc::new(sqlx::Error::Io(e)));
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
+        let lock = match inherited {
+            Some(file) => {
+                use std::os::unix::fs::MetadataExt;
+                let (held, named) = (file.metadata().map_err(io)?, std::fs::metadata(&lock_path).map_err(io)?);
+                if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+                    return Err(io(std::io::Error::other(format!(
+                        "the lock handed over is not {}",
+                        std::path::Path::new(&lock_path).display()
+                    ))));
+                }
+                file
+            }
+            None => std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io)?,
+        };
+        // On the handed-over file this succeeds because the lock is already its own.
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -52,6 +70,11 @@ impl SqliteStore {
         let mut s = Self::open(path).await?;
         s._node_lock = Some(std::sync::Arc::new(lock));
         Ok(s)
+    }
+
+    /// The node lock's file, for a binary upgrade to hand over.
+    pub fn node_lock(&self) -> Option<&std::fs::File> {
+        self._node_lock.as_deref()
     }
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
