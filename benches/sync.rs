@@ -10,6 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The gateway's allocator, so that the memory figures are the gateway's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use portcullis::emulator::{personas, EntraState};
 use portcullis::identity::app_token::AppTokens;
 use portcullis::identity::credential::ClientCredential;
@@ -109,33 +113,139 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The memory the gateway's posture cache holds with `n` devices in it: the same moka cache
-/// type, key and value the gateway uses (`device::Lookup` of an `Arc<Posture>`), filled with
-/// postures shaped like a synced Mac's.
+/// The memory the gateway's posture cache holds with `n` devices in it: the gateway's own
+/// `device::PostureCache`, filled through its lookup path (a miss, one store read, the entry
+/// inserted) from a store that answers at once with the evidence of a synced Mac (an Entra
+/// device, compliant, and the Jamf computer with its name and user account).
 async fn cache_memory(n: usize) {
-    use portcullis::device::Lookup;
-    use portcullis::policy::{EvidenceSource, Posture, PostureState};
+    use portcullis::device::{CacheSettings, Lookup, PostureCache};
+    let cache = PostureCache::new(
+        Arc::new(Macs),
+        CacheSettings {
+            capacity: n as u64,
+            ..CacheSettings::default()
+        },
+    );
     let before = rss_kib();
-    let cache: moka::future::Cache<String, Lookup> = moka::future::Cache::builder().max_capacity(n as u64).build();
-    {
-        for i in 0..n {
-            let id = format!("d{i:07}-0000-4000-8000-000000000000");
-            let posture = Posture {
-                device_id: id.clone(),
-                state: PostureState::Compliant,
-                source: EvidenceSource::EntraDevice,
-                as_of: 1_764_000_000,
-                computer_name: Some(format!("Mac {i}")),
-            };
-            cache.insert(id, Lookup::Found(std::sync::Arc::new(posture))).await;
-        }
-        cache.run_pending_tasks().await;
+    let started = Instant::now();
+    for i in 0..n {
+        let found = cache.lookup(&mac_id(i)).await.expect("lookup");
+        assert!(matches!(found, Lookup::Found(_)));
     }
+    let took = started.elapsed();
     let after = rss_kib();
     println!(
-        "posture cache with {} devices: {:.0} MiB ({:.0} bytes per device)",
+        "posture cache with {} devices: {:.0} MiB ({:.0} bytes per device); filled at {:.0} lookups/s",
         cache.entry_count(),
         (after.saturating_sub(before)) as f64 / 1024.0,
-        (after.saturating_sub(before)) as f64 * 1024.0 / n.max(1) as f64
+        (after.saturating_sub(before)) as f64 * 1024.0 / n.max(1) as f64,
+        n as f64 / took.as_secs_f64().max(f64::EPSILON)
     );
+    // Every device again: hits now, no store read.
+    let started = Instant::now();
+    for i in 0..n {
+        std::hint::black_box(cache.lookup(&mac_id(i)).await.expect("lookup"));
+    }
+    println!(
+        "  then {:.0} hits/s; RSS of this process: {:.0} MiB",
+        n as f64 / started.elapsed().as_secs_f64().max(f64::EPSILON),
+        rss_kib() as f64 / 1024.0
+    );
+}
+
+fn mac_id(i: usize) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", i.wrapping_mul(2_654_435_761) as u32, i)
+}
+
+/// A store that knows every device as a compliant, Jamf-managed Mac.
+struct Macs;
+
+#[async_trait::async_trait]
+impl portcullis::store::PostureStore for Macs {
+    async fn device_evidence(
+        &self,
+        device_id: &str,
+    ) -> Result<portcullis::store::DeviceEvidence, portcullis::store::StoreError> {
+        use portcullis::store::*;
+        let now = portcullis::base::time::unix_now_i64();
+        let account = LocalAccount {
+            username: "alice".into(),
+            account_type: AccountType::Local,
+            entra_user_id: Some("0b8f2a4e-1111-4000-8000-000000000001".into()),
+            entra_device_id: Some(device_id.into()),
+            registration: RegistrationState::Activated,
+        };
+        Ok(DeviceEvidence {
+            entra: Some(EntraDevice {
+                device_id: device_id.into(),
+                object_id: format!("obj-{device_id}"),
+                display_name: Some("Alice's MacBook Pro".into()),
+                account_enabled: Some(true),
+                is_compliant: Some(true),
+                is_managed: Some(true),
+                trust_type: None,
+                operating_system: Some("MacMDM".into()),
+                os_version: Some("15.1".into()),
+                compliance_expiration: None,
+                last_sign_in: None,
+                removed: false,
+                seen_at: now,
+            }),
+            intune: None,
+            jamf: Some((
+                Computer {
+                    jamf_id: "1".into(),
+                    udid: None,
+                    serial: Some("C02XL0GHJG5H".into()),
+                    name: Some(format!("Mac-{}", &device_id[..8])),
+                    model: None,
+                    os_version: Some("15.1".into()),
+                    os_build: None,
+                    managed: true,
+                    filevault: None,
+                    last_inventory: None,
+                    last_contact: None,
+                    seen_at: now,
+                    accounts: Vec::new(),
+                },
+                account,
+            )),
+            last_sync: SourceTimes::default(),
+        })
+    }
+    async fn computers_for_user(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Vec<portcullis::store::Computer>, portcullis::store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn computer(&self, _: &str) -> Result<Option<portcullis::store::Computer>, portcullis::store::StoreError> {
+        Ok(None)
+    }
+    async fn computer_by_serial(
+        &self,
+        _: &str,
+    ) -> Result<Option<portcullis::store::Computer>, portcullis::store::StoreError> {
+        Ok(None)
+    }
+    async fn computers(
+        &self,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<Vec<portcullis::store::Computer>, portcullis::store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn changes_since(&self, _: i64, _: u32) -> Result<Vec<(i64, String)>, portcullis::store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn latest_change(&self) -> Result<i64, portcullis::store::StoreError> {
+        Ok(0)
+    }
+    async fn oldest_change(&self) -> Result<i64, portcullis::store::StoreError> {
+        Ok(0)
+    }
+    async fn epoch(&self) -> Result<String, portcullis::store::StoreError> {
+        Ok("bench".into())
+    }
 }

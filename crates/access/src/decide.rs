@@ -334,7 +334,7 @@ impl Access {
         if let Some(p) = &v.posture {
             return match &p.state {
                 PostureState::NotRegistered { jamf_managed: true } => Registration::Register {
-                    computer: p.computer_name.clone(),
+                    computer: p.computer_name.as_deref().map(str::to_string),
                 },
                 PostureState::NotRegistered { jamf_managed: false }
                 | PostureState::Unknown

@@ -186,7 +186,6 @@ mod tests {
             principal: Some(p.clone()),
             device: Some((device.to_string(), DeviceSource::TokenClaim)),
             posture: Some(Arc::new(Posture {
-                device_id: device.to_string(),
                 state: PostureState::Compliant,
                 source: EvidenceSource::IntuneManagedDevice,
                 as_of: 1_000,

@@ -698,7 +698,7 @@ async fn account_view(api: &Api, a: &store::LocalAccount) -> body::Account {
         Some(d) => match api.store.device_evidence(d).await {
             Ok(e) => {
                 let now = base::time::unix_now_i64();
-                device::posture::posture_from(d, &e, now).map(|p| body::Compliance {
+                device::posture::posture_from(&e, now).map(|p| body::Compliance {
                     state: p.state.as_str(),
                     source: p.source.as_str(),
                     as_of: p.as_of,
@@ -893,7 +893,7 @@ pub async fn posture(State(api): State<Api>, cred: Credential, device: PathArg) 
         Err(e) => return store_problem(&e),
     };
     let now = base::time::unix_now_i64();
-    let p = device::posture::posture_from(&device, &e, now);
+    let p = device::posture::posture_from(&e, now);
     let posture = p.map(|p| {
         let state = p.state.as_str();
         let reasons = match p.state {

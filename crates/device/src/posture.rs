@@ -8,17 +8,16 @@ use policy::{EvidenceSource, Posture, PostureState};
 use store::{AccountType, ComplianceState, DeviceEvidence, RegistrationState};
 
 /// `None` when no source knows the device at all.
-pub fn posture_from(device_id: &str, e: &DeviceEvidence, now: i64) -> Option<Posture> {
+pub fn posture_from(e: &DeviceEvidence, now: i64) -> Option<Posture> {
     if e.entra.is_none() && e.intune.is_none() && e.jamf.is_none() {
         return None;
     }
-    let computer_name = e.jamf.as_ref().and_then(|(c, _)| c.name.clone());
+    let computer_name: Option<Box<str>> = e.jamf.as_ref().and_then(|(c, _)| c.name.as_deref().map(Box::from));
     let as_of = |seen: i64, sync: Option<i64>| seen.max(sync.unwrap_or(0)).max(0) as u64;
     let entra_as_of = e.entra.as_ref().map(|d| as_of(d.seen_at, e.last_sync.entra));
     let jamf_as_of = e.jamf.as_ref().map(|(c, _)| as_of(c.seen_at, e.last_sync.jamf));
     let intune_as_of = e.intune.as_ref().map(|m| as_of(m.seen_at, e.last_sync.intune));
     let make = |state, source, as_of: Option<u64>| Posture {
-        device_id: device_id.to_ascii_lowercase(),
         state,
         source,
         as_of: as_of.unwrap_or(0),
@@ -196,16 +195,16 @@ mod tests {
     }
 
     fn state(e: &DeviceEvidence) -> PostureState {
-        posture_from("D", e, 1_000).unwrap().state
+        posture_from(e, 1_000).unwrap().state
     }
 
     #[test]
     fn states_from_evidence() {
-        assert!(posture_from("d", &DeviceEvidence::default(), 0).is_none());
-        let p = posture_from("D", &ev(Some(entra(Some(true))), None, None), 1_000).unwrap();
+        assert!(posture_from(&DeviceEvidence::default(), 0).is_none());
+        let p = posture_from(&ev(Some(entra(Some(true))), None, None), 1_000).unwrap();
         assert_eq!(
-            (p.state, p.as_of, p.device_id.as_str()),
-            (PostureState::Compliant, 500, "d"),
+            (p.state, p.as_of),
+            (PostureState::Compliant, 500),
             "as_of includes the last sync"
         );
         assert!(matches!(
@@ -262,7 +261,7 @@ mod tests {
             upn: None,
             seen_at: 600,
         };
-        let p = posture_from("d", &ev(Some(entra(Some(false))), Some(grace.clone()), None), 1_000).unwrap();
+        let p = posture_from(&ev(Some(entra(Some(false))), Some(grace.clone()), None), 1_000).unwrap();
         assert_eq!(
             (p.state, p.source),
             (

@@ -408,3 +408,99 @@ async fn an_away_store_costs_one_timeout_per_node_not_one_per_device() {
     store.set(DAVE, true);
     assert_eq!(compliant(&cache.lookup(DAVE).await.unwrap()), Some(true));
 }
+
+fn device(i: usize) -> String {
+    format!("d2000000-0000-4000-8000-{i:012x}")
+}
+
+/// Bounded: a flood of devices seen once never grows the cache past its capacity, and does
+/// not push out the devices that keep being asked for.
+#[tokio::test(start_paused = true)]
+async fn the_cache_holds_its_capacity_and_keeps_the_devices_in_use() {
+    let store = Arc::new(Scripted::default());
+    let in_use: Vec<String> = (0..32).map(device).collect();
+    for d in &in_use {
+        store.set(d, true);
+    }
+    let cache = Arc::new(PostureCache::new(
+        store.clone(),
+        CacheSettings {
+            capacity: 640,
+            ..CacheSettings::default()
+        },
+    ));
+    for d in &in_use {
+        cache.lookup(d).await.unwrap();
+    }
+    for i in 1_000..6_000 {
+        let once = device(i);
+        assert!(matches!(cache.lookup(&once).await.unwrap(), Lookup::Unknown));
+        for d in &in_use {
+            assert_eq!(compliant(&cache.lookup(d).await.unwrap()), Some(true));
+        }
+        assert!(cache.entry_count() <= 640, "{} entries", cache.entry_count());
+    }
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        32 + 5_000,
+        "each device in use was read once: never evicted"
+    );
+}
+
+/// A posture the store cannot confirm is served for `retain` after its last successful read,
+/// not for ever: each failed re-read does not extend it.
+#[tokio::test(start_paused = true)]
+async fn a_stale_posture_is_retained_from_its_last_good_read_only() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    let cache = Arc::new(PostureCache::new(
+        store.clone(),
+        CacheSettings {
+            retain: Duration::from_secs(120),
+            ..CacheSettings::default()
+        },
+    ));
+    cache.lookup(ALICE).await.unwrap();
+    store.failing.store(true, Ordering::SeqCst);
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(119) {
+        tokio::time::advance(Duration::from_secs(7)).await;
+        if start.elapsed() < Duration::from_secs(120) {
+            assert_eq!(
+                compliant(&cache.lookup(ALICE).await.unwrap()),
+                Some(true),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+    }
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert!(cache.lookup(ALICE).await.is_err(), "past retain: fails closed");
+}
+
+/// A device invalidated while its read is under way is not cached from that read: the next
+/// request reads it again.
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_read_is_not_undone_by_it() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    *store.delay.lock().unwrap() = Duration::from_millis(500);
+    let cache = cache(&store);
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.lookup(ALICE).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cache.invalidate(ALICE).await;
+    store.set(ALICE, false);
+    let second = cache.lookup(ALICE).await.unwrap();
+    assert_eq!(compliant(&second), Some(false));
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        2,
+        "a read of its own after the change"
+    );
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(false));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2, "then cached");
+}

@@ -30,7 +30,6 @@ fn refusal<'a>(kind: Kind, reason: Reason, posture: Option<&'a Posture>, reg: Op
 fn pages_show_reason_device_and_age() {
     let l = Landings::new(cfg(LandingChoice::Registration), ReturnSigner::new(b"k")).unwrap();
     let p = Posture {
-        device_id: "d".into(),
         state: PostureState::NonCompliant {
             reasons: vec!["FileVault <off>".into()],
         },
@@ -177,7 +176,6 @@ fn templates_can_be_overridden() {
 #[test]
 fn ages() {
     let p = |as_of| Posture {
-        device_id: "d".into(),
         state: PostureState::Compliant,
         source: EvidenceSource::EntraDevice,
         as_of,

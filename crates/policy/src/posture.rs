@@ -61,14 +61,14 @@ impl EvidenceSource {
     }
 }
 
-/// The posture of one device.
+/// The posture of one device. Kept small: the gateway caches one per device it has seen (a
+/// million of them fit in its memory budget); the device id is the cache's key, not a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posture {
-    pub device_id: String,
     pub state: PostureState,
     pub source: EvidenceSource,
     /// When the evidence was last confirmed by a sync (Unix seconds).
     pub as_of: u64,
     /// The Jamf computer name, when known (shown on landing pages).
-    pub computer_name: Option<String>,
+    pub computer_name: Option<Box<str>>,
 }

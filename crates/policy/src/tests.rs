@@ -4,7 +4,6 @@ const NOW: u64 = 1_800_000_000;
 
 fn posture(state: PostureState, age: u64) -> Posture {
     Posture {
-        device_id: "d".into(),
         state,
         source: EvidenceSource::EntraDevice,
         as_of: NOW - age,
