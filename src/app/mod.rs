@@ -326,6 +326,14 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
     // Open WebSockets follow their device's posture as the cache learns of changes.
     let live = Arc::new(access::live::LiveConnections::default());
     tasks.push(bg.spawn(access::live::follow(live.clone(), postures.clone(), shutdown.clone())));
+    if let Some(id) = &identity {
+        // ... and their browser session.
+        tasks.push(bg.spawn(access::live::follow_sessions(
+            live.clone(),
+            id.clone(),
+            shutdown.clone(),
+        )));
+    }
     let access = Arc::new(Access {
         identity: identity.clone(),
         devices: Some(devices),

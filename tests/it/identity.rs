@@ -1068,3 +1068,74 @@ async fn emulator_token_endpoint_answers_errors_in_entra_shape() {
     .unwrap();
     assert!(r["access_token"].is_string() && r.get("client_info").is_none(), "{r}");
 }
+
+/// A WebSocket opened with a browser session ends with the session: signing out closes it
+/// with 1008 `session_ended` within the session check (a second) and a second more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_ends_with_its_browser_session() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let (gw, ca, port) = https_gateway(&emu, &app).await;
+    let b = Browser::new(&ca, port);
+    let (action, code, state) = b.sign_in_until_callback("/", "alice").await;
+    let r = b
+        .http
+        .post(&action)
+        .form(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-portcullis="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    // The same session's cookie on the gateway's plain listener (as behind a TLS front).
+    let mut req = format!("ws://{}/ws", gw.http).into_client_request().unwrap();
+    req.headers_mut().insert("cookie", session.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the session opens a WebSocket");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello");
+
+    let r = b
+        .http
+        .post(format!("{}/.portcullis/sign_out", b.base))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &b.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16() / 100, 3, "signed out");
+    let signed_out = std::time::Instant::now();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed")
+    .expect("with a close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "session_ended");
+    assert!(
+        signed_out.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        signed_out.elapsed()
+    );
+    assert!(gw.logs().contains("open connections cut: their browser session ended"));
+}

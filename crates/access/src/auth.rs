@@ -38,7 +38,9 @@ impl AuthSource {
 
 /// The result of looking at a request's credentials.
 pub enum AuthOutcome {
-    User(Arc<Principal>, AuthSource),
+    /// The user, how they proved it, and the browser session's id when it was a session (an
+    /// open WebSocket ends with it).
+    User(Arc<Principal>, AuthSource, Option<Arc<str>>),
     /// No credential at all (or an expired/unknown session).
     Missing,
     /// A bearer token that failed validation.
@@ -76,7 +78,7 @@ pub async fn bearer_principal(id: &Identity, token: &str) -> Result<Arc<Principa
 pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
     if let Some(token) = bearer(headers) {
         return match bearer_principal(id, token).await {
-            Ok(p) => AuthOutcome::User(p, AuthSource::Bearer),
+            Ok(p) => AuthOutcome::User(p, AuthSource::Bearer, None),
             Err(e) => AuthOutcome::Invalid(e),
         };
     }
@@ -97,20 +99,20 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
         return AuthOutcome::Missing;
     }
     if session.principal.expires_at > now + RENEW_BEFORE_SECS {
-        return AuthOutcome::User(session.principal, AuthSource::Session);
+        return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid.as_str().into()));
     }
     let Some(claim) = id.sessions.claim_renewal(&sid).await else {
         // Another request renews it (on this node or another): a rotated refresh token must be
         // used once. The current tokens are still good, unless they already expired; then wait
         // a moment for the renewed ones.
         if session.principal.expires_at > now {
-            return AuthOutcome::User(session.principal, AuthSource::Session);
+            return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid.as_str().into()));
         }
         for _ in 0..20 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             if let Ok(Some(s)) = id.sessions.reload(&sid).await {
                 if s.principal.expires_at > unix_now() {
-                    return AuthOutcome::User(s.principal, AuthSource::Session);
+                    return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.as_str().into()));
                 }
             }
         }
@@ -127,7 +129,7 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
 async fn renew(id: &Identity, sid: &str, cached: identity::session::Session, now: u64) -> AuthOutcome {
     let session = match id.sessions.reload(sid).await {
         Ok(Some(s)) if s.principal.expires_at > now + RENEW_BEFORE_SECS => {
-            return AuthOutcome::User(s.principal, AuthSource::Session);
+            return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.into()));
         }
         Ok(Some(s)) => s,
         Ok(None) => return AuthOutcome::Missing,
@@ -137,7 +139,7 @@ async fn renew(id: &Identity, sid: &str, cached: identity::session::Session, now
         Ok(renewed) => {
             let p = renewed.principal.clone();
             match id.sessions.put(sid, renewed).await {
-                Ok(()) => AuthOutcome::User(p, AuthSource::Session),
+                Ok(()) => AuthOutcome::User(p, AuthSource::Session, Some(sid.into())),
                 // The renewed tokens could not be kept; the old refresh token may be spent.
                 Err(identity::session::SessionsUnavailable) => AuthOutcome::SessionsUnavailable,
             }

@@ -32,6 +32,8 @@ pub struct Access {
 pub struct Verdict {
     pub principal: Option<Arc<Principal>>,
     pub auth_source: Option<AuthSource>,
+    /// The browser session the request came with, if it came with one.
+    pub session: Option<Arc<str>>,
     pub device: Option<(String, DeviceSource)>,
     pub posture: Option<Arc<Posture>>,
     pub decision: Option<Decision>,
@@ -146,7 +148,10 @@ impl Access {
             return Some(Reply::problem(p));
         };
         let (principal, source) = match auth::authenticate(id, &req.parts.headers).await {
-            AuthOutcome::User(p, source) => (p, source),
+            AuthOutcome::User(p, source, session) => {
+                v.session = session;
+                (p, source)
+            }
             AuthOutcome::Missing if req.navigation => {
                 v.early = Some(Early::Auth(Reason::Unauthenticated));
                 return Some(auth::start_sign_in(id, req));

@@ -1,102 +1,138 @@
-//! Open upgraded connections (WebSockets) follow their device's posture. Each one a route that
-//! enforces a device lets through is registered with what its request was decided on — the
-//! route policy, the group check, the device and how it was identified. When the posture cache
-//! drops that device's posture (the store's change log says it changed), the connection is
-//! decided again by the same [`policy::decide`], on the posture read anew; a refusal cuts it
-//! with the decision's reason. Registration happens once per upgrade, never per request.
+//! Open upgraded connections (WebSockets) follow their device's posture and their browser
+//! session. Each one a route that enforces a device or a signed-in user lets through is
+//! registered with what its request was decided on — the route policy, the group check, the
+//! device and how it was identified, the session. When the posture cache drops that device's
+//! posture (the store's change log says it changed), the connection is decided again by the
+//! same [`policy::decide`], on the posture read anew; a refusal cuts it with the decision's
+//! reason. A connection opened with a browser session is cut (`session_ended`) once the session
+//! ends — signed out, on this node or another, or past its lifetime — checked every
+//! [`SESSION_CHECK`]. Registration happens once per upgrade, never per request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use device::{Lookup, PostureCache};
+use identity::Identity;
 use policy::{Device, DeviceSource, Facts, Groups, Outcome, RoutePolicy, User};
 use tokio::sync::{broadcast, watch};
+
+/// How often the sessions of open connections are looked at (through the session cache, so
+/// a sign-out on another node is seen within that cache's lifetime more).
+pub const SESSION_CHECK: Duration = Duration::from_secs(1);
+/// The reason an open connection whose session ended is cut with.
+pub const SESSION_ENDED: &str = "session_ended";
 
 /// Why an open connection was cut: the reason code of the decision that refused it.
 pub type Cut = watch::Receiver<Option<&'static str>>;
 
 struct Entry {
-    id: u64,
     policy: RoutePolicy,
     groups: Groups,
-    source: DeviceSource,
+    /// The device it was let through with, and how it was identified (`None`: the route does
+    /// not look at devices).
+    device: Option<(Arc<str>, DeviceSource)>,
+    session: Option<Arc<str>>,
     cut: watch::Sender<Option<&'static str>>,
 }
 
 #[derive(Default)]
+struct Registry {
+    entries: HashMap<u64, Entry>,
+    by_device: HashMap<Arc<str>, Vec<u64>>,
+}
+
+#[derive(Default)]
 pub struct LiveConnections {
-    /// By device id. A lock only at an upgrade, its end and a posture change.
-    by_device: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
+    /// A lock only at an upgrade, its end, a posture change and the session check.
+    registry: Mutex<Registry>,
     next: AtomicU64,
 }
 
 /// Keeps a connection registered while it lives.
 pub struct Registration {
     live: Arc<LiveConnections>,
-    device: Arc<str>,
     id: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut map = self.live.lock();
-        if let Some(list) = map.get_mut(&self.device) {
-            list.retain(|e| e.id != self.id);
-            if list.is_empty() {
-                map.remove(&self.device);
+        let mut r = self.live.lock();
+        let Some(e) = r.entries.remove(&self.id) else { return };
+        if let Some((device, _)) = e.device {
+            if let Some(ids) = r.by_device.get_mut(&device) {
+                ids.retain(|i| *i != self.id);
+                if ids.is_empty() {
+                    r.by_device.remove(&device);
+                }
             }
         }
     }
 }
 
 impl LiveConnections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Entry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic elsewhere mid-update leaves whole entries behind: still usable.
-        self.by_device.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The registration an upgrade through a route that enforces a device needs (`None`: the
-    /// route does not look at devices, in enforce mode, or no device was identified).
+    /// The registration an upgrade through an enforcing route needs: one that enforces a
+    /// device (followed by its posture) or a request that came with a browser session
+    /// (followed by the session). `None`: nothing to follow.
     pub fn register_verdict(self: &Arc<Self>, policy: &RoutePolicy, v: &crate::Verdict) -> Option<(Registration, Cut)> {
-        if !crate::decide::needs_device(policy) || policy.mode != policy::Mode::Enforce {
+        if policy.mode != policy::Mode::Enforce {
             return None;
         }
-        let (device, source) = v.device.as_ref()?;
-        Some(self.register(device, *source, *policy, v.groups.unwrap_or(Groups::NotRequired)))
+        let device = if crate::decide::needs_device(policy) {
+            v.device.as_ref().map(|(d, s)| (d.as_str(), *s))
+        } else {
+            None
+        };
+        if device.is_none() && v.session.is_none() {
+            return None;
+        }
+        Some(self.register(
+            device,
+            v.session.clone(),
+            *policy,
+            v.groups.unwrap_or(Groups::NotRequired),
+        ))
     }
 
-    /// Registers an open connection of `device`, let through under `policy` with `groups`.
+    /// Registers an open connection of `device` and `session`, let through under `policy`
+    /// with `groups`.
     pub fn register(
         self: &Arc<Self>,
-        device: &str,
-        source: DeviceSource,
+        device: Option<(&str, DeviceSource)>,
+        session: Option<Arc<str>>,
         policy: RoutePolicy,
         groups: Groups,
     ) -> (Registration, Cut) {
         let (cut, watch) = watch::channel(None);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let device: Arc<str> = device.to_ascii_lowercase().into();
-        self.lock().entry(device.clone()).or_default().push(Entry {
+        let device = device.map(|(d, s)| (Arc::<str>::from(d.to_ascii_lowercase()), s));
+        let mut r = self.lock();
+        if let Some((d, _)) = &device {
+            r.by_device.entry(d.clone()).or_default().push(id);
+        }
+        r.entries.insert(
             id,
-            policy,
-            groups,
-            source,
-            cut,
-        });
-        (
-            Registration {
-                live: self.clone(),
+            Entry {
+                policy,
+                groups,
                 device,
-                id,
+                session,
+                cut,
             },
-            watch,
-        )
+        );
+        drop(r);
+        (Registration { live: self.clone(), id }, watch)
     }
 
     /// How many connections are registered.
     pub fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,9 +141,15 @@ impl LiveConnections {
 
     /// Decides `device`'s connections again on its posture now; cuts the refused ones.
     pub async fn recheck(&self, device: &str, cache: &PostureCache) {
-        let checks: Vec<(u64, RoutePolicy, Groups, DeviceSource)> = match self.lock().get(device) {
-            Some(list) => list.iter().map(|e| (e.id, e.policy, e.groups, e.source)).collect(),
-            None => return,
+        let checks: Vec<(u64, RoutePolicy, Groups, DeviceSource)> = {
+            let r = self.lock();
+            let Some(ids) = r.by_device.get(device) else { return };
+            ids.iter()
+                .filter_map(|id| {
+                    let e = r.entries.get(id)?;
+                    Some((*id, e.policy, e.groups, e.device.as_ref()?.1))
+                })
+                .collect()
         };
         let lookup = cache.lookup(device).await;
         let now = base::time::unix_now();
@@ -132,9 +174,7 @@ impl LiveConnections {
                 },
             );
             if let Outcome::Deny(_) = decision.outcome {
-                if let Some(e) = self.lock().get(device).and_then(|l| l.iter().find(|e| e.id == id)) {
-                    let _ = e.cut.send(Some(decision.reason.as_str()));
-                }
+                self.cut(id, decision.reason.as_str());
                 tracing::info!(
                     device,
                     reason = decision.reason.as_str(),
@@ -144,8 +184,55 @@ impl LiveConnections {
         }
     }
 
+    fn cut(&self, id: u64, reason: &'static str) {
+        if let Some(e) = self.lock().entries.get(&id) {
+            let _ = e.cut.send(Some(reason));
+        }
+    }
+
     fn devices(&self) -> Vec<Arc<str>> {
-        self.lock().keys().cloned().collect()
+        self.lock().by_device.keys().cloned().collect()
+    }
+
+    /// Cuts the connections whose browser session has ended. A session that cannot be read
+    /// (the store away) is not taken for ended: the connection stays, as for a posture.
+    pub async fn check_sessions(&self, identity: &Identity) {
+        let mut by_session: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
+        for (id, e) in &self.lock().entries {
+            // Once cut, a connection is on its way out: not again.
+            if let (Some(s), None) = (&e.session, *e.cut.borrow()) {
+                by_session.entry(s.clone()).or_default().push(*id);
+            }
+        }
+        let now = base::time::unix_now();
+        for (sid, ids) in by_session {
+            let ended = match identity.sessions.get(&sid).await {
+                Ok(Some(s)) => now.saturating_sub(s.signed_in_at) > identity.session_lifetime.as_secs(),
+                Ok(None) => true,
+                Err(identity::session::SessionsUnavailable) => false,
+            };
+            if ended {
+                for id in &ids {
+                    self.cut(*id, SESSION_ENDED);
+                }
+                tracing::info!(
+                    connections = ids.len(),
+                    "open connections cut: their browser session ended"
+                );
+            }
+        }
+    }
+}
+
+/// Looks at the sessions of open connections every [`SESSION_CHECK`] until `shutdown`.
+pub async fn follow_sessions(live: Arc<LiveConnections>, identity: Arc<Identity>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SESSION_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => live.check_sessions(&identity).await,
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
