@@ -31,6 +31,9 @@ use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 const FLIP_DEVICE: &str = "d1000000-0000-4000-8000-0000000f11b0";
 const BOB_DEVICE_REFUSED: u16 = 403;
+/// Requests in flight at most, and kept-alive connections: the same in the saturation run and
+/// the soak, so that 80 % of one is 80 % of the other.
+const CONNECTIONS: usize = 64;
 
 struct Args {
     gateway: PathBuf,
@@ -116,8 +119,10 @@ fn kind(i: u64) -> Kind {
 }
 
 fn main() {
-    let args = args();
+    let mut args = args();
     std::fs::create_dir_all(&args.out).expect("out dir");
+    // The configuration names files relative to itself: give it absolute paths.
+    args.out = std::fs::canonicalize(&args.out).expect("out dir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -215,15 +220,22 @@ upstream = "demo-app"
     let pid = gateway.id();
     let http = reqwest::Client::builder()
         .no_proxy()
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(CONNECTIONS)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
     let ready = format!("http://127.0.0.1:{admin}/readyz");
-    wait("the gateway ready", || async {
-        http.get(&ready).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+        if let Ok(Some(status)) = gateway.try_wait() {
+            panic!(
+                "soak: the gateway exited ({status}); see {}",
+                args.out.join("gateway.log").display()
+            );
+        }
+        assert!(Instant::now() < deadline, "soak: the gateway not ready within 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A Mac of alice's whose compliance the soak flips.
     let added = http
@@ -291,7 +303,7 @@ upstream = "demo-app"
     shared.flip_compliant.store(true, Ordering::SeqCst);
     println!("soak: ready after {:.0} s", started.elapsed().as_secs_f64());
 
-    // Saturation: the mix in a closed loop, 32 at a time, for 10 s.
+    // Saturation: the mix in a closed loop, CONNECTIONS at a time, for 10 s.
     let sat = saturation(&http, &base, &mix, &shared).await;
     let rate = (sat * args.load).max(1.0);
     println!(
@@ -359,7 +371,8 @@ upstream = "demo-app"
     tasks.push(tokio::spawn({
         let (http, base, mix, shared, stop) = (http.clone(), base.clone(), mix.clone(), shared.clone(), stop.clone());
         async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(1024));
+            // As many in flight as the saturation run had: more would only queue in the kernel.
+            let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
             let mut i = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             while !stop.load(Ordering::SeqCst) {
@@ -590,13 +603,13 @@ async fn one(http: &reqwest::Client, base: &str, mix: &Mix, shared: &Shared, i: 
     }
 }
 
-/// Closed loop, 32 at a time, 10 s: requests per second.
+/// Closed loop, [`CONNECTIONS`] at a time, 10 s: requests per second.
 async fn saturation(http: &reqwest::Client, base: &str, mix: &Arc<Mix>, shared: &Arc<Shared>) -> f64 {
     let counter = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(10);
     let mut workers = Vec::new();
-    for w in 0..32u64 {
+    for w in 0..CONNECTIONS as u64 {
         let (http, base, mix, shared, counter) = (
             http.clone(),
             base.to_string(),
@@ -609,7 +622,7 @@ async fn saturation(http: &reqwest::Client, base: &str, mix: &Arc<Mix>, shared: 
             while Instant::now() < end {
                 one(&http, &base, &mix, &shared, i, Instant::now(), t0).await;
                 counter.fetch_add(1, Ordering::Relaxed);
-                i += 32;
+                i += CONNECTIONS as u64;
             }
         }));
     }

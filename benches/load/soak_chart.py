@@ -18,7 +18,7 @@ col = lambda k: [float(r[k]) for r in rows]  # noqa: E731
 fig, ax = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
 ax[0].plot(t, col("rate"), label="requests/s")
 ax[0].set_ylabel("requests/s")
-ax[0].set_ylim(bottom=0)
+ax[0].set_ylim(0, max(col("rate")) * 1.25)
 bad = ax[0].twinx()
 bad.bar(t, [a + b for a, b in zip(col("errors"), col("unexpected"))], width=0.3, color="red", label="errors + unexpected")
 bad.set_ylabel("errors + unexpected per window", color="red")

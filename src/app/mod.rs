@@ -202,7 +202,8 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
     // upgrade, once the old process (which may be running them) has exited.
     let interrupt_jobs = {
         let (store, node, rt) = (store.clone(), cfg.sync.node_name.clone(), store_rt.handle().clone());
-        move || match rt.block_on(store.interrupt_jobs(&node, base::time::unix_now_i64())) {
+        // Jobs started by the time this process serves (only then can it start its own).
+        move |started_by: i64| match rt.block_on(store.interrupt_jobs(&node, started_by, base::time::unix_now_i64())) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 jobs = n,
@@ -214,7 +215,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
     let interrupt_jobs = if inherited.is_upgrade() {
         Some(interrupt_jobs)
     } else {
-        interrupt_jobs();
+        interrupt_jobs(base::time::unix_now_i64());
         None
     };
     tracing::info!(store = %cfg.store.describe(), "store open");
@@ -413,9 +414,10 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
         tracing::info!(listener = %l.name, "listening on {scheme}://{}", l.address);
     }
     tracing::info!("admin API on http://{}", cfg.admin.listen);
+    let serving_since = base::time::unix_now_i64();
     inherited.serving(move || {
         if let Some(f) = interrupt_jobs {
-            f();
+            f(serving_since);
         }
     });
 
@@ -439,8 +441,22 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
                         .collect(),
                     lock: lock.as_ref().map(std::os::fd::AsFd::as_fd),
                 };
-                match bg.block_on(upgrader.run(&handoff)) {
-                    Ok(successor) => {
+                // SIGTERM meanwhile wins: the new process is stopped and this one drains.
+                let outcome = bg.block_on(async {
+                    let run = upgrader.run(&handoff);
+                    tokio::pin!(run);
+                    loop {
+                        tokio::select! {
+                            done = &mut run => return Ok(done),
+                            signal = signals.next() => match signal {
+                                services::Signal::Stop(name) => return Err(name),
+                                services::Signal::Upgrade => tracing::warn!("SIGUSR2 received during an upgrade: ignored"),
+                            },
+                        }
+                    }
+                });
+                match outcome {
+                    Ok(Ok(successor)) => {
                         tracing::info!(
                             pid = successor.pid,
                             "upgrade: the new process is serving; this one drains its connections and exits"
@@ -448,7 +464,11 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
                         _successor = Some(successor);
                         break;
                     }
-                    Err(e) => tracing::error!(error = %e, "upgrade failed; this process goes on serving"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "upgrade failed; this process goes on serving"),
+                    Err(signal) => {
+                        tracing::info!("{signal} received during the upgrade: the new process is stopped; draining in-flight requests");
+                        break;
+                    }
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! Binary upgrade without dropping a request. SIGUSR2 starts the binary at the path this
-//! process was started from (where the package manager or `install` put the new one) with the
-//! same arguments. The new process connects back over an abstract Unix socket whose name only
-//! it is told, is checked to be that child (`SO_PEERCRED`), and receives with `SCM_RIGHTS`
+//! process was started from (where the package manager or `install` put the new one; the path
+//! as given, so a repointed symlink is followed) with the same arguments. The new process
+//! connects back over an abstract Unix socket with a random name it finds in its environment;
+//! only a connection from that child's PID (`SO_PEERCRED`) is served. It receives with
+//! `SCM_RIGHTS`
 //! every listening socket — the proxy listeners' (one per worker with `SO_REUSEPORT`) and the
 //! admin listener's — and the SQLite node lock. It starts on them and says it is serving; then
 //! this process drains as at SIGTERM and exits. Nothing is closed in between, so connections
@@ -47,12 +49,8 @@ pub enum UpgradeError {
     Exited(std::process::ExitStatus),
     #[error("the new process was not serving within {0:?}; it was stopped")]
     Timeout(Duration),
-    #[error("process {0} connected to the hand-over socket instead of the new process")]
-    Stranger(i32),
     #[error("hand-over to the new process failed: {0}")]
     Handover(std::io::Error),
-    #[error("{0} listening sockets and locks to hand over; at most {MAX_FDS} fit")]
-    TooMany(usize),
     #[error("the new process went away before it said it was serving")]
     GaveUp,
     #[error("an upgrade is for `portcullis serve`; this process runs something else")]
@@ -90,11 +88,23 @@ pub struct Successor {
     _link: tokio::net::UnixStream,
 }
 
+/// Kills the new process unless it made it to serving: the upgrade failed, or was given up
+/// because this process was told to stop meanwhile (the future dropped).
+struct Unless(Option<tokio::process::Child>);
+
+impl Drop for Unless {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.start_kill();
+        }
+    }
+}
+
 impl Upgrader {
     /// `serve`: this process can be upgraded. The demo cannot (its arguments start a demo).
     pub fn new(serve: bool) -> Self {
         Self {
-            exe: serve.then(|| std::env::current_exe().ok()).flatten(),
+            exe: serve.then(started_from).flatten(),
             args: std::env::args_os().skip(1).collect(),
         }
     }
@@ -104,10 +114,6 @@ impl Upgrader {
         let Some(exe) = &self.exe else {
             return Err(UpgradeError::NotServe);
         };
-        let count = what.sockets.len() + usize::from(what.lock.is_some());
-        if count > MAX_FDS {
-            return Err(UpgradeError::TooMany(count));
-        }
         let name = format!(
             "portcullis-upgrade-{}-{}",
             std::process::id(),
@@ -118,7 +124,7 @@ impl Upgrader {
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .and_then(tokio::net::UnixListener::from_std)
             .map_err(UpgradeError::Socket)?;
-        let mut child = tokio::process::Command::new(exe)
+        let child = tokio::process::Command::new(exe)
             .args(&self.args)
             .env(ENV, &name)
             .spawn()
@@ -127,15 +133,25 @@ impl Upgrader {
                 source,
             })?;
         let pid = child.id().unwrap_or(0);
+        let mut child = Unless(Some(child));
         tracing::info!(pid, exe = %exe.display(), "upgrade: new process started; handing the listening sockets over");
         let handshake = async {
             use tokio::io::AsyncReadExt;
-            let (mut stream, _) = listener.accept().await.map_err(UpgradeError::Handover)?;
-            let peer = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| UpgradeError::Handover(e.into()))?;
-            let peer = peer.pid.as_raw_nonzero().get();
-            if u32::try_from(peer).ok() != Some(pid) {
-                return Err(UpgradeError::Stranger(peer));
-            }
+            let mut stream = loop {
+                let (stream, _) = listener.accept().await.map_err(UpgradeError::Handover)?;
+                let peer =
+                    rustix::net::sockopt::socket_peercred(&stream).map_err(|e| UpgradeError::Handover(e.into()))?;
+                let peer = peer.pid.as_raw_nonzero().get();
+                if u32::try_from(peer).ok() == Some(pid) {
+                    break stream;
+                }
+                // The name is random, not secret (/proc/net/unix lists it): another local
+                // process may connect; it gets nothing.
+                tracing::warn!(
+                    peer,
+                    "upgrade: a process other than the new one connected to the hand-over socket; dropped"
+                );
+            };
             send(&stream, what).await.map_err(UpgradeError::Handover)?;
             let mut ready = [0u8; 6];
             match stream.read_exact(&mut ready).await {
@@ -143,27 +159,43 @@ impl Upgrader {
                 Ok(_) | Err(_) => Err(UpgradeError::GaveUp),
             }
         };
+        let exited = async {
+            match child.0.as_mut() {
+                Some(c) => c.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             done = handshake => done,
-            status = child.wait() => Err(match status {
+            status = exited => Err(match status {
                 Ok(s) => UpgradeError::Exited(s),
                 Err(e) => UpgradeError::Handover(e),
             }),
             () = tokio::time::sleep(READY_TIMEOUT) => Err(UpgradeError::Timeout(READY_TIMEOUT)),
         };
         match outcome {
-            Ok(link) => Ok(Successor { pid, _link: link }),
+            Ok(link) => {
+                // It serves: systemd follows it from now on (it says so itself too), and it
+                // must outlive this process.
+                notify(&format!("MAINPID={pid}"));
+                child.0 = None;
+                Ok(Successor { pid, _link: link })
+            }
             Err(e) => {
                 // It may be half started: it must not serve beside this process.
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                if let Some(mut c) = child.0.take() {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                }
                 Err(e)
             }
         }
     }
 }
 
-/// One message: the kinds of the descriptors as text, the descriptors themselves attached.
+/// The kinds of the descriptors as text, with the first batch of descriptors attached; the
+/// rest [`MAX_FDS`] at a time, each with a `+` (on a stream socket each batch stays with the
+/// bytes it was sent with).
 async fn send(stream: &tokio::net::UnixStream, what: &Handoff<'_>) -> std::io::Result<()> {
     let mut kinds = vec!["tcp"; what.sockets.len()];
     let mut fds = what.sockets.clone();
@@ -171,27 +203,68 @@ async fn send(stream: &tokio::net::UnixStream, what: &Handoff<'_>) -> std::io::R
         kinds.push("sqlite-lock");
         fds.push(lock);
     }
-    let text = format!("{MAGIC}\n{}\n", kinds.join(" "));
+    let first = format!("{MAGIC}\n{}\n", kinds.join(" "));
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    stream
-        .async_io(tokio::io::Interest::WRITABLE, || {
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-                return Err(std::io::Error::other("too many descriptors for one message"));
-            }
-            let sent = rustix::net::sendmsg(
-                stream,
-                &[IoSlice::new(text.as_bytes())],
-                &mut control,
-                SendFlags::empty(),
-            )?;
-            if sent == text.len() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other("the hand-over message was cut short"))
-            }
-        })
-        .await
+    for (i, batch) in fds.chunks(MAX_FDS).enumerate() {
+        let text = if i == 0 { first.as_str() } else { "+" };
+        stream
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                if !control.push(SendAncillaryMessage::ScmRights(batch)) {
+                    return Err(std::io::Error::other("too many descriptors for one message"));
+                }
+                let sent = rustix::net::sendmsg(
+                    stream,
+                    &[IoSlice::new(text.as_bytes())],
+                    &mut control,
+                    SendFlags::empty(),
+                )?;
+                if sent == text.len() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("the hand-over message was cut short"))
+                }
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The path this process was started from, as given (`argv[0]`, made absolute against the
+/// directory it started in), not resolved: a symlink repointed at a new version is followed.
+/// A bare name (found through `PATH`) falls back to the resolved executable.
+fn started_from() -> Option<PathBuf> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    if argv0.components().count() > 1 {
+        Some(std::env::current_dir().ok()?.join(argv0))
+    } else {
+        std::env::current_exe().ok()
+    }
+}
+
+/// One message of the hand-over: its text; its descriptors are added to `fds`.
+fn receive_batch(link: &UnixStream, fds: &mut Vec<OwnedFd>) -> Result<String, ReceiveError> {
+    let mut text = [0u8; 4096];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        link,
+        &mut [IoSliceMut::new(&mut text)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| ReceiveError::Read(e.into()))?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if got.bytes == 0 {
+        return Err(ReceiveError::Read(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    std::str::from_utf8(&text[..got.bytes])
+        .map(str::to_string)
+        .map_err(|e| ReceiveError::Malformed(e.to_string()))
 }
 
 /// What this process received from the one it replaces; empty when it was started afresh.
@@ -215,24 +288,15 @@ impl Inherited {
             .map_err(ReceiveError::Connect)?;
         link.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(ReceiveError::Read)?;
-        let mut text = [0u8; 4096];
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(
-            &link,
-            &mut [IoSliceMut::new(&mut text)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
-        .map_err(|e| ReceiveError::Read(e.into()))?;
         let mut fds: Vec<OwnedFd> = Vec::new();
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received) = message {
-                fds.extend(received);
+        let text = receive_batch(&link, &mut fds)?;
+        let kinds = parse(&text).map_err(ReceiveError::Malformed)?;
+        while fds.len() < kinds.len() {
+            let before = fds.len();
+            if receive_batch(&link, &mut fds)? != "+" || fds.len() == before {
+                return Err(ReceiveError::Malformed("a further batch without descriptors".into()));
             }
         }
-        let text = std::str::from_utf8(&text[..got.bytes]).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
-        let kinds = parse(text).map_err(ReceiveError::Malformed)?;
         if kinds.len() != fds.len() {
             return Err(ReceiveError::Malformed(format!(
                 "{} descriptors announced, {} received",
@@ -290,10 +354,12 @@ impl Inherited {
             notify("READY=1");
             return;
         };
+        // systemd first: once told, the old process may exit at once, and the manager must
+        // know by then which process is the service's now.
+        notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
         if let Err(e) = link.write_all(b"ready\n") {
             tracing::error!(error = %e, "upgrade: cannot tell the old process that this one is serving");
         }
-        notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
         let watch = std::thread::Builder::new()
             .name("portcullis-upgrade".into())
             .spawn(move || {

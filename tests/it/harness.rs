@@ -130,8 +130,8 @@ impl Gateway {
     }
 
     /// Like `start`, running the binary at `exe` (a copy, for a test that replaces it).
-    pub async fn start_from(exe: &Path, body: &str) -> Self {
-        Self::launch_from(exe, body, |_| String::new(), &[]).await
+    pub async fn start_from(exe: &Path, body: &str, extra: impl FnOnce(&Path) -> String) -> Self {
+        Self::launch_from(exe, body, extra, &[]).await
     }
 
     async fn launch(body: &str, extra: impl FnOnce(&Path) -> String, env: &[(&str, String)]) -> Self {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{bin, client, poll_until, pool, Gateway, Upstream};
+use crate::harness::{bin, client, make_certs, poll_until, pool, Gateway, Upstream};
+use crate::tls::tls_listener;
 
 /// What the load saw.
 #[derive(Default)]
@@ -123,7 +124,16 @@ upstream = \"app\"
 ",
         pool("app", &[app.addr], "")
     );
-    let mut gw = Gateway::start_from(&exe, &body).await;
+    // An HTTPS listener (HTTP/2 by ALPN) beside the harness's plain one.
+    let tls_port = crate::harness::free_port();
+    let mut ca = None;
+    let mut gw = Gateway::start_from(&exe, &body, |dir| {
+        make_certs(dir, &["localhost"]);
+        ca = Some(dir.join("ca.pem"));
+        tls_listener(dir, tls_port, &["localhost"])
+    })
+    .await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca.unwrap()).unwrap()).unwrap();
     let mut reap = Reap(Vec::new());
 
     let (tally, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
@@ -138,6 +148,32 @@ upstream = \"app\"
                     Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| format!("body: {e}")),
                     Ok(r) => Err(format!("kept-alive: {}", r.status())),
                     Err(e) => Err(format!("kept-alive: {e:?}")),
+                };
+                tally.record(outcome);
+            }
+        }));
+    }
+    for http2 in [false, true] {
+        // Kept-alive TLS connections, HTTP/1.1 and HTTP/2 (which gets GOAWAY at the drain).
+        let (tally, stop, ca) = (tally.clone(), stop.clone(), ca.clone());
+        let url = format!("https://localhost:{tls_port}/tls");
+        load.push(tokio::spawn(async move {
+            let b = reqwest::Client::builder()
+                .no_proxy()
+                .add_root_certificate(ca)
+                .resolve("localhost", ([127, 0, 0, 1], tls_port).into());
+            let http = if http2 {
+                b.http2_prior_knowledge()
+            } else {
+                b.http1_only()
+            }
+            .build()
+            .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| format!("tls body: {e}")),
+                    Ok(r) => Err(format!("tls: {}", r.status())),
+                    Err(e) => Err(format!("tls (http2 {http2}): {e:?}")),
                 };
                 tally.record(outcome);
             }
@@ -244,6 +280,11 @@ upstream = \"app\"
         l.await.unwrap();
     }
     let failures = tally.failures.lock().unwrap().clone();
+    eprintln!(
+        "upgrade under load: {} requests answered, {} failed, across one failed and two good upgrades",
+        tally.ok.load(Ordering::Relaxed),
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} requests failed across two upgrades: {failures:?}",

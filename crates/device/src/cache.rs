@@ -143,6 +143,27 @@ struct Shard {
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
+/// Drops a flight nobody waits on any more: the one request reading it went away (its client
+/// disconnected) before the read ended. Others waiting would run the read themselves.
+struct Abandoned<'a> {
+    shard: &'a Shard,
+    key: &'a Key,
+    flight: &'a Arc<Flight>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.flight.initialized() {
+            return;
+        }
+        let mut flights = lock(&self.shard.flights);
+        // The map's reference and this one: nobody else has it (they take it under this lock).
+        if Arc::strong_count(self.flight) <= 2 && flights.get(self.key).is_some_and(|f| Arc::ptr_eq(f, self.flight)) {
+            flights.remove(self.key);
+        }
+    }
+}
+
 /// Posture by Entra device id.
 pub struct PostureCache {
     store: Arc<dyn PostureStore>,
@@ -276,6 +297,11 @@ impl PostureCache {
     async fn read_through(&self, key: Key) -> Result<Option<Arc<Posture>>, StoreError> {
         let shard = self.shard(&key);
         let flight = lock(&shard.flights).entry(key.clone()).or_default().clone();
+        let abandoned = Abandoned {
+            shard,
+            key: &key,
+            flight: &flight,
+        };
         let (store, timeout) = (self.store.clone(), self.timeout);
         let result = flight
             .get_or_init(|| async {
@@ -290,6 +316,7 @@ impl PostureCache {
             })
             .await
             .clone();
+        drop(abandoned);
         let mut flights = lock(&shard.flights);
         if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             flights.remove(&key);
@@ -365,6 +392,12 @@ impl PostureCache {
     /// How long a request waits for the store (`device.lookup_timeout`).
     pub fn lookup_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Store reads under way (tests).
+    #[cfg(test)]
+    pub(crate) fn reads_in_flight(&self) -> usize {
+        self.shards.iter().map(|s| lock(&s.flights).len()).sum()
     }
 
     /// Entries held, expired ones not yet evicted included.

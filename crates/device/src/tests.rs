@@ -504,3 +504,24 @@ async fn an_invalidation_during_a_read_is_not_undone_by_it() {
     assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(false));
     assert_eq!(store.reads.load(Ordering::SeqCst), 2, "then cached");
 }
+
+/// A read whose only request went away (the client disconnected) leaves nothing behind; the
+/// next request reads again.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_read_leaves_no_flight_behind() {
+    let store = Arc::new(Scripted::default());
+    store.set(ALICE, true);
+    *store.delay.lock().unwrap() = Duration::from_millis(500);
+    let cache = cache(&store);
+    let gone = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.lookup(ALICE).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cache.reads_in_flight(), 1);
+    gone.abort();
+    let _ = gone.await;
+    assert_eq!(cache.reads_in_flight(), 0, "the abandoned read is forgotten");
+    assert_eq!(compliant(&cache.lookup(ALICE).await.unwrap()), Some(true));
+    assert_eq!(cache.reads_in_flight(), 0);
+}

@@ -437,7 +437,8 @@ impl<H: Handler> Worker<H> {
         let (handler, builder) = (self.handler.clone(), self.builder.clone());
         let s = &self.settings;
         let (handshake, h1_idle, h2_idle) = (s.handshake_timeout, s.h1_idle_timeout, s.h2_idle_timeout);
-        let mut stopping = self.stop.clone();
+        // Two receivers: the handshake's wait may see the stop, and `drive` must see it too.
+        let (mut stopping, stop_for_drive) = (self.stop.clone(), self.stop.clone());
         let (drain, gauge) = (self.open.clone(), s.connections.clone());
         let open = (Open::new(&s.connections), self.open.clone());
         tokio::spawn(async move {
@@ -482,7 +483,7 @@ impl<H: Handler> Worker<H> {
                     let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
                     let io = TokioIo::new(stream);
                     let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
-                    drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
+                    drive(served.into_owned(), &conn, h1_idle, h2_idle, stop_for_drive).await;
                 }
             }
         });

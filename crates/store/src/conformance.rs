@@ -449,7 +449,12 @@ async fn jobs<S: Store + ?Sized>(s: &S) {
     .await
     .unwrap();
     assert_eq!(
-        s.interrupt_jobs("gw-1", now + 5).await.unwrap(),
+        s.interrupt_jobs("gw-1", now - 1, now + 5).await.unwrap(),
+        0,
+        "a job started after the time given is not the old process's"
+    );
+    assert_eq!(
+        s.interrupt_jobs("gw-1", now, now + 5).await.unwrap(),
         1,
         "only gw-1's running job"
     );

@@ -121,7 +121,7 @@ bounded! {
             fn start_job(&self, job: &Job) -> Option<Job>;
             fn job(&self, id: &str) -> Option<Job>;
             fn running_job(&self, kind: &str, computer: Option<&str>) -> Option<Job>;
-            fn interrupt_jobs(&self, node: &str, now: i64) -> u64;
+            fn interrupt_jobs(&self, node: &str, started_by: i64, now: i64) -> u64;
     }
 }
 
@@ -215,7 +215,7 @@ mod tests {
                 fn start_job(&self, a: &Job) -> Option<Job>;
                 fn job(&self, a: &str) -> Option<Job>;
                 fn running_job(&self, a: &str, b: Option<&str>) -> Option<Job>;
-                fn interrupt_jobs(&self, a: &str, b: i64) -> u64;
+                fn interrupt_jobs(&self, a: &str, b: i64, c: i64) -> u64;
         }
     }
     frozen! {

@@ -209,9 +209,10 @@ pub trait JobStore: Send + Sync {
     /// The newest job of `kind` for `computer` (`None`: for every computer) still running on
     /// any node, so a second request for the same work can be given it instead of a new one.
     async fn running_job(&self, kind: &str, computer: Option<&str>) -> Result<Option<Job>, StoreError>;
-    /// Marks `node`'s jobs still running as interrupted (called when `node` starts: whatever it
-    /// ran before is gone); returns how many.
-    async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError>;
+    /// Marks `node`'s jobs still running that started at or before `started_by` as interrupted
+    /// (called when `node` starts: whatever it ran before is gone; after a binary upgrade, the
+    /// old process's jobs, not the new one's); returns how many.
+    async fn interrupt_jobs(&self, node: &str, started_by: i64, now: i64) -> Result<u64, StoreError>;
 }
 
 /// How long a job stays readable.

@@ -876,12 +876,13 @@ impl JobStore for SqliteStore {
         .transpose()
     }
 
-    async fn interrupt_jobs(&self, node: &str, now: i64) -> Result<u64, StoreError> {
+    async fn interrupt_jobs(&self, node: &str, started_by: i64, now: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE jobs SET status = 'interrupted', finished_at = ? WHERE node = ? AND status = 'running'",
+            "UPDATE jobs SET status = 'interrupted', finished_at = ? WHERE node = ? AND status = 'running' AND started_at <= ?",
         )
         .bind(now)
         .bind(node)
+        .bind(started_by)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
