@@ -8,7 +8,7 @@
 //!   (5 %, 200 or 403 as it stands; either within 10 s of a flip);
 //! - open WebSockets: four on alice's Mac that must stay up, echoing every 5 s, and one on the
 //!   flipping Mac, which the gateway must cut (close 1008) when it falls out of compliance;
-//! - a reload (SIGHUP) every five minutes.
+//! - a reload (SIGHUP) every five minutes (`--reload-every SECONDS`).
 //!
 //! First the saturation rate of that mix is measured (closed loop, 10 s); then the soak runs at
 //! `--load` (default 80 %) of it, open loop: latency counts from when a request was due, so a
@@ -41,6 +41,8 @@ struct Args {
     window: u64,
     load: f64,
     out: PathBuf,
+    /// Seconds between reloads.
+    reload_every: u64,
 }
 
 fn args() -> Args {
@@ -50,6 +52,7 @@ fn args() -> Args {
         window: 30,
         load: 0.8,
         out: PathBuf::from("target/soak"),
+        reload_every: 300,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +63,7 @@ fn args() -> Args {
             "--window" => a.window = value.parse().expect("--window SECONDS"),
             "--load" => a.load = value.parse().expect("--load FRACTION"),
             "--out" => a.out = value.into(),
+            "--reload-every" => a.reload_every = value.parse().expect("--reload-every SECONDS"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -336,10 +340,19 @@ upstream = "demo-app"
     // Flips and reloads.
     tasks.push(tokio::spawn({
         let (http, emu, shared, stop) = (http.clone(), emu.clone(), shared.clone(), stop.clone());
+        let reload_every = args.reload_every.max(1);
         async move {
-            let mut minute = 0u64;
+            let (mut minute, mut reloads) = (0u64, 0u64);
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let due = t0.elapsed().as_secs() / reload_every;
+                if due > reloads {
+                    reloads = due;
+                    let _ = std::process::Command::new("kill")
+                        .args(["-HUP", &pid.to_string()])
+                        .status();
+                    shared.window.lock().expect("window").notes.push("reload".into());
+                }
                 let m = t0.elapsed().as_secs() / 60;
                 if m == minute {
                     continue;
@@ -357,12 +370,6 @@ upstream = "demo-app"
                     .await;
                 if !r.is_ok_and(|r| r.status().is_success()) {
                     shared.window.lock().expect("window").notes.push("flip failed".into());
-                }
-                if m.is_multiple_of(5) {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-HUP", &pid.to_string()])
-                        .status();
-                    shared.window.lock().expect("window").notes.push("reload".into());
                 }
             }
         }
