@@ -81,6 +81,13 @@ struct Window {
     notes: Vec<String>,
 }
 
+impl Shared {
+    /// A note on the current window (what happened in it, for the samples).
+    fn note(&self, what: impl Into<String>) {
+        self.window.lock().expect("window").notes.push(what.into());
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     window: Mutex<Window>,
@@ -351,7 +358,7 @@ upstream = "demo-app"
                     let _ = std::process::Command::new("kill")
                         .args(["-HUP", &pid.to_string()])
                         .status();
-                    shared.window.lock().expect("window").notes.push("reload".into());
+                    shared.note("reload");
                 }
                 let m = t0.elapsed().as_secs() / 60;
                 if m == minute {
@@ -369,7 +376,7 @@ upstream = "demo-app"
                     .send()
                     .await;
                 if !r.is_ok_and(|r| r.status().is_success()) {
-                    shared.window.lock().expect("window").notes.push("flip failed".into());
+                    shared.note("flip failed");
                 }
             }
         }
@@ -661,12 +668,7 @@ async fn steady_socket(url: String, token: String, shared: Arc<Shared>, stop: Ar
             Ok(ws) => ws,
             Err(e) => {
                 shared.ws_errors.fetch_add(1, Ordering::SeqCst);
-                shared
-                    .window
-                    .lock()
-                    .expect("window")
-                    .notes
-                    .push(format!("ws connect: {e}"));
+                shared.note(format!("ws connect: {e}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -681,12 +683,7 @@ async fn steady_socket(url: String, token: String, shared: Arc<Shared>, stop: Ar
                 }
                 (sent, echo) => {
                     shared.ws_errors.fetch_add(1, Ordering::SeqCst);
-                    shared
-                        .window
-                        .lock()
-                        .expect("window")
-                        .notes
-                        .push(format!("ws lost: {sent:?} {echo:?}"));
+                    shared.note(format!("ws lost: {sent:?} {echo:?}"));
                     break;
                 }
             }
@@ -726,12 +723,7 @@ async fn flip_socket(url: String, token: String, shared: Arc<Shared>, stop: Arc<
                 }
                 Ok(other) => {
                     shared.ws_errors.fetch_add(1, Ordering::SeqCst);
-                    shared
-                        .window
-                        .lock()
-                        .expect("window")
-                        .notes
-                        .push(format!("flip ws: {other:?}"));
+                    shared.note(format!("flip ws: {other:?}"));
                     break;
                 }
             }

@@ -1160,18 +1160,7 @@ async fn an_open_websocket_is_cut_when_its_device_is_refused() {
         .upsert_entra_devices(&[entra("d1000000-0000-4000-8000-00000000000a", Some(false), true, now())])
         .await
         .unwrap();
-    let close = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the socket is closed")
-    .expect("with a close frame");
+    let close = crate::harness::close_frame(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Policy);
     assert_eq!(close.reason.as_str(), "device_noncompliant");
     assert!(

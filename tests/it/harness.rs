@@ -392,3 +392,27 @@ impl Drop for Emulator {
         self.task.abort();
     }
 }
+
+/// The close frame a WebSocket gets within `within` (whatever messages come first); panics
+/// when it ends without one, or gets none in time.
+pub async fn close_frame<S>(ws: &mut S, within: Duration) -> tokio_tungstenite::tungstenite::protocol::CloseFrame
+where
+    S: futures_util::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed")
+    .expect("with a close frame")
+}

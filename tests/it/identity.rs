@@ -1118,18 +1118,7 @@ async fn an_open_websocket_ends_with_its_browser_session() {
         .unwrap();
     assert_eq!(r.status().as_u16() / 100, 3, "signed out");
     let signed_out = std::time::Instant::now();
-    let close = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("the socket ended without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the socket is closed")
-    .expect("with a close frame");
+    let close = crate::harness::close_frame(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Policy);
     assert_eq!(close.reason.as_str(), "session_ended");
     assert!(
