@@ -40,7 +40,7 @@ impl AuthSource {
 pub enum AuthOutcome {
     /// The user, how they proved it, and the browser session's id when it was a session (an
     /// open WebSocket ends with it).
-    User(Arc<Principal>, AuthSource, Option<Arc<str>>),
+    User(Arc<Principal>, AuthSource, Option<String>),
     /// No credential at all (or an expired/unknown session).
     Missing,
     /// A bearer token that failed validation.
@@ -99,20 +99,21 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
         return AuthOutcome::Missing;
     }
     if session.principal.expires_at > now + RENEW_BEFORE_SECS {
-        return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid.as_str().into()));
+        // The common case: the id moves out, no copy.
+        return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid));
     }
     let Some(claim) = id.sessions.claim_renewal(&sid).await else {
         // Another request renews it (on this node or another): a rotated refresh token must be
         // used once. The current tokens are still good, unless they already expired; then wait
         // a moment for the renewed ones.
         if session.principal.expires_at > now {
-            return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid.as_str().into()));
+            return AuthOutcome::User(session.principal, AuthSource::Session, Some(sid));
         }
         for _ in 0..20 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             if let Ok(Some(s)) = id.sessions.reload(&sid).await {
                 if s.principal.expires_at > unix_now() {
-                    return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.as_str().into()));
+                    return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.clone()));
                 }
             }
         }
@@ -129,7 +130,7 @@ pub async fn authenticate(id: &Identity, headers: &HeaderMap) -> AuthOutcome {
 async fn renew(id: &Identity, sid: &str, cached: identity::session::Session, now: u64) -> AuthOutcome {
     let session = match id.sessions.reload(sid).await {
         Ok(Some(s)) if s.principal.expires_at > now + RENEW_BEFORE_SECS => {
-            return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.into()));
+            return AuthOutcome::User(s.principal, AuthSource::Session, Some(sid.to_string()));
         }
         Ok(Some(s)) => s,
         Ok(None) => return AuthOutcome::Missing,
@@ -139,7 +140,7 @@ async fn renew(id: &Identity, sid: &str, cached: identity::session::Session, now
         Ok(renewed) => {
             let p = renewed.principal.clone();
             match id.sessions.put(sid, renewed).await {
-                Ok(()) => AuthOutcome::User(p, AuthSource::Session, Some(sid.into())),
+                Ok(()) => AuthOutcome::User(p, AuthSource::Session, Some(sid.to_string())),
                 // The renewed tokens could not be kept; the old refresh token may be spent.
                 Err(identity::session::SessionsUnavailable) => AuthOutcome::SessionsUnavailable,
             }

@@ -33,7 +33,7 @@ pub struct Verdict {
     pub principal: Option<Arc<Principal>>,
     pub auth_source: Option<AuthSource>,
     /// The browser session the request came with, if it came with one.
-    pub session: Option<Arc<str>>,
+    pub session: Option<String>,
     pub device: Option<(String, DeviceSource)>,
     pub posture: Option<Arc<Posture>>,
     pub decision: Option<Decision>,

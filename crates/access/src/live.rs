@@ -94,7 +94,7 @@ impl LiveConnections {
         }
         Some(self.register(
             device,
-            v.session.clone(),
+            v.session.as_deref().map(Arc::from),
             *policy,
             v.groups.unwrap_or(Groups::NotRequired),
         ))

@@ -142,13 +142,10 @@ impl SettingsForm {
 }
 
 pub(super) async fn save_settings(State(c): C, headers: HeaderMap, Form(f): Form<SettingsForm>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+    let s = match admin_form(&c, &headers, f.csrf.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
     let saved = c
         .call(
             &s.caller,
@@ -257,13 +254,10 @@ pub(super) fn shown(v: &Value) -> String {
 }
 
 pub(super) async fn run_test(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+    let s = match admin_form(&c, &headers, f.csrf.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
     let report = c
         .call(&s.caller, Method::POST, "/api/v1/conditional-access/test", &[], None)
         .await;
@@ -281,13 +275,10 @@ pub(super) struct SendUpdateForm {
 }
 
 pub(super) async fn send_update(State(c): C, headers: HeaderMap, Form(f): Form<SendUpdateForm>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+    let s = match admin_form(&c, &headers, f.csrf.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
     let body = match f.computer.trim() {
         "" => json!({}),
         id => json!({ "computer": id }),

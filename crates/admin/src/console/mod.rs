@@ -272,6 +272,15 @@ async fn form_session(c: &Console, headers: &HeaderMap, csrf: Option<&str>) -> R
 }
 
 /// A change needs an admin: a reader's request is refused here, as the API would refuse it.
+/// [`form_session`] for a form that changes something: a read-only user is refused.
+async fn admin_form(c: &Console, headers: &HeaderMap, csrf: Option<&str>) -> Result<Session, Response> {
+    let s = form_session(c, headers, csrf).await?;
+    match refuse_reader(c, &s) {
+        Some(refused) => Err(refused),
+        None => Ok(s),
+    }
+}
+
 fn refuse_reader(c: &Console, s: &Session) -> Option<Response> {
     match s.caller.role {
         Role::Admin => None,
@@ -501,13 +510,10 @@ async fn what_if(State(c): C, headers: HeaderMap, uri: axum::http::Uri, Query(q)
 /// "Sync now" for one source (or `all`): the API wakes the loop; back to the Overview, which
 /// says so.
 async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+    let s = match admin_form(&c, &headers, f.csrf.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
     let woke = c
         .call(
             &s.caller,
@@ -525,13 +531,10 @@ async fn sync_now(State(c): C, headers: HeaderMap, Path(source): Path<String>, F
 
 /// Reload: the node reads its configuration file again; the page shows what it did.
 async fn reload(State(c): C, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
-    let s = match form_session(&c, &headers, f.csrf.as_deref()).await {
+    let s = match admin_form(&c, &headers, f.csrf.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = refuse_reader(&c, &s) {
-        return r;
-    }
     let done = c.call(&s.caller, Method::POST, "/api/v1/reload", &[], None).await;
     if !done.ok() {
         return c.pages.message(done.status, "Reload", &done.detail(), Some(&s));
