@@ -14,7 +14,7 @@ use portcullis::access::assertion::AssertionSigner;
 use portcullis::access::{Access, Subject, Verdict};
 use portcullis::config::Config;
 use portcullis::device::{CacheSettings, Devices, Lookup, PostureCache};
-use portcullis::identity::Identity;
+use portcullis::identity::{CurrentIdentity, Identity};
 use portcullis::landing::{Landings, ReturnSigner};
 use portcullis::policy::{self, Device, DeviceSource, Facts, Groups, RoutePolicy, User};
 use portcullis::store::sqlite::SqliteStore;
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     let mut identity = Identity::new(entra, &cfg.session).expect("identity");
     let (validator, token) = common::setup();
     identity.validator = Arc::new(validator);
-    let identity = Arc::new(identity);
+    let identity = Arc::new(CurrentIdentity::new(identity));
     let landings = Landings::new(
         cfg.landing.clone(),
         ReturnSigner::new(b"bench-return-key-0123456789abcdef"),
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
 
     // Warm: the token and alice's posture are cached, the unknown device has its negative entry.
     rt.block_on(async {
-        identity.validator.validate(&token).await.expect("valid");
+        identity.load().validator.validate(&token).await.expect("valid");
         assert!(matches!(cache.lookup(ALICE_DEVICE).await, Ok(Lookup::Found(_))));
         assert!(matches!(cache.lookup(UNKNOWN_DEVICE).await, Ok(Lookup::Unknown)));
     });
@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let id = identity.clone();
+    let id = identity.load();
     c.bench_function("request decision/whole (cached token, cached posture)", |b| {
         b.to_async(&rt).iter(|| async {
             let p = id

@@ -29,7 +29,7 @@ use config::{Config, ConfigError, ConfigErrors};
 use device::Devices;
 use identity::credential::ClientCredential;
 use identity::store_sessions::StoreSessions;
-use identity::{Identity, IdentityError};
+use identity::{CurrentIdentity, Identity, IdentityError};
 use landing::{Landings, ReturnSigner};
 use metrics::Metrics;
 use policy::Require;
@@ -229,8 +229,14 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
                 cfg.session.lifetime,
                 cfg.session.idle_timeout,
             );
-            Some(Arc::new(id.with_sessions(Arc::new(sessions))))
+            Some(Arc::new(CurrentIdentity::new(id.with_sessions(Arc::new(sessions)))))
         }
+        None => None,
+    };
+    let file_entra: Option<sync::SharedFileEntra> = match &cfg.entra {
+        Some(e) => Some(Arc::new(ArcSwap::from_pointee(
+            sync::FileEntra::load(e).map_err(sync::BuildError::from)?,
+        ))),
         None => None,
     };
     let devices = Arc::new(Devices::from_config(&cfg.device, store.clone()));
@@ -256,10 +262,10 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
         .as_ref()
         .map(|j| (j, Arc::new(JamfClient::from_config(j, http.clone()))));
     let mut sync_control: Option<Arc<dyn sync::SyncControl>> = None;
-    match (cfg.sync.enabled, &settings, &cfg.entra) {
-        (true, Some(settings), Some(entra)) => {
+    match (cfg.sync.enabled, &settings, &file_entra) {
+        (true, Some(settings), Some(file)) => {
             let sync = Arc::new(SyncLoop::from_config(
-                entra,
+                file.clone(),
                 &cfg.sync,
                 jamf.as_ref().map(|(c, client)| (*c, client.clone())),
                 store.clone(),
@@ -316,6 +322,9 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
             return_key: keys.return_to.clone(),
             settings: settings.clone(),
             trusted_proxies: proxy_settings.trusted_proxies.clone(),
+            identity: identity.clone(),
+            file_entra: file_entra.clone(),
+            sync: sync_control.clone(),
         },
         &pools,
         metrics.clone(),
@@ -370,19 +379,12 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
     ));
     tasks.push(bg.spawn(services::decision_history(decisions.clone(), shutdown.clone())));
     let api = admin::api::Api {
-        auth: Arc::new(admin::api::ApiAuth::from_config(
-            &cfg.admin,
-            identity.as_ref().map(|i| i.validator.clone()),
-        )),
+        auth: Arc::new(admin::api::ApiAuth::from_config(&cfg.admin, identity.clone())),
         store: store.clone(),
         settings,
         sync: sync_control,
         node: cfg.sync.node_name.clone(),
-        file_credential: cfg
-            .entra
-            .as_ref()
-            .and_then(|e| e.credential.as_ref())
-            .map(config::ClientCredentialConfig::kind),
+        file_entra: file_entra.clone(),
         explainer: Some(explainer),
         send_update_budget: Arc::default(),
         file_share: cfg.sync.share.clone(),
@@ -392,7 +394,7 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
     };
     tasks.push(bg.spawn(services::admin(
         admin_listener,
-        admin::router(metrics.clone(), readiness.clone(), webhooks, api, identity.clone()),
+        admin::router(metrics.clone(), readiness.clone(), webhooks, api),
         readiness,
         cfg.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect(),
         shutdown.clone(),

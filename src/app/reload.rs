@@ -1,8 +1,9 @@
 //! Reload: SIGHUP (`systemctl reload`), or a changed certificate file, reads the configuration
 //! file again and checks it whole; a good one is applied as new snapshots — every listener's
 //! TLS configuration (certificates, the SNI set, the client-certificate CA), the routes with
-//! their upstream pools and health checks, and the landing pages (URLs, support text, templates,
-//! allowed return hosts) — so requests in flight finish on the old ones, new
+//! their upstream pools and health checks, the landing pages (URLs, support text, templates,
+//! allowed return hosts), the trusted proxies and the file's `[entra]` identity (the added
+//! tenants' signing keys fetched first) — so requests in flight finish on the old ones, new
 //! requests and handshakes use the new ones, and no connection is dropped. A bad one changes
 //! nothing: every error is logged with its key. Settings only a restart applies are named in
 //! the log when they changed, never silently ignored.
@@ -15,10 +16,14 @@ use arc_swap::ArcSwap;
 use config::Config;
 use edge::serve::TlsSlot;
 use edge::RouteTable;
+use identity::{CurrentIdentity, Identity};
 use metrics::Metrics;
 use tokio::sync::watch;
 
 use super::services::Shutdown;
+
+/// How long a reload waits for the signing keys of tenants it adds.
+const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How often the certificate files are looked at for a renewal.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -36,9 +41,23 @@ pub struct Snapshots {
     pub settings: Option<Arc<sync::settings::Settings>>,
     /// `server.trusted_proxies`, read once per request.
     pub trusted_proxies: Arc<ArcSwap<Vec<config::IpNet>>>,
+    /// The identity of the file's `[entra]`: the gateway's tokens and sign-in, the admin
+    /// API's bearer tokens and the console's sign-in.
+    pub identity: Option<Arc<CurrentIdentity>>,
+    /// The sync's view of the file's `[entra]`, and the sync to reconnect when it changes.
+    pub file_entra: Option<sync::SharedFileEntra>,
+    pub sync: Option<Arc<dyn sync::SyncControl>>,
+}
+
+/// A reloaded `[entra]`, ready to put in force.
+struct NewEntra {
+    identity: Identity,
+    file: sync::FileEntra,
 }
 
 pub struct Reloader {
+    /// One reload at a time (SIGHUP, the API and a renewal may coincide).
+    reloading: Mutex<()>,
     /// The configuration in force.
     current: Mutex<Config>,
     s: Snapshots,
@@ -55,6 +74,8 @@ pub enum Outcome {
     Applied {
         /// Sections that changed in the file but only apply at the next start.
         need_restart: Vec<&'static str>,
+        /// What is in force but not whole yet (a new tenant's signing keys not fetched).
+        warnings: Vec<String>,
     },
     /// The file is not valid: nothing changed.
     Refused(config::ConfigErrors),
@@ -75,6 +96,7 @@ impl Reloader {
     ) -> Self {
         let checks = start_checks(&bg, pools, shutdown.clone());
         Self {
+            reloading: Mutex::new(()),
             current: Mutex::new(cfg),
             s,
             metrics,
@@ -85,7 +107,9 @@ impl Reloader {
     }
 
     /// Reads the file again and applies it, or leaves everything as it is.
+    /// Call from a blocking thread: it may wait for new tenants' signing keys.
     pub fn apply_file(&self) -> Outcome {
+        let _one = lock(&self.reloading);
         let source = lock(&self.current).source.clone();
         let Some(path) = source else {
             return Outcome::NoFile;
@@ -121,6 +145,36 @@ impl Reloader {
                 }]))
             }
         };
+        let old_entra = lock(&self.current).entra.clone();
+        let entra = match (&old_entra, &new.entra) {
+            // A certificate's files may be renewed in place: read again at every reload.
+            (Some(old), Some(next)) if old != next || reads_files(next) => match self.prepare_entra(next) {
+                Ok(e) => e,
+                Err(errors) => return Outcome::Refused(errors),
+            },
+            // Added or removed: what depends on it (the sync, the settings) is set up at start.
+            (Some(_), Some(_)) | (None, _) | (_, None) => None,
+        };
+        // A new tenant's keys before its first token, so that it is not refused meanwhile.
+        let mut warnings = Vec::new();
+        if let Some(e) = &entra {
+            let fetched = self
+                .bg
+                .block_on(async { tokio::time::timeout(KEY_FETCH_TIMEOUT, e.identity.fetch_missing_keys()).await });
+            match fetched {
+                Ok(failed) => {
+                    for (tenant, error) in failed {
+                        warnings.push(format!(
+                            "tenant {tenant}: signing keys cannot be fetched yet ({error}); its tokens are refused until they are"
+                        ));
+                    }
+                }
+                Err(_) => warnings.push(format!(
+                    "new tenants' signing keys not fetched within {} s; their tokens are refused until they are",
+                    KEY_FETCH_TIMEOUT.as_secs()
+                )),
+            }
+        }
         let mut current = lock(&self.current);
         let need_restart = restart_only_changes(&current, &new);
         // Listeners are bound at start: with one added or removed, which certificates belong
@@ -143,23 +197,62 @@ impl Reloader {
             .store(Arc::new(new.server.trusted_proxies.clone()));
         self.s.landing_file.store(Arc::new(new.landing.clone()));
         self.s.landings.store(Arc::new(landings));
+        if let Some(e) = entra {
+            if let Some(id) = &self.s.identity {
+                id.store(e.identity);
+            }
+            if let Some(file) = &self.s.file_entra {
+                file.store(Arc::new(e.file));
+            }
+            if let Some(sync) = &self.s.sync {
+                sync.reconnect();
+            }
+        }
         *current = new;
-        Outcome::Applied { need_restart }
+        Outcome::Applied { need_restart, warnings }
+    }
+
+    /// The identity and the sync's view of a changed `[entra]`, with the sessions, cookie key
+    /// and signing keys of the one in force.
+    fn prepare_entra(&self, entra: &config::EntraConfig) -> Result<Option<NewEntra>, config::ConfigErrors> {
+        let Some(current) = &self.s.identity else {
+            return Ok(None);
+        };
+        let credential_error = |message: String| {
+            config::ConfigErrors(vec![config::ConfigError {
+                key: entra
+                    .credential
+                    .as_ref()
+                    .map_or("entra", config::ClientCredentialConfig::key)
+                    .into(),
+                message,
+            }])
+        };
+        let identity = current
+            .load()
+            .with_entra(entra)
+            .map_err(|e| credential_error(e.to_string()))?;
+        let file = sync::FileEntra::load(entra).map_err(|e| credential_error(e.to_string()))?;
+        Ok(Some(NewEntra { identity, file }))
     }
 
     /// Reloads and logs what happened (every trigger's way): what the admin API answers.
     pub fn reload_and_log(&self, why: &str) -> admin::body::Reloaded {
         match self.apply_file() {
-            Outcome::Applied { need_restart } => {
+            Outcome::Applied { need_restart, warnings } => {
                 let summary = lock(&self.current).summary();
                 tracing::info!(trigger = why, %summary, "configuration reloaded");
                 for section in &need_restart {
                     tracing::warn!(section, "changed in the file, but applies only at the next start");
                 }
+                for w in &warnings {
+                    tracing::warn!(trigger = why, "reloaded, but {w}");
+                }
                 admin::body::Reloaded {
                     applied: true,
                     summary: Some(summary),
                     need_restart: need_restart.into_iter().map(str::to_string).collect(),
+                    warnings,
                     ..Default::default()
                 }
             }
@@ -284,6 +377,14 @@ fn start_checks(
     stop
 }
 
+/// Whether `entra`'s credential is a certificate, whose files a renewal replaces in place.
+fn reads_files(entra: &config::EntraConfig) -> bool {
+    matches!(
+        entra.credential,
+        Some(config::ClientCredentialConfig::Certificate { .. })
+    )
+}
+
 /// The sections of `new` that differ from `old` and that only a restart applies.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
@@ -306,7 +407,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             differs(&was, &new.server)
         }),
         ("[admin]", differs(&old.admin, &new.admin)),
-        ("[entra]", differs(&old.entra, &new.entra)),
+        // A changed [entra] reloads; only its coming or going needs a start.
+        ("[entra] (added or removed)", old.entra.is_some() != new.entra.is_some()),
         ("[session]", differs(&old.session, &new.session)),
         ("[device]", differs(&old.device, &new.device)),
         (

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use admin::Readiness;
 use config::LandingConfig;
 use device::PostureCache;
-use identity::Identity;
+use identity::CurrentIdentity;
 use landing::{Landings, ReturnSigner};
 use store::Store;
 use sync::settings::{ConditionalAccess, Settings};
@@ -90,10 +90,11 @@ pub async fn follow_settings(
 
 /// Fetches every tenant's signing keys at start (readiness waits for them), retrying with
 /// backoff, then refreshes them hourly with jitter.
-pub async fn signing_keys(identity: Arc<Identity>, readiness: Arc<Readiness>, shutdown: Shutdown) {
-    let jwks = identity.validator.jwks().clone();
+pub async fn signing_keys(identity: Arc<CurrentIdentity>, readiness: Arc<Readiness>, shutdown: Shutdown) {
     let mut delay = Duration::from_millis(200);
     loop {
+        // A reload may replace the identity meanwhile: its tenants are the ones to wait for.
+        let jwks = identity.load().validator.jwks().clone();
         let results = jwks.refresh_all().await;
         let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
         for (tenant, r) in &failed {
@@ -112,7 +113,7 @@ pub async fn signing_keys(identity: Arc<Identity>, readiness: Arc<Readiness>, sh
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
-    jwks.run_refresh(shutdown).await;
+    identity.run_key_refresh(shutdown).await;
 }
 
 /// Serves the admin router on the listener bound at start.

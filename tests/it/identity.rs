@@ -465,11 +465,15 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 }
 
 async fn https_gateway(emu: &Emulator, app: &Upstream) -> (Gateway, PathBuf, u16) {
+    https_gateway_with(emu, app, &emu.entra_section("")).await
+}
+
+/// [`https_gateway`] with this `[entra]` section.
+async fn https_gateway_with(emu: &Emulator, app: &Upstream, entra: &str) -> (Gateway, PathBuf, u16) {
     let port = free_port();
     let mut ca = None;
     let body = format!(
-        "{}{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\nrequire = \"authenticated\"\n",
-        emu.entra_section(""),
+        "{entra}{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\nrequire = \"authenticated\"\n",
         pool("app", &[app.addr], "")
     );
     let gw = Gateway::start_with(&body, |dir| {
@@ -1127,4 +1131,138 @@ async fn an_open_websocket_ends_with_its_browser_session() {
         signed_out.elapsed()
     );
     assert!(gw.logs().contains("open connections cut: their browser session ended"));
+}
+
+/// SIGHUP applies a changed `[entra]`: a tenant added to `allowed_tenants` has its signing keys
+/// fetched before the swap (the home tenant's are kept, not fetched again) and its tokens pass;
+/// the new client secret is the one sign-in redeems codes with. A bad `[entra]` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_files_entra_identity() {
+    use crate::harness::poll_until;
+    use portcullis::emulator::personas::*;
+    use std::time::Duration;
+    const OTHER: &str = PARTNER_TENANT_ID;
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let wrong = emu
+        .entra_section("")
+        .replace(GATEWAY_CLIENT_SECRET, "a-secret-entra-does-not-know");
+    let (gw, ca, port) = https_gateway_with(&emu, &app, &wrong).await;
+    let b = Browser::new(&ca, port);
+    let bearer = |token: String| {
+        let r = b
+            .http
+            .get(format!("{}/x", b.base))
+            .header("authorization", format!("Bearer {token}"));
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let (home, other) = (
+        emu.token("persona=alice").await,
+        emu.token(&format!("persona=alice&tid={OTHER}&iss={}/{OTHER}/v2.0", emu.url))
+            .await,
+    );
+    assert_eq!(bearer(home.clone()).await, 200);
+    assert_eq!(bearer(other.clone()).await, 401, "a tenant not allowed yet");
+    // Entra refuses the code redemption with the wrong secret: no session.
+    let (action, code, state) = b.sign_in_until_callback("/x", "alice").await;
+    let r = b
+        .http
+        .post(&action)
+        .form(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 303, "signed in with a secret Entra does not know");
+
+    let config = gw.log.parent().unwrap().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let reloads = |logs: &str| logs.matches("configuration reloaded").count();
+    // A bad [entra] first: refused with its key, nothing changes.
+    let bad = text.replace(
+        &format!("tenant_id = \"{TENANT_ID}\""),
+        &format!("tenant_id = \"{TENANT_ID}\"\nallowed_tenants = [\"not-a-tenant\"]"),
+    );
+    assert_ne!(bad, text);
+    std::fs::write(&config, &bad).unwrap();
+    gw.signal("HUP");
+    poll_until("the bad [entra] refused", Duration::from_secs(10), || async {
+        let logs = gw.logs();
+        if logs.contains("reload refused") && logs.contains("entra.allowed_tenants[0]") {
+            Ok(())
+        } else {
+            Err(logs.lines().last().unwrap_or_default().to_string())
+        }
+    })
+    .await;
+    assert_eq!(bearer(other.clone()).await, 401);
+
+    let good = text
+        .replace("a-secret-entra-does-not-know", GATEWAY_CLIENT_SECRET)
+        .replace(
+            &format!("tenant_id = \"{TENANT_ID}\""),
+            &format!("tenant_id = \"{TENANT_ID}\"\nallowed_tenants = [\"{OTHER}\"]"),
+        );
+    let fetches = emu.jwks_fetches().await;
+    std::fs::write(&config, &good).unwrap();
+    gw.signal("HUP");
+    poll_until("the new [entra] in force", Duration::from_secs(10), || async {
+        let logs = gw.logs();
+        if reloads(&logs) == 1 {
+            Ok(())
+        } else {
+            Err(logs.lines().last().unwrap_or_default().to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        emu.jwks_fetches().await,
+        fetches + 1,
+        "only the added tenant's keys are fetched, and before the swap: {}",
+        gw.logs()
+    );
+    assert_eq!(bearer(other).await, 200, "the added tenant's token: {}", gw.logs());
+    assert_eq!(bearer(home).await, 200, "the home tenant's token");
+    // Sign-in redeems the code with the new secret.
+    let r = b.sign_in("/x", "alice").await;
+    assert_eq!(r.status(), 200);
+    // The sync, refused with the old secret, reconnects with the new one; the admin API takes
+    // Entra bearer tokens through the new identity.
+    emu.state
+        .assign_app_role("a1000000-0000-4000-8000-000000000001", "Portcullis.Admin");
+    let admin = emu.token("persona=alice").await;
+    let api = |path: &str| format!("http://{}{path}", gw.admin);
+    let r = client()
+        .post(api("/api/v1/sync/entra/run"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    poll_until(
+        "an Entra sync run with the new secret",
+        Duration::from_secs(10),
+        || async {
+            let st: serde_json::Value = client()
+                .get(api("/api/v1/sync/status"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if st["entra"]["last_success"].is_number() {
+                Ok(())
+            } else {
+                Err(st.to_string())
+            }
+        },
+    )
+    .await;
+    let logs = gw.logs();
+    assert!(!logs.contains("applies only at the next start"), "{logs}");
+    assert!(!logs.contains(GATEWAY_CLIENT_SECRET), "the secret is never logged");
+    assert!(
+        !logs.contains("a-secret-entra-does-not-know"),
+        "the secret is never logged"
+    );
 }

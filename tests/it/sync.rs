@@ -986,6 +986,7 @@ async fn saving_settings_runs_the_test_like_jamf_pro() {
     let sync = SyncLoop {
         graph: arc_swap::ArcSwap::from_pointee(graph(&emu)),
         connect: Box::new(connect),
+        reconnect: Default::default(),
         ca: Some(ca.clone()),
         jamf: None,
         store: s.clone(),

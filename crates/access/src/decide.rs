@@ -10,7 +10,7 @@ use crate::auth::{self, AuthOutcome, AuthSource, GroupCheck};
 use crate::{Problem, Reply, RequestInfo};
 use device::identify::CertIdentity;
 use device::{Devices, Lookup};
-use identity::{Identity, Principal, TokenError};
+use identity::{CurrentIdentity, Identity, Principal, TokenError};
 use landing::{Answer, Landings, Refusal, Registration};
 use policy::{
     self, Decision, Device, DeviceSource, Facts, Groups, Landing, Posture, PostureState, Reason, RoutePolicy, User,
@@ -18,7 +18,8 @@ use policy::{
 
 /// The components the decision needs.
 pub struct Access {
-    pub identity: Option<Arc<Identity>>,
+    /// The identity in force (a reload of `[entra]` replaces it); `None` without `[entra]`.
+    pub identity: Option<Arc<CurrentIdentity>>,
     pub devices: Option<Arc<Devices>>,
     /// Replaced when the landing choice changes in the settings.
     pub landings: Arc<arc_swap::ArcSwap<Landings>>,
@@ -132,11 +133,16 @@ pub(crate) fn needs_device(policy: &RoutePolicy) -> bool {
 }
 
 impl Access {
+    /// The identity in force, loaded once for what one request does.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.as_ref().map(|c| c.load())
+    }
+
     /// Decides. `None`: forward the request upstream. `Some(reply)`: answer it with `reply`
     /// (sign-in, 401, a refusal's landing). `v` keeps what the decision rested on.
     pub async fn decide<U>(&self, req: &RequestInfo<'_>, v: &mut Verdict, route: &crate::Route<U>) -> Option<Reply> {
         let (route_name, policy, groups_any) = (route.name.as_str(), &route.policy, &route.groups_any[..]);
-        let Some(id) = self.identity.as_ref() else {
+        let Some(id) = self.identity() else {
             // Config refuses protected routes without [entra]; fail closed regardless.
             v.early = Some(Early::Auth(Reason::Unauthenticated));
             let p = Problem::new(
@@ -147,6 +153,7 @@ impl Access {
             );
             return Some(Reply::problem(p));
         };
+        let id: &identity::Identity = &id;
         let (principal, source) = match auth::authenticate(id, &req.parts.headers).await {
             AuthOutcome::User(p, source, session) => {
                 v.session = session;

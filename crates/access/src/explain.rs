@@ -180,7 +180,7 @@ impl<U: Send + Sync> Explainer<U> {
                 json!({ "policy": policy }),
             ));
         }
-        let Some(id) = self.access.identity.as_ref() else {
+        let Some(id) = self.access.identity() else {
             // Configuration refuses protected routes without [entra]; the proxy answers 500.
             return Ok(finish(
                 base,
@@ -191,6 +191,7 @@ impl<U: Send + Sync> Explainer<U> {
                 json!({ "policy": policy }),
             ));
         };
+        let id: &identity::Identity = &id;
         let (principal, credential) = match subject {
             Who::Token(t) => match crate::auth::bearer_principal(id, t).await {
                 Ok(p) => (p, "bearer"),

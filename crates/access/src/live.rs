@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use device::{Lookup, PostureCache};
-use identity::Identity;
+use identity::{CurrentIdentity, Identity};
 use policy::{Device, DeviceSource, Facts, Groups, Outcome, RoutePolicy, User};
 use tokio::sync::{broadcast, watch};
 
@@ -225,12 +225,16 @@ impl LiveConnections {
 }
 
 /// Looks at the sessions of open connections every [`SESSION_CHECK`] until `shutdown`.
-pub async fn follow_sessions(live: Arc<LiveConnections>, identity: Arc<Identity>, mut shutdown: watch::Receiver<bool>) {
+pub async fn follow_sessions(
+    live: Arc<LiveConnections>,
+    identity: Arc<CurrentIdentity>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(SESSION_CHECK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = every.tick() => live.check_sessions(&identity).await,
+            _ = every.tick() => live.check_sessions(&identity.load()).await,
             _ = shutdown.changed() => return,
         }
     }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use identity::Validator;
+use identity::{CurrentIdentity, Validator};
 use store::Store;
 use sync::settings::{ConditionalAccess, LandingChoice, Settings};
 use sync::test_connection::TestReport;
@@ -25,19 +25,20 @@ use sync::SyncControl;
 pub struct ApiAuth {
     pub token_sha256: Option<[u8; 32]>,
     pub read_only_token_sha256: Option<[u8; 32]>,
-    pub validator: Option<Arc<Validator>>,
+    /// The identity in force, whose validator checks Entra bearer tokens.
+    pub identity: Option<Arc<CurrentIdentity>>,
     pub admin_role: String,
     pub reader_role: String,
 }
 
 impl ApiAuth {
     /// Authentication as `[admin]` configures it; Entra bearer tokens are honoured when the
-    /// gateway has a validator.
-    pub fn from_config(cfg: &config::AdminSettings, validator: Option<Arc<Validator>>) -> Self {
+    /// gateway has an identity.
+    pub fn from_config(cfg: &config::AdminSettings, identity: Option<Arc<CurrentIdentity>>) -> Self {
         Self {
             token_sha256: cfg.token_sha256,
             read_only_token_sha256: cfg.read_only_token_sha256,
-            validator,
+            identity,
             admin_role: cfg.admin_role.clone(),
             reader_role: cfg.reader_role.clone(),
         }
@@ -53,9 +54,9 @@ pub struct Api {
     pub sync: Option<Arc<dyn SyncControl>>,
     /// This node's name (`sync.node_name`): who runs the jobs it starts.
     pub node: String,
-    /// The credential the configuration file provides (`client_secret`, `certificate`,
-    /// `assertion_file`), used while the settings hold no secret of their own.
-    pub file_credential: Option<&'static str>,
+    /// The file's `[entra]` in force, whose credential (`client_secret`, `certificate`,
+    /// `assertion_file`) is used while the settings hold no secret of their own.
+    pub file_entra: Option<sync::SharedFileEntra>,
     /// "What If" against the live routes and access components.
     pub explainer: Option<Arc<dyn access::explain::Explain>>,
     /// The configuration file's `[sync] share`, in force while the settings set none.
@@ -68,6 +69,14 @@ pub struct Api {
     pub postures: Option<Arc<device::PostureCache>>,
     /// Reads the configuration file again (`POST /api/v1/reload`, as SIGHUP does).
     pub reload: Option<Arc<dyn Reload>>,
+}
+
+impl Api {
+    /// Which credential the file's `[entra]` gives, if any.
+    fn file_credential(&self) -> Option<&'static str> {
+        let file = self.file_entra.as_ref()?.load();
+        file.entra.credential.as_ref().map(config::ClientCredentialConfig::kind)
+    }
 }
 
 /// The process's reload, which the admin API may ask for (the app provides it).
@@ -291,13 +300,14 @@ pub async fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Caller, Resp
             name: "read-only-token".into(),
         }
     } else {
-        let Some(v) = &api.auth.validator else {
+        let Some(id) = api.auth.identity.as_ref().map(|c| c.load()) else {
             return Err(problem(
                 StatusCode::UNAUTHORIZED,
                 "token_invalid",
                 "The token is not valid here.",
             ));
         };
+        let v = &id.validator;
         let p = v.validate(token).await.map_err(|_| {
             problem(
                 StatusCode::UNAUTHORIZED,
@@ -372,7 +382,7 @@ pub async fn get_settings(State(api): State<Api>, cred: Credential) -> Response 
     };
     (
         [(header::ETAG, etag(s.version()))],
-        Json(body::Settings::of(&s.current(), api.file_credential, &api.file_share)),
+        Json(body::Settings::of(&s.current(), api.file_credential(), &api.file_share)),
     )
         .into_response()
 }
@@ -495,7 +505,7 @@ pub async fn put_settings(State(api): State<Api>, cred: Credential, body: BodyAr
             return problem(StatusCode::INTERNAL_SERVER_ERROR, "settings_failed", e.to_string());
         }
     };
-    let settings = body::Settings::of(&doc, api.file_credential, &api.file_share);
+    let settings = body::Settings::of(&doc, api.file_credential(), &api.file_share);
     let mut audit = json!(settings);
     audit["client_secret"] = json!(if b.client_secret.is_some() {
         "***changed***"

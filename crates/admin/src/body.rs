@@ -438,6 +438,9 @@ pub struct Reloaded {
     pub summary: Option<String>,
     /// Sections that changed in the file but apply only at the next start.
     pub need_restart: Vec<String>,
+    /// In force, but not whole yet: e.g. a tenant the reload added whose signing keys could
+    /// not be fetched (its tokens are refused until they are).
+    pub warnings: Vec<String>,
     /// Why the file was refused, key by key (nothing changed then).
     pub errors: Vec<KeyError>,
     /// The configuration was not read from a file (never sent: a 409).

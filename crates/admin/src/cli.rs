@@ -226,6 +226,9 @@ async fn command(c: &Client, json: bool, cmd: AdminCommand) -> Result<Exit, CliE
                 for s in v["need_restart"].as_array().into_iter().flatten() {
                     t.push(row(&[&text(s), "changed; applies only at the next start"]));
                 }
+                for w in v["warnings"].as_array().into_iter().flatten() {
+                    t.push(row(&["warning", &text(w)]));
+                }
                 for e in v["errors"].as_array().into_iter().flatten() {
                     t.push(row(&[&text(&e["key"]), &text(&e["message"])]));
                 }

@@ -85,7 +85,6 @@ pub fn router(
     readiness: Arc<Readiness>,
     webhooks: Option<Arc<sync::webhook::JamfWebhooks>>,
     api: api::Api,
-    identity: Option<Arc<identity::Identity>>,
 ) -> Router {
     let store = api.store.clone();
     let for_console = api.clone();
@@ -124,7 +123,7 @@ pub fn router(
             "/api/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
         );
-    let console = Arc::new(console::Console::new(v1.clone(), for_console, identity));
+    let console = Arc::new(console::Console::new(v1.clone(), for_console));
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
         .route("/healthz", get(|| async { "ok\n" }))

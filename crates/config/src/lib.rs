@@ -321,7 +321,7 @@ impl StoreConfig {
 }
 
 /// Entra ID: the tenant and the gateway's own app registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EntraConfig {
     pub cloud: base::cloud::NationalCloud,
     /// The tenant users sign in to (lower-case GUID).
@@ -349,7 +349,7 @@ pub struct EntraConfig {
 }
 
 /// The gateway's app credential towards Entra.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientCredentialConfig {
     /// A client secret (usually from `PORTCULLIS__ENTRA__CLIENT_SECRET`).
     Secret(Secret),

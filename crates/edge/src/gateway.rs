@@ -298,7 +298,8 @@ impl Gateway {
             h.insert(HOST, v.clone());
         }
         upstream_headers::sanitize(h, downstream);
-        if let Some(id) = self.access.identity.as_ref() {
+        if let Some(id) = &self.access.identity {
+            let id = id.load();
             upstream_headers::strip_own_cookies(
                 h,
                 &[&id.cookie_name, &id.login_cookie_name, access::grace::ACK_COOKIE],
@@ -315,10 +316,10 @@ impl Gateway {
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
     async fn own_endpoint(&self, parts: Parts, body: Incoming, conn: &Conn, log: &mut AccessLog) -> Answer {
         log.verdict.early = Some(Early::GatewayEndpoint);
-        let reply = match (&self.access.identity, parts.uri.path()) {
+        let reply = match (self.access.identity(), parts.uri.path()) {
             (Some(id), identity::oidc::CALLBACK_PATH) => {
                 let reply = match read_form(&parts, body, self.settings.client_read_timeout).await {
-                    Ok(form) => auth::callback(id, &parts, &form).await,
+                    Ok(form) => auth::callback(&id, &parts, &form).await,
                     Err(status) => Reply::Problem {
                         problem: Problem::for_status(status),
                         close: true,
@@ -330,7 +331,7 @@ impl Gateway {
             }
             (Some(id), identity::oidc::SIGN_OUT_PATH) => {
                 let info = RequestInfo::new(&parts, conn.tls, None, log.navigation);
-                auth::sign_out(id, &info).await
+                auth::sign_out(&id, &info).await
             }
             (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
             (_, "/.portcullis/continue") => self.continue_to(&parts),

@@ -11,6 +11,9 @@ pub const GATEWAY_CLIENT_ID: &str = "5f0c8a9e-3b2d-4e6f-8a1c-9d7e6b5a4c3f";
 pub const GATEWAY_CLIENT_SECRET: &str = "portcullis-demo-secret";
 /// Its App ID URI (an accepted audience of v1 tokens).
 pub const GATEWAY_APP_ID_URI: &str = "api://portcullis-demo";
+/// Another organisation's tenant whose users may be let in (`entra.allowed_tenants`): it has
+/// no apps or people here, only the signing keys Entra publishes for every tenant.
+pub const PARTNER_TENANT_ID: &str = "4b1c2d3e-5f60-4a7b-8c9d-0e1f2a3b4c5d";
 /// The Microsoft-account tenant, for tests that check it is refused.
 pub const CONSUMER_TENANT_FOR_TESTS: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 /// Group every persona is in.

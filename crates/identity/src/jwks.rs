@@ -237,6 +237,15 @@ impl Jwks {
         Self { tenants, http }
     }
 
+    /// Takes the keys `previous` holds for tenants fetched from the same URL.
+    pub fn keep_keys_of(&self, previous: &Jwks) {
+        for (tid, t) in &self.tenants {
+            if let Some(old) = previous.tenants.get(tid).filter(|old| old.url == t.url) {
+                t.keys.store(old.snapshot());
+            }
+        }
+    }
+
     pub fn tenant(&self, tid: &str) -> Option<&Arc<TenantKeys>> {
         self.tenants.get(tid)
     }
@@ -258,25 +267,47 @@ impl Jwks {
         out
     }
 
-    /// Runs the hourly background refresh until `stop` turns true.
-    pub async fn run_refresh(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let jitter = Duration::from_millis(base::time::jitter_ms(REFRESH_INTERVAL.as_millis() as u64 / 10));
-            tokio::select! {
-                _ = tokio::time::sleep(REFRESH_INTERVAL + jitter) => {}
-                _ = stop.changed() => return,
-            }
-            for (tenant, r) in self.refresh_all().await {
-                match r {
-                    Ok(n) => tracing::debug!(%tenant, keys = n, "JWKS refreshed"),
-                    Err(e) => {
-                        tracing::warn!(%tenant, error = %e, "JWKS refresh failed; keeping the last good keys")
-                    }
+    /// Fetches every tenant's keys, logging failures (the last good keys stay).
+    pub async fn refresh_logged(&self) {
+        for (tenant, r) in self.refresh_all().await {
+            match r {
+                Ok(n) => tracing::debug!(%tenant, keys = n, "JWKS refreshed"),
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "JWKS refresh failed; keeping the last good keys")
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOME: &str = "7d3c5b0e-2f41-4c9a-9b8e-5a1e3f6c2d10";
+    const PARTNER: &str = "4b1c2d3e-5f60-4a7b-8c9d-0e1f2a3b4c5d";
+
+    fn jwks(tenants: &[&str], authority: &str) -> Jwks {
+        let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+        Jwks::new(
+            &tenants,
+            |t| format!("{authority}/{t}/discovery/v2.0/keys"),
+            UNKNOWN_KID_INTERVAL,
+            reqwest::Client::new(),
+        )
+    }
+
+    #[test]
+    fn a_reload_keeps_the_keys_of_tenants_fetched_from_the_same_url() {
+        let old = jwks(&[HOME], "https://login.example");
+        let kept = jwks(&[HOME, PARTNER], "https://login.example");
+        kept.keep_keys_of(&old);
+        let snapshot = |j: &Jwks, t: &str| j.tenant(t).map(|k| k.snapshot()).unwrap();
+        assert!(Arc::ptr_eq(&snapshot(&kept, HOME), &snapshot(&old, HOME)));
+        assert!(snapshot(&kept, PARTNER).is_empty(), "a new tenant has nothing to keep");
+        // Another authority (a national cloud): its keys are its own.
+        let moved = jwks(&[HOME], "https://login.other.example");
+        moved.keep_keys_of(&old);
+        assert!(!Arc::ptr_eq(&snapshot(&moved, HOME), &snapshot(&old, HOME)));
     }
 }

@@ -22,21 +22,43 @@ pub enum BuildError {
     UnknownCloud,
 }
 
+/// The file's `[entra]` as the sync uses it: the configured cloud's endpoints, and the
+/// credential used while the settings hold no secret.
+pub struct FileEntra {
+    pub entra: EntraConfig,
+    pub credential: Option<Arc<ClientCredential>>,
+}
+
+/// The file's `[entra]` in force; a reload replaces it (and asks the sync to reconnect).
+pub type SharedFileEntra = Arc<arc_swap::ArcSwap<FileEntra>>;
+
+impl FileEntra {
+    /// Loads the credential `entra` names (a certificate's key is read from its file).
+    pub fn load(entra: &EntraConfig) -> Result<Self, CredentialError> {
+        let credential = match &entra.credential {
+            Some(c) => Some(Arc::new(ClientCredential::load(c)?)),
+            None => None,
+        };
+        Ok(Self {
+            entra: entra.clone(),
+            credential,
+        })
+    }
+}
+
 /// Builds Graph clients for settings documents: the document's tenant, application and secret
 /// (else the file's credential); the configured endpoints while the cloud is the configured
-/// one, else that cloud's own.
+/// one, else that cloud's own. The file's `[entra]` is read at each build.
 pub fn graph_connector(
-    entra: &EntraConfig,
+    file: SharedFileEntra,
     sync: &SyncConfig,
     settings: Arc<Settings>,
     http: reqwest::Client,
-) -> Result<Connect, BuildError> {
-    let configured = match &entra.credential {
-        Some(c) => Some(Arc::new(ClientCredential::load(c)?)),
-        None => None,
-    };
-    let (entra, budget) = (entra.clone(), sync.requests_per_20s);
-    Ok(Box::new(move |doc: &ConditionalAccess| -> Option<GraphClient> {
+) -> Connect {
+    let budget = sync.requests_per_20s;
+    Box::new(move |doc: &ConditionalAccess| -> Option<GraphClient> {
+        let file = file.load();
+        let entra = &file.entra;
         let cloud: base::cloud::NationalCloud = doc.cloud.parse().ok()?;
         let (authority, graph_url) = if cloud == entra.cloud {
             (entra.authority_url.clone(), entra.graph_url.clone())
@@ -50,7 +72,7 @@ pub fn graph_connector(
             Some(secret) => Some(Arc::new(
                 ClientCredential::load(&ClientCredentialConfig::Secret(base::Secret::new(secret))).ok()?,
             )),
-            None => configured.clone(),
+            None => file.credential.clone(),
         };
         let scope = format!("{graph_url}/.default");
         let tokens = Arc::new(AppTokens::new(
@@ -68,7 +90,7 @@ pub fn graph_connector(
             RetryPolicy::default(),
             budget,
         ))
-    }))
+    })
 }
 
 impl SyncSettings {
@@ -91,10 +113,10 @@ impl SyncSettings {
 }
 
 impl<S: store::Store + ?Sized> SyncLoop<S> {
-    /// The sync of `[sync]` against `[entra]`'s tenant and the live settings, with the Jamf
+    /// The sync of `[sync]` against the file's `[entra]` and the live settings, with the Jamf
     /// client (shared with the webhooks) when `[jamf]` is set.
     pub fn from_config(
-        entra: &EntraConfig,
+        file: SharedFileEntra,
         cfg: &SyncConfig,
         jamf: Option<(&JamfConfig, Arc<JamfClient>)>,
         store: Arc<S>,
@@ -102,11 +124,12 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
         metrics: metrics::Metrics,
         http: reqwest::Client,
     ) -> Result<Self, BuildError> {
-        let connect = graph_connector(entra, cfg, settings.clone(), http)?;
+        let connect = graph_connector(file, cfg, settings.clone(), http);
         let graph = connect(&settings.current()).ok_or(BuildError::UnknownCloud)?;
         Ok(Self {
             graph: arc_swap::ArcSwap::from_pointee(graph),
             connect,
+            reconnect: std::sync::atomic::AtomicBool::new(false),
             ca: Some(settings),
             settings: SyncSettings::from_config(cfg, jamf.as_ref().map(|(c, _)| *c)),
             jamf: jamf.map(|(_, client)| client),

@@ -25,7 +25,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::{graph_connector, BuildError};
+pub use build::{graph_connector, BuildError, FileEntra, SharedFileEntra};
 use graph::{GraphClient, GraphError};
 use store::{StoreError, SyncRun};
 
@@ -65,6 +65,9 @@ pub struct SyncLoop<S: store::Store + ?Sized> {
     pub graph: arc_swap::ArcSwap<GraphClient>,
     /// Builds a Graph client for a settings document (tenant, application id, secret, cloud).
     pub connect: Connect,
+    /// Set when what `connect` builds from changed outside the settings (a reload of the
+    /// file's `[entra]`): the next run builds the connection again.
+    pub reconnect: std::sync::atomic::AtomicBool,
     /// The live Conditional Access settings (enabled, connection).
     pub ca: Option<Arc<crate::settings::Settings>>,
     pub jamf: Option<Arc<jamf::JamfClient>>,
@@ -105,7 +108,8 @@ impl<S: store::Store + ?Sized> SyncLoop<S> {
             if let Some(ca) = &self.ca {
                 let doc = ca.current();
                 let fp = fingerprint(&doc);
-                if connected_for.as_ref() != Some(&fp) {
+                let file_changed = self.reconnect.swap(false, std::sync::atomic::Ordering::AcqRel);
+                if connected_for.as_ref() != Some(&fp) || file_changed {
                     match (self.connect)(&doc) {
                         Some(g) => {
                             tracing::info!(tenant = %doc.tenant_id, application = %doc.application_id, "sync connection settings changed; reconnecting");
@@ -343,6 +347,9 @@ pub trait SyncControl: Send + Sync {
     async fn test_connection(&self) -> test_connection::TestReport;
     /// Wakes the loop for an immediate run.
     fn run_now(&self);
+    /// The file's `[entra]` was reloaded: the loop builds its Graph connection again before
+    /// its next run.
+    fn reconnect(&self);
     /// Send Update: shares inventory now, unchanged values included, for all computers or one.
     async fn send_update(&self, only: Option<String>) -> Result<share::ShareStats, SyncError>;
 }
@@ -363,6 +370,10 @@ impl<S: store::Store + ?Sized + 'static> SyncControl for SyncLoop<S> {
 
     fn run_now(&self) {
         self.now.notify_one();
+    }
+
+    fn reconnect(&self) {
+        self.reconnect.store(true, std::sync::atomic::Ordering::Release);
     }
 
     async fn send_update(&self, only: Option<String>) -> Result<share::ShareStats, SyncError> {

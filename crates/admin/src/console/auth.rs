@@ -81,7 +81,7 @@ pub(super) fn redirect_uri(headers: &HeaderMap) -> String {
 
 pub(super) async fn sign_in_entra(State(c): C, headers: HeaderMap, Query(q): Query<Next>) -> Response {
     let next = safe_next(q.next.as_deref());
-    let Some(id) = &c.identity else {
+    let Some(id) = c.identity.as_ref().map(|c| c.load()) else {
         return c.pages.sign_in(
             StatusCode::NOT_FOUND,
             next,
@@ -111,7 +111,7 @@ pub(super) async fn sign_in_entra(State(c): C, headers: HeaderMap, Query(q): Que
 /// Entra's form_post: the code, redeemed with the sealed state; the ID token's app roles make
 /// the caller, as the API honours them.
 pub(super) async fn callback(State(c): C, headers: HeaderMap, Form(params): Form<Vec<(String, String)>>) -> Response {
-    let Some(id) = &c.identity else {
+    let Some(id) = c.identity.as_ref().map(|c| c.load()) else {
         return c.pages.sign_in(
             StatusCode::NOT_FOUND,
             "/console/",

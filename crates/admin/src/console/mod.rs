@@ -42,7 +42,7 @@ pub struct Console {
     api: api::Api,
     pages: pages::Pages,
     /// Sign-in with Entra (the gateway's app and its app roles), when `[entra]` is set.
-    identity: Option<Arc<identity::Identity>>,
+    identity: Option<Arc<identity::CurrentIdentity>>,
 }
 
 /// An API answer: its status, headers and JSON body (`Null` when it had none).
@@ -67,7 +67,8 @@ impl Answer {
 }
 
 impl Console {
-    pub fn new(api_router: Router, api: api::Api, identity: Option<Arc<identity::Identity>>) -> Self {
+    pub fn new(api_router: Router, api: api::Api) -> Self {
+        let identity = api.auth.identity.clone();
         Self {
             api_router,
             api,
