@@ -355,7 +355,10 @@ pub fn serve_with(cfg: Config, env: &dyn Env, on_exit: Vec<ExitHook>, upgrades: 
         routes: routes.clone(),
         access: access.clone(),
     });
-    let gateway = Arc::new(edge::Gateway::new(routes, proxy_settings, metrics.clone(), access));
+    let gateway = Arc::new(
+        edge::Gateway::new(routes, proxy_settings, metrics.clone(), access)
+            .with_forward_auth(cfg.listeners.iter().map(|l| l.forward_auth.clone()).collect()),
+    );
 
     let webhooks = match (&jamf, cfg.jamf.as_ref().and_then(|j| j.webhook.clone())) {
         (Some((_, client)), Some((username, password))) => {

@@ -391,13 +391,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let addresses = |c: &Config| {
         c.listeners
             .iter()
-            .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
+            .map(|l| (l.name.clone(), l.address, l.tls.is_some(), l.forward_auth.clone()))
             .collect::<Vec<_>>()
     };
     let mut out = Vec::new();
     for (name, changed) in [
         (
-            "listeners (addresses, names, TLS on or off)",
+            "listeners (addresses, names, TLS on or off, forward_auth)",
             addresses(old) != addresses(new),
         ),
         // Trusted proxies reload; the rest of [server] does not.

@@ -104,6 +104,45 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
+    /// Answers an ingress's authorization checks (nginx `auth_request`, Caddy `forward_auth`,
+    /// Traefik ForwardAuth, Envoy `ext_authz`) instead of proxying.
+    pub forward_auth: Option<ForwardAuthConfig>,
+}
+
+/// A forward-auth listener: which ingress describes the requests, and from where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAuthConfig {
+    pub ingress: Ingress,
+    /// The ingress's addresses: only checks from these are answered (default: loopback).
+    pub trusted: Vec<IpNet>,
+}
+
+/// The ingress in front of a forward-auth listener, which fixes the headers that describe the
+/// original request; any other forwarding header is ignored, so a client cannot add one the
+/// ingress passes through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// `X-Original-Method`, `X-Original-URI`, `X-Forwarded-Host`, `X-Forwarded-Proto`,
+    /// `X-Real-IP`, as the documented `auth_request` snippet sets them.
+    Nginx,
+    /// `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For`, as `forward_auth` sets them.
+    Caddy,
+    /// The same headers, as ForwardAuth sets them.
+    Traefik,
+    /// The HTTP `ext_authz` check: the original method, `Host` and headers, the original path
+    /// after the check prefix, `X-Forwarded-Proto` and `X-Forwarded-For`.
+    Envoy,
+}
+
+impl Ingress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx",
+            Self::Caddy => "caddy",
+            Self::Traefik => "traefik",
+            Self::Envoy => "envoy",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -38,6 +38,16 @@ pub(super) struct RawListener {
     pub name: Option<String>,
     pub address: String,
     pub tls: Option<RawListenerTls>,
+    /// The listener answers an ingress's authorization checks instead of proxying.
+    pub forward_auth: Option<RawForwardAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawForwardAuth {
+    /// `nginx`, `caddy`, `traefik` or `envoy`: which headers describe the request.
+    pub ingress: Option<String>,
+    /// Addresses (CIDR) of the ingress; checks from anywhere else are refused.
+    pub trusted: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

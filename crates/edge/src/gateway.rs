@@ -24,13 +24,14 @@ use access::auth::{self, AuthSource};
 use access::routing;
 use access::upstream_headers::{self, Downstream};
 use access::{Access, Early, Problem, Reply, RequestInfo, Verdict};
-use config::IpNet;
+use config::{ForwardAuthConfig, IpNet};
 use metrics::{Metrics, RouteMetrics};
 use policy::{Reason, Require};
 
 use crate::body::{BoxError, Idle, Progress, ReqBody};
 use crate::failure::ForwardError;
 use crate::forward::forward;
+use crate::forward_auth::{self, Answering};
 use crate::serve::{self, Conn};
 use crate::upstream::UpstreamPool;
 
@@ -58,6 +59,8 @@ pub struct Gateway {
     settings: ProxySettings,
     metrics: Metrics,
     access: Arc<Access>,
+    /// By listener (their order in `serve::start`): the forward-auth listeners' settings.
+    forward_auth: Vec<Option<ForwardAuthConfig>>,
 }
 
 impl serve::Handler for Gateway {
@@ -100,44 +103,70 @@ impl Gateway {
             settings,
             metrics,
             access,
+            forward_auth: Vec::new(),
         }
+    }
+
+    /// Which listeners (by their order in `serve::start`) answer an ingress's checks.
+    pub fn with_forward_auth(mut self, by_listener: Vec<Option<ForwardAuthConfig>>) -> Self {
+        self.forward_auth = by_listener;
+        self
     }
 
     async fn handle(&self, req: Request<Incoming>, conn: &Conn, log: &mut AccessLog) -> Answer {
         let (parts, body) = req.into_parts();
-        log.page = access::wants_page(&parts);
-        // `access::is_navigation`, without reading the headers twice.
-        log.navigation = log.page && (parts.method == http::Method::GET || log.head);
         if header_bytes(&parts) > self.settings.max_request_header_bytes {
             return self.refuse(&body, log, Problem::for_status(431));
         }
-        if parts.uri.path().starts_with("/.portcullis/") {
-            return self.own_endpoint(parts, body, conn, log).await;
+        if let Some(fa) = self.forward_auth.get(conn.listener).and_then(Option::as_ref) {
+            return self.check(fa, parts, body, conn, log).await;
         }
+        log.page = access::wants_page(&parts);
+        // `access::is_navigation`, without reading the headers twice.
+        log.navigation = log.page && (parts.method == http::Method::GET || log.head);
+        if parts.uri.path().starts_with("/.portcullis/") {
+            return self.own_endpoint(parts, body, conn.tls, log).await;
+        }
+        match self.route_and_decide(&parts, conn.tls, conn, log).await {
+            Err(p) => self.refuse(&body, log, p),
+            Ok((_, Some(reply))) => self.reply(log, &reply, !body.is_end_stream()),
+            Ok((route, None)) => self.proxy(parts, body, conn, &route, log).await,
+        }
+    }
+
+    /// Routes the request `parts` describes (`tls`: the client reached it over TLS) and takes
+    /// the access decision: the route, with the gateway's own answer when it answers (`None`:
+    /// let the request through). `Err`: refused before any route (bad path, no route). The
+    /// proxy and the forward-auth checks share it, so they cannot decide differently.
+    async fn route_and_decide(
+        &self,
+        parts: &Parts,
+        tls: bool,
+        conn: &Conn,
+        log: &mut AccessLog,
+    ) -> Result<(Arc<Route>, Option<Reply>), Problem> {
         if !routing::path_is_safe(parts.uri.path()) {
-            let p = Problem::new(
+            return Err(Problem::new(
                 400,
                 "bad_path",
                 "Bad Request",
                 "The path has dot segments or encoded separators; send it normalised.",
-            );
-            return self.refuse(&body, log, p);
+            ));
         }
         let route = {
             let table = self.routes.load();
-            let host = access::host_of(&parts).and_then(routing::normalize_host);
+            let host = access::host_of(parts).and_then(routing::normalize_host);
             host.as_deref()
                 .and_then(|h| table.router.find(h, parts.uri.path()))
                 .cloned()
         };
         let Some(route) = route else {
-            let p = Problem::new(
+            return Err(Problem::new(
                 404,
                 "no_route",
                 "Not Found",
                 "No application is configured for this address.",
-            );
-            return self.refuse(&body, log, p);
+            ));
         };
         log.route = Some(route.clone());
 
@@ -145,20 +174,114 @@ impl Gateway {
         if route.policy.require == Require::Nothing {
             log.verdict.early = Some(Early::OpenRoute);
             route.metrics.decided_early(Reason::OpenRoute, true);
-        } else {
-            let info = RequestInfo::new(&parts, conn.tls, conn.client_identity.as_ref(), log.navigation);
-            let reply = self.access.decide(&info, &mut log.verdict, &route).await;
-            match (&log.verdict.decision, log.verdict.early) {
-                (Some(d), _) => route.metrics.decision(d),
-                // Authentication answered first: sign-in, 401, or a refused token.
-                (None, Some(Early::Auth(reason))) => route.metrics.decided_early(reason, false),
-                (None, Some(Early::OpenRoute | Early::GatewayEndpoint | Early::Refused(_)) | None) => {}
-            }
-            if let Some(reply) = reply {
-                return self.reply(log, &reply, !body.is_end_stream());
-            }
+            return Ok((route, None));
         }
-        self.proxy(parts, body, conn, &route, log).await
+        let info = RequestInfo::new(parts, tls, conn.client_identity.as_ref(), log.navigation);
+        let reply = self.access.decide(&info, &mut log.verdict, &route).await;
+        match (&log.verdict.decision, log.verdict.early) {
+            (Some(d), _) => route.metrics.decision(d),
+            // Authentication answered first: sign-in, 401, or a refused token.
+            (None, Some(Early::Auth(reason))) => route.metrics.decided_early(reason, false),
+            (None, Some(Early::OpenRoute | Early::GatewayEndpoint | Early::Refused(_)) | None) => {}
+        }
+        Ok((route, reply))
+    }
+
+    /// A forward-auth listener's request: a check from the ingress, answered as it expects
+    /// ([`forward_auth`]), or a `/.portcullis/` request it proxied.
+    async fn check(
+        &self,
+        fa: &ForwardAuthConfig,
+        parts: Parts,
+        body: Incoming,
+        conn: &Conn,
+        log: &mut AccessLog,
+    ) -> Answer {
+        log.ingress = Some(fa.ingress);
+        if !forward_auth::trusts(fa, conn.peer.ip()) {
+            tracing::warn!(peer = %conn.peer.ip(), ingress = fa.ingress.as_str(), "a forward-auth check from an address outside forward_auth.trusted is refused");
+            let p = Problem::new(
+                403,
+                "untrusted_ingress",
+                "Forbidden",
+                "This address may not ask this gateway for decisions.",
+            );
+            return self.refuse(&body, log, p);
+        }
+        let described = match forward_auth::describe(fa.ingress, &parts, conn.tls, conn.peer.ip()) {
+            Ok(d) => d,
+            Err(p) => return self.refuse(&body, log, p),
+        };
+        let d = described.parts;
+        // The log line shows the request the client made, not the check.
+        (log.method, log.uri, log.client) = (d.method.clone(), d.uri.clone(), described.client);
+        log.page = access::wants_page(&d);
+        log.navigation = log.page && (d.method == http::Method::GET || d.method == http::Method::HEAD);
+        let answering = described.answering;
+        if answering == Answering::Direct {
+            return self.own_endpoint(d, body, described.tls, log).await;
+        }
+        let unread = !body.is_end_stream();
+        let (route, reply) = match self.route_and_decide(&d, described.tls, conn, log).await {
+            Ok((route, reply)) => (Some(route), reply),
+            Err(p) => {
+                log.verdict.early = Some(Early::Refused(p.reason));
+                (None, Some(Reply::problem(p)))
+            }
+        };
+        let (mut resp, close) = match (reply, answering) {
+            (None, _) => {
+                let (mut resp, close) = own(
+                    access::Rendered {
+                        status: 200,
+                        headers: vec![("cache-control", "no-store".to_string())],
+                        body: String::new(),
+                        close: false,
+                    },
+                    log.head,
+                );
+                if let Some(route) = &route {
+                    let h = resp.headers_mut();
+                    upstream_headers::identity_headers(h, &log.verdict, &conn.identity_values);
+                    if let Some(v) = self
+                        .assertion(route, &log.verdict)
+                        .and_then(|jwt| HeaderValue::try_from(jwt).ok())
+                    {
+                        h.insert(ASSERTION, v);
+                    }
+                }
+                (resp, close || unread)
+            }
+            (Some(reply), Answering::Full | Answering::Direct) => self.reply(log, &reply, unread),
+            (Some(reply), Answering::Status) => {
+                let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)));
+                let rendered = reply.render(log.page);
+                let status = match rendered.status {
+                    s @ 500..=599 => s,
+                    _ => forward_auth::status_only(signs_in),
+                };
+                log.verdict.responded = Some(status);
+                let mut headers: Vec<(&'static str, String)> = rendered
+                    .headers
+                    .into_iter()
+                    .filter(|(n, _)| *n == "www-authenticate" || *n == "cache-control")
+                    .collect();
+                if let Reply::Redirect { location, .. } = &reply {
+                    headers.push(("x-portcullis-location", location.clone()));
+                }
+                let answer = access::Rendered {
+                    status,
+                    headers,
+                    body: String::new(),
+                    close: rendered.close,
+                };
+                let (resp, close) = own(answer, log.head);
+                (resp, close || unread)
+            }
+        };
+        resp.headers_mut()
+            .insert(REASON, HeaderValue::from_static(log.verdict.reason()));
+        (resp, close)
     }
 
     /// Forwards to a backend of the route's pool: a connect failure goes to the next backend
@@ -276,20 +399,7 @@ impl Gateway {
             host: host.as_ref(),
         };
         let verdict = &log.verdict;
-        let assertion = match verdict.principal.as_ref() {
-            Some(p) if route.assertion => {
-                let claims = serde_json::json!({
-                    "aud": route.name, "sub": &*p.object_id, "tid": &*p.tenant, "upn": p.username.as_deref(),
-                    "device_id": verdict.device.as_ref().map(|(d, _)| d.as_str()),
-                    "device_source": verdict.device.as_ref().map(|(_, s)| s.as_str()),
-                    "posture": verdict.posture.as_ref().map(|p| p.state.as_str()),
-                    "posture_as_of": verdict.posture.as_ref().map(|p| p.as_of),
-                    "decision": verdict.reason(),
-                });
-                self.access.assertions.sign(claims, base::time::unix_now())
-            }
-            Some(_) | None => None,
-        };
+        let assertion = self.assertion(route, verdict);
         let h = &mut parts.headers;
         upstream_headers::strip_hop_by_hop(h);
         // Room for the forwarding and identity headers at once, not a regrowth per few.
@@ -308,13 +418,30 @@ impl Gateway {
         upstream_headers::identity_headers(h, verdict, &conn.identity_values);
         // A signed JWT: always a valid header value.
         if let Some(v) = assertion.and_then(|jwt| HeaderValue::try_from(jwt).ok()) {
-            const ASSERTION: http::HeaderName = http::HeaderName::from_static("x-portcullis-assertion");
             h.insert(ASSERTION, v);
         }
     }
 
+    /// The signed assertion of the decision for a route that asks for one.
+    fn assertion(&self, route: &Route, verdict: &Verdict) -> Option<String> {
+        match verdict.principal.as_ref() {
+            Some(p) if route.assertion => {
+                let claims = serde_json::json!({
+                    "aud": route.name, "sub": &*p.object_id, "tid": &*p.tenant, "upn": p.username.as_deref(),
+                    "device_id": verdict.device.as_ref().map(|(d, _)| d.as_str()),
+                    "device_source": verdict.device.as_ref().map(|(_, s)| s.as_str()),
+                    "posture": verdict.posture.as_ref().map(|p| p.state.as_str()),
+                    "posture_as_of": verdict.posture.as_ref().map(|p| p.as_of),
+                    "decision": verdict.reason(),
+                });
+                self.access.assertions.sign(claims, base::time::unix_now())
+            }
+            Some(_) | None => None,
+        }
+    }
+
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
-    async fn own_endpoint(&self, parts: Parts, body: Incoming, conn: &Conn, log: &mut AccessLog) -> Answer {
+    async fn own_endpoint(&self, parts: Parts, body: Incoming, tls: bool, log: &mut AccessLog) -> Answer {
         log.verdict.early = Some(Early::GatewayEndpoint);
         let reply = match (self.access.identity(), parts.uri.path()) {
             (Some(id), identity::oidc::CALLBACK_PATH) => {
@@ -330,7 +457,7 @@ impl Gateway {
                 return self.reply(log, &reply, false);
             }
             (Some(id), identity::oidc::SIGN_OUT_PATH) => {
-                let info = RequestInfo::new(&parts, conn.tls, None, log.navigation);
+                let info = RequestInfo::new(&parts, tls, None, log.navigation);
                 auth::sign_out(&id, &info).await
             }
             (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
@@ -408,6 +535,11 @@ impl Gateway {
         self.reply(log, &Reply::problem(problem), !body.is_end_stream())
     }
 }
+
+/// The signed assertion header of an allowed request.
+const ASSERTION: http::HeaderName = http::HeaderName::from_static("x-portcullis-assertion");
+/// The decision's reason code on a forward-auth answer.
+const REASON: http::HeaderName = http::HeaderName::from_static("x-portcullis-reason");
 
 /// A rendered reply as a response, and whether it closes the connection.
 fn own(rendered: access::Rendered, head: bool) -> Answer {
@@ -512,6 +644,8 @@ pub struct AccessLog {
     page: bool,
     head: bool,
     client: IpAddr,
+    /// The ingress whose check this was (a forward-auth listener).
+    ingress: Option<config::Ingress>,
     upstream: Option<SocketAddr>,
     /// 0 until a response head exists: the client went away before it.
     status: u16,
@@ -534,6 +668,7 @@ impl AccessLog {
             page: false,
             head: req.method() == http::Method::HEAD,
             client: conn.peer.ip(),
+            ingress: None,
             upstream: None,
             status: 0,
             error: None,
@@ -564,6 +699,7 @@ impl Drop for AccessLog {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = self.upstream.map(tracing::field::display),
             client = %self.client,
+            ingress = self.ingress.map(config::Ingress::as_str),
             user = v.principal.as_ref().map(|p| tracing::field::display(&p.object_id)),
             auth = v.auth_source.map(AuthSource::as_str),
             outcome = match v.decision {

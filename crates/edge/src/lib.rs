@@ -14,6 +14,7 @@
 pub mod body;
 pub mod failure;
 pub mod forward;
+pub mod forward_auth;
 pub mod gateway;
 pub mod pool;
 pub mod respond;

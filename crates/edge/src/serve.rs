@@ -23,6 +23,13 @@ pub struct Listener {
     pub tls: Option<TlsSlot>,
 }
 
+/// What a listening socket's connections are served with.
+#[derive(Clone)]
+struct Accepting {
+    tls: Option<TlsSlot>,
+    listener: usize,
+}
+
 /// A listener's TLS configuration, replaced whole by a reload: each new connection's handshake
 /// takes the one in the slot then; connections already up keep theirs.
 pub type TlsSlot = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
@@ -31,8 +38,10 @@ pub type TlsSlot = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
 #[derive(Debug)]
 pub struct Conn {
     pub peer: SocketAddr,
-    /// The listener it came in on.
+    /// The local address it came in on.
     pub local: SocketAddr,
+    /// Which of the listeners it came in on (their order in `start`).
+    pub listener: usize,
     pub tls: bool,
     /// The client's certificate (the leaf), when it presented one the verifier accepted.
     pub client_cert: Option<CertificateDer<'static>>,
@@ -70,7 +79,7 @@ pub struct Held {
 impl Conn {
     fn new(
         peer: SocketAddr,
-        local: SocketAddr,
+        (local, listener): (SocketAddr, usize),
         client_cert: Option<CertificateDer<'static>>,
         tls: bool,
         drain: tokio::sync::mpsc::Sender<()>,
@@ -82,6 +91,7 @@ impl Conn {
         Self {
             peer,
             local,
+            listener,
             tls,
             client_cert,
             client_identity,
@@ -258,9 +268,9 @@ pub fn start<H: Handler>(
     mut inherited: Vec<std::net::TcpListener>,
 ) -> Result<Running, ServeError> {
     let workers = settings.workers.max(1);
-    let mut bound: Vec<Vec<(std::net::TcpListener, Option<TlsSlot>)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound: Vec<Vec<(std::net::TcpListener, Accepting)>> = (0..workers).map(|_| Vec::new()).collect();
     let mut sockets = Vec::new();
-    for l in listeners {
+    for (index, l) in listeners.iter().enumerate() {
         let (mut mine, rest): (Vec<_>, Vec<_>) = inherited
             .into_iter()
             .partition(|s| s.local_addr().is_ok_and(|a| a == l.address));
@@ -285,7 +295,11 @@ pub fn start<H: Handler>(
                 address: l.address,
                 source,
             })?);
-            bound[i % workers].push((socket, l.tls.clone()));
+            let accepting = Accepting {
+                tls: l.tls.clone(),
+                listener: index,
+            };
+            bound[i % workers].push((socket, accepting));
         }
     }
     for s in inherited {
@@ -323,7 +337,7 @@ fn bind(address: SocketAddr, reuse_port: bool) -> Result<std::net::TcpListener, 
 
 fn run_worker<H: Handler>(
     settings: Settings,
-    listeners: Vec<(std::net::TcpListener, Option<TlsSlot>)>,
+    listeners: Vec<(std::net::TcpListener, Accepting)>,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) -> bool {
@@ -340,7 +354,7 @@ fn run_worker<H: Handler>(
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accepting = tokio::task::JoinSet::new();
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
-        for (std_listener, tls) in listeners {
+        for (std_listener, on) in listeners {
             let listener = match std_listener
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
@@ -357,7 +371,7 @@ fn run_worker<H: Handler>(
                     tokio::select! {
                         accepted = listener.accept() => match accepted {
                             Ok((stream, peer)) => {
-                                if conn_tx.send((stream, peer, tls.clone())).is_err() {
+                                if conn_tx.send((stream, peer, on.clone())).is_err() {
                                     return;
                                 }
                             }
@@ -388,8 +402,8 @@ fn run_worker<H: Handler>(
         loop {
             tokio::select! {
                 next = conn_rx.recv() => {
-                    let Some((stream, peer, tls)) = next else { break };
-                    worker.spawn(stream, peer, tls);
+                    let Some((stream, peer, on)) = next else { break };
+                    worker.spawn(stream, peer, on);
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
@@ -403,8 +417,8 @@ fn run_worker<H: Handler>(
         // connections finish.
         let _ = stop_tx.send(true);
         while accepting.join_next().await.is_some() {}
-        while let Some((stream, peer, tls)) = conn_rx.recv().await {
-            worker.spawn(stream, peer, tls);
+        while let Some((stream, peer, on)) = conn_rx.recv().await {
+            worker.spawn(stream, peer, on);
         }
         let drain = worker.settings.drain;
         drop(worker);
@@ -431,7 +445,8 @@ struct Worker<H: Handler> {
 
 impl<H: Handler> Worker<H> {
     /// Serves one accepted connection on its own task: the TLS handshake, then HTTP.
-    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, tls: Option<TlsSlot>) {
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, on: Accepting) {
+        let Accepting { tls, listener } = on;
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let (handler, builder) = (self.handler.clone(), self.builder.clone());
@@ -445,7 +460,7 @@ impl<H: Handler> Worker<H> {
             let _open = open;
             match tls {
                 None => {
-                    let conn = Arc::new(Conn::new(peer, local, None, false, drain, gauge));
+                    let conn = Arc::new(Conn::new(peer, (local, listener), None, false, drain, gauge));
                     let io = TokioIo::new(stream);
                     let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
                     drive(served.into_owned(), &conn, h1_idle, h2_idle, stopping).await;
@@ -480,7 +495,7 @@ impl<H: Handler> Worker<H> {
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| c.clone().into_owned());
-                    let conn = Arc::new(Conn::new(peer, local, client_cert, true, drain, gauge));
+                    let conn = Arc::new(Conn::new(peer, (local, listener), client_cert, true, drain, gauge));
                     let io = TokioIo::new(stream);
                     let served = builder.serve_connection_with_upgrades(io, service(handler, conn.clone()));
                     drive(served.into_owned(), &conn, h1_idle, h2_idle, stop_for_drive).await;

@@ -40,10 +40,53 @@ pub(super) fn build_listener(raw: RawListener, key: &str, base: &Path, c: &mut C
             client_ca: t.client_ca.map(|p| resolve(base, &p)),
         }
     });
+    let forward_auth = raw.forward_auth.and_then(|f| {
+        let fkey = format!("{key}.forward_auth");
+        let ingress = match f.ingress.as_deref() {
+            Some("nginx") => Some(Ingress::Nginx),
+            Some("caddy") => Some(Ingress::Caddy),
+            Some("traefik") => Some(Ingress::Traefik),
+            Some("envoy") => Some(Ingress::Envoy),
+            Some(other) => {
+                c.push(
+                    format!("{fkey}.ingress"),
+                    format!("{other:?} is not an ingress (\"nginx\", \"caddy\", \"traefik\" or \"envoy\")"),
+                );
+                None
+            }
+            None => {
+                c.push(
+                    format!("{fkey}.ingress"),
+                    "required: \"nginx\", \"caddy\", \"traefik\" or \"envoy\"",
+                );
+                None
+            }
+        };
+        let trusted = match f.trusted {
+            Some(list) => {
+                if list.is_empty() {
+                    c.push(format!("{fkey}.trusted"), "at least one address: the ingress's");
+                }
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| c.take(&format!("{fkey}.trusted[{i}]"), values::ip_net(s)))
+                    .collect()
+            }
+            None => ["127.0.0.0/8", "::1"]
+                .iter()
+                .filter_map(|s| values::ip_net(s).ok())
+                .collect(),
+        };
+        Some(ForwardAuthConfig {
+            ingress: ingress?,
+            trusted,
+        })
+    });
     Some(ListenerConfig {
         name: raw.name.unwrap_or_else(|| key.to_string()),
         address: address?,
         tls,
+        forward_auth,
     })
 }
 

@@ -1,0 +1,207 @@
+//! Forward-auth: a listener that answers an ingress's authorization checks (nginx
+//! `auth_request`, Caddy `forward_auth`, Traefik ForwardAuth, Envoy `ext_authz`) instead of
+//! proxying. This module turns a check into the request it describes — method, URI, host,
+//! scheme and client, from the headers the configured ingress sets and no others — and the
+//! access decision's answer into the one that ingress expects. Routing and the decision are
+//! the proxy's own ([`crate::gateway`]); nothing here decides.
+//!
+//! Paths of a forward-auth listener:
+//! - `/auth`: a status-only answer (nginx `auth_request` passes 401 and 403 on and takes
+//!   anything else but 2xx for an error): 200 allowed, 401 to sign in, 403 refused, with
+//!   `X-Portcullis-Reason` and, for a redirect, `X-Portcullis-Location`;
+//! - `/verify` (Envoy: `/verify` followed by the original path): the answer the proxy itself
+//!   would give — the sign-in redirect with its cookie, the landing page or redirect, the
+//!   problem — which Caddy, Traefik and Envoy send to the client as it is (nginx: its
+//!   `error_page` location asks here);
+//! - `/.portcullis/…`: the gateway's own endpoints (the sign-in callback, sign-out, continue),
+//!   proxied by the ingress as they are;
+//! - anything else: 404.
+//!
+//! May depend on `access` (problems), `config` (the ingress kind) and `http`.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::request::Parts;
+
+use access::Problem;
+use config::{ForwardAuthConfig, Ingress};
+
+/// The check path of the status-only answer.
+pub const AUTH_PATH: &str = "/auth";
+/// The check path (Envoy: prefix) of the full answer.
+pub const VERIFY_PATH: &str = "/verify";
+
+/// What kind of answer the ingress takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// 200, 401 or 403 and headers only (`/auth`).
+    Status,
+    /// The proxy's own answer (`/verify`).
+    Full,
+    /// Not a check: a `/.portcullis/` request the ingress proxied.
+    Direct,
+}
+
+/// The request a check describes.
+#[derive(Debug)]
+pub struct Described {
+    /// Method, URI (origin form) and headers as the client sent them to the ingress; `Host`
+    /// is the original host.
+    pub parts: Parts,
+    /// The client reached the ingress over TLS.
+    pub tls: bool,
+    /// The client's address, as the ingress saw it.
+    pub client: IpAddr,
+    pub answering: Answering,
+}
+
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Whether `peer` may ask: only the configured ingress addresses.
+pub fn trusts(cfg: &ForwardAuthConfig, peer: IpAddr) -> bool {
+    cfg.trusted.iter().any(|n| n.contains(peer))
+}
+
+/// The request `parts` (a check, or a proxied `/.portcullis/` request) describes, read with
+/// `ingress`'s headers; `tls` and `peer` are the connection's, used where the ingress says
+/// nothing. Only call for a trusted peer ([`trusts`]).
+pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Result<Described, Problem> {
+    let path = parts.uri.path();
+    let (answering, envoy_path) = match (ingress, path) {
+        (_, AUTH_PATH) => (Answering::Status, None),
+        (Ingress::Envoy, p) if p.starts_with("/verify/") => {
+            let rest = parts
+                .uri
+                .path_and_query()
+                .map_or(p, |pq| pq.as_str())
+                .strip_prefix(VERIFY_PATH);
+            (Answering::Full, rest)
+        }
+        (Ingress::Nginx | Ingress::Caddy | Ingress::Traefik, VERIFY_PATH) => (Answering::Full, None),
+        (_, p) if p.starts_with("/.portcullis/") => (Answering::Direct, None),
+        (Ingress::Nginx | Ingress::Caddy | Ingress::Traefik | Ingress::Envoy, _) => {
+            return Err(Problem::new(
+                404,
+                "not_a_check",
+                "Not Found",
+                "This forward-auth listener answers checks at /auth and /verify and serves /.portcullis/.",
+            ))
+        }
+    };
+    let h = &parts.headers;
+    let (method_header, uri_header) = match ingress {
+        Ingress::Nginx => (Some(&X_ORIGINAL_METHOD), Some(&X_ORIGINAL_URI)),
+        Ingress::Caddy | Ingress::Traefik => (Some(&X_FORWARDED_METHOD), Some(&X_FORWARDED_URI)),
+        Ingress::Envoy => (None, None),
+    };
+    let method = match (answering, method_header.and_then(|n| h.get(n))) {
+        (Answering::Direct, _) | (_, None) => parts.method.clone(),
+        (Answering::Status | Answering::Full, Some(v)) => {
+            http::Method::from_bytes(v.as_bytes()).map_err(|_| bad(method_header, "is not an HTTP method"))?
+        }
+    };
+    let uri: http::Uri = match (answering, envoy_path, uri_header) {
+        (Answering::Direct, _, _) => parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse(),
+        (_, Some(rest), _) => rest.parse(),
+        (Answering::Status | Answering::Full, None, Some(name)) => match h.get(name) {
+            Some(v) if v.as_bytes().starts_with(b"/") => v.as_bytes().try_into(),
+            Some(_) => return Err(bad(Some(name), "is not a path (it starts with /)")),
+            None => return Err(bad(Some(name), "is missing: the ingress must send the original URI")),
+        },
+        (Answering::Status | Answering::Full, None, None) => {
+            return Err(bad(None, "the check names no original path"));
+        }
+    }
+    .map_err(|_| bad(uri_header, "is not a valid request target"))?;
+    let host = match ingress {
+        Ingress::Envoy => h.get(HOST),
+        Ingress::Nginx | Ingress::Caddy | Ingress::Traefik => h.get(X_FORWARDED_HOST).or_else(|| h.get(HOST)),
+    }
+    .cloned()
+    .ok_or_else(|| {
+        bad(
+            Some(&X_FORWARDED_HOST),
+            "is missing: the ingress must send the original host",
+        )
+    })?;
+    let tls = match h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+        Some(p) if p.eq_ignore_ascii_case(b"https") => true,
+        Some(p) if p.eq_ignore_ascii_case(b"http") => false,
+        Some(_) => return Err(bad(Some(&X_FORWARDED_PROTO), "is neither http nor https")),
+        None => tls,
+    };
+    let client = match ingress {
+        Ingress::Nginx => h.get(X_REAL_IP).and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        // The last entry is the one the ingress added; earlier ones the client may have sent.
+        Ingress::Caddy | Ingress::Traefik | Ingress::Envoy => h
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()),
+    }
+    .unwrap_or(peer);
+
+    let mut described = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .map_err(|_| bad(uri_header, "is not a valid request target"))?
+        .into_parts()
+        .0;
+    described.version = parts.version;
+    let mut headers = parts.headers.clone();
+    // The forwarding headers described the request; they are not part of it.
+    for n in [
+        &X_ORIGINAL_METHOD,
+        &X_ORIGINAL_URI,
+        &X_REAL_IP,
+        &X_FORWARDED_METHOD,
+        &X_FORWARDED_URI,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_FOR,
+    ] {
+        headers.remove(n);
+    }
+    headers.insert(HOST, host);
+    described.headers = headers;
+    Ok(Described {
+        parts: described,
+        tls,
+        client,
+        answering,
+    })
+}
+
+fn bad(header: Option<&HeaderName>, what: &str) -> Problem {
+    let detail = match header {
+        Some(h) => format!("The check's {h} {what}."),
+        None => format!("The check is not usable: {what}."),
+    };
+    Problem {
+        status: 400,
+        reason: "bad_check",
+        title: "Bad Request",
+        detail: detail.into(),
+    }
+}
+
+/// A refusal as the status-only answer: 401 when signing in would help, else 403.
+pub fn status_only(signs_in: bool) -> u16 {
+    if signs_in {
+        401
+    } else {
+        403
+    }
+}
+
+#[cfg(test)]
+mod tests;
