@@ -70,7 +70,7 @@ const UNSUPPORTED: &str = "e0000000-0000-4000-8000-000000000004";
 const STALE: &str = "e0000000-0000-4000-8000-000000000005";
 
 /// Personas as last synced at `synced_at`, plus the extra devices, seen now.
-async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
+pub(crate) async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
     let s = SqliteStore::open(path).await.unwrap();
     portcullis::demo::seed(&s, synced_at).await.unwrap();
     s.upsert_entra_devices(&[
@@ -101,7 +101,7 @@ async fn seeded_store(path: &Path, synced_at: i64) -> SqliteStore {
     s
 }
 
-fn config(emu: &Emulator, app: &Upstream, db: &Path, landing: &str, routes: &str) -> String {
+pub(crate) fn config(emu: &Emulator, app: &Upstream, db: &Path, landing: &str, routes: &str) -> String {
     format!(
         "{}{}\n[store]\nsqlite_path = \"{}\"\n\n[device]\nchange_poll_interval = \"200ms\"\n\n[sync]\nenabled = false\n\n[landing]\n{landing}\n\n{routes}\n",
         emu.entra_section(""),
@@ -140,7 +140,7 @@ upstream = \"app\"
 mode = \"report_only\"
 ";
 
-const LANDING: &str =
+pub(crate) const LANDING: &str =
     "enrollment_url = \"https://jamf.contoso.test/enroll\"\nregistration_url = \"https://selfservice.contoso.test/register\"";
 
 struct Env {

@@ -8,6 +8,7 @@ mod demo;
 mod enforcement;
 mod harness;
 mod identity;
+mod ingress;
 mod layout;
 mod proxy;
 mod store;

@@ -194,6 +194,21 @@ fn bad(header: Option<&HeaderName>, what: &str) -> Problem {
     }
 }
 
+/// Every header an allowed check's answer may carry for the ingress to copy upstream. Each is
+/// sent, empty when it does not apply: an ingress copying a fixed list then never leaves a
+/// client's own value, or its own placeholder text (Caddy before 2.7), in a missing one's place.
+pub const IDENTITY_HEADERS: [&str; 9] = [
+    "x-portcullis-user",
+    "x-portcullis-user-id",
+    "x-portcullis-tenant",
+    "x-portcullis-device-id",
+    "x-portcullis-posture",
+    "x-portcullis-posture-age",
+    "x-portcullis-grace-ends",
+    "x-portcullis-decision",
+    "x-portcullis-assertion",
+];
+
 /// A refusal as the status-only answer: 401 when signing in would help, else 403.
 pub fn status_only(signs_in: bool) -> u16 {
     if signs_in {

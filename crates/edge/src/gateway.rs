@@ -250,6 +250,12 @@ impl Gateway {
                         h.insert(ASSERTION, v);
                     }
                 }
+                for name in forward_auth::IDENTITY_HEADERS {
+                    if !resp.headers().contains_key(name) {
+                        resp.headers_mut()
+                            .insert(http::HeaderName::from_static(name), HeaderValue::from_static(""));
+                    }
+                }
                 (resp, close || unread)
             }
             (Some(reply), Answering::Full | Answering::Direct) => self.reply(log, &reply, unread),

@@ -1,0 +1,444 @@
+//! Portcullis as the authorization service of real ingresses from Debian's packages — nginx
+//! with `auth_request` and Caddy with `forward_auth` — configured with the snippets the docs
+//! give (`contrib/forward-auth/`), in front of the echo app, over TLS: every persona gets the
+//! answer the proxy itself gives, the verified identity reaches the app, a browser signs in
+//! through the ingress, forged forwarding and identity headers change nothing, and a check
+//! from an address that is not the ingress's is refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portcullis::emulator::personas;
+
+use crate::enforcement::{config, seeded_store, LANDING};
+use crate::harness::{client, echo, free_port, make_certs, poll_until, Emulator, Gateway, Upstream};
+use crate::identity::Browser;
+
+const HOST: &str = "app.test";
+
+const ROUTES: &str = "
+[[routes]]
+name = \"open\"
+path_prefix = \"/open\"
+upstream = \"app\"
+require = \"none\"
+
+[[routes]]
+name = \"app\"
+upstream = \"app\"
+";
+
+/// An ingress process, killed when dropped.
+struct Ingress {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Ingress {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Ingress {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client that reaches `app.test` at this ingress and trusts the test CA.
+    fn client(&self, dir: &Path, cookies: bool) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .no_proxy()
+            .cookie_store(cookies)
+            .redirect(reqwest::redirect::Policy::none())
+            .add_root_certificate(ca)
+            .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.port)
+    }
+}
+
+fn contrib() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/forward-auth")
+}
+
+/// nginx with the documented snippets: `portcullis-locations.conf` in the server block,
+/// `portcullis-protect.conf` in the protected location.
+fn nginx(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
+    let (port, root) = (free_port(), dir.join("nginx"));
+    std::fs::create_dir_all(&root).unwrap();
+    let snippets = contrib().join("nginx");
+    let conf = format!(
+        "user root;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+           access_log {root}/access.log;\n\
+           client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fastcgi;\n\
+           uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;\n\
+           upstream portcullis {{ server {auth}; }}\n\
+           upstream app {{ server {app}; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port} ssl;\n\
+             server_name {HOST};\n\
+             ssl_certificate {cert}; ssl_certificate_key {key};\n\
+             include {snippets}/portcullis-locations.conf;\n\
+             location / {{\n\
+               include {snippets}/portcullis-protect.conf;\n\
+               proxy_pass http://app;\n\
+             }}\n\
+           }}\n\
+         }}\n",
+        root = root.display(),
+        cert = dir.join("app.test.pem").display(),
+        key = dir.join("app.test-key.pem").display(),
+        snippets = snippets.display(),
+    );
+    std::fs::write(root.join("nginx.conf"), conf).unwrap();
+    std::fs::write(root.join("port"), port.to_string()).unwrap();
+    Command::new("nginx")
+        .args(["-p"])
+        .arg(&root)
+        .arg("-c")
+        .arg(root.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("nginx (apt-get install nginx; scripts/test.sh installs it)")
+}
+
+/// Caddy with the documented Caddyfile, its placeholders from the environment.
+fn caddy(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
+    let (port, root) = (free_port(), dir.join("caddy"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("port"), port.to_string()).unwrap();
+    Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(contrib().join("Caddyfile"))
+        .env("SITE", format!("{HOST}:{port}"))
+        .env("PORTCULLIS_AUTH", auth.to_string())
+        .env("APP", app.to_string())
+        .env("TLS_CERT", dir.join("app.test.pem"))
+        .env("TLS_KEY", dir.join("app.test-key.pem"))
+        .env("HTTP_PORT", free_port().to_string())
+        .env("HTTPS_PORT", port.to_string())
+        // Caddy keeps its state under HOME/XDG_*: the test's directory, not root's.
+        .env("HOME", &root)
+        .env("XDG_DATA_HOME", &root)
+        .env("XDG_CONFIG_HOME", &root)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("caddy (apt-get install caddy; scripts/test.sh installs it)")
+}
+
+async fn ready(name: &'static str, mut child: Child, dir: &Path) -> Ingress {
+    let root = dir.join(name);
+    let port: u16 = std::fs::read_to_string(root.join("port")).unwrap().parse().unwrap();
+    let log = root.join("stderr.log");
+    poll_until(&format!("{name} listening"), Duration::from_secs(20), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{name} exited with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    Ingress { name, child, port, log }
+}
+
+struct Env {
+    emu: Emulator,
+    _app: Upstream,
+    gw: Gateway,
+    dir: tempfile::TempDir,
+    ingresses: Vec<Ingress>,
+    /// The forward-auth listeners: nginx's, Caddy's.
+    auth: [SocketAddr; 2],
+    _db: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("p.db");
+    let _store = seeded_store(&path, now()).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &[HOST]);
+    let auth: [SocketAddr; 2] = [0, 1].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let listeners = format!(
+        "[[listeners]]\nname = \"nginx-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"nginx\", trusted = [\"127.0.0.1\"] }}\n\n\
+         [[listeners]]\nname = \"caddy-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"caddy\", trusted = [\"127.0.0.1/32\"] }}\n",
+        auth[0], auth[1]
+    );
+    let gw = Gateway::start_with(&config(&emu, &app, &path, LANDING, ROUTES), |_| listeners).await;
+    let ingresses = vec![
+        ready("nginx", nginx(dir.path(), auth[0], app.addr), dir.path()).await,
+        ready("caddy", caddy(dir.path(), auth[1], app.addr), dir.path()).await,
+    ];
+    for i in &ingresses {
+        emu.state.register_redirect(
+            personas::GATEWAY_CLIENT_ID,
+            &format!("https://{HOST}:{}/.portcullis/callback", i.port),
+        );
+    }
+    Env {
+        emu,
+        _app: app,
+        gw,
+        dir,
+        ingresses,
+        auth,
+        _db: db,
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What a client gets for `path` as `persona` (bearer token; a browser navigation when `page`).
+async fn get(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    page: bool,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = c.get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if page {
+        r = r.header("accept", "text/html,application/xhtml+xml");
+    }
+    for (n, v) in extra {
+        r = r.header(*n, *v);
+    }
+    r.send().await.unwrap()
+}
+
+/// The parts of an answer that must not depend on the way in: status, type, redirect target
+/// and the page's text without the addresses in it.
+async fn answer(r: reqwest::Response, here: &str) -> (u16, String, String, String) {
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (status, ctype, location) = (r.status().as_u16(), header("content-type"), header("location"));
+    let body = r.text().await.unwrap().replace(here, "HERE");
+    (status, ctype, location.replace(here, "HERE"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer() {
+    let e = env().await;
+    let direct = client();
+    for ing in &e.ingresses {
+        let c = ing.client(e.dir.path(), false);
+        let here = format!("{HOST}:{}", ing.port);
+        // alice: through to the app, with her verified identity and her Mac's posture; the
+        // identity headers she forges are not what the app sees.
+        let alice = e.emu.token("persona=alice").await;
+        let forged = [
+            ("x-portcullis-user", "mallory@contoso.test"),
+            ("x-portcullis-grace-ends", "2099-01-01T00:00:00Z"),
+        ];
+        let v = echo(get(&c, &ing.url("/docs?q=1"), Some(&alice), false, &forged).await).await;
+        let h = &v["headers"];
+        let one = |n: &str| {
+            h[n].as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            one("x-portcullis-user"),
+            Some(vec!["alice@contoso.test".to_string()]),
+            "{}: {v}",
+            ing.name
+        );
+        assert_eq!(
+            one("x-portcullis-posture"),
+            Some(vec!["compliant".to_string()]),
+            "{}: {v}",
+            ing.name
+        );
+        assert_eq!(
+            one("x-portcullis-decision"),
+            Some(vec!["compliant".to_string()]),
+            "{}: {v}",
+            ing.name
+        );
+        assert!(one("x-portcullis-device-id").is_some(), "{}: {v}", ing.name);
+        assert!(
+            one("x-portcullis-grace-ends").is_none_or(|g| g.iter().all(String::is_empty)),
+            "{}: a forged header reached the app: {v}",
+            ing.name
+        );
+        assert_eq!(v["path"], "/docs", "{}: {v}", ing.name);
+        // erin, in her grace period: through, flagged for the app.
+        let erin = e.emu.token("persona=erin").await;
+        let v = echo(get(&c, &ing.url("/"), Some(&erin), false, &[]).await).await;
+        assert_eq!(v["headers"]["x-portcullis-posture"][0], "in_grace", "{}: {v}", ing.name);
+        assert!(
+            v["headers"]["x-portcullis-grace-ends"][0].is_string(),
+            "{}: {v}",
+            ing.name
+        );
+
+        // Everyone else: the answer the proxy gives, browsers and API clients alike.
+        for persona in ["bob", "carol", "dave"] {
+            let token = e.emu.token(&format!("persona={persona}")).await;
+            for page in [true, false] {
+                let via = answer(get(&c, &ing.url("/"), Some(&token), page, &[]).await, &here).await;
+                let own = answer(
+                    get(&direct, &e.gw.url("/"), Some(&token), page, &[]).await,
+                    &e.gw.http.to_string(),
+                )
+                .await;
+                assert!(via.0 >= 300, "{} {persona}: let through", ing.name);
+                assert_eq!(via, own, "{} {persona} page={page}: not the proxy's answer", ing.name);
+            }
+        }
+        // No credential: 401 for an API client, the sign-in redirect for a browser.
+        let r = get(&c, &ing.url("/"), None, false, &[]).await;
+        assert_eq!(r.status(), 401, "{}", ing.name);
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        let r = get(&c, &ing.url("/"), None, true, &[]).await;
+        assert_eq!(r.status(), 302, "{}", ing.name);
+        assert!(r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("/oauth2/v2.0/authorize"));
+        assert!(r.headers()["set-cookie"].to_str().unwrap().contains("-login="));
+        // The open route needs nothing.
+        assert_eq!(get(&c, &ing.url("/open/x"), None, false, &[]).await.status(), 200);
+    }
+    // The decision log names the ingress and shows the request the client made.
+    let logs = e.gw.logs();
+    for ingress in ["nginx", "caddy"] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("ingress=\"{ingress}\"")) && l.contains("path=\"/docs\""))
+            .unwrap_or_else(|| panic!("no decision line for {ingress}: {logs}"));
+        assert!(line.contains("outcome=\"allow\""), "{line}");
+        assert!(line.contains("user=a1000000-0000-4000-8000-000000000001"), "{line}");
+        assert!(line.contains("device_source="), "{line}");
+    }
+    assert!(!logs.contains("panicked"), "{logs}");
+    let m = e.gw.metrics().await;
+    let decisions = |reason: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("portcullis_decisions_total")
+                    && l.contains("route=\"app\"")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    // alice's request through each ingress; bob's two requests asked directly (twice), through
+    // Caddy, and through nginx, which asks twice for a refusal (its check, then the answer
+    // for the user).
+    assert_eq!(decisions("compliant"), 2.0, "{m}");
+    assert_eq!(decisions("device_noncompliant"), 4.0 + 2.0 + 4.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_each_ingress() {
+    let e = env().await;
+    for ing in &e.ingresses {
+        let b = Browser {
+            http: ing.client(e.dir.path(), true),
+            base: format!("https://{HOST}:{}", ing.port),
+        };
+        let r = b.sign_in("/docs", "alice").await;
+        let v = echo(r).await;
+        assert_eq!(
+            v["headers"]["x-portcullis-user"][0], "alice@contoso.test",
+            "{}: {v}",
+            ing.name
+        );
+        assert_eq!(v["path"], "/docs");
+        // The session cookie alone lets the next navigation through.
+        let v = echo(b.navigate(&format!("{}/next", b.base)).await).await;
+        assert_eq!(
+            v["headers"]["x-portcullis-user"][0], "alice@contoso.test",
+            "{}: {v}",
+            ing.name
+        );
+        assert!(!ing.logs().contains("[emerg]"), "{}", ing.logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarding_headers_pick_nothing_and_strangers_get_no_decision() {
+    let e = env().await;
+    // Through each ingress, a client's own forwarding headers do not move the decision to the
+    // open route (or another host): the ingress's own values describe the request.
+    for ing in &e.ingresses {
+        let c = ing.client(e.dir.path(), false);
+        let forged = [
+            ("x-original-uri", "/open/x"),
+            ("x-forwarded-uri", "/open/x"),
+            ("x-original-method", "OPTIONS"),
+            ("x-forwarded-host", "other.test"),
+            ("x-real-ip", "10.9.9.9"),
+        ];
+        let r = get(&c, &ing.url("/private"), None, false, &forged).await;
+        assert_eq!(r.status(), 401, "{}: a forged header picked the open route", ing.name);
+    }
+    // A check straight to the forward-auth listener: from the ingress's address it is answered,
+    // from any other it is refused without a decision.
+    let alice = e.emu.token("persona=alice").await;
+    let check = |from: [u8; 4], auth: SocketAddr| {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::from(from))
+            .build()
+            .unwrap();
+        c.get(format!("http://{auth}/auth"))
+            .bearer_auth(&alice)
+            .header("x-original-uri", "/")
+            .header("x-original-method", "GET")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/")
+            .header("x-forwarded-host", HOST)
+            .header("x-forwarded-proto", "https")
+            .send()
+    };
+    for auth in e.auth {
+        let r = check([127, 0, 0, 1], auth).await.unwrap();
+        assert_eq!(r.status(), 200, "{auth}");
+        assert_eq!(r.headers()["x-portcullis-user"], "alice@contoso.test");
+        let r = check([127, 0, 0, 3], auth).await.unwrap();
+        assert_eq!(r.status(), 403, "{auth}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["reason"], "untrusted_ingress");
+    }
+    let logs = e.gw.logs();
+    assert!(logs.contains("outside forward_auth.trusted is refused"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
