@@ -335,6 +335,25 @@ async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer
         assert!(r.headers()["set-cookie"].to_str().unwrap().contains("-login="));
         // The open route needs nothing.
         assert_eq!(get(&c, &ing.url("/open/x"), None, false, &[]).await.status(), 200);
+        // The answer page (ingress-nginx's sign-in URL): dave's landing for the page he
+        // asked for, and alice straight back to it.
+        let dave = e.emu.token("persona=dave").await;
+        let via = answer(
+            get(&c, &ing.url("/.portcullis/answer?rd=%2Fdocs"), Some(&dave), true, &[]).await,
+            &here,
+        )
+        .await;
+        let own = answer(
+            get(&direct, &e.gw.url("/docs"), Some(&dave), true, &[]).await,
+            &e.gw.http.to_string(),
+        )
+        .await;
+        assert_eq!(via, own, "{}: dave's answer page", ing.name);
+        let r = get(&c, &ing.url("/.portcullis/answer?rd=%2Fdocs"), Some(&alice), true, &[]).await;
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+            (302, "/docs")
+        );
     }
     // The decision log names the ingress and shows the request the client made.
     let logs = e.gw.logs();
@@ -359,10 +378,10 @@ async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    // alice's request through each ingress; bob's two requests asked directly (twice), through
+    // alice's request and answer page through each ingress; bob's two requests asked directly (twice), through
     // Caddy, and through nginx, which asks twice for a refusal (its check, then the answer
     // for the user).
-    assert_eq!(decisions("compliant"), 2.0, "{m}");
+    assert_eq!(decisions("compliant"), 2.0 + 2.0, "{m}");
     assert_eq!(decisions("device_noncompliant"), 4.0 + 2.0 + 4.0, "{m}");
 }
 

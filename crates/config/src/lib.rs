@@ -125,6 +125,10 @@ pub enum Ingress {
     /// `X-Original-Method`, `X-Original-URI`, `X-Forwarded-Host`, `X-Forwarded-Proto`,
     /// `X-Real-IP`, as the documented `auth_request` snippet sets them.
     Nginx,
+    /// Kubernetes ingress-nginx's `auth-url`: `X-Original-URL` (the whole URL, set by the
+    /// controller), `X-Original-Method`, `X-Real-IP`; it passes the client's headers on too,
+    /// so no other is read.
+    IngressNginx,
     /// `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For`, as `forward_auth` sets them.
     Caddy,
     /// The same headers, as ForwardAuth sets them.
@@ -138,6 +142,7 @@ impl Ingress {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Nginx => "nginx",
+            Self::IngressNginx => "ingress-nginx",
             Self::Caddy => "caddy",
             Self::Traefik => "traefik",
             Self::Envoy => "envoy",

@@ -382,3 +382,48 @@ fn store_urls_pick_the_backend_and_never_echo_a_password() {
         .to_string();
     assert!(errs.contains("store.query_timeout: is for a postgres://"), "{errs}");
 }
+
+#[test]
+fn forward_auth_listeners_name_their_ingress_and_whom_they_trust() {
+    let with = |listener: &str| {
+        GOOD.replace(
+            "address = \"127.0.0.1:8080\"",
+            &format!("address = \"127.0.0.1:8080\"\n\n[[listeners]]\naddress = \"127.0.0.1:9091\"\n{listener}"),
+        )
+    };
+    let cfg = Config::parse(&with("forward_auth = { ingress = \"caddy\" }"), Path::new("/")).unwrap();
+    let fa = cfg.listeners[1].forward_auth.as_ref().unwrap();
+    assert_eq!(fa.ingress, Ingress::Caddy);
+    // Loopback by default: the ingress on the same host.
+    assert!(fa.trusted.iter().any(|n| n.contains("127.0.0.9".parse().unwrap())));
+    assert!(fa.trusted.iter().any(|n| n.contains("::1".parse().unwrap())));
+    assert!(!fa.trusted.iter().any(|n| n.contains("10.0.0.1".parse().unwrap())));
+    assert!(cfg.listeners[0].forward_auth.is_none());
+
+    let cfg = Config::parse(
+        &with("forward_auth = { ingress = \"nginx\", trusted = [\"10.1.0.0/16\"] }"),
+        Path::new("/"),
+    )
+    .unwrap();
+    let fa = cfg.listeners[1].forward_auth.as_ref().unwrap();
+    assert!(fa.trusted[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(!fa.trusted[0].contains("127.0.0.1".parse().unwrap()));
+
+    let errors = Config::parse(
+        &with("forward_auth = { ingress = \"haproxy\", trusted = [\"10.0.0.0/40\"], mode = \"x\" }"),
+        Path::new("/"),
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "listeners[1].forward_auth.ingress",
+        "listeners[1].forward_auth.trusted[0]",
+        "listeners[1].forward_auth.mode",
+    ] {
+        assert!(keys.contains(&key), "{key} not in {keys:?}");
+    }
+    let errors = Config::parse(&with("forward_auth = { trusted = [] }"), Path::new("/")).unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"listeners[1].forward_auth.ingress"), "{keys:?}");
+    assert!(keys.contains(&"listeners[1].forward_auth.trusted"), "{keys:?}");
+}

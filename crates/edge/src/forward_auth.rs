@@ -14,10 +14,12 @@
 //!   problem — which Caddy, Traefik and Envoy send to the client as it is (nginx: its
 //!   `error_page` location asks here);
 //! - `/.portcullis/…`: the gateway's own endpoints (the sign-in callback, sign-out, continue),
-//!   proxied by the ingress as they are;
+//!   proxied by the ingress as they are; `/.portcullis/answer?rd=URL` among them gives a
+//!   browser the answer for `URL` (for ingress-nginx, whose refusals can only redirect);
 //! - anything else: 404.
 //!
-//! May depend on `access` (problems), `config` (the ingress kind) and `http`.
+//! May depend on `access` (problems), `identity` (safe return paths), `config` (the ingress
+//! kind) and `http`.
 
 use std::net::IpAddr;
 
@@ -58,6 +60,7 @@ pub struct Described {
 
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -85,9 +88,11 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
                 .strip_prefix(VERIFY_PATH);
             (Answering::Full, rest)
         }
-        (Ingress::Nginx | Ingress::Caddy | Ingress::Traefik, VERIFY_PATH) => (Answering::Full, None),
+        (Ingress::Nginx | Ingress::IngressNginx | Ingress::Caddy | Ingress::Traefik, VERIFY_PATH) => {
+            (Answering::Full, None)
+        }
         (_, p) if p.starts_with("/.portcullis/") => (Answering::Direct, None),
-        (Ingress::Nginx | Ingress::Caddy | Ingress::Traefik | Ingress::Envoy, _) => {
+        (Ingress::Nginx | Ingress::IngressNginx | Ingress::Caddy | Ingress::Traefik | Ingress::Envoy, _) => {
             return Err(Problem::new(
                 404,
                 "not_a_check",
@@ -97,8 +102,21 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
         }
     };
     let h = &parts.headers;
+    // ingress-nginx's `auth-url` sends the whole URL (`$scheme://$http_host$request_uri`) in
+    // X-Original-URL; the client's own headers pass through with it, so nothing else is read.
+    let original_url: Option<http::Uri> = match (ingress, answering) {
+        (Ingress::IngressNginx, Answering::Status | Answering::Full) => Some(
+            h.get(X_ORIGINAL_URL)
+                .and_then(|v| http::Uri::try_from(v.as_bytes()).ok())
+                .filter(|u| u.scheme().is_some() && u.authority().is_some())
+                .ok_or_else(|| bad(Some(&X_ORIGINAL_URL), "is missing or not an absolute URL"))?,
+        ),
+        (Ingress::IngressNginx, Answering::Direct)
+        | (Ingress::Nginx | Ingress::Caddy | Ingress::Traefik | Ingress::Envoy, _) => None,
+    };
     let (method_header, uri_header) = match ingress {
         Ingress::Nginx => (Some(&X_ORIGINAL_METHOD), Some(&X_ORIGINAL_URI)),
+        Ingress::IngressNginx => (Some(&X_ORIGINAL_METHOD), Some(&X_ORIGINAL_URL)),
         Ingress::Caddy | Ingress::Traefik => (Some(&X_FORWARDED_METHOD), Some(&X_FORWARDED_URI)),
         Ingress::Envoy => (None, None),
     };
@@ -108,38 +126,47 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
             http::Method::from_bytes(v.as_bytes()).map_err(|_| bad(method_header, "is not an HTTP method"))?
         }
     };
-    let uri: http::Uri = match (answering, envoy_path, uri_header) {
-        (Answering::Direct, _, _) => parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse(),
-        (_, Some(rest), _) => rest.parse(),
-        (Answering::Status | Answering::Full, None, Some(name)) => match h.get(name) {
+    let uri: http::Uri = match (answering, envoy_path, &original_url, uri_header) {
+        (Answering::Direct, _, _, _) => parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse(),
+        (_, _, Some(url), _) => url.path_and_query().map_or("/", |p| p.as_str()).parse(),
+        (_, Some(rest), None, _) => rest.parse(),
+        (Answering::Status | Answering::Full, None, None, Some(name)) => match h.get(name) {
             Some(v) if v.as_bytes().starts_with(b"/") => v.as_bytes().try_into(),
             Some(_) => return Err(bad(Some(name), "is not a path (it starts with /)")),
             None => return Err(bad(Some(name), "is missing: the ingress must send the original URI")),
         },
-        (Answering::Status | Answering::Full, None, None) => {
+        (Answering::Status | Answering::Full, None, None, None) => {
             return Err(bad(None, "the check names no original path"));
         }
     }
     .map_err(|_| bad(uri_header, "is not a valid request target"))?;
     let host = match ingress {
-        Ingress::Envoy => h.get(HOST),
-        Ingress::Nginx | Ingress::Caddy | Ingress::Traefik => h.get(X_FORWARDED_HOST).or_else(|| h.get(HOST)),
+        Ingress::Envoy => h.get(HOST).cloned(),
+        Ingress::Nginx | Ingress::Caddy | Ingress::Traefik => h.get(X_FORWARDED_HOST).cloned(),
+        Ingress::IngressNginx => original_url
+            .as_ref()
+            .and_then(http::Uri::authority)
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
-    .cloned()
+    .or_else(|| h.get(HOST).cloned())
     .ok_or_else(|| {
         bad(
             Some(&X_FORWARDED_HOST),
             "is missing: the ingress must send the original host",
         )
     })?;
-    let tls = match h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+    let proto = match &original_url {
+        Some(url) => url.scheme_str().map(str::as_bytes),
+        None => h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
+    };
+    let tls = match proto {
         Some(p) if p.eq_ignore_ascii_case(b"https") => true,
         Some(p) if p.eq_ignore_ascii_case(b"http") => false,
         Some(_) => return Err(bad(Some(&X_FORWARDED_PROTO), "is neither http nor https")),
         None => tls,
     };
     let client = match ingress {
-        Ingress::Nginx => h.get(X_REAL_IP).and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        Ingress::Nginx | Ingress::IngressNginx => h.get(X_REAL_IP).and_then(|v| v.to_str().ok()?.trim().parse().ok()),
         // The last entry is the one the ingress added; earlier ones the client may have sent.
         Ingress::Caddy | Ingress::Traefik | Ingress::Envoy => h
             .get_all(X_FORWARDED_FOR)
@@ -162,6 +189,7 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
     for n in [
         &X_ORIGINAL_METHOD,
         &X_ORIGINAL_URI,
+        &X_ORIGINAL_URL,
         &X_REAL_IP,
         &X_FORWARDED_METHOD,
         &X_FORWARDED_URI,
@@ -208,6 +236,28 @@ pub const IDENTITY_HEADERS: [&str; 9] = [
     "x-portcullis-decision",
     "x-portcullis-assertion",
 ];
+
+/// The answer page for one URL: see [`crate::gateway`]'s `answer_for`.
+pub const ANSWER_PATH: &str = "/.portcullis/answer";
+
+/// The target of `/.portcullis/answer?rd=…`: a safe path, or the path of a URL on the host
+/// the request came to (ingress-nginx appends the whole URL).
+pub fn answer_target(parts: &Parts) -> Option<String> {
+    let rd = url::form_urlencoded::parse(parts.uri.query()?.as_bytes())
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())?;
+    if rd.starts_with('/') {
+        return identity::oidc::safe_return_path(&rd).map(str::to_string);
+    }
+    let url = http::Uri::try_from(rd.as_str()).ok()?;
+    let here = access::host_of(parts)?;
+    let same_host = matches!(url.scheme_str(), Some("https" | "http"))
+        && url.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(here));
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    same_host
+        .then(|| identity::oidc::safe_return_path(path).map(str::to_string))
+        .flatten()
+}
 
 /// A refusal as the status-only answer: 401 when signing in would help, else 403.
 pub fn status_only(signs_in: bool) -> u16 {

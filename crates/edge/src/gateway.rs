@@ -125,7 +125,7 @@ impl Gateway {
         // `access::is_navigation`, without reading the headers twice.
         log.navigation = log.page && (parts.method == http::Method::GET || log.head);
         if parts.uri.path().starts_with("/.portcullis/") {
-            return self.own_endpoint(parts, body, conn.tls, log).await;
+            return self.own_endpoint(parts, body, conn, conn.tls, log).await;
         }
         match self.route_and_decide(&parts, conn.tls, conn, log).await {
             Err(p) => self.refuse(&body, log, p),
@@ -219,7 +219,7 @@ impl Gateway {
         log.navigation = log.page && (d.method == http::Method::GET || d.method == http::Method::HEAD);
         let answering = described.answering;
         if answering == Answering::Direct {
-            return self.own_endpoint(d, body, described.tls, log).await;
+            return self.own_endpoint(d, body, conn, described.tls, log).await;
         }
         let unread = !body.is_end_stream();
         let (route, reply) = match self.route_and_decide(&d, described.tls, conn, log).await {
@@ -260,7 +260,10 @@ impl Gateway {
             }
             (Some(reply), Answering::Full | Answering::Direct) => self.reply(log, &reply, unread),
             (Some(reply), Answering::Status) => {
-                let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)));
+                // ingress-nginx sends only a 401 to its sign-in URL (`/.portcullis/answer`),
+                // which then shows the browser its landing.
+                let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)))
+                    || (fa.ingress == config::Ingress::IngressNginx && log.navigation);
                 let rendered = reply.render(log.page);
                 let status = match rendered.status {
                     s @ 500..=599 => s,
@@ -447,7 +450,7 @@ impl Gateway {
     }
 
     /// `/.portcullis/…`: the gateway's own endpoints, on every host.
-    async fn own_endpoint(&self, parts: Parts, body: Incoming, tls: bool, log: &mut AccessLog) -> Answer {
+    async fn own_endpoint(&self, parts: Parts, body: Incoming, conn: &Conn, tls: bool, log: &mut AccessLog) -> Answer {
         log.verdict.early = Some(Early::GatewayEndpoint);
         let reply = match (self.access.identity(), parts.uri.path()) {
             (Some(id), identity::oidc::CALLBACK_PATH) => {
@@ -468,6 +471,15 @@ impl Gateway {
             }
             (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
             (_, "/.portcullis/continue") => self.continue_to(&parts),
+            (_, forward_auth::ANSWER_PATH) => match forward_auth::answer_target(&parts) {
+                Some(target) => self.answer_for(&parts, &target, conn, tls, log).await,
+                None => Reply::problem(Problem::new(
+                    400,
+                    "bad_return_url",
+                    "Bad Request",
+                    "rd must be a path, or a URL on this host.",
+                )),
+            },
             (_, access::grace::ACK_PATH) => access::grace::ack(&parts),
             (_, "/.portcullis/jwks.json") => Reply::Body {
                 status: 200,
@@ -477,6 +489,36 @@ impl Gateway {
             (Some(_), _) | (None, _) => Reply::problem(Problem::new(404, "no_route", "Not Found", "")),
         };
         self.reply(log, &reply, !body.is_end_stream())
+    }
+
+    /// `/.portcullis/answer?rd=…`: what a browser gets for `target` on this host — the sign-in,
+    /// the landing, or (let through) a redirect back to it. For an ingress that can only send
+    /// a refused browser to one sign-in URL (ingress-nginx's `auth-signin`).
+    async fn answer_for(&self, parts: &Parts, target: &str, conn: &Conn, tls: bool, log: &mut AccessLog) -> Reply {
+        let Ok(mut asked) = http::Request::get(target).body(()).map(|r| r.into_parts().0) else {
+            return Reply::problem(Problem::new(
+                400,
+                "bad_return_url",
+                "Bad Request",
+                "rd is not a request target.",
+            ));
+        };
+        asked.headers = parts.headers.clone();
+        asked.version = parts.version;
+        log.verdict.early = None;
+        log.uri = asked.uri.clone();
+        match self.route_and_decide(&asked, tls, conn, log).await {
+            Err(p) => {
+                log.verdict.early = Some(Early::Refused(p.reason));
+                Reply::problem(p)
+            }
+            Ok((_, Some(reply))) => reply,
+            Ok((_, None)) => Reply::Redirect {
+                status: 302,
+                location: target.to_string(),
+                headers: Vec::new(),
+            },
+        }
     }
 
     /// `/.portcullis/continue?return_to=URL&sig=SIG`: back from a custom landing page, only to a

@@ -44,20 +44,21 @@ pub(super) fn build_listener(raw: RawListener, key: &str, base: &Path, c: &mut C
         let fkey = format!("{key}.forward_auth");
         let ingress = match f.ingress.as_deref() {
             Some("nginx") => Some(Ingress::Nginx),
+            Some("ingress-nginx") => Some(Ingress::IngressNginx),
             Some("caddy") => Some(Ingress::Caddy),
             Some("traefik") => Some(Ingress::Traefik),
             Some("envoy") => Some(Ingress::Envoy),
             Some(other) => {
                 c.push(
                     format!("{fkey}.ingress"),
-                    format!("{other:?} is not an ingress (\"nginx\", \"caddy\", \"traefik\" or \"envoy\")"),
+                    format!("{other:?} is not an ingress (\"nginx\", \"ingress-nginx\", \"caddy\", \"traefik\" or \"envoy\")"),
                 );
                 None
             }
             None => {
                 c.push(
                     format!("{fkey}.ingress"),
-                    "required: \"nginx\", \"caddy\", \"traefik\" or \"envoy\"",
+                    "required: \"nginx\", \"ingress-nginx\", \"caddy\", \"traefik\" or \"envoy\"",
                 );
                 None
             }

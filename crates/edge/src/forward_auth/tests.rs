@@ -186,3 +186,66 @@ fn bad_checks_are_refused_with_what_is_wrong() {
         assert_eq!((p.status, p.reason), (*status, *reason), "{name}: {}", p.detail);
     }
 }
+
+#[test]
+fn ingress_nginx_auth_url() {
+    // The controller sets X-Original-URL, X-Original-Method and X-Real-IP, and passes the
+    // client's headers on: a client's X-Original-URI or X-Forwarded-Host must not count.
+    let check = request(
+        "GET",
+        "/auth",
+        &[
+            ("host", "portcullis.portcullis.svc"),
+            ("x-original-url", "https://app.contoso.test/reports/q3?x=1"),
+            ("x-original-method", "GET"),
+            ("x-real-ip", "203.0.113.7"),
+            ("x-sent-from", "nginx-ingress-controller"),
+            ("x-auth-request-redirect", "/reports/q3?x=1"),
+            ("x-original-uri", "/public"),
+            ("x-forwarded-host", "other.test"),
+            ("x-forwarded-proto", "http"),
+        ],
+    );
+    let d = describe(Ingress::IngressNginx, &check, false, PEER).unwrap();
+    assert_eq!(d.answering, Answering::Status);
+    assert_eq!(d.parts.uri, "/reports/q3?x=1");
+    assert_eq!(host(&d), "app.contoso.test");
+    assert!(d.tls, "the scheme is the URL's");
+    assert_eq!(d.client, "203.0.113.7".parse::<IpAddr>().unwrap());
+    let mut without = check.clone();
+    without.headers.remove("x-original-url");
+    let p = describe(Ingress::IngressNginx, &without, false, PEER).unwrap_err();
+    assert_eq!((p.status, p.reason), (400, "bad_check"));
+    let mut relative = check;
+    relative
+        .headers
+        .insert("x-original-url", HeaderValue::from_static("/reports"));
+    assert_eq!(
+        describe(Ingress::IngressNginx, &relative, false, PEER)
+            .unwrap_err()
+            .status,
+        400
+    );
+}
+
+#[test]
+fn the_answer_page_only_answers_for_this_host() {
+    let asked = |target: &str| request("GET", target, &[("host", "app.contoso.test")]);
+    let target = |t: &str| answer_target(&asked(t));
+    assert_eq!(
+        target("/.portcullis/answer?rd=%2Freports%3Fq%3D1").as_deref(),
+        Some("/reports?q=1")
+    );
+    assert_eq!(
+        target("/.portcullis/answer?rd=https%3A%2F%2Fapp.contoso.test%2Freports").as_deref(),
+        Some("/reports")
+    );
+    for bad in [
+        "/.portcullis/answer",
+        "/.portcullis/answer?rd=https%3A%2F%2Fevil.test%2Fx",
+        "/.portcullis/answer?rd=%2F%2Fevil.test%2Fx",
+        "/.portcullis/answer?rd=javascript%3Aalert(1)",
+    ] {
+        assert_eq!(target(bad), None, "{bad}");
+    }
+}
