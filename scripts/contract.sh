@@ -7,9 +7,11 @@
 #   api_check.py      schemathesis against the admin API's OpenAPI document, with and without a
 #                     credential, seeded and bounded;
 #   browser_check.py  Playwright driving Debian's Chromium through the end-user pages of the demo;
-#   console_check.py  the same through the admin console (screenshots in target/console-screenshots).
+#   console_check.py  the same through the admin console (screenshots in target/console-screenshots);
+#   ingress_check.py  Chromium signing in through Debian's nginx, Portcullis answering its
+#                     auth_request checks (docs/forward-auth.md).
 # The venv lives in target/contract-venv and is remade when the pins change; Chromium and
-# Python's venv are installed with apt-get when missing.
+# Python's venv (and nginx) are installed with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/contract-venv
@@ -17,6 +19,7 @@ sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 { python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } || missing+=(python3 python3-venv)
 command -v "${PORTCULLIS_CHROMIUM:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
+PATH="$PATH:/usr/sbin" command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -29,7 +32,7 @@ if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt" 2>/dev/null
 fi
 [ -x target/debug/portcullis ] || cargo build --locked --features demo --bin portcullis
 failed=()
-for check in clients_check api_check browser_check console_check; do
+for check in clients_check api_check browser_check console_check ingress_check; do
   echo "== contract: $check"
   "$venv/bin/python" "tests/contract/$check.py" target/debug/portcullis || failed+=("$check")
 done

@@ -255,6 +255,9 @@ fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &s
     if let Some(a) = http {
         println!("  gateway (HTTP):  http://{a}/");
     }
+    if let Some(a) = find("checks") {
+        println!("  forward-auth:    http://{a}/auth, /verify   (for nginx's auth_request: contrib/forward-auth/, docs/forward-auth.md)");
+    }
     println!("  admin console:   http://{admin}/console/   (sign in with Microsoft as alice, admin, or bob, read-only; or with a token below)");
     println!("  admin API:       http://{admin}/api/v1/   /metrics  /healthz  /readyz");
     if let Some(u) = cfg.upstreams.first().and_then(|u| u.addresses.first()) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use portcullis::emulator::personas;
 
 use crate::enforcement::{config, seeded_store, LANDING};
-use crate::harness::{client, echo, free_port, make_certs, poll_until, Emulator, Gateway, Upstream};
+use crate::harness::{echo, free_port, make_certs, poll_until, Emulator, Gateway, Upstream};
 use crate::identity::Browser;
 
 const HOST: &str = "app.test";
@@ -106,7 +106,14 @@ fn nginx(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
     );
     std::fs::write(root.join("nginx.conf"), conf).unwrap();
     std::fs::write(root.join("port"), port.to_string()).unwrap();
-    Command::new("nginx")
+    // Debian puts nginx in /usr/sbin, which a user's PATH may not hold.
+    let bin = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"));
+    Command::new(bin)
         .args(["-p"])
         .arg(&root)
         .arg("-c")
@@ -171,8 +178,8 @@ struct Env {
     gw: Gateway,
     dir: tempfile::TempDir,
     ingresses: Vec<Ingress>,
-    /// The forward-auth listeners: nginx's, Caddy's.
-    auth: [SocketAddr; 2],
+    /// The forward-auth listeners: nginx's, Caddy's, Traefik's, Envoy's.
+    auth: [SocketAddr; 4],
     _db: tempfile::TempDir,
 }
 
@@ -183,11 +190,13 @@ async fn env() -> Env {
     let _store = seeded_store(&path, now()).await;
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[HOST]);
-    let auth: [SocketAddr; 2] = [0, 1].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let auth: [SocketAddr; 4] = [0, 1, 2, 3].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
     let listeners = format!(
         "[[listeners]]\nname = \"nginx-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"nginx\", trusted = [\"127.0.0.1\"] }}\n\n\
-         [[listeners]]\nname = \"caddy-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"caddy\", trusted = [\"127.0.0.1/32\"] }}\n",
-        auth[0], auth[1]
+         [[listeners]]\nname = \"caddy-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"caddy\", trusted = [\"127.0.0.1/32\"] }}\n\n\
+         [[listeners]]\nname = \"traefik-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"traefik\" }}\n\n\
+         [[listeners]]\nname = \"envoy-checks\"\naddress = \"{}\"\nforward_auth = {{ ingress = \"envoy\" }}\n",
+        auth[0], auth[1], auth[2], auth[3]
     );
     let gw = Gateway::start_with(&config(&emu, &app, &path, LANDING, ROUTES), |_| listeners).await;
     let ingresses = vec![
@@ -209,6 +218,16 @@ async fn env() -> Env {
         auth,
         _db: db,
     }
+}
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 fn now() -> i64 {
@@ -256,7 +275,7 @@ async fn answer(r: reqwest::Response, here: &str) -> (u16, String, String, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer() {
     let e = env().await;
-    let direct = client();
+    let direct = no_redirects();
     for ing in &e.ingresses {
         let c = ing.client(e.dir.path(), false);
         let here = format!("{HOST}:{}", ing.port);
@@ -266,6 +285,7 @@ async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer
         let forged = [
             ("x-portcullis-user", "mallory@contoso.test"),
             ("x-portcullis-grace-ends", "2099-01-01T00:00:00Z"),
+            ("cookie", "theme=dark; __Host-portcullis=not-for-the-app; lang=en"),
         ];
         let v = echo(get(&c, &ing.url("/docs?q=1"), Some(&alice), false, &forged).await).await;
         let h = &v["headers"];
@@ -298,6 +318,13 @@ async fn nginx_and_caddy_ask_portcullis_and_every_persona_gets_the_proxys_answer
             ing.name
         );
         assert_eq!(v["path"], "/docs", "{}: {v}", ing.name);
+        // The app gets the client's cookies but never the gateway's own.
+        assert_eq!(
+            one("cookie"),
+            Some(vec!["theme=dark; lang=en".to_string()]),
+            "{}: {v}",
+            ing.name
+        );
         // erin, in her grace period: through, flagged for the app.
         let erin = e.emu.token("persona=erin").await;
         let v = echo(get(&c, &ing.url("/"), Some(&erin), false, &[]).await).await;
@@ -408,6 +435,13 @@ async fn a_browser_signs_in_through_each_ingress() {
             "{}: {v}",
             ing.name
         );
+        // Only the session cookie was sent: the app gets no cookie at all.
+        let cookies = v["headers"]["cookie"].as_array().cloned().unwrap_or_default();
+        assert!(
+            cookies.iter().all(|c| c.as_str().is_some_and(str::is_empty)),
+            "{}: the session cookie reached the app: {v}",
+            ing.name
+        );
         assert!(!ing.logs().contains("[emerg]"), "{}", ing.logs());
     }
 }
@@ -448,7 +482,8 @@ async fn forged_forwarding_headers_pick_nothing_and_strangers_get_no_decision() 
             .header("x-forwarded-proto", "https")
             .send()
     };
-    for auth in e.auth {
+    for auth in &e.auth[..2] {
+        let auth = *auth;
         let r = check([127, 0, 0, 1], auth).await.unwrap();
         assert_eq!(r.status(), 200, "{auth}");
         assert_eq!(r.headers()["x-portcullis-user"], "alice@contoso.test");
@@ -460,4 +495,105 @@ async fn forged_forwarding_headers_pick_nothing_and_strangers_get_no_decision() 
     let logs = e.gw.logs();
     assert!(logs.contains("outside forward_auth.trusted is refused"), "{logs}");
     assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// Traefik's ForwardAuth and Envoy's HTTP `ext_authz` check requests, in the shapes their
+/// documentation gives (neither runs here): the same answers as the proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_and_envoy_checks_in_their_documented_shapes() {
+    let e = env().await;
+    let (traefik, envoy) = (e.auth[2], e.auth[3]);
+    let (direct, c) = (no_redirects(), no_redirects());
+    // Traefik: a GET to the address, the original request in X-Forwarded-*, its headers along.
+    let traefik_check = |token: Option<String>, page: bool| {
+        let mut r = c
+            .get(format!("http://{traefik}/verify"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", HOST)
+            .header("x-forwarded-uri", "/docs?q=1")
+            .header("x-forwarded-for", "203.0.113.9");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if page {
+            r = r.header("accept", "text/html,application/xhtml+xml");
+        }
+        r.send()
+    };
+    // Envoy (path_prefix /verify): the original method, path and Host.
+    let envoy_check = |method: reqwest::Method, token: Option<String>, page: bool| {
+        let mut r = c
+            .request(method, format!("http://{envoy}/verify/docs?q=1"))
+            .header("host", HOST)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-request-id", "9f1c")
+            .header("x-envoy-expected-rq-timeout-ms", "2000")
+            .header("content-length", "0");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if page {
+            r = r.header("accept", "text/html,application/xhtml+xml");
+        }
+        r.send()
+    };
+    let alice = e.emu.token("persona=alice").await;
+    for r in [
+        traefik_check(Some(alice.clone()), false).await.unwrap(),
+        envoy_check(reqwest::Method::POST, Some(alice.clone()), false)
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-portcullis-user"], "alice@contoso.test");
+        assert_eq!(r.headers()["x-portcullis-posture"], "compliant");
+        assert_eq!(r.headers()["x-portcullis-reason"], "compliant");
+        // Every identity header is there, empty when it does not apply.
+        assert_eq!(r.headers()["x-portcullis-grace-ends"], "");
+    }
+    for persona in ["bob", "carol", "dave"] {
+        let token = e.emu.token(&format!("persona={persona}")).await;
+        for page in [true, false] {
+            let own = answer(
+                get(&direct, &e.gw.url("/docs?q=1"), Some(&token), page, &[]).await,
+                &e.gw.http.to_string(),
+            )
+            .await;
+            let via = answer(traefik_check(Some(token.clone()), page).await.unwrap(), HOST).await;
+            assert_eq!(via, own, "traefik {persona} page={page}");
+            let via = answer(
+                envoy_check(reqwest::Method::GET, Some(token.clone()), page)
+                    .await
+                    .unwrap(),
+                HOST,
+            )
+            .await;
+            assert_eq!(via, own, "envoy {persona} page={page}");
+        }
+    }
+    // No credential: the sign-in for a browser (its callback on the original host), 401 else.
+    let r = traefik_check(None, true).await.unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let redirect = url::Url::parse(&location).unwrap();
+    let back = redirect
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(back, format!("https://{HOST}/.portcullis/callback"));
+    let r = envoy_check(reqwest::Method::GET, None, false).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let logs = e.gw.logs();
+    for ingress in ["traefik", "envoy"] {
+        assert!(
+            logs.lines().any(|l| l.contains(&format!("ingress=\"{ingress}\""))
+                && l.contains("path=\"/docs\"")
+                && l.contains("client=203.0.113.9")),
+            "{ingress}: {logs}"
+        );
+    }
 }

@@ -237,6 +237,10 @@ pub const IDENTITY_HEADERS: [&str; 9] = [
     "x-portcullis-assertion",
 ];
 
+/// On an allowed answer: the request's `Cookie` without the gateway's own cookies (empty when
+/// none is left), which the ingress sends to the app in place of the client's.
+pub const COOKIE_HEADER: HeaderName = HeaderName::from_static("x-portcullis-cookie");
+
 /// The answer page for one URL: see [`crate::gateway`]'s `answer_for`.
 pub const ANSWER_PATH: &str = "/.portcullis/answer";
 

@@ -250,6 +250,17 @@ impl Gateway {
                         h.insert(ASSERTION, v);
                     }
                 }
+                // The request's cookies without the gateway's own, for the ingress to send on
+                // instead of the client's `Cookie`.
+                let mut cookies = http::HeaderMap::new();
+                if let Some(c) = d.headers.get(http::header::COOKIE) {
+                    cookies.insert(http::header::COOKIE, c.clone());
+                }
+                self.strip_own_cookies(&mut cookies);
+                let kept = cookies
+                    .remove(http::header::COOKIE)
+                    .unwrap_or(HeaderValue::from_static(""));
+                resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept);
                 for name in forward_auth::IDENTITY_HEADERS {
                     if !resp.headers().contains_key(name) {
                         resp.headers_mut()
@@ -417,17 +428,23 @@ impl Gateway {
             h.insert(HOST, v.clone());
         }
         upstream_headers::sanitize(h, downstream);
+        self.strip_own_cookies(h);
+        upstream_headers::identity_headers(h, verdict, &conn.identity_values);
+        // A signed JWT: always a valid header value.
+        if let Some(v) = assertion.and_then(|jwt| HeaderValue::try_from(jwt).ok()) {
+            h.insert(ASSERTION, v);
+        }
+    }
+
+    /// Removes the gateway's own cookies (session, sign-in, grace acknowledgement) from `h`:
+    /// the app never gets them.
+    fn strip_own_cookies(&self, h: &mut http::HeaderMap) {
         if let Some(id) = &self.access.identity {
             let id = id.load();
             upstream_headers::strip_own_cookies(
                 h,
                 &[&id.cookie_name, &id.login_cookie_name, access::grace::ACK_COOKIE],
             );
-        }
-        upstream_headers::identity_headers(h, verdict, &conn.identity_values);
-        // A signed JWT: always a valid header value.
-        if let Some(v) = assertion.and_then(|jwt| HeaderValue::try_from(jwt).ok()) {
-            h.insert(ASSERTION, v);
         }
     }
 

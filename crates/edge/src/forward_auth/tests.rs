@@ -141,7 +141,9 @@ fn own_endpoints_are_served_as_proxied() {
 
 #[test]
 fn bad_checks_are_refused_with_what_is_wrong() {
-    let cases: &[(&str, &str, &[(&str, &str)], u16, &str)] = &[
+    // (name, check path, headers, status, reason)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case] = &[
         ("other path", "/", &[("host", "a.test")], 404, "not_a_check"),
         (
             "no original URI",
