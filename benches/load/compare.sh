@@ -3,7 +3,8 @@
 #   the demo app direct; nginx as a plain reverse proxy (no auth); HAProxy verifying the same
 #   RS256 tokens with jwt_verify plus a map lookup of the device (the do-it-yourself
 #   alternative); Portcullis in the demo configuration — each with one repeated token and with
-#   a different valid token per request — measured with wrk at fixed connection counts; then
+#   a different valid token per request; nginx asking Portcullis's forward-auth listener with
+#   auth_request (contrib/forward-auth/) — measured with wrk at fixed connection counts; then
 #   p99 latency at half of nginx's saturation rate with oha (fixed request rate).
 #
 # Usage: benches/load/compare.sh [-d SECONDS] [-c "CONNS ..."] [-n DISTINCT_TOKENS] [-o OFFSET]
@@ -104,6 +105,36 @@ NGINX
 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
+# nginx asking Portcullis (the demo's forward-auth listener) with the documented snippets
+# (contrib/forward-auth/nginx/): auth_request per request, then nginx proxies to the app.
+fa_port=$((8380 + offset)); checks_port=$((8091 + offset))
+mkdir -p "$work/nginx-fa"
+cat >"$work/nginx-fa.conf" <<NGINX
+worker_processes $threads;
+pid $work/nginx-fa.pid;
+error_log $work/nginx-fa-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx-fa; proxy_temp_path $work/nginx-fa;
+  fastcgi_temp_path $work/nginx-fa; uwsgi_temp_path $work/nginx-fa; scgi_temp_path $work/nginx-fa;
+  upstream app { server 127.0.0.1:$app_port; keepalive 128; }
+  upstream portcullis { server 127.0.0.1:$checks_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$fa_port;
+    include $root/contrib/forward-auth/nginx/portcullis-locations.conf;
+    location / {
+      include $root/contrib/forward-auth/nginx/portcullis-protect.conf;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -e "$work/nginx-fa-error.log" -c "$work/nginx-fa.conf" -g 'daemon off;' &
+pids+=($!)
+
 # HAProxy: RS256 jwt_verify of the bearer token, issuer/audience/expiry checks, and the
 # device's compliance from a map file — what one would build by hand.
 cat >"$work/haproxy.cfg" <<HAPROXY
@@ -141,7 +172,7 @@ haproxy -c -f "$work/haproxy.cfg" >/dev/null
 haproxy -f "$work/haproxy.cfg" -db &
 pids+=($!)
 # Ours must be the processes answering: a stale one on the same port would be measured instead.
-for port in "$nginx_port" "$haproxy_port"; do
+for port in "$nginx_port" "$haproxy_port" "$fa_port"; do
   for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$port/" && break
     sleep 0.1
@@ -159,7 +190,7 @@ for target in "direct http://127.0.0.1:$app_port/hello" "nginx http://127.0.0.1:
   set -- $target
   [ "$(check "$1" "$2")" = 200 ] || { echo "compare: $1 does not answer 200" >&2; exit 1; }
 done
-for target in "haproxy http://127.0.0.1:$haproxy_port/hello" "portcullis http://127.0.0.1:$gw_port/hello"; do
+for target in "haproxy http://127.0.0.1:$haproxy_port/hello" "portcullis http://127.0.0.1:$gw_port/hello" "nginx+portcullis http://127.0.0.1:$fa_port/hello"; do
   set -- $target
   code=$(check "$1" "$2" "$token"); [ "$code" = 200 ] || { echo "compare: $1 answers $code to alice's token" >&2; cat "$work"/*.log "$work"/haproxy.cfg >&2; exit 1; }
   [ "$(check "$1" "$2")" = 401 ] || { echo "compare: $1 lets a request without a token through" >&2; exit 1; }
@@ -192,6 +223,7 @@ for c in $conns; do
   run "haproxy (distinct tokens)" "$c" "http://127.0.0.1:$haproxy_port/hello" "@distinct"
   run "portcullis (repeated token)" "$c" "http://127.0.0.1:$gw_port/hello" "$token"
   run "portcullis (distinct tokens)" "$c" "http://127.0.0.1:$gw_port/hello" "@distinct"
+  run "nginx + portcullis forward-auth (repeated token)" "$c" "http://127.0.0.1:$fa_port/hello" "$token"
 done
 
 latency="$work/latency.tsv"
@@ -204,7 +236,8 @@ if command -v oha >/dev/null 2>&1; then
   echo "compare: p99 at half of nginx's saturation rate ($rate req/s, $c connections), oha" >&2
   for target in "direct|http://127.0.0.1:$app_port/hello|" "nginx|http://127.0.0.1:$nginx_port/hello|" \
                 "haproxy (repeated token)|http://127.0.0.1:$haproxy_port/hello|$token" \
-                "portcullis (repeated token)|http://127.0.0.1:$gw_port/hello|$token"; do
+                "portcullis (repeated token)|http://127.0.0.1:$gw_port/hello|$token" \
+                "nginx + portcullis forward-auth (repeated token)|http://127.0.0.1:$fa_port/hello|$token"; do
     IFS='|' read -r label url auth <<<"$target"
     out=$(oha --no-tui --output-format json -z "${duration}s" -c "$c" -q "$rate" ${auth:+-H "Authorization: Bearer $auth"} "$url")
     printf '%s\t%s\t%s\n' "$label" "$rate" "$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["statusCodeDistribution"]; print("%.3f\t%.3f\t%d" % (p["p50"]*1000, p["p99"]*1000, sum(v for k,v in s.items() if k != "200")))')" >>"$latency"

@@ -231,76 +231,59 @@ impl Gateway {
         };
         let (mut resp, close) = match (reply, answering) {
             (None, _) => {
-                let (mut resp, close) = own(
-                    access::Rendered {
-                        status: 200,
-                        headers: vec![("cache-control", "no-store".to_string())],
-                        body: String::new(),
-                        close: false,
-                    },
-                    log.head,
-                );
-                if let Some(route) = &route {
-                    let h = resp.headers_mut();
-                    upstream_headers::identity_headers(h, &log.verdict, &conn.identity_values);
-                    if let Some(v) = self
-                        .assertion(route, &log.verdict)
-                        .and_then(|jwt| HeaderValue::try_from(jwt).ok())
-                    {
-                        h.insert(ASSERTION, v);
-                    }
-                }
-                // The request's cookies without the gateway's own, for the ingress to send on
-                // instead of the client's `Cookie`.
-                let mut cookies = http::HeaderMap::new();
-                if let Some(c) = d.headers.get(http::header::COOKIE) {
-                    cookies.insert(http::header::COOKIE, c.clone());
-                }
-                self.strip_own_cookies(&mut cookies);
-                let kept = cookies
-                    .remove(http::header::COOKIE)
-                    .unwrap_or(HeaderValue::from_static(""));
-                resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept);
-                for name in forward_auth::IDENTITY_HEADERS {
-                    if !resp.headers().contains_key(name) {
-                        resp.headers_mut()
-                            .insert(http::HeaderName::from_static(name), HeaderValue::from_static(""));
-                    }
-                }
+                let (resp, close) = self.allowed_answer(&d, route.as_deref(), conn, log);
                 (resp, close || unread)
             }
             (Some(reply), Answering::Full | Answering::Direct) => self.reply(log, &reply, unread),
             (Some(reply), Answering::Status) => {
-                // ingress-nginx sends only a 401 to its sign-in URL (`/.portcullis/answer`),
-                // which then shows the browser its landing.
-                let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)))
-                    || (fa.ingress == config::Ingress::IngressNginx && log.navigation);
-                let rendered = reply.render(log.page);
-                let status = match rendered.status {
-                    s @ 500..=599 => s,
-                    _ => forward_auth::status_only(signs_in),
-                };
-                log.verdict.responded = Some(status);
-                let mut headers: Vec<(&'static str, String)> = rendered
-                    .headers
-                    .into_iter()
-                    .filter(|(n, _)| *n == "www-authenticate" || *n == "cache-control")
-                    .collect();
-                if let Reply::Redirect { location, .. } = &reply {
-                    headers.push(("x-portcullis-location", location.clone()));
-                }
-                let answer = access::Rendered {
-                    status,
-                    headers,
-                    body: String::new(),
-                    close: rendered.close,
-                };
-                let (resp, close) = own(answer, log.head);
+                let (resp, close) = status_only_answer(fa.ingress, &reply, log);
                 (resp, close || unread)
             }
         };
         resp.headers_mut()
             .insert(REASON, HeaderValue::from_static(log.verdict.reason()));
+        (resp, close)
+    }
+
+    /// An allowed check's answer: 200 with every identity header (empty when it does not
+    /// apply), the assertion, and the cookies the app may have.
+    fn allowed_answer(&self, d: &Parts, route: Option<&Route>, conn: &Conn, log: &AccessLog) -> Answer {
+        let (mut resp, close) = own(
+            access::Rendered {
+                status: 200,
+                headers: vec![("cache-control", "no-store".to_string())],
+                body: String::new(),
+                close: false,
+            },
+            log.head,
+        );
+        if let Some(route) = route {
+            let h = resp.headers_mut();
+            upstream_headers::identity_headers(h, &log.verdict, &conn.identity_values);
+            if let Some(v) = self
+                .assertion(route, &log.verdict)
+                .and_then(|jwt| HeaderValue::try_from(jwt).ok())
+            {
+                h.insert(ASSERTION, v);
+            }
+        }
+        // The request's cookies without the gateway's own, for the ingress to send on
+        // instead of the client's `Cookie`.
+        let mut cookies = http::HeaderMap::new();
+        if let Some(c) = d.headers.get(http::header::COOKIE) {
+            cookies.insert(http::header::COOKIE, c.clone());
+        }
+        self.strip_own_cookies(&mut cookies);
+        let kept = cookies
+            .remove(http::header::COOKIE)
+            .unwrap_or(HeaderValue::from_static(""));
+        resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept);
+        for name in forward_auth::IDENTITY_HEADERS {
+            if !resp.headers().contains_key(name) {
+                resp.headers_mut()
+                    .insert(http::HeaderName::from_static(name), HeaderValue::from_static(""));
+            }
+        }
         (resp, close)
     }
 
@@ -605,6 +588,36 @@ impl Gateway {
 const ASSERTION: http::HeaderName = http::HeaderName::from_static("x-portcullis-assertion");
 /// The decision's reason code on a forward-auth answer.
 const REASON: http::HeaderName = http::HeaderName::from_static("x-portcullis-reason");
+
+/// A refusal as nginx `auth_request` takes it: 401 or 403 (a 5xx as it is), no body, with the
+/// redirect's target in `X-Portcullis-Location`.
+fn status_only_answer(ingress: config::Ingress, reply: &Reply, log: &mut AccessLog) -> Answer {
+    // ingress-nginx sends only a 401 to its sign-in URL (`/.portcullis/answer`),
+    // which then shows the browser its landing.
+    let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)))
+        || (ingress == config::Ingress::IngressNginx && log.navigation);
+    let rendered = reply.render(log.page);
+    let status = match rendered.status {
+        s @ 500..=599 => s,
+        _ => forward_auth::status_only(signs_in),
+    };
+    log.verdict.responded = Some(status);
+    let mut headers: Vec<(&'static str, String)> = rendered
+        .headers
+        .into_iter()
+        .filter(|(n, _)| *n == "www-authenticate" || *n == "cache-control")
+        .collect();
+    if let Reply::Redirect { location, .. } = reply {
+        headers.push(("x-portcullis-location", location.clone()));
+    }
+    let answer = access::Rendered {
+        status,
+        headers,
+        body: String::new(),
+        close: rendered.close,
+    };
+    own(answer, log.head)
+}
 
 /// A rendered reply as a response, and whether it closes the connection.
 fn own(rendered: access::Rendered, head: bool) -> Answer {
