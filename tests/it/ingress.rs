@@ -20,6 +20,12 @@ const HOST: &str = "app.test";
 
 const ROUTES: &str = "
 [[routes]]
+name = \"open-host\"
+host = \"open.test\"
+upstream = \"app\"
+require = \"none\"
+
+[[routes]]
 name = \"open\"
 path_prefix = \"/open\"
 upstream = \"app\"
@@ -76,7 +82,7 @@ fn contrib() -> PathBuf {
 /// nginx with the documented snippets: `portcullis-locations.conf` in the server block,
 /// `portcullis-protect.conf` in the protected location.
 fn nginx(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
-    let (port, root) = (free_port(), dir.join("nginx"));
+    let (port, plain, root) = (free_port(), free_port(), dir.join("nginx"));
     std::fs::create_dir_all(&root).unwrap();
     let snippets = contrib().join("nginx");
     let conf = format!(
@@ -89,7 +95,12 @@ fn nginx(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
            upstream portcullis {{ server {auth}; }}\n\
            upstream app {{ server {app}; }}\n\
            server {{\n\
-             listen 127.0.0.1:{port} ssl;\n\
+             listen 127.0.0.1:{port} ssl default_server; listen 127.0.0.1:{plain} default_server;\n\
+             ssl_certificate {cert}; ssl_certificate_key {key};\n\
+             return 421;\n\
+           }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port} ssl; listen 127.0.0.1:{plain};\n\
              server_name {HOST};\n\
              ssl_certificate {cert}; ssl_certificate_key {key};\n\
              include {snippets}/portcullis-locations.conf;\n\
@@ -106,6 +117,7 @@ fn nginx(dir: &Path, auth: SocketAddr, app: SocketAddr) -> Child {
     );
     std::fs::write(root.join("nginx.conf"), conf).unwrap();
     std::fs::write(root.join("port"), port.to_string()).unwrap();
+    std::fs::write(root.join("plain-port"), plain.to_string()).unwrap();
     // Debian puts nginx in /usr/sbin, which a user's PATH may not hold.
     let bin = std::env::var_os("PATH")
         .into_iter()
@@ -512,7 +524,8 @@ async fn traefik_and_envoy_checks_in_their_documented_shapes() {
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", HOST)
             .header("x-forwarded-uri", "/docs?q=1")
-            .header("x-forwarded-for", "203.0.113.9");
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("cookie", "theme=dark; __Host-portcullis=not-for-the-app");
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -540,8 +553,10 @@ async fn traefik_and_envoy_checks_in_their_documented_shapes() {
         r.send()
     };
     let alice = e.emu.token("persona=alice").await;
+    let r = traefik_check(Some(alice.clone()), false).await.unwrap();
+    assert_eq!(r.headers()["cookie"], "theme=dark");
     for r in [
-        traefik_check(Some(alice.clone()), false).await.unwrap(),
+        r,
         envoy_check(reqwest::Method::POST, Some(alice.clone()), false)
             .await
             .unwrap(),
@@ -552,6 +567,12 @@ async fn traefik_and_envoy_checks_in_their_documented_shapes() {
         assert_eq!(r.headers()["x-portcullis-reason"], "compliant");
         // Every identity header is there, empty when it does not apply.
         assert_eq!(r.headers()["x-portcullis-grace-ends"], "");
+        // The cookies for the app, under both names, never the gateway's own.
+        let sent = r.headers().get("cookie").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            r.headers()["x-portcullis-cookie"].to_str().unwrap(),
+            sent.as_deref().unwrap()
+        );
     }
     for persona in ["bob", "carol", "dave"] {
         let token = e.emu.token(&format!("persona={persona}")).await;
@@ -596,4 +617,56 @@ async fn traefik_and_envoy_checks_in_their_documented_shapes() {
             "{ingress}: {logs}"
         );
     }
+}
+
+/// One HTTP/1.1 request written as is (`Connection: close`); the status code of the answer.
+async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {text}"))
+}
+
+/// nginx routes an absolute-form request by the host in its request line, and one for a name it
+/// has no server block for to its default server: Portcullis decides on the host nginx routed
+/// by (`$host`), never on a `Host` header that nginx did not route by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_checks_the_host_it_routed_by() {
+    let e = env().await;
+    let plain: u16 = std::fs::read_to_string(e.dir.path().join("nginx/plain-port"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let nginx = SocketAddr::from(([127, 0, 0, 1], plain));
+    // The open host's route is open: through the proxy listener, no credential needed.
+    let open = "GET /private HTTP/1.1\r\nHost: open.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(e.gw.http, open).await, 200);
+    // Through nginx: the request line names app.test, the Host header the open host.
+    let absolute =
+        format!("GET http://{HOST}:{plain}/private HTTP/1.1\r\nHost: open.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        raw_status(nginx, &absolute).await,
+        401,
+        "decided on the Host header, not nginx's host"
+    );
+    // A name nginx has no server block for: its default server, never the app.
+    assert_eq!(raw_status(nginx, open).await, 421);
+    // And the app's own name, as a client normally sends it.
+    let normal = format!("GET /private HTTP/1.1\r\nHost: {HOST}:{plain}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_status(nginx, &normal).await, 401);
+    let logs = e.gw.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ingress=\"nginx\"") && l.contains("path=\"/private\"") && l.contains("route=\"app\"")),
+        "{logs}"
+    );
 }

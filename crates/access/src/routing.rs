@@ -85,19 +85,32 @@ fn first_match<'a, R: Prefixed>(routes: &'a [Arc<R>], path: &str) -> Option<&'a 
 }
 
 /// Whether a request path is safe to route by prefix. Routing matches the path as sent, and the
-/// app may normalise it afterwards: `/status/../admin` would match an open `/status` route and
-/// reach `/admin` unchecked. So dot segments (also percent-encoded) and encoded or raw
-/// backslashes and slashes inside a segment are refused, not rewritten.
+/// app (or an ingress in front, which forwards its normalised path) may normalise it
+/// afterwards: `/status/../admin` would match an open `/status` route and reach `/admin`
+/// unchecked, and so would `/%61dmin` or `//admin` a route for `/admin`'s neighbours. So dot
+/// segments, encoded or raw backslashes and slashes inside a segment, percent-encoded
+/// unreserved characters (RFC 3986 §2.3: never to be encoded, always decoded by normalisers)
+/// and empty segments are refused, not rewritten.
 pub fn path_is_safe(path: &str) -> bool {
     // One pass over the bytes, no copy: this runs on every request.
     let b = path.as_bytes();
-    if b.contains(&b'\\') {
+    if b.contains(&b'\\') || b.windows(2).any(|w| w == b"//") {
         return false;
     }
     let encoded = |i: usize, hi: u8, lo: u8| {
         b.get(i + 1) == Some(&hi) && b.get(i + 2).is_some_and(|c| c.eq_ignore_ascii_case(&lo))
     };
-    if (0..b.len()).any(|i| b[i] == b'%' && (encoded(i, b'2', b'f') || encoded(i, b'5', b'c'))) {
+    let unreserved = |i: usize| {
+        let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (hex(i + 1), hex(i + 2)) {
+            (Some(hi), Some(lo)) => {
+                let c = (hi * 16 + lo) as u8;
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+            }
+            (None, _) | (_, None) => false,
+        }
+    };
+    if (0..b.len()).any(|i| b[i] == b'%' && (encoded(i, b'2', b'f') || encoded(i, b'5', b'c') || unreserved(i))) {
         return false;
     }
     b.split(|&c| c == b'/').all(|seg| !is_dot_segment(seg))
@@ -164,7 +177,8 @@ mod tests {
             "/.well-known/x",
             "/a/...",
             "/a%20b",
-            "/%2e%2e%2e",
+            "/a%3Ab",
+            "/caf%C3%A9",
         ] {
             assert!(path_is_safe(ok), "{ok}");
         }
@@ -179,6 +193,13 @@ mod tests {
             "/status%2Fadmin",
             "/status\\..\\admin",
             "/status/%5c../admin",
+            // What a normaliser turns into another route's path.
+            "/%61dmin",
+            "/adm%69n",
+            "/%2e%2e%2e",
+            "/a%7Eb",
+            "//admin",
+            "/status//admin",
         ] {
             assert!(!path_is_safe(bad), "{bad}");
         }
@@ -189,12 +210,23 @@ mod tests {
     /// The rule as first written (lower-case copy, substring search, per-segment decoding):
     /// the one-pass version must agree with it on every path over the characters that matter.
     fn reference(path: &str) -> bool {
-        if path.contains('\\') {
+        if path.contains('\\') || path.contains("//") {
             return false;
         }
         let lower = path.to_ascii_lowercase();
         if lower.contains("%2f") || lower.contains("%5c") {
             return false;
+        }
+        // %XX of an unreserved character (over this alphabet: `%2e`, `%5f`, `%5F`... and `%2E`).
+        let bytes = lower.as_bytes();
+        for i in 0..bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                if let Ok(c) = u8::from_str_radix(&lower[i + 1..i + 3], 16) {
+                    if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                        return false;
+                    }
+                }
+            }
         }
         lower.split('/').all(|seg| {
             let seg = seg.replace("%2e", ".");

@@ -192,22 +192,30 @@ fn join_cookies(h: &mut HeaderMap) {
 }
 
 /// Removes the gateway's own cookies from the `Cookie` header sent upstream: they are
-/// credentials for the gateway, not for the app.
+/// credentials for the gateway, not for the app. Several `cookie` fields are joined first, and
+/// the value is read as bytes: a byte that is not visible ASCII elsewhere in it must not carry
+/// the session cookie through.
 pub fn strip_own_cookies(h: &mut HeaderMap, names: &[&str]) {
-    let Some(v) = h.get(COOKIE).and_then(|v| v.to_str().ok()) else {
+    join_cookies(h);
+    let Some(v) = h.get(COOKIE) else {
         return;
     };
-    let own = |pair: &str| pair.split_once('=').is_some_and(|(k, _)| names.contains(&k.trim()));
-    if !v.split(';').any(own) {
+    let own = |pair: &[u8]| {
+        pair.iter().position(|&c| c == b'=').is_some_and(|eq| {
+            let name = pair[..eq].trim_ascii();
+            names.iter().any(|n| !n.is_empty() && n.as_bytes() == name)
+        })
+    };
+    if !v.as_bytes().split(|&c| c == b';').any(own) {
         return;
     }
-    let kept: Vec<&str> = v
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !own(pair))
+    let kept: Vec<&[u8]> = v
+        .as_bytes()
+        .split(|&c| c == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty() && !own(pair))
         .collect();
-    match HeaderValue::from_str(&kept.join("; ")) {
+    match HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
         Ok(v) if !v.is_empty() => {
             h.insert(COOKIE, v);
         }
@@ -347,5 +355,19 @@ mod tests {
         let mut h = map(&[("cookie", "__Host-portcullis=s")]);
         strip_own_cookies(&mut h, &names);
         assert!(get(&h, "cookie").is_none());
+        // Split fields (HTTP/2) are joined, and ours go from any of them.
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("__Host-portcullis=s"));
+        strip_own_cookies(&mut h, &names);
+        assert_eq!(h.get_all(COOKIE).iter().collect::<Vec<_>>(), ["a=1"]);
+        // A byte that is not visible ASCII elsewhere does not keep ours in.
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"x=caf\xc3\xa9; __Host-portcullis=s").unwrap(),
+        );
+        strip_own_cookies(&mut h, &names);
+        assert_eq!(h.get(COOKIE).unwrap().as_bytes(), b"x=caf\xc3\xa9");
     }
 }

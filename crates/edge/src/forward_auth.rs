@@ -66,6 +66,7 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Whether `peer` may ask: only the configured ingress addresses.
@@ -141,7 +142,13 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
     }
     .map_err(|_| bad(uri_header, "is not a valid request target"))?;
     let host = match ingress {
-        Ingress::Envoy => h.get(HOST).cloned(),
+        // An HTTP/2 check carries the authority in the request target, not `Host`.
+        Ingress::Envoy => h.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }),
         Ingress::Nginx | Ingress::Caddy | Ingress::Traefik => h.get(X_FORWARDED_HOST).cloned(),
         Ingress::IngressNginx => original_url
             .as_ref()
@@ -164,6 +171,15 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
         Some(p) if p.eq_ignore_ascii_case(b"http") => false,
         Some(_) => return Err(bad(Some(&X_FORWARDED_PROTO), "is neither http nor https")),
         None => tls,
+    };
+    // nginx's `$host` (the host it routed by) has no port: the snippet sends `$server_port`.
+    let host = match (ingress, h.get(X_FORWARDED_PORT)) {
+        (Ingress::Nginx, Some(port)) => {
+            with_port(host, port, tls).ok_or_else(|| bad(Some(&X_FORWARDED_PORT), "is not a port"))?
+        }
+        (Ingress::Nginx, None) | (Ingress::IngressNginx | Ingress::Caddy | Ingress::Traefik | Ingress::Envoy, _) => {
+            host
+        }
     };
     let client = match ingress {
         Ingress::Nginx | Ingress::IngressNginx => h.get(X_REAL_IP).and_then(|v| v.to_str().ok()?.trim().parse().ok()),
@@ -195,6 +211,7 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
         &X_FORWARDED_URI,
         &X_FORWARDED_HOST,
         &X_FORWARDED_PROTO,
+        &X_FORWARDED_PORT,
         &X_FORWARDED_FOR,
     ] {
         headers.remove(n);
@@ -207,6 +224,20 @@ pub fn describe(ingress: Ingress, parts: &Parts, tls: bool, peer: IpAddr) -> Res
         client,
         answering,
     })
+}
+
+/// `host` with `port` unless that is the scheme's default (or `host` names a port already).
+fn with_port(host: HeaderValue, port: &HeaderValue, tls: bool) -> Option<HeaderValue> {
+    let port: u16 = std::str::from_utf8(port.as_bytes()).ok()?.trim().parse().ok()?;
+    let h = host.to_str().ok()?;
+    let has_port = match h.rfind(':') {
+        Some(i) => !h[i..].contains(']'),
+        None => false,
+    };
+    if has_port || port == if tls { 443 } else { 80 } {
+        return Some(host);
+    }
+    HeaderValue::from_str(&format!("{h}:{port}")).ok()
 }
 
 fn bad(header: Option<&HeaderName>, what: &str) -> Problem {

@@ -127,7 +127,10 @@ impl Gateway {
         if parts.uri.path().starts_with("/.portcullis/") {
             return self.own_endpoint(parts, body, conn, conn.tls, log).await;
         }
-        match self.route_and_decide(&parts, conn.tls, conn, log).await {
+        match self
+            .route_and_decide(&parts, conn.tls, conn.client_identity.as_ref(), log)
+            .await
+        {
             Err(p) => self.refuse(&body, log, p),
             Ok((_, Some(reply))) => self.reply(log, &reply, !body.is_end_stream()),
             Ok((route, None)) => self.proxy(parts, body, conn, &route, log).await,
@@ -142,7 +145,7 @@ impl Gateway {
         &self,
         parts: &Parts,
         tls: bool,
-        conn: &Conn,
+        client_cert: Option<&device::identify::CertIdentity>,
         log: &mut AccessLog,
     ) -> Result<(Arc<Route>, Option<Reply>), Problem> {
         if !routing::path_is_safe(parts.uri.path()) {
@@ -176,7 +179,7 @@ impl Gateway {
             route.metrics.decided_early(Reason::OpenRoute, true);
             return Ok((route, None));
         }
-        let info = RequestInfo::new(parts, tls, conn.client_identity.as_ref(), log.navigation);
+        let info = RequestInfo::new(parts, tls, client_cert, log.navigation);
         let reply = self.access.decide(&info, &mut log.verdict, &route).await;
         match (&log.verdict.decision, log.verdict.early) {
             (Some(d), _) => route.metrics.decision(d),
@@ -222,7 +225,8 @@ impl Gateway {
             return self.own_endpoint(d, body, conn, described.tls, log).await;
         }
         let unread = !body.is_end_stream();
-        let (route, reply) = match self.route_and_decide(&d, described.tls, conn, log).await {
+        // The connection's client certificate is the ingress's, not the user's device's.
+        let (route, reply) = match self.route_and_decide(&d, described.tls, None, log).await {
             Ok((route, reply)) => (Some(route), reply),
             Err(p) => {
                 log.verdict.early = Some(Early::Refused(p.reason));
@@ -269,15 +273,17 @@ impl Gateway {
         }
         // The request's cookies without the gateway's own, for the ingress to send on
         // instead of the client's `Cookie`.
+        // (and as `Cookie`, for those that copy headers by name without renaming them).
         let mut cookies = http::HeaderMap::new();
-        if let Some(c) = d.headers.get(http::header::COOKIE) {
-            cookies.insert(http::header::COOKIE, c.clone());
+        for c in d.headers.get_all(http::header::COOKIE) {
+            cookies.append(http::header::COOKIE, c.clone());
         }
         self.strip_own_cookies(&mut cookies);
         let kept = cookies
             .remove(http::header::COOKIE)
             .unwrap_or(HeaderValue::from_static(""));
-        resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept);
+        resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept.clone());
+        resp.headers_mut().insert(http::header::COOKIE, kept);
         for name in forward_auth::IDENTITY_HEADERS {
             if !resp.headers().contains_key(name) {
                 resp.headers_mut()
@@ -422,13 +428,11 @@ impl Gateway {
     /// Removes the gateway's own cookies (session, sign-in, grace acknowledgement) from `h`:
     /// the app never gets them.
     fn strip_own_cookies(&self, h: &mut http::HeaderMap) {
-        if let Some(id) = &self.access.identity {
-            let id = id.load();
-            upstream_headers::strip_own_cookies(
-                h,
-                &[&id.cookie_name, &id.login_cookie_name, access::grace::ACK_COOKIE],
-            );
-        }
+        let id = self.access.identity.as_ref().map(|c| c.load());
+        let (session, login) = id
+            .as_deref()
+            .map_or(("", ""), |id| (id.cookie_name.as_str(), id.login_cookie_name.as_str()));
+        upstream_headers::strip_own_cookies(h, &[session, login, access::grace::ACK_COOKIE]);
     }
 
     /// The signed assertion of the decision for a route that asks for one.
@@ -507,7 +511,12 @@ impl Gateway {
         asked.version = parts.version;
         log.verdict.early = None;
         log.uri = asked.uri.clone();
-        match self.route_and_decide(&asked, tls, conn, log).await {
+        let cert = self
+            .forward_auth
+            .get(conn.listener)
+            .and_then(Option::as_ref)
+            .map_or(conn.client_identity.as_ref(), |_| None);
+        match self.route_and_decide(&asked, tls, cert, log).await {
             Err(p) => {
                 log.verdict.early = Some(Early::Refused(p.reason));
                 Reply::problem(p)
@@ -589,7 +598,7 @@ const ASSERTION: http::HeaderName = http::HeaderName::from_static("x-portcullis-
 /// The decision's reason code on a forward-auth answer.
 const REASON: http::HeaderName = http::HeaderName::from_static("x-portcullis-reason");
 
-/// A refusal as nginx `auth_request` takes it: 401 or 403 (a 5xx as it is), no body, with the
+/// A refusal as nginx `auth_request` takes it: 401 or 403, no body, with the
 /// redirect's target in `X-Portcullis-Location`.
 fn status_only_answer(ingress: config::Ingress, reply: &Reply, log: &mut AccessLog) -> Answer {
     // ingress-nginx sends only a 401 to its sign-in URL (`/.portcullis/answer`),
@@ -597,10 +606,9 @@ fn status_only_answer(ingress: config::Ingress, reply: &Reply, log: &mut AccessL
     let signs_in = matches!(log.verdict.early, Some(Early::Auth(_)))
         || (ingress == config::Ingress::IngressNginx && log.navigation);
     let rendered = reply.render(log.page);
-    let status = match rendered.status {
-        s @ 500..=599 => s,
-        _ => forward_auth::status_only(signs_in),
-    };
+    // Even a 5xx (sessions unavailable): nginx passes only 401 and 403 to its error_page,
+    // whose /verify then shows the real answer.
+    let status = forward_auth::status_only(signs_in);
     log.verdict.responded = Some(status);
     let mut headers: Vec<(&'static str, String)> = rendered
         .headers

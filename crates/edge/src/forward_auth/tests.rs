@@ -251,3 +251,31 @@ fn the_answer_page_only_answers_for_this_host() {
         assert_eq!(target(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn nginx_host_and_port_are_the_ones_it_routed_by() {
+    let check = |host: &str, port: Option<&str>, proto: &str| {
+        let mut headers = vec![
+            ("x-original-uri", "/"),
+            ("x-forwarded-host", host),
+            ("x-forwarded-proto", proto),
+        ];
+        if let Some(p) = port {
+            headers.push(("x-forwarded-port", p));
+        }
+        describe(Ingress::Nginx, &request("GET", "/auth", &headers), false, PEER)
+    };
+    let host_of = |d: Result<Described, Problem>| d.map(|d| host(&d).to_string()).map_err(|p| p.status);
+    assert_eq!(
+        host_of(check("wiki.test", Some("443"), "https")),
+        Ok("wiki.test".into())
+    );
+    assert_eq!(
+        host_of(check("wiki.test", Some("8443"), "https")),
+        Ok("wiki.test:8443".into())
+    );
+    assert_eq!(host_of(check("wiki.test", Some("80"), "http")), Ok("wiki.test".into()));
+    assert_eq!(host_of(check("[::1]", Some("8443"), "https")), Ok("[::1]:8443".into()));
+    assert_eq!(host_of(check("wiki.test", None, "https")), Ok("wiki.test".into()));
+    assert_eq!(host_of(check("wiki.test", Some("x"), "https")), Err(400));
+}
