@@ -8,10 +8,10 @@
 #                     credential, seeded and bounded;
 #   browser_check.py  Playwright driving Debian's Chromium through the end-user pages of the demo;
 #   console_check.py  the same through the admin console (screenshots in target/console-screenshots);
-#   ingress_check.py  Chromium signing in through Debian's nginx, Portcullis answering its
-#                     auth_request checks (docs/forward-auth.md).
+#   ingress_check.py  Chromium signing in through Debian's nginx and Caddy, Portcullis answering
+#                     their forward-auth checks (docs/forward-auth.md).
 # The venv lives in target/contract-venv and is remade when the pins change; Chromium and
-# Python's venv (and nginx) are installed with apt-get when missing.
+# Python's venv (and nginx and Caddy) are installed with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/contract-venv
@@ -20,6 +20,7 @@ missing=()
 { python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } || missing+=(python3 python3-venv)
 command -v "${PORTCULLIS_CHROMIUM:-chromium}" >/dev/null 2>&1 || missing+=(chromium)
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -255,8 +255,8 @@ fn print_summary(cfg: &Config, others: &[Config], ca: &std::path::Path, data: &s
     if let Some(a) = http {
         println!("  gateway (HTTP):  http://{a}/");
     }
-    if let Some(a) = find("checks") {
-        println!("  forward-auth:    http://{a}/auth, /verify   (for nginx's auth_request: contrib/forward-auth/, docs/forward-auth.md)");
+    if let (Some(nginx), Some(caddy)) = (find("checks-nginx"), find("checks-caddy")) {
+        println!("  forward-auth:    http://{nginx}/auth for nginx, http://{caddy}/verify for Caddy   (contrib/forward-auth/, docs/forward-auth.md)");
     }
     println!("  admin console:   http://{admin}/console/   (sign in with Microsoft as alice, admin, or bob, read-only; or with a token below)");
     println!("  admin API:       http://{admin}/api/v1/   /metrics  /healthz  /readyz");

@@ -16,7 +16,7 @@ import urllib.request
 from report import poll_until
 
 # The demo's ports before the offset (src/demo/mod.rs, config/demo.toml).
-HTTPS, HTTP, ADMIN, EMULATOR, APP, CHECKS = 8443, 8080, 9090, 8900, 8901, 8091
+HTTPS, HTTP, ADMIN, EMULATOR, APP, CHECKS, CADDY_CHECKS = 8443, 8080, 9090, 8900, 8901, 8091, 8092
 # The emulator's fixed tenant and gateway app (crates/emulator/src/personas.rs).
 TENANT = "7d3c5b0e-2f41-4c9a-9b8e-5a1e3f6c2d10"
 CLIENT_ID = "5f0c8a9e-3b2d-4e6f-8a1c-9d7e6b5a4c3f"
@@ -49,7 +49,7 @@ class Demo:
 
 
 def _ports_free(offset):
-    for base in (HTTPS, HTTP, ADMIN, EMULATOR, APP, CHECKS):
+    for base in (HTTPS, HTTP, ADMIN, EMULATOR, APP, CHECKS, CADDY_CHECKS):
         with socket.socket() as s:
             # As the demo binds (Rust's std sets it): a port in TIME_WAIT from an earlier run is free.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

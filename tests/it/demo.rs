@@ -15,7 +15,7 @@ use crate::harness::{client, poll_until};
 use crate::identity::Browser;
 
 /// The demo's ports before the offset (DESIGN.md §8), and node-1's of a two-node demo.
-const PORTS: [u16; 10] = [8443, 8080, 9090, 8900, 8901, 8091, 8543, 8180, 9190, 8191];
+const PORTS: [u16; 12] = [8443, 8080, 9090, 8900, 8901, 8091, 8092, 8543, 8180, 9190, 8191, 8192];
 
 struct Demo {
     child: tokio::process::Child,
