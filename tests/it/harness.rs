@@ -35,21 +35,26 @@ where
 
 /// A port that was free a moment ago, and that this test process has not handed out before:
 /// the kernel may give a just-released port straight back, and a gateway whose listener and
-/// admin port collide refuses its configuration.
+/// admin port collide refuses its configuration. Taken from 10000–27999, below the kernel's
+/// ephemeral range (where the source ports of every outgoing connection — the tests', the
+/// gateways', nginx's — come from, so a port handed out there can be taken before its server
+/// binds it) and below the demo tests' port offsets.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64.. {
+        let mut h = seed.build_hasher();
+        h.write_u64(attempt);
+        let port = 10_000 + (h.finish() % 18_000) as u16;
         let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
+    unreachable!("an unbounded loop")
 }
 
 /// The demo upstream app, running until dropped.

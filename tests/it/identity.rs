@@ -418,17 +418,21 @@ impl Browser {
         (action, get("code"), get("state"))
     }
 
-    /// The whole sign-in as `persona`, starting at `path`: posts the callback (303 See Other)
-    /// and follows it back; returns what the gateway then answers for the original URL.
-    pub async fn sign_in(&self, path: &str, persona: &str) -> reqwest::Response {
+    /// The sign-in as `persona` up to the gateway's answer to Entra's form_post (the callback).
+    pub async fn post_callback(&self, path: &str, persona: &str) -> reqwest::Response {
         let (action, code, state) = self.sign_in_until_callback(path, persona).await;
-        let r = self
-            .http
+        self.http
             .post(&action)
             .form(&[("code", code), ("state", state)])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The whole sign-in as `persona`, starting at `path`: posts the callback (303 See Other)
+    /// and follows it back; returns what the gateway then answers for the original URL.
+    pub async fn sign_in(&self, path: &str, persona: &str) -> reqwest::Response {
+        let r = self.post_callback(path, persona).await;
         assert_eq!(r.status(), 303, "{persona}: back from sign-in");
         let back = r.headers()["location"].to_str().unwrap().to_string();
         assert_eq!(back, path, "{persona}: returned to the original path");
@@ -820,17 +824,7 @@ async fn sessions_renew_with_the_refresh_token_and_a_failed_renewal_signs_in_aga
     // ID tokens that expire within the renewal margin: every use renews the session.
     emu.state.token_lifetime.store(60, Ordering::Relaxed);
     let b = Browser::new(&ca, port);
-    let (action, code, state) = b.sign_in_until_callback("/", "erin").await;
-    assert_eq!(
-        b.http
-            .post(&action)
-            .form(&[("code", code), ("state", state)])
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(b.post_callback("/", "erin").await.status(), 303);
     assert_eq!(emu.state.refresh_grants.load(Ordering::Relaxed), 0);
     let e = echo(b.navigate(&format!("{}/", b.base)).await).await;
     assert_eq!(e["headers"]["x-portcullis-user"], json!(["erin@contoso.test"]));
@@ -882,14 +876,7 @@ async fn sign_in_outcome(emu: &Emulator, app: &Upstream, credential: &str) -> (u
         &format!("https://localhost:{port}/.portcullis/callback"),
     );
     let b = Browser::new(&ca.unwrap(), port);
-    let (action, code, state) = b.sign_in_until_callback("/", "alice").await;
-    let r = b
-        .http
-        .post(&action)
-        .form(&[("code", code), ("state", state)])
-        .send()
-        .await
-        .unwrap();
+    let r = b.post_callback("/", "alice").await;
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -1085,14 +1072,7 @@ async fn an_open_websocket_ends_with_its_browser_session() {
     let (emu, app) = (Emulator::start().await, Upstream::start("app").await);
     let (gw, ca, port) = https_gateway(&emu, &app).await;
     let b = Browser::new(&ca, port);
-    let (action, code, state) = b.sign_in_until_callback("/", "alice").await;
-    let r = b
-        .http
-        .post(&action)
-        .form(&[("code", code), ("state", state)])
-        .send()
-        .await
-        .unwrap();
+    let r = b.post_callback("/", "alice").await;
     assert_eq!(r.status(), 303);
     let session = r
         .headers()
@@ -1163,14 +1143,7 @@ async fn a_reload_applies_the_files_entra_identity() {
     assert_eq!(bearer(home.clone()).await, 200);
     assert_eq!(bearer(other.clone()).await, 401, "a tenant not allowed yet");
     // Entra refuses the code redemption with the wrong secret: no session.
-    let (action, code, state) = b.sign_in_until_callback("/x", "alice").await;
-    let r = b
-        .http
-        .post(&action)
-        .form(&[("code", code), ("state", state)])
-        .send()
-        .await
-        .unwrap();
+    let r = b.post_callback("/x", "alice").await;
     assert_ne!(r.status(), 303, "signed in with a secret Entra does not know");
 
     let config = gw.log.parent().unwrap().join("portcullis.toml");
