@@ -256,16 +256,16 @@ fn bad(header: Option<&HeaderName>, what: &str) -> Problem {
 /// Every header an allowed check's answer may carry for the ingress to copy upstream. Each is
 /// sent, empty when it does not apply: an ingress copying a fixed list then never leaves a
 /// client's own value, or its own placeholder text (Caddy before 2.7), in a missing one's place.
-pub const IDENTITY_HEADERS: [&str; 9] = [
-    "x-portcullis-user",
-    "x-portcullis-user-id",
-    "x-portcullis-tenant",
-    "x-portcullis-device-id",
-    "x-portcullis-posture",
-    "x-portcullis-posture-age",
-    "x-portcullis-grace-ends",
-    "x-portcullis-decision",
-    "x-portcullis-assertion",
+pub const IDENTITY_HEADERS: [HeaderName; 9] = [
+    HeaderName::from_static("x-portcullis-user"),
+    HeaderName::from_static("x-portcullis-user-id"),
+    HeaderName::from_static("x-portcullis-tenant"),
+    HeaderName::from_static("x-portcullis-device-id"),
+    HeaderName::from_static("x-portcullis-posture"),
+    HeaderName::from_static("x-portcullis-posture-age"),
+    HeaderName::from_static("x-portcullis-grace-ends"),
+    HeaderName::from_static("x-portcullis-decision"),
+    HeaderName::from_static("x-portcullis-assertion"),
 ];
 
 /// On an allowed answer: the request's `Cookie` without the gateway's own cookies (empty when

@@ -125,7 +125,9 @@ impl Gateway {
         // `access::is_navigation`, without reading the headers twice.
         log.navigation = log.page && (parts.method == http::Method::GET || log.head);
         if parts.uri.path().starts_with("/.portcullis/") {
-            return self.own_endpoint(parts, body, conn, conn.tls, log).await;
+            return self
+                .own_endpoint(parts, body, conn.tls, conn.client_identity.as_ref(), log)
+                .await;
         }
         match self
             .route_and_decide(&parts, conn.tls, conn.client_identity.as_ref(), log)
@@ -222,7 +224,8 @@ impl Gateway {
         log.navigation = log.page && (d.method == http::Method::GET || d.method == http::Method::HEAD);
         let answering = described.answering;
         if answering == Answering::Direct {
-            return self.own_endpoint(d, body, conn, described.tls, log).await;
+            // The connection's client certificate is the ingress's, not the user's device's.
+            return self.own_endpoint(d, body, described.tls, None, log).await;
         }
         let unread = !body.is_end_stream();
         // The connection's client certificate is the ingress's, not the user's device's.
@@ -284,10 +287,9 @@ impl Gateway {
             .unwrap_or(HeaderValue::from_static(""));
         resp.headers_mut().insert(forward_auth::COOKIE_HEADER, kept.clone());
         resp.headers_mut().insert(http::header::COOKIE, kept);
-        for name in forward_auth::IDENTITY_HEADERS {
+        for name in &forward_auth::IDENTITY_HEADERS {
             if !resp.headers().contains_key(name) {
-                resp.headers_mut()
-                    .insert(http::HeaderName::from_static(name), HeaderValue::from_static(""));
+                resp.headers_mut().insert(name.clone(), HeaderValue::from_static(""));
             }
         }
         (resp, close)
@@ -453,8 +455,16 @@ impl Gateway {
         }
     }
 
-    /// `/.portcullis/…`: the gateway's own endpoints, on every host.
-    async fn own_endpoint(&self, parts: Parts, body: Incoming, conn: &Conn, tls: bool, log: &mut AccessLog) -> Answer {
+    /// `/.portcullis/…`: the gateway's own endpoints, on every host. `tls` and `cert`: how the
+    /// client reached the gateway (as [`Self::route_and_decide`] takes them).
+    async fn own_endpoint(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        tls: bool,
+        cert: Option<&device::identify::CertIdentity>,
+        log: &mut AccessLog,
+    ) -> Answer {
         log.verdict.early = Some(Early::GatewayEndpoint);
         let reply = match (self.access.identity(), parts.uri.path()) {
             (Some(id), identity::oidc::CALLBACK_PATH) => {
@@ -476,7 +486,7 @@ impl Gateway {
             (Some(_), identity::oidc::SIGNED_OUT_PATH) => auth::signed_out(),
             (_, "/.portcullis/continue") => self.continue_to(&parts),
             (_, forward_auth::ANSWER_PATH) => match forward_auth::answer_target(&parts) {
-                Some(target) => self.answer_for(&parts, &target, conn, tls, log).await,
+                Some(target) => self.answer_for(&parts, &target, tls, cert, log).await,
                 None => Reply::problem(Problem::new(
                     400,
                     "bad_return_url",
@@ -498,7 +508,14 @@ impl Gateway {
     /// `/.portcullis/answer?rd=…`: what a browser gets for `target` on this host — the sign-in,
     /// the landing, or (let through) a redirect back to it. For an ingress that can only send
     /// a refused browser to one sign-in URL (ingress-nginx's `auth-signin`).
-    async fn answer_for(&self, parts: &Parts, target: &str, conn: &Conn, tls: bool, log: &mut AccessLog) -> Reply {
+    async fn answer_for(
+        &self,
+        parts: &Parts,
+        target: &str,
+        tls: bool,
+        cert: Option<&device::identify::CertIdentity>,
+        log: &mut AccessLog,
+    ) -> Reply {
         let Ok(mut asked) = http::Request::get(target).body(()).map(|r| r.into_parts().0) else {
             return Reply::problem(Problem::new(
                 400,
@@ -511,11 +528,6 @@ impl Gateway {
         asked.version = parts.version;
         log.verdict.early = None;
         log.uri = asked.uri.clone();
-        let cert = self
-            .forward_auth
-            .get(conn.listener)
-            .and_then(Option::as_ref)
-            .map_or(conn.client_identity.as_ref(), |_| None);
         match self.route_and_decide(&asked, tls, cert, log).await {
             Err(p) => {
                 log.verdict.early = Some(Early::Refused(p.reason));
